@@ -1,0 +1,195 @@
+"""The NumPy reference kernels: the contract every backend implements.
+
+Each function here is the plain-NumPy statement of one hot path. The other
+kernel sets (``numba_cpu``, ``numba_cuda``, ``cupy_kernels``) implement the
+same names with the same signatures and are tested against these. Shapes use
+B for the batch, K for samples per example, D for features.
+
+The list (see ``KERNEL_NAMES``):
+
+- ``matmul(a, b, trans_a, trans_b)``: ``op(a) @ op(b)``, 2-D.
+- ``bias_act(x, b, act)`` / ``bias_act_backward(g, y, act)``: ``y = act(x + b)``.
+- ``make_rng(seed)`` / ``standard_normal(rng, shape, dtype)``: seeded N(0, 1).
+- ``reparameterize(mu, logvar, eps)`` / ``reparameterize_backward(g, logvar, eps)``.
+- ``kl_normal(mu, logvar)`` / ``kl_normal_backward(g, mu, logvar)``.
+- ``bernoulli_log_prob(x, logits)`` / ``bernoulli_log_prob_backward(g, x, logits)``.
+- ``gaussian_log_prob(x, mean, sigma)`` / ``gaussian_log_prob_backward(g, x, mean, sigma)``.
+- ``logsumexp(a, axis)``.
+- ``adam_step(...)`` and ``sgd_step(...)``: in place over flat float buffers.
+
+Nothing here imports the autodiff engine.
+"""
+import math
+
+import numpy as np
+
+ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid")
+
+KERNEL_NAMES = (
+    "matmul",
+    "bias_act",
+    "bias_act_backward",
+    "make_rng",
+    "standard_normal",
+    "reparameterize",
+    "reparameterize_backward",
+    "kl_normal",
+    "kl_normal_backward",
+    "bernoulli_log_prob",
+    "bernoulli_log_prob_backward",
+    "gaussian_log_prob",
+    "gaussian_log_prob_backward",
+    "logsumexp",
+    "adam_step",
+    "sgd_step",
+)
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+# ----- Matrix product -----
+
+def matmul(a, b, trans_a=False, trans_b=False):
+    """out[i, j] = sum_k op(a)[i, k] * op(b)[k, j], op = transpose when asked."""
+    return (a.T if trans_a else a) @ (b.T if trans_b else b)
+
+
+# ----- Bias plus activation -----
+
+def bias_act(x, b, act):
+    """y[i, j] = act(x[i, j] + b[j])."""
+    pre = x + b
+    if act == "identity":
+        return pre
+    if act == "relu":
+        return np.maximum(pre, 0)
+    if act == "tanh":
+        return np.tanh(pre)
+    if act == "sigmoid":
+        return 0.5 * (1 + np.tanh(0.5 * pre))
+    raise ValueError(f"bias_act: unknown activation {act!r}; use one of {ACTIVATIONS}")
+
+
+def bias_act_backward(g, y, act):
+    """Given y = act(x + b) and g = dL/dy: (dL/dx, dL/db) with dL/db = sum_i dL/dx[i]."""
+    if act == "identity":
+        gx = g
+    elif act == "relu":
+        gx = g * (y > 0)
+    elif act == "tanh":
+        gx = g * (1 - y * y)
+    elif act == "sigmoid":
+        gx = g * y * (1 - y)
+    else:
+        raise ValueError(f"bias_act_backward: unknown activation {act!r}; use one of {ACTIVATIONS}")
+    gx = gx.astype(g.dtype, copy=False)
+    return gx, gx.sum(axis=0)
+
+
+# ----- Sampling -----
+
+def make_rng(seed):
+    """The backend's own random state: here a NumPy PCG64 generator."""
+    return np.random.default_rng(seed)
+
+
+def standard_normal(rng, shape, dtype=np.float32):
+    """eps ~ N(0, I) of the given shape, drawn from (and advancing) ``rng``."""
+    return rng.standard_normal(shape, dtype=dtype)
+
+
+# ----- Reparameterization: z = mu + sigma * eps (Kingma & Welling, eq. 10) -----
+
+def reparameterize(mu, logvar, eps):
+    """z[k, i, j] = mu[i, j] + exp(logvar[i, j] / 2) * eps[k, i, j]."""
+    return mu + np.exp(0.5 * logvar) * eps
+
+
+def reparameterize_backward(g, logvar, eps):
+    """dL/dmu = sum_k g;  dL/dlogvar = sum_k g * eps * exp(logvar / 2) / 2."""
+    g_mu = g.sum(axis=0)
+    g_logvar = 0.5 * np.exp(0.5 * logvar) * (g * eps).sum(axis=0)
+    return g_mu, g_logvar
+
+
+# ----- KL(N(mu, diag(exp(logvar))) || N(0, I)) (Kingma & Welling, Appendix B) -----
+
+def kl_normal(mu, logvar):
+    """kl[i] = -1/2 sum_j (1 + logvar[i, j] - mu[i, j]^2 - exp(logvar[i, j]))."""
+    return -0.5 * (1 + logvar - mu * mu - np.exp(logvar)).sum(axis=-1)
+
+
+def kl_normal_backward(g, mu, logvar):
+    """dkl/dmu = mu;  dkl/dlogvar = (exp(logvar) - 1) / 2; scaled by g[i]."""
+    g = g[..., None]
+    return g * mu, 0.5 * g * np.expm1(logvar)
+
+
+# ----- Log-likelihoods, summed over the last axis -----
+
+def _softplus(t):
+    """log(1 + e^t) without overflow: max(t, 0) + log1p(e^-|t|)."""
+    return np.maximum(t, 0) + np.log1p(np.exp(-np.abs(t)))
+
+
+def bernoulli_log_prob(x, logits):
+    """lp[..] = sum_j x_j * l_j - softplus(l_j)  (log Bernoulli(x | sigmoid(l)))."""
+    return (x * logits - _softplus(logits)).sum(axis=-1)
+
+
+def bernoulli_log_prob_backward(g, x, logits):
+    """dlp/dl_j = x_j - sigmoid(l_j), scaled by g."""
+    return g[..., None] * (x - 0.5 * (1 + np.tanh(0.5 * logits)))
+
+
+def gaussian_log_prob(x, mean, sigma):
+    """lp[..] = sum_j -(x_j - m_j)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2."""
+    d = x.shape[-1]
+    sq = ((x - mean) ** 2).sum(axis=-1)
+    return -0.5 * sq / sigma**2 - d * (math.log(sigma) + 0.5 * LOG_2PI)
+
+
+def gaussian_log_prob_backward(g, x, mean, sigma):
+    """dlp/dm_j = (x_j - m_j) / sigma^2, scaled by g."""
+    return g[..., None] * (x - mean) / sigma**2
+
+
+# ----- Log-sum-exp -----
+
+def logsumexp(a, axis=0):
+    """log sum_k exp(a_k) along ``axis``, shifted by the max for stability."""
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    with np.errstate(divide="ignore"):  # every term -inf: the answer is -inf
+        out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
+    return np.squeeze(out, axis=axis)
+
+
+# ----- Fused optimizer steps over one flat parameter buffer -----
+
+def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place; step counts from 1.
+
+    g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
+    p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+    """
+    if weight_decay:
+        g = g + weight_decay * p
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    bias1 = 1 - beta1**step
+    bias2 = 1 - beta2**step
+    p -= (lr / bias1) * m / (np.sqrt(v / bias2) + eps)
+
+
+def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
+    """SGD with momentum (PyTorch's form), in place: u = mu u + g'; p -= lr u."""
+    if weight_decay:
+        g = g + weight_decay * p
+    if momentum:
+        velocity *= momentum
+        velocity += g
+        g = velocity
+    p -= lr * g

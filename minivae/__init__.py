@@ -1,0 +1,1 @@
+"""minivae: a Variational Autoencoder built from scratch on a tiny autodiff engine."""
