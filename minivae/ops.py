@@ -1,0 +1,526 @@
+"""The primitives: each forward, and right below it the backward it records.
+
+A backward receives ``g = dL/d(out)`` and returns one gradient per input
+(``None`` where an input takes none), each the vector-Jacobian product
+``g^T (d out / d input)``. Binary operations broadcast like NumPy, and
+``unbroadcast`` sums each gradient back to its input's shape.
+
+The hot paths (matrix products, bias plus activation, the reparameterized
+sample, the KL and the log-likelihoods) call the active backend's kernels
+(``minivae.kernels``); everything else uses its array module ``xp``. This
+file never imports numba or cupy.
+"""
+import itertools
+import math
+import numbers
+
+from minivae.backend import get_backend
+from minivae.tensor import ShapeError, Tensor, is_grad_enabled
+
+
+def _xp():
+    return get_backend().xp
+
+
+def _kernels():
+    return get_backend().kernels
+
+
+def as_tensor(value):
+    """A Tensor as it is; a number or array wrapped as a constant."""
+    return value if isinstance(value, Tensor) else Tensor(value)
+
+
+def make_result(data, parents, backward, op):
+    """A new tensor; it records its parents only when a gradient can flow to them."""
+    out = Tensor(data)
+    if is_grad_enabled() and any(p.requires_grad for p in parents):
+        out.requires_grad = True
+        out._parents = parents
+        out._backward = backward
+        out._op = op
+    return out
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes that broadcasting added or stretched, giving ``shape``."""
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+def _broadcast_operands(op, a, b):
+    """Both operands as tensors (a plain number takes the other's dtype); one line if shapes clash."""
+    if isinstance(a, numbers.Number) and isinstance(b, Tensor):
+        a = Tensor(a, dtype=b.dtype)
+    if isinstance(b, numbers.Number) and isinstance(a, Tensor):
+        b = Tensor(b, dtype=a.dtype)
+    a, b = as_tensor(a), as_tensor(b)
+    try:
+        _xp().broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ShapeError(f"{op}: shapes {a.shape} and {b.shape} do not broadcast") from None
+    return a, b
+
+
+def _normalize_axes(axis, ndim):
+    """``axis`` (None, int or tuple, negatives allowed) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    for ax in axes:
+        if not -ndim <= ax < ndim:
+            raise ShapeError(f"axis {ax} is out of range for a tensor with {ndim} dimensions")
+    return tuple(sorted(ax % ndim for ax in axes))
+
+
+def _expand_reduced(g, axes, keepdims):
+    """Put back the reduced axes (as size 1) so ``g`` broadcasts against the input."""
+    return g if keepdims else _xp().expand_dims(g, axes)
+
+
+# ----- Simple grads: arithmetic -----
+
+def add(a, b):
+    """out = a + b;  da = g, db = g (summed over broadcast axes)."""
+    a, b = _broadcast_operands("add", a, b)
+
+    def backward(g):
+        return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
+    return make_result(a.data + b.data, (a, b), backward, "add")
+
+
+def neg(a):
+    """out = -a;  da = -g."""
+    a = as_tensor(a)
+
+    def backward(g):
+        return (-g,)
+    return make_result(-a.data, (a,), backward, "neg")
+
+
+def sub(a, b):
+    """out = a - b, built as a + (-b): no backward of its own."""
+    a, b = _broadcast_operands("sub", a, b)
+    return add(a, neg(b))
+
+
+def mul(a, b):
+    """out = a * b;  da = g * b, db = g * a."""
+    a, b = _broadcast_operands("mul", a, b)
+
+    def backward(g):
+        return unbroadcast(g * b.data, a.shape), unbroadcast(g * a.data, b.shape)
+    return make_result(a.data * b.data, (a, b), backward, "mul")
+
+
+def div(a, b):
+    """out = a / b;  da = g / b, db = -g * a / b^2."""
+    a, b = _broadcast_operands("div", a, b)
+
+    def backward(g):
+        return unbroadcast(g / b.data, a.shape), unbroadcast(-g * a.data / (b.data * b.data), b.shape)
+    return make_result(a.data / b.data, (a, b), backward, "div")
+
+
+def power(a, exponent):
+    """out = a^p for a number p;  da = g * p * a^(p - 1)."""
+    a = as_tensor(a)
+    if not isinstance(exponent, numbers.Real):
+        raise TypeError("power: the exponent must be a Python number; for a tensor exponent "
+                        "use exp(p * log(a))")
+
+    def backward(g):
+        return (g * exponent * a.data ** (exponent - 1),)
+    return make_result(a.data ** exponent, (a,), backward, "pow")
+
+
+def square(a):
+    """out = a^2;  da = 2 g a."""
+    a = as_tensor(a)
+
+    def backward(g):
+        return (2 * g * a.data,)
+    return make_result(a.data * a.data, (a,), backward, "square")
+
+
+# ----- Simple grads: elementwise functions -----
+
+def exp(a):
+    """out = e^a;  da = g * out."""
+    a = as_tensor(a)
+    out = _xp().exp(a.data)
+
+    def backward(g):
+        return (g * out,)
+    return make_result(out, (a,), backward, "exp")
+
+
+def log(a):
+    """out = ln a;  da = g / a."""
+    a = as_tensor(a)
+
+    def backward(g):
+        return (g / a.data,)
+    return make_result(_xp().log(a.data), (a,), backward, "log")
+
+
+def log1p(a):
+    """out = ln(1 + a), accurate for small a;  da = g / (1 + a)."""
+    a = as_tensor(a)
+
+    def backward(g):
+        return (g / (1 + a.data),)
+    return make_result(_xp().log1p(a.data), (a,), backward, "log1p")
+
+
+def sqrt(a):
+    """out = sqrt(a);  da = g / (2 out)."""
+    a = as_tensor(a)
+    out = _xp().sqrt(a.data)
+
+    def backward(g):
+        return (g / (2 * out),)
+    return make_result(out, (a,), backward, "sqrt")
+
+
+def absolute(a):
+    """out = |a|;  da = g * sign(a)  (0 at a = 0)."""
+    a = as_tensor(a)
+
+    def backward(g):
+        return (g * _xp().sign(a.data),)
+    return make_result(_xp().abs(a.data), (a,), backward, "abs")
+
+
+def tanh(a):
+    """out = tanh a;  da = g * (1 - out^2)."""
+    a = as_tensor(a)
+    out = _xp().tanh(a.data)
+
+    def backward(g):
+        return (g * (1 - out * out),)
+    return make_result(out, (a,), backward, "tanh")
+
+
+def sigmoid(a):
+    """out = 1 / (1 + e^-a), computed as (1 + tanh(a/2)) / 2 so no exp overflows;  da = g out (1 - out)."""
+    a = as_tensor(a)
+    out = 0.5 * (1 + _xp().tanh(0.5 * a.data))
+
+    def backward(g):
+        return (g * out * (1 - out),)
+    return make_result(out, (a,), backward, "sigmoid")
+
+
+def relu(a):
+    """out = max(a, 0);  da = g where a > 0, else 0."""
+    a = as_tensor(a)
+
+    def backward(g):
+        return (g * (a.data > 0),)
+    return make_result(_xp().maximum(a.data, 0), (a,), backward, "relu")
+
+
+def softplus(a):
+    """out = ln(1 + e^a) = max(a, 0) + ln(1 + e^-|a|), finite for any a;  da = g * sigmoid(a)."""
+    a = as_tensor(a)
+    xp = _xp()
+    out = xp.maximum(a.data, 0) + xp.log1p(xp.exp(-xp.abs(a.data)))
+
+    def backward(g):
+        return (g * 0.5 * (1 + xp.tanh(0.5 * a.data)),)
+    return make_result(out, (a,), backward, "softplus")
+
+
+def clip(a, low, high):
+    """out = min(max(a, low), high);  da = g where low < a < high, else 0."""
+    a = as_tensor(a)
+
+    def backward(g):
+        return (g * ((a.data > low) & (a.data < high)),)
+    return make_result(_xp().clip(a.data, low, high), (a,), backward, "clip")
+
+
+def maximum(a, b):
+    """out = max(a, b) elementwise;  g goes to the larger input, split evenly on ties."""
+    a, b = _broadcast_operands("maximum", a, b)
+    share_a = (a.data > b.data) + 0.5 * (a.data == b.data)
+
+    def backward(g):
+        return unbroadcast(g * share_a, a.shape), unbroadcast(g * (1 - share_a), b.shape)
+    return make_result(_xp().maximum(a.data, b.data), (a, b), backward, "maximum")
+
+
+def where(condition, a, b):
+    """out = a where condition else b;  g goes to a where condition holds, to b elsewhere."""
+    condition = condition.data if isinstance(condition, Tensor) else _xp().asarray(condition)
+    a, b = _broadcast_operands("where", a, b)
+    xp = _xp()
+
+    def backward(g):
+        return (unbroadcast(xp.where(condition, g, 0), a.shape),
+                unbroadcast(xp.where(condition, 0, g), b.shape))
+    return make_result(xp.where(condition, a.data, b.data), (a, b), backward, "where")
+
+
+# ----- Reductions -----
+
+def reduce_sum(a, axis=None, keepdims=False):
+    """out = sum of a over ``axis``;  da = g copied back along the summed axes."""
+    a = as_tensor(a)
+    axes = _normalize_axes(axis, a.ndim)
+
+    def backward(g):
+        return (_xp().broadcast_to(_expand_reduced(g, axes, keepdims), a.shape),)
+    return make_result(a.data.sum(axis=axes, keepdims=keepdims), (a,), backward, "sum")
+
+
+def mean(a, axis=None, keepdims=False):
+    """out = sum(a) / n over ``axis``, built from sum and div."""
+    a = as_tensor(a)
+    axes = _normalize_axes(axis, a.ndim)
+    return reduce_sum(a, axes, keepdims) / math.prod(a.shape[ax] for ax in axes)
+
+
+def reduce_max(a, axis=None, keepdims=False):
+    """out = max of a over ``axis``;  g goes to the maximal entries, split evenly on ties."""
+    a = as_tensor(a)
+    axes = _normalize_axes(axis, a.ndim)
+    out = a.data.max(axis=axes, keepdims=True)
+
+    def backward(g):
+        is_max = a.data == out
+        share = is_max / is_max.sum(axis=axes, keepdims=True)
+        return (_expand_reduced(g, axes, keepdims) * share,)
+    return make_result(out if keepdims else out.squeeze(axis=axes), (a,), backward, "max")
+
+
+def logsumexp(a, axis=None, keepdims=False):
+    """out = ln sum exp(a) over ``axis``, shifted by the max;  da = g * softmax(a) = g * exp(a - out)."""
+    a = as_tensor(a)
+    axes = _normalize_axes(axis, a.ndim)
+    xp = _xp()
+    shift = a.data.max(axis=axes, keepdims=True)
+    shift = xp.where(xp.isfinite(shift), shift, 0)
+    out = xp.log(xp.exp(a.data - shift).sum(axis=axes, keepdims=True)) + shift
+
+    def backward(g):
+        return (_expand_reduced(g, axes, keepdims) * xp.exp(a.data - out),)
+    return make_result(out if keepdims else out.squeeze(axis=axes), (a,), backward, "logsumexp")
+
+
+# ----- Shapes, indexing and joining -----
+
+def reshape(a, shape):
+    """out = a with a new shape (same elements);  da = g reshaped back."""
+    a = as_tensor(a)
+    try:
+        out = a.data.reshape(shape)
+    except ValueError:
+        raise ShapeError(f"reshape: cannot reshape {a.shape} ({a.size} elements) to {tuple(shape)}") from None
+
+    def backward(g):
+        return (g.reshape(a.shape),)
+    return make_result(out, (a,), backward, "reshape")
+
+
+def transpose(a, axes=None):
+    """out = a with its axes permuted (reversed by default);  da = g permuted back."""
+    a = as_tensor(a)
+    axes = tuple(reversed(range(a.ndim))) if axes is None else tuple(ax % a.ndim for ax in axes)
+    if sorted(axes) != list(range(a.ndim)):
+        raise ShapeError(f"transpose: {axes} is not a permutation of the {a.ndim} axes of {a.shape}")
+    inverse = tuple(sorted(range(a.ndim), key=axes.__getitem__))
+
+    def backward(g):
+        return (g.transpose(inverse),)
+    return make_result(a.data.transpose(axes), (a,), backward, "transpose")
+
+
+def permute(a, *axes):
+    """out = a with axes in the given order (PyTorch's name for transpose with axes)."""
+    return transpose(a, axes)
+
+
+def broadcast_to(a, shape):
+    """out = a repeated along broadcast axes to ``shape``;  da = g summed back."""
+    a = as_tensor(a)
+    try:
+        out = _xp().broadcast_to(a.data, shape)
+    except ValueError:
+        raise ShapeError(f"broadcast_to: cannot broadcast {a.shape} to {tuple(shape)}") from None
+
+    def backward(g):
+        return (unbroadcast(g, a.shape),)
+    return make_result(out, (a,), backward, "broadcast_to")
+
+
+expand = broadcast_to
+
+
+def getitem(a, index):
+    """out = a[index] (slices, integers, arrays);  da = zeros with g added at the indexed places."""
+    a = as_tensor(a)
+    if isinstance(index, Tensor):
+        index = index.data
+    try:
+        out = a.data[index]
+    except IndexError as err:
+        raise ShapeError(f"getitem: index {index!r} does not fit shape {a.shape} ({err})") from None
+
+    def backward(g):
+        xp = _xp()
+        grad = xp.zeros_like(a.data)
+        xp.add.at(grad, index, g)
+        return (grad,)
+    return make_result(out, (a,), backward, "getitem")
+
+
+def concatenate(tensors, axis=0):
+    """out = the tensors joined along ``axis``;  each gets its slice of g."""
+    tensors = tuple(as_tensor(t) for t in tensors)
+    xp = _xp()
+    try:
+        out = xp.concatenate([t.data for t in tensors], axis=axis)
+    except ValueError:
+        raise ShapeError(f"concatenate: shapes {[t.shape for t in tensors]} do not join along axis {axis}") from None
+    boundaries = list(itertools.accumulate(t.shape[axis] for t in tensors))[:-1]
+
+    def backward(g):
+        return tuple(xp.split(g, boundaries, axis=axis))
+    return make_result(out, tensors, backward, "concatenate")
+
+
+def stack(tensors, axis=0):
+    """out = the tensors stacked along a new ``axis``;  each gets its slice of g."""
+    tensors = tuple(as_tensor(t) for t in tensors)
+    xp = _xp()
+    try:
+        out = xp.stack([t.data for t in tensors], axis=axis)
+    except ValueError:
+        raise ShapeError(f"stack: shapes {[t.shape for t in tensors]} differ; stack needs equal shapes") from None
+
+    def backward(g):
+        return tuple(xp.moveaxis(g, axis, 0))
+    return make_result(out, tensors, backward, "stack")
+
+
+# ----- Matrix product (a backend kernel) -----
+
+def matmul(a, b):
+    """out = a @ b over the last two axes, batch axes broadcast;  da = g b^T, db = a^T g."""
+    a, b = as_tensor(a), as_tensor(b)
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+        raise ShapeError(f"matmul: {a.shape} @ {b.shape} (needs 2-D or batched operands with "
+                         "a's last dimension equal to b's second-to-last)")
+    if a.ndim == 2 and b.ndim == 2:
+        return _matmul_2d(a, b)
+    xp = _xp()
+    try:
+        out = xp.matmul(a.data, b.data)
+    except ValueError:
+        raise ShapeError(f"matmul: {a.shape} @ {b.shape} (batch dimensions do not broadcast)") from None
+
+    def backward(g):
+        return (unbroadcast(xp.matmul(g, xp.swapaxes(b.data, -1, -2)), a.shape),
+                unbroadcast(xp.matmul(xp.swapaxes(a.data, -1, -2), g), b.shape))
+    return make_result(out, (a, b), backward, "matmul")
+
+
+def _matmul_2d(a, b):
+    """The 2-D product through the backend's kernel, transposes passed as flags."""
+    kernels = _kernels()
+
+    def backward(g):
+        return (kernels.matmul(g, b.data, trans_b=True) if a.requires_grad else None,
+                kernels.matmul(a.data, g, trans_a=True) if b.requires_grad else None)
+    return make_result(kernels.matmul(a.data, b.data), (a, b), backward, "matmul")
+
+
+# ----- Fused primitives for the VAE's hot paths (backend kernels) -----
+# Each equals a composite of the primitives above; tests check that it does.
+
+def bias_act(x, bias, activation="identity"):
+    """out = act(x + bias) for a batch x (B, D) and a bias (D,);  act in identity|relu|tanh|sigmoid."""
+    x, bias = as_tensor(x), as_tensor(bias)
+    if x.ndim != 2 or bias.shape != (x.shape[1],):
+        raise ShapeError(f"bias_act: x {x.shape} + bias {bias.shape} (needs x (B, D) and bias (D,))")
+    kernels = _kernels()
+    out = kernels.bias_act(x.data, bias.data, activation)
+
+    def backward(g):
+        return kernels.bias_act_backward(g, out, activation)
+    return make_result(out, (x, bias), backward, f"bias_act[{activation}]")
+
+
+def reparameterize(mu, logvar, eps):
+    """z = mu + exp(logvar / 2) * eps (Kingma & Welling, eq. 10), eps (K, B, D) fixed for the backward.
+
+    dz/dmu = 1, dz/dlogvar = eps * exp(logvar / 2) / 2, both summed over the K samples.
+    """
+    mu, logvar = as_tensor(mu), as_tensor(logvar)
+    eps = eps.data if isinstance(eps, Tensor) else eps
+    if mu.shape != logvar.shape or eps.shape[1:] != mu.shape:
+        raise ShapeError(f"reparameterize: mu {mu.shape}, logvar {logvar.shape}, eps {eps.shape} "
+                         "(needs mu and logvar (B, D) and eps (K, B, D))")
+    kernels = _kernels()
+
+    def backward(g):
+        return kernels.reparameterize_backward(g, logvar.data, eps)
+    return make_result(kernels.reparameterize(mu.data, logvar.data, eps), (mu, logvar), backward,
+                       "reparameterize")
+
+
+def kl_normal(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) per row = -1/2 sum(1 + logvar - mu^2 - exp(logvar)).
+
+    Kingma & Welling (2014), Appendix B. d/dmu = mu, d/dlogvar = (exp(logvar) - 1) / 2.
+    """
+    mu, logvar = as_tensor(mu), as_tensor(logvar)
+    if mu.shape != logvar.shape:
+        raise ShapeError(f"kl_normal: mu {mu.shape} and logvar {logvar.shape} differ")
+    kernels = _kernels()
+
+    def backward(g):
+        return kernels.kl_normal_backward(g, mu.data, logvar.data)
+    return make_result(kernels.kl_normal(mu.data, logvar.data), (mu, logvar), backward, "kl_normal")
+
+
+def bernoulli_log_prob(x, logits):
+    """log Bernoulli(x | sigmoid(l)) summed over the last axis = sum(x l - softplus(l));  dl = g (x - sigmoid(l)).
+
+    x is data (no gradient); logits may carry extra leading axes (K samples) that x broadcasts over.
+    """
+    logits = as_tensor(logits)
+    x = x.data if isinstance(x, Tensor) else _xp().asarray(x)
+    _check_data_shape("bernoulli_log_prob", x, logits)
+    kernels = _kernels()
+
+    def backward(g):
+        return (kernels.bernoulli_log_prob_backward(g, x, logits.data),)
+    return make_result(kernels.bernoulli_log_prob(x, logits.data), (logits,), backward,
+                       "bernoulli_log_prob")
+
+
+def gaussian_log_prob(x, mean, sigma):
+    """log N(x | mean, sigma^2 I) summed over the last axis, sigma a fixed number;  dmean = g (x - mean) / sigma^2."""
+    mean = as_tensor(mean)
+    x = x.data if isinstance(x, Tensor) else _xp().asarray(x)
+    _check_data_shape("gaussian_log_prob", x, mean)
+    kernels = _kernels()
+
+    def backward(g):
+        return (kernels.gaussian_log_prob_backward(g, x, mean.data, sigma),)
+    return make_result(kernels.gaussian_log_prob(x, mean.data, sigma), (mean,), backward,
+                       "gaussian_log_prob")
+
+
+def _check_data_shape(op, x, params):
+    if x.shape != params.shape[params.ndim - x.ndim:]:
+        raise ShapeError(f"{op}: data {x.shape} does not match parameters {params.shape} "
+                         "(the data's shape must end the parameters' shape)")
