@@ -1,0 +1,52 @@
+"""Argument types for the command line: each rejects a bad value with a one-line reason."""
+import argparse
+import math
+
+
+def _parse(text, convert, kind):
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+
+
+def _require(condition, message):
+    if not condition:
+        raise argparse.ArgumentTypeError(message)
+
+
+def positive_int(text):
+    """An integer > 0."""
+    value = _parse(text, int, "a whole number")
+    _require(value > 0, f"{value} must be a positive whole number")
+    return value
+
+
+def non_negative_int(text):
+    """An integer >= 0."""
+    value = _parse(text, int, "a whole number")
+    _require(value >= 0, f"{value} must be zero or more")
+    return value
+
+
+def positive_float(text):
+    """A finite number > 0."""
+    value = _parse(text, float, "a number")
+    _require(0 < value < math.inf, f"{text} must be a positive finite number")
+    return value
+
+
+def fraction(text):
+    """A number in [0, 1)."""
+    value = _parse(text, float, "a number")
+    _require(0 <= value < 1, f"{text} must be at least 0 and below 1")
+    return value
+
+
+def int_list(text):
+    """Comma-separated positive integers, e.g. '400' or '300,300'."""
+    values = _parse(text, lambda t: [int(part) for part in t.split(",") if part.strip()],
+                    "a comma-separated list of whole numbers")
+    _require(values and all(v > 0 for v in values),
+             f"{text!r} needs one or more positive whole numbers, e.g. 400 or 300,300")
+    return values

@@ -1,0 +1,71 @@
+"""The ``minivae`` command: one subcommand per job, nothing done at import.
+
+Every subcommand takes ``--backend``. A ``MinivaeError`` (bad input, a
+backend that cannot run here) prints one line and exits with status 2.
+"""
+import argparse
+import sys
+
+from minivae.argtypes import positive_int
+from minivae.backend import BACKEND_NAMES, set_backend
+from minivae.errors import MinivaeError
+
+
+# ----- minivae gradcheck -----
+
+def add_gradcheck_arguments(parser):
+    parser.add_argument("--trials", type=positive_int, default=3, help="random draws per primitive (default 3)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
+    parser.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance (default 1e-8)")
+
+
+def run_gradcheck(args):
+    """Print every primitive's worst gradient error against central differences; 1 if any fails."""
+    from minivae.opcases import check_table
+    rows = check_table(trials=args.trials, seed=args.seed, rtol=args.rtol, atol=args.atol)
+    print(f"{'primitive':<22} {'input shapes':<26} {'max abs err':>11} {'max rel err':>11}  result")
+    for row in rows:
+        shapes = " ".join("x".join(map(str, s)) or "()" for s in row.shapes)
+        print(f"{row.name:<22} {shapes:<26} {row.max_abs_error:11.2e} {row.max_rel_error:11.2e}  "
+              f"{'ok' if row.passed else 'FAIL'}")
+    failed = [row.name for row in rows if not row.passed]
+    print(f"{len(rows) - len(failed)} passed, {len(failed)} failed"
+          f" (float64 central differences, rtol {args.rtol:g}, atol {args.atol:g})")
+    return 1 if failed else 0
+
+
+COMMANDS = {
+    "gradcheck": (add_gradcheck_arguments, run_gradcheck,
+                  "check every primitive's gradient against finite differences"),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="minivae", description="A VAE from scratch: train, verify, benchmark.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (add_arguments, _, summary) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.add_argument("--backend", choices=BACKEND_NAMES, default=None,
+                         help="array backend (default: $MINIVAE_BACKEND or numpy)")
+        add_arguments(sub)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    _, run, _ = COMMANDS[args.command]
+    try:
+        if args.backend:
+            set_backend(args.backend)
+        return run(args)
+    except MinivaeError as err:
+        print(f"minivae: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("minivae: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
