@@ -1,0 +1,323 @@
+"""Datasets as float32 pixel rows in [0, 1], minibatches, and binarization.
+
+Three datasets, all pure NumPy:
+
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (no download);
+- ``mnist`` and ``fashion-mnist``: the four standard IDX files, raw or ``.gz``,
+  from a directory you name. Fashion-MNIST is found automatically where
+  Debian's ``dataset-fashion-mnist`` package puts it.
+
+Every random choice (validation split, shuffling, binarization) is drawn from
+an explicit ``numpy.random.Generator``.
+"""
+import dataclasses
+import gzip
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from minivae.errors import MinivaeError
+
+DATASET_NAMES = ("digits", "mnist", "fashion-mnist")
+DIGITS_TEST_FRACTION = 0.2
+BINARIZE_MODES = ("none", "static", "dynamic")
+STATIC_SEED = 0
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+# ----- IDX files -----
+# An IDX file is a 4-byte magic (0x00 0x00 type-code ndim), ndim big-endian
+# uint32 dimensions, then the elements, big-endian, in C order.
+# http://yann.lecun.com/exdb/mnist/ ("THE IDX FILE FORMAT")
+
+IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_GZIP_RATIO = 1032  # deflate never expands data more than 1032-fold
+READ_CHUNK = 1 << 20
+_READ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
+
+
+def read_idx(path):
+    """The array stored in an IDX file, raw or gzip-compressed (sniffed, not by suffix).
+
+    The header's sizes are checked against the file before any large
+    allocation: a raw file must hold exactly the bytes the header promises, a
+    gzip file cannot promise more than ``MAX_GZIP_RATIO`` times its own size
+    and is decompressed in chunks, so a lying header costs no memory.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as raw:
+            file_size = os.fstat(raw.fileno()).st_size
+            is_gzip = raw.read(2) == GZIP_MAGIC
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw) if is_gzip else raw
+            return _read_idx_stream(stream, path, file_size, is_gzip)
+    except FileNotFoundError:
+        raise MinivaeError(f"IDX file {path} does not exist; check the path") from None
+    except _READ_ERRORS as exc:
+        raise MinivaeError(f"IDX file {path}: cannot read it ({exc}); re-download it") from None
+
+
+def _read_idx_stream(stream, path, file_size, is_gzip):
+    """Header, size checks, then the payload of an open IDX stream."""
+    dtype, shape = _read_idx_header(stream, path)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if is_gzip:
+        bound = file_size * MAX_GZIP_RATIO
+        if nbytes > bound:
+            raise _size_mismatch(path, shape, dtype, nbytes, f"at most {bound:,}")
+    else:
+        available = file_size - 4 - 4 * len(shape)
+        if nbytes != available:
+            raise _size_mismatch(path, shape, dtype, nbytes, f"{available:,}")
+    data = _read_at_most(stream, nbytes + 1)
+    if len(data) != nbytes:
+        held = f"{len(data):,}" if len(data) < nbytes else f"more than {nbytes:,}"
+        raise _size_mismatch(path, shape, dtype, nbytes, held)
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _read_idx_header(stream, path):
+    """The element dtype and the shape that an IDX header announces."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[:2] != b"\x00\x00":
+        raise MinivaeError(
+            f"IDX file {path}: bad magic {magic.hex(' ') or '(empty file)'}, expected 00 00 "
+            "type ndim; is it an MNIST-style IDX file?")
+    type_code, ndim = magic[2], magic[3]
+    if type_code not in IDX_TYPES or ndim == 0:
+        raise MinivaeError(
+            f"IDX file {path}: unsupported type code 0x{type_code:02x} or ndim {ndim}; "
+            "re-download it")
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise MinivaeError(f"IDX file {path}: header ends before its {ndim} dimensions; re-download it")
+    return np.dtype(IDX_TYPES[type_code]), struct.unpack(f">{ndim}I", dims)
+
+
+def _read_at_most(stream, limit):
+    """Up to ``limit`` bytes, read in chunks so memory follows the data, not the request."""
+    data = bytearray()
+    while len(data) < limit:
+        chunk = stream.read(min(READ_CHUNK, limit - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _size_mismatch(path, shape, dtype, nbytes, held):
+    shape_text = "x".join(str(n) for n in shape)
+    return MinivaeError(
+        f"IDX file {path}: header says {shape_text} {dtype.name} ({nbytes:,} bytes) but the "
+        f"file holds {held} bytes of data; re-download it or check the path")
+
+
+def write_idx(path, array):
+    """Write ``array`` as an IDX file, gzip-compressed when ``path`` ends in ``.gz``."""
+    path = Path(path)
+    array = np.asarray(array)
+    codes = {np.dtype(name).name: code for code, name in IDX_TYPES.items()}
+    if array.dtype.name not in codes or array.ndim == 0:
+        raise MinivaeError(
+            f"cannot write a {array.ndim}-d {array.dtype} array as IDX; use an array of "
+            f"at least 1 dimension and one of {', '.join(sorted(codes))}")
+    code = codes[array.dtype.name]
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = array.astype(IDX_TYPES[code]).tobytes()
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "wb") as f:
+            f.write(header + payload)
+    except OSError as exc:
+        raise MinivaeError(f"cannot write IDX file {path} ({exc.strerror}); check the directory") from None
+
+
+# ----- Datasets -----
+
+
+@dataclass
+class Dataset:
+    """Images as float32 rows in [0, 1] (reshape a row to ``image_shape``), labels as int64.
+
+    ``valid_x``/``valid_y`` are None unless ``load_dataset`` was asked for a
+    validation split, which is then taken out of the training set.
+    """
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    image_shape: tuple
+    name: str
+    valid_x: np.ndarray | None = None
+    valid_y: np.ndarray | None = None
+
+
+def load_digits():
+    """scikit-learn's 1797 bundled 8x8 digits, pixels divided by 16.
+
+    The split is fixed, not random: the first 80% (1438 images) are the
+    training set, the last 20% (359 images) the test set.
+    """
+    import sklearn.datasets
+
+    bunch = sklearn.datasets.load_digits()
+    x = (bunch.data / 16).astype(np.float32)
+    y = bunch.target.astype(np.int64)
+    n_train = len(x) - round(len(x) * DIGITS_TEST_FRACTION)
+    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], (8, 8), "digits")
+
+
+MNIST_LIKE_DIRS = {"mnist": None, "fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
+MNIST_LIKE_HINTS = {
+    "mnist": "download the four MNIST IDX files and pass --data-dir DIR",
+    "fashion-mnist": "run `apt-get install dataset-fashion-mnist` or pass --data-dir DIR",
+}
+
+
+def load_mnist_like(name, data_dir=None):
+    """MNIST or Fashion-MNIST from the standard four IDX files (raw or ``.gz``) in ``data_dir``.
+
+    With ``data_dir`` None, Fashion-MNIST is read from
+    ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
+    Pixels are divided by 255.
+    """
+    if name not in MNIST_LIKE_DIRS:
+        raise MinivaeError(f"unknown IDX dataset {name!r}; choose one of {', '.join(MNIST_LIKE_DIRS)}")
+    directory = Path(data_dir) if data_dir is not None else MNIST_LIKE_DIRS[name]
+    if directory is None:
+        raise MinivaeError(f"{name} has no default location; {MNIST_LIKE_HINTS[name]}")
+    train_x, train_y, image_shape = _load_idx_split(name, directory, "train")
+    test_x, test_y, test_shape = _load_idx_split(name, directory, "t10k")
+    if test_shape != image_shape:
+        raise MinivaeError(
+            f"{name} in {directory}: train images are {image_shape} but test images are "
+            f"{test_shape}; re-download the files")
+    return Dataset(train_x, train_y, test_x, test_y, image_shape, name)
+
+
+def _load_idx_split(name, directory, prefix):
+    """Flattened float32 images, int64 labels and the image shape of one split."""
+    images_path = _find_idx_file(name, directory, f"{prefix}-images-idx3-ubyte")
+    labels_path = _find_idx_file(name, directory, f"{prefix}-labels-idx1-ubyte")
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or labels.ndim != 1 or images.dtype != np.uint8:
+        raise MinivaeError(
+            f"{images_path} and {labels_path} should hold uint8 images (N, H, W) and labels (N,), "
+            f"not {images.dtype} {images.shape} and {labels.shape}; check the file names")
+    if len(images) != len(labels):
+        raise MinivaeError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} "
+            "labels; re-download the pair")
+    x = images.reshape(len(images), -1).astype(np.float32)
+    x /= 255
+    return x, labels.astype(np.int64), images.shape[1:]
+
+
+def _find_idx_file(name, directory, stem):
+    """``directory/stem`` or ``directory/stem.gz``, whichever exists."""
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise MinivaeError(f"{name}: no {stem}[.gz] in {directory}; {MNIST_LIKE_HINTS[name]}")
+
+
+def load_dataset(name="digits", data_dir=None, validation=0.0, seed=0):
+    """The dataset called ``name``, with a ``validation`` fraction of train held out (seeded)."""
+    if name == "digits":
+        if data_dir is not None:
+            raise MinivaeError("digits ships with scikit-learn and reads no --data-dir; drop it")
+        data = load_digits()
+    elif name in MNIST_LIKE_DIRS:
+        data = load_mnist_like(name, data_dir)
+    else:
+        raise MinivaeError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if validation == 0:
+        return data
+    train_x, train_y, valid_x, valid_y = validation_split(
+        data.train_x, data.train_y, validation, np.random.default_rng(seed))
+    return dataclasses.replace(
+        data, train_x=train_x, train_y=train_y, valid_x=valid_x, valid_y=valid_y)
+
+
+def validation_split(x, y, fraction, rng):
+    """A random ``fraction`` of the rows held out: ``(train_x, train_y, valid_x, valid_y)``."""
+    n_valid = round(len(x) * fraction) if 0 < fraction < 1 else 0  # NaN or out of range: refused
+    if not 0 < n_valid < len(x):
+        raise MinivaeError(
+            f"validation fraction {fraction} of {len(x)} examples leaves an empty split; "
+            "choose a fraction between 0 and 1, e.g. 0.1")
+    order = rng.permutation(len(x))
+    valid, train = order[:n_valid], order[n_valid:]
+    return x[train], y[train], x[valid], y[valid]
+
+
+# ----- Minibatches and binarization -----
+
+
+def binarize_static(x, rng):
+    """One Bernoulli(x) draw per pixel, as float32 zeros and ones.
+
+    Static binarization draws once for a whole set and keeps the result, so
+    every epoch sees the same binary images. ``batches(binarize="static")``
+    draws with a Generator seeded by ``STATIC_SEED``: the same images in every
+    run, whatever the shuffling.
+    """
+    return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
+
+
+def binarize_dynamic(x_batch, rng):
+    """A fresh Bernoulli(x) draw for one batch.
+
+    The same draw as ``binarize_static``, repeated for every batch, so each
+    epoch sees new binary versions of the gray images (a regularizer).
+    """
+    return binarize_static(x_batch, rng)
+
+
+def batches(x, y, batch_size, rng, shuffle=True, binarize="none"):
+    """Yield ``(x_batch, y_batch)`` covering every example once; the last batch may be smaller.
+
+    ``rng`` shuffles (when ``shuffle``) and draws dynamic binarizations.
+    ``binarize="static"`` binarizes all of ``x`` (with ``STATIC_SEED``) each
+    time it is called; for a large set, binarize once yourself with
+    ``binarize_static`` and pass ``binarize="none"``.
+    """
+    if binarize not in BINARIZE_MODES:
+        raise MinivaeError(f"unknown binarization {binarize!r}; choose one of {', '.join(BINARIZE_MODES)}")
+    if batch_size < 1 or len(x) != len(y):
+        raise MinivaeError(
+            f"cannot batch {len(x)} images and {len(y)} labels by {batch_size}; "
+            "give as many labels as images and a batch size of at least 1")
+    if binarize == "static":
+        x = binarize_static(x, np.random.default_rng(STATIC_SEED))
+    order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
+    for start in range(0, len(x), batch_size):
+        rows = order[start:start + batch_size]
+        x_batch = x[rows]
+        if binarize == "dynamic":
+            x_batch = binarize_dynamic(x_batch, rng)
+        yield x_batch, y[rows]
+
+
+def check_pixels(x, likelihood):
+    """Refuse NaN or infinite pixels, and pixels outside [0, 1] under a Bernoulli likelihood."""
+    if likelihood not in LIKELIHOODS:
+        raise MinivaeError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+    nonfinite = np.count_nonzero(~np.isfinite(x))
+    if nonfinite:
+        raise MinivaeError(
+            f"data has {nonfinite} NaN or infinite values out of {x.size}; clean the data or re-download it")
+    if likelihood != "bernoulli":
+        return
+    outside = np.count_nonzero((x < 0) | (x > 1))
+    if outside:
+        raise MinivaeError(
+            f"data has {outside} values outside [0, 1] (min {x.min():g}, max {x.max():g}), which a "
+            "Bernoulli likelihood cannot model; rescale the pixels to [0, 1] or use the gaussian likelihood")

@@ -1,0 +1,335 @@
+"""Datasets, the IDX reader, splits, minibatches and binarization (no network: files are made here)."""
+import gzip
+import struct
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minivae import data
+from minivae.errors import MinivaeError
+
+
+def idx_header(dims, type_code=0x08):
+    return bytes([0, 0, type_code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+
+
+def write_bytes(path, blob):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        f.write(blob)
+    return path
+
+
+def peak_bytes(function, *args):
+    """The peak memory traced while ``function(*args)`` runs (it must raise MinivaeError)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(MinivaeError):
+            function(*args)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+# ----- IDX files -----
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+def test_idx_round_trip(tmp_path, suffix, dtype):
+    array = (np.arange(60) - 20).reshape(5, 3, 4).astype(dtype)
+    path = tmp_path / f"a-idx3{suffix}"
+    data.write_idx(path, array)
+    loaded = data.read_idx(path)
+    assert loaded.dtype == array.dtype and loaded.shape == array.shape
+    np.testing.assert_array_equal(loaded, array)
+
+
+def test_read_idx_sniffs_gzip_whatever_the_name(tmp_path):
+    data.write_idx(tmp_path / "labels.gz", np.arange(7, dtype=np.uint8))
+    (tmp_path / "labels.gz").rename(tmp_path / "labels")
+    np.testing.assert_array_equal(data.read_idx(tmp_path / "labels"), np.arange(7))
+
+
+@pytest.mark.parametrize("blob, message", [
+    (b"", "bad magic"),
+    (b"\x1f\x8b\x08\x00", "cannot read"),
+    (b"\x00\x01\x08\x01\x00\x00\x00\x01x", "bad magic"),
+    (b"\x00\x00\x07\x01\x00\x00\x00\x01x", "unsupported type code 0x07"),
+    (b"\x00\x00\x08\x00", "ndim 0"),
+    (b"\x00\x00\x08\x03\x00\x00\x00\x01", "header ends before its 3 dimensions"),
+])
+def test_bad_headers_are_refused(tmp_path, blob, message):
+    with pytest.raises(MinivaeError, match=message):
+        data.read_idx(write_bytes(tmp_path / "bad", blob))
+
+
+def test_raw_header_larger_than_file(tmp_path):
+    path = write_bytes(tmp_path / "train-images-idx3-ubyte", idx_header((60000, 28, 28)) + bytes(1200))
+    message = r"header says 60000x28x28 uint8 \(47,040,000 bytes\) but the file holds 1,200 bytes"
+    with pytest.raises(MinivaeError, match=message):
+        data.read_idx(path)
+
+
+def test_raw_trailing_bytes_refused(tmp_path):
+    path = write_bytes(tmp_path / "labels", idx_header((10,)) + bytes(11))
+    with pytest.raises(MinivaeError, match="holds 11 bytes"):
+        data.read_idx(path)
+
+
+def test_gz_header_larger_than_data(tmp_path):
+    path = write_bytes(tmp_path / "labels.gz", idx_header((100,)) + bytes(60))
+    with pytest.raises(MinivaeError, match="holds 60 bytes"):
+        data.read_idx(path)
+
+
+def test_gz_trailing_bytes_refused(tmp_path):
+    path = write_bytes(tmp_path / "labels.gz", idx_header((10,)) + bytes(30))
+    with pytest.raises(MinivaeError, match="holds more than 10 bytes"):
+        data.read_idx(path)
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_absurd_header_refused_without_allocating(tmp_path, suffix):
+    path = write_bytes(tmp_path / f"huge{suffix}", idx_header((10_000, 10_000, 10_000)) + bytes(100))
+    assert peak_bytes(data.read_idx, path) < 1_000_000  # the header claims 10**12 bytes
+
+
+def test_lying_gz_header_costs_only_the_real_data(tmp_path):
+    noise = np.random.default_rng(0).bytes(64 * 1024)  # incompressible: the gz file is ~64 KB
+    path = write_bytes(tmp_path / "liar.gz", idx_header((32, 1024, 1024)) + noise)
+    assert peak_bytes(data.read_idx, path) < 4_000_000  # the header claims 32 MiB
+
+
+def test_truncated_gz_refused(tmp_path):
+    path = tmp_path / "images.gz"
+    data.write_idx(path, np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(MinivaeError, match="images.gz"):
+        data.read_idx(path)
+
+
+def test_missing_idx_file(tmp_path):
+    with pytest.raises(MinivaeError, match="does not exist"):
+        data.read_idx(tmp_path / "nothing.gz")
+
+
+def test_write_idx_refuses_unsupported_dtype(tmp_path):
+    with pytest.raises(MinivaeError, match="int64"):
+        data.write_idx(tmp_path / "a", np.arange(3, dtype=np.int64))
+
+
+@st.composite
+def mutated(draw, blob):
+    """``blob`` with a few bytes overwritten, then possibly cut short."""
+    edits = draw(st.lists(st.tuples(st.integers(0, len(blob) - 1), st.integers(0, 255)), max_size=4))
+    mutant = bytearray(blob)
+    for position, value in edits:
+        mutant[position] = value
+    return bytes(mutant[:draw(st.integers(0, len(blob)))])
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def loads_or_refuses(path, blob):
+    path.write_bytes(blob)
+    try:
+        array = data.read_idx(path)
+    except MinivaeError:
+        return
+    assert isinstance(array, np.ndarray)
+
+
+@given(blob=st.binary(max_size=64))
+def test_fuzz_random_bytes(scratch, blob):
+    loads_or_refuses(scratch / "random", blob)
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@given(choice=st.data())
+def test_fuzz_mutated_idx(scratch, suffix, choice):
+    path = scratch / f"valid{suffix}"
+    data.write_idx(path, np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
+    loads_or_refuses(scratch / "mutant", choice.draw(mutated(path.read_bytes())))
+
+
+# ----- MNIST-like directories -----
+
+
+@pytest.fixture
+def fake_mnist(tmp_path):
+    """Four small IDX files in the MNIST layout: 12 train and 6 test images of 5x4, raw and gz mixed."""
+    rng = np.random.default_rng(0)
+    for prefix, count, suffix in [("train", 12, ".gz"), ("t10k", 6, "")]:
+        data.write_idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}",
+                       rng.integers(0, 256, (count, 5, 4), dtype=np.uint8))
+        data.write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}",
+                       rng.integers(0, 10, count, dtype=np.uint8))
+    return tmp_path
+
+
+def test_load_mnist_like(fake_mnist):
+    dataset = data.load_mnist_like("mnist", fake_mnist)
+    images = data.read_idx(fake_mnist / "train-images-idx3-ubyte.gz")
+    assert dataset.train_x.shape == (12, 20) and dataset.test_x.shape == (6, 20)
+    assert dataset.train_x.dtype == np.float32 and dataset.train_y.dtype == np.int64
+    assert dataset.image_shape == (5, 4) and dataset.name == "mnist"
+    np.testing.assert_allclose(dataset.train_x, images.reshape(12, 20) / 255, rtol=1e-6)
+    assert dataset.test_y.shape == (6,)
+
+
+def test_label_count_mismatch(fake_mnist):
+    data.write_idx(fake_mnist / "t10k-labels-idx1-ubyte", np.zeros(5, dtype=np.uint8))
+    with pytest.raises(MinivaeError, match="holds 6 images but .* holds 5 labels"):
+        data.load_mnist_like("fashion-mnist", fake_mnist)
+
+
+def test_missing_files_say_where_and_how(tmp_path):
+    with pytest.raises(MinivaeError, match=f"no train-images-idx3-ubyte.* in {tmp_path}.*apt-get install"):
+        data.load_mnist_like("fashion-mnist", tmp_path)
+
+
+def test_default_fashion_location(monkeypatch, tmp_path):
+    monkeypatch.setitem(data.MNIST_LIKE_DIRS, "fashion-mnist", tmp_path / "nowhere")
+    with pytest.raises(MinivaeError, match="nowhere.*apt-get install dataset-fashion-mnist.* or pass --data-dir"):
+        data.load_dataset("fashion-mnist")
+
+
+def test_mnist_has_no_default_location():
+    with pytest.raises(MinivaeError, match="--data-dir"):
+        data.load_dataset("mnist")
+
+
+# ----- Digits and the dispatcher -----
+
+
+def test_digits():
+    dataset = data.load_dataset()
+    assert dataset.name == "digits" and dataset.image_shape == (8, 8)
+    assert dataset.train_x.shape == (1438, 64) and dataset.test_x.shape == (359, 64)
+    assert dataset.train_x.dtype == np.float32 and dataset.test_y.dtype == np.int64
+    assert dataset.train_x.min() == 0 and dataset.train_x.max() == 1
+    assert set(dataset.train_y) == set(range(10))
+    assert dataset.valid_x is None
+
+
+def test_unknown_dataset_lists_choices():
+    with pytest.raises(MinivaeError, match="choose one of digits, mnist, fashion-mnist"):
+        data.load_dataset("cifar")
+
+
+def test_digits_takes_no_data_dir(tmp_path):
+    with pytest.raises(MinivaeError, match="--data-dir"):
+        data.load_dataset("digits", data_dir=tmp_path)
+
+
+def test_load_dataset_validation_is_seeded():
+    first = data.load_dataset(validation=0.25, seed=3)
+    again = data.load_dataset(validation=0.25, seed=3)
+    assert first.train_x.shape == (1078, 64) and first.valid_x.shape == (360, 64)
+    np.testing.assert_array_equal(first.valid_x, again.valid_x)
+    assert first.test_x.shape == (359, 64)
+
+
+def test_validation_split_deterministic_and_disjoint():
+    x, y = np.arange(40.0).reshape(20, 2), np.arange(20)
+    train_x, train_y, valid_x, valid_y = data.validation_split(x, y, 0.3, np.random.default_rng(1))
+    again = data.validation_split(x, y, 0.3, np.random.default_rng(1))
+    other = data.validation_split(x, y, 0.3, np.random.default_rng(2))
+    np.testing.assert_array_equal(valid_y, again[3])
+    assert not np.array_equal(valid_y, other[3])
+    assert len(valid_y) == 6 and not set(train_y) & set(valid_y)
+    assert sorted(np.concatenate([train_y, valid_y])) == list(range(20))
+    np.testing.assert_array_equal(valid_x, x[valid_y])
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.1, float("nan"), 0.01])
+def test_validation_split_refuses_empty_splits(fraction):
+    with pytest.raises(MinivaeError, match="empty split"):
+        data.validation_split(np.zeros((10, 2)), np.zeros(10), fraction, np.random.default_rng(0))
+
+
+# ----- Minibatches and binarization -----
+
+
+def epoch(x, y, rng, **options):
+    return list(data.batches(x, y, 5, rng, **options))
+
+
+def test_batches_cover_every_example_once():
+    x, y = np.arange(23.0)[:, None] * np.ones(3), np.arange(23)
+    rng = np.random.default_rng(0)
+    first, second = epoch(x, y, rng), epoch(x, y, rng)
+    assert [len(y_batch) for _, y_batch in first] == [5, 5, 5, 5, 3]
+    for batches in (first, second):
+        labels = np.concatenate([y_batch for _, y_batch in batches])
+        assert sorted(labels) == list(range(23))
+        for x_batch, y_batch in batches:
+            np.testing.assert_array_equal(x_batch[:, 0], y_batch)
+    assert not np.array_equal(first[0][1], second[0][1])
+
+
+def test_batches_in_order_without_shuffle():
+    x, y = np.zeros((12, 2)), np.arange(12)
+    labels = [y_batch for _, y_batch in epoch(x, y, np.random.default_rng(0), shuffle=False)]
+    np.testing.assert_array_equal(np.concatenate(labels), y)
+
+
+def binary_images(x, y, rng, mode):
+    """Each example's binarized image in one epoch, put back in example order."""
+    images = np.empty_like(x)
+    for x_batch, y_batch in epoch(x, y, rng, binarize=mode):
+        images[y_batch] = x_batch
+    return images
+
+
+def test_static_binarization_is_fixed_dynamic_resamples():
+    x, y = np.full((40, 30), 0.5, dtype=np.float32), np.arange(40)
+    rng = np.random.default_rng(0)
+    static = [binary_images(x, y, rng, "static") for _ in range(2)]
+    dynamic = [binary_images(x, y, rng, "dynamic") for _ in range(2)]
+    np.testing.assert_array_equal(static[0], static[1])
+    assert not np.array_equal(dynamic[0], dynamic[1])
+    for images in static + dynamic:
+        assert set(np.unique(images)) == {0.0, 1.0} and images.dtype == np.float32
+        assert 0.4 < images.mean() < 0.6
+
+
+def test_binarize_follows_the_probabilities():
+    x = np.array([[0.0, 1.0, 0.2]] * 2000, dtype=np.float32)
+    mean = data.binarize_static(x, np.random.default_rng(0)).mean(axis=0)
+    np.testing.assert_allclose(mean, [0, 1, 0.2], atol=0.03)
+
+
+@pytest.mark.parametrize("x, y, batch_size, mode, message", [
+    (np.zeros((4, 2)), np.zeros(4), 2, "sometimes", "unknown binarization"),
+    (np.zeros((4, 2)), np.zeros(4), 0, "none", "batch size"),
+    (np.zeros((4, 2)), np.zeros(3), 2, "none", "4 images and 3 labels"),
+])
+def test_batches_refuse_bad_arguments(x, y, batch_size, mode, message):
+    with pytest.raises(MinivaeError, match=message):
+        next(data.batches(x, y, batch_size, np.random.default_rng(0), binarize=mode))
+
+
+def test_check_pixels_counts_nonfinite():
+    x = np.full((4, 5), 0.5)
+    x[0, :2], x[3, 4] = np.nan, np.inf
+    for likelihood in data.LIKELIHOODS:
+        with pytest.raises(MinivaeError, match="3 NaN or infinite values out of 20"):
+            data.check_pixels(x, likelihood)
+
+
+def test_check_pixels_range_only_for_bernoulli():
+    x = np.array([[0.0, 1.0, -0.1, 1.5, 2.0]])
+    with pytest.raises(MinivaeError, match=r"3 values outside \[0, 1\] \(min -0.1, max 2\)"):
+        data.check_pixels(x, "bernoulli")
+    data.check_pixels(x, "gaussian")
+    data.check_pixels(np.clip(x, 0, 1), "bernoulli")
+    with pytest.raises(MinivaeError, match="unknown likelihood"):
+        data.check_pixels(x, "poisson")
