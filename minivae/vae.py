@@ -1,0 +1,142 @@
+"""The Variational Autoencoder (Kingma & Welling 2014).
+
+- encoder q(z | x) = N(mu(x), diag(exp(logvar(x)))): a hidden MLP, then two
+  Linear heads ``fc_mu`` and ``fc_logvar``;
+- prior p(z) = N(0, I);
+- decoder p(x | z): Bernoulli(sigmoid(logits(z))) or N(mean(z), sigma^2 I).
+
+Training maximizes the evidence lower bound, per example, in nats:
+
+    ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z))  <=  log p(x)
+
+with the expectation estimated by K reparameterized samples
+z_k = mu + exp(logvar / 2) * eps_k, and the KL in closed form.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from minivae.backend import get_backend
+from minivae.distributions import Bernoulli, DiagonalNormal, Gaussian, check_sigma
+from minivae.errors import MinivaeError
+from minivae.nn import MLP, Linear, Module, check_positive_int, is_positive_int
+from minivae.tensor import Tensor, no_grad
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class ElboTerms:
+    """Per-example Tensors of shape (B,), in nats: elbo = reconstruction - kl."""
+    elbo: Tensor
+    reconstruction: Tensor
+    kl: Tensor
+
+
+def _checked_sizes(name, sizes):
+    """``sizes`` as a list of ints, or a one-line MinivaeError."""
+    if not isinstance(sizes, (list, tuple)) or not sizes or not all(map(is_positive_int, sizes)):
+        raise MinivaeError(f"VAE: {name} must be a non-empty list of positive integers such as "
+                           f"(784, 400), got {sizes!r}")
+    return [int(n) for n in sizes]
+
+
+def _checked_dtype(dtype):
+    """The dtype's name, float32 or float64, or a one-line MinivaeError."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise MinivaeError(f"VAE: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return name
+
+
+class VAE(Module):
+    """A VAE with MLP encoder and decoder; e.g. ``VAE((784, 400), 20, (400, 784))``.
+
+    ``encoder_sizes`` runs from the data to the last hidden layer,
+    ``decoder_sizes`` from the first hidden layer to the data. The encoder
+    ends in two Linear heads rather than one head split in half: the names
+    match the paper (mu, logvar), and no slicing is needed (whose backward
+    would scatter into a zero array every step). ``config`` holds the
+    constructor arguments, JSON-safe, so ``VAE(**model.config)`` rebuilds it.
+    """
+
+    def __init__(self, encoder_sizes, latent_dim, decoder_sizes, activation="relu",
+                 likelihood="bernoulli", sigma=1.0, init="pytorch", rng=None, dtype=np.float32):
+        encoder_sizes = _checked_sizes("encoder_sizes", encoder_sizes)
+        decoder_sizes = _checked_sizes("decoder_sizes", decoder_sizes)
+        check_positive_int("VAE", "latent_dim", latent_dim)
+        if decoder_sizes[-1] != encoder_sizes[0]:
+            raise MinivaeError(f"VAE: the decoder must output what the encoder reads: decoder_sizes ends "
+                               f"with {decoder_sizes[-1]} but encoder_sizes starts with {encoder_sizes[0]}")
+        if likelihood not in LIKELIHOODS:
+            raise MinivaeError(f"VAE: unknown likelihood {likelihood!r}; use one of {', '.join(LIKELIHOODS)}")
+        self.config = dict(encoder_sizes=encoder_sizes, latent_dim=int(latent_dim),
+                           decoder_sizes=decoder_sizes, activation=activation, likelihood=likelihood,
+                           sigma=check_sigma(sigma), init=init, dtype=_checked_dtype(dtype))
+        rng = np.random.default_rng(0) if rng is None else rng
+        layer_options = dict(init=init, rng=rng, dtype=dtype)
+        self.encoder = MLP(encoder_sizes, activation, final_activation=activation, **layer_options)
+        self.fc_mu = Linear(encoder_sizes[-1], latent_dim, **layer_options)
+        self.fc_logvar = Linear(encoder_sizes[-1], latent_dim, **layer_options)
+        self.decoder = MLP([latent_dim] + decoder_sizes, activation, **layer_options)
+
+    @property
+    def dtype(self):
+        return self.fc_mu.weight.dtype
+
+    def encode(self, x):
+        """x (B, D) -> (mu, logvar), each (B, latent): the parameters of q(z | x)."""
+        hidden = self.encoder(x)
+        return self.fc_mu(hidden), self.fc_logvar(hidden)
+
+    def reparameterize(self, mu, logvar, k=1, rng=None, eps=None):
+        """z = mu + exp(logvar / 2) * eps, shape (K, B, latent); see ``DiagonalNormal.rsample``."""
+        return DiagonalNormal(mu, logvar).rsample(k, rng, eps)
+
+    def decode(self, z):
+        """z (B, latent) or (K, B, latent) -> logits (Bernoulli) or means (Gaussian), same leading axes.
+
+        The rows are stacked to (K*B, latent) for the 2-D matrix-product kernel, then unstacked.
+        """
+        rows = self.decoder(z.reshape(-1, z.shape[-1]))
+        return rows.reshape(*z.shape[:-1], rows.shape[-1])
+
+    def p_x_given_z(self, z):
+        """The likelihood p(x | z) as a distribution over x."""
+        decoded = self.decode(z)
+        if self.config["likelihood"] == "gaussian":
+            return Gaussian(decoded, self.config["sigma"])
+        return Bernoulli(decoded)
+
+    def elbo(self, x, k=1, rng=None, eps=None):
+        """ElboTerms per example (B,): reconstruction = 1/K sum_k log p(x | z_k), kl in closed form.
+
+        eps ~ N(0, I) is drawn from ``rng``, or given as ``eps`` (K, B, latent)
+        to fix it (then ``k`` and ``rng`` are not used), e.g. to gradient-check.
+        """
+        posterior = DiagonalNormal(*self.encode(x))
+        z = posterior.rsample(k, rng, eps)
+        reconstruction = self.p_x_given_z(z).log_prob(x).mean(axis=0)
+        kl = posterior.kl_standard_normal()
+        return ElboTerms(reconstruction - kl, reconstruction, kl)
+
+    def forward(self, x, k=1, rng=None, eps=None):
+        """``model(x)`` is the ELBO, the objective training maximizes."""
+        return self.elbo(x, k, rng, eps)
+
+    def sample(self, n, rng):
+        """n draws z ~ N(0, I) decoded to probabilities (Bernoulli) or means (Gaussian): NumPy (n, D)."""
+        check_positive_int("VAE.sample", "n", n)
+        with no_grad():
+            z = get_backend().kernels.standard_normal(rng, (n, self.config["latent_dim"]), self.dtype)
+            return self.p_x_given_z(Tensor(z)).mean.numpy()
+
+    def reconstruct(self, x):
+        """decode(mu(x)) as probabilities or means: NumPy (B, D)."""
+        with no_grad():
+            mu, _ = self.encode(x)
+            return self.p_x_given_z(mu).mean.numpy()
