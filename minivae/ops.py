@@ -332,9 +332,10 @@ def reshape(a, shape):
 def transpose(a, axes=None):
     """out = a with its axes permuted (reversed by default);  da = g permuted back."""
     a = as_tensor(a)
-    axes = tuple(reversed(range(a.ndim))) if axes is None else tuple(ax % a.ndim for ax in axes)
+    given = tuple(reversed(range(a.ndim))) if axes is None else tuple(axes)
+    axes = tuple(ax + a.ndim if ax < 0 else ax for ax in given)
     if sorted(axes) != list(range(a.ndim)):
-        raise ShapeError(f"transpose: {axes} is not a permutation of the {a.ndim} axes of {a.shape}")
+        raise ShapeError(f"transpose: axes {given} are not a permutation of the {a.ndim} axes of {a.shape}")
     inverse = tuple(sorted(range(a.ndim), key=axes.__getitem__))
 
     def backward(g):
