@@ -403,8 +403,8 @@ def stack(tensors, axis=0):
     xp = _xp()
     try:
         out = xp.stack([t.data for t in tensors], axis=axis)
-    except ValueError:
-        raise ShapeError(f"stack: shapes {[t.shape for t in tensors]} differ; stack needs equal shapes") from None
+    except ValueError as err:  # unequal shapes, or an axis the result does not have: NumPy says which
+        raise ShapeError(f"stack: shapes {[t.shape for t in tensors]} along a new axis {axis}: {err}") from None
 
     def backward(g):
         return tuple(xp.moveaxis(g, axis, 0))
