@@ -14,6 +14,8 @@ import itertools
 import math
 import numbers
 
+import numpy as np
+
 from minivae.backend import get_backend
 from minivae.tensor import ShapeError, Tensor, is_grad_enabled
 
@@ -307,7 +309,8 @@ def logsumexp(a, axis=None, keepdims=False):
     xp = _xp()
     shift = a.data.max(axis=axes, keepdims=True)
     shift = xp.where(xp.isfinite(shift), shift, 0)
-    out = xp.log(xp.exp(a.data - shift).sum(axis=axes, keepdims=True)) + shift
+    with np.errstate(divide="ignore"):  # every term -inf: the sum is 0 and the answer -inf
+        out = xp.log(xp.exp(a.data - shift).sum(axis=axes, keepdims=True)) + shift
 
     def backward(g):
         return (_expand_reduced(g, axes, keepdims) * xp.exp(a.data - out),)
