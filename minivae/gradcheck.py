@@ -104,7 +104,7 @@ def _directions(array, max_elementwise, projections, rng):
         for flat in range(array.size):
             v = np.zeros(array.shape)
             v.flat[flat] = 1.0
-            yield np.unravel_index(flat, array.shape) if array.ndim else (), v
+            yield tuple(int(i) for i in np.unravel_index(flat, array.shape)), v
     else:
         for k in range(projections):
             v = rng.standard_normal(array.shape)
