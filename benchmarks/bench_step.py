@@ -1,0 +1,130 @@
+"""Time one VAE training step per implementation, side by side with the GEMM floor.
+
+    python -m benchmarks.bench_step --out results/bench [--quick] [--threads 1]
+
+For each batch size, every registered step and the GEMM floor (the step's
+11 matrix products alone, ``benchmarks.gemm_floor``) are timed interleaved
+by ``harness.compare``; the results go to ``step.json`` (every sample and
+the environment), ``step.md`` and ``step.png`` (step time as a multiple of
+the floor) in ``--out``.
+
+Plug-in point: ``STEP_FACTORIES`` maps a name to a ``Factory``. The peer
+frameworks are registered here; minivae's backends join with::
+
+    from benchmarks.bench_step import main, register
+    register("minivae numpy", make_step, numpy_buffers=True)
+    register("minivae cupy", make_gpu_step, gpu=True)
+    main()
+
+where ``make_step(batch_size, seed)`` returns a zero-argument callable doing
+one full training step (forward, backward, Adam lr 1e-3) of the 784-400-20
+Bernoulli VAE on a fixed random binary batch, and returns only when the
+work is done (GPU steps: wrap with ``harness.synchronized``). A factory that
+cannot run here raises ``harness.Unavailable("why, in one line")`` and its
+row says so; ``gpu=True`` rows say "no GPU" where there is none.
+"""
+import argparse
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from benchmarks import gemm_floor, harness, peers
+
+FLOOR = "GEMM floor"
+BATCH_SIZES = (32, 128, 512)
+
+
+@dataclass(frozen=True)
+class Factory:
+    make_step: Callable   # (batch_size, seed) -> zero-argument step callable
+    gpu: bool = False     # skipped with "no GPU" where no CUDA device exists
+    numpy_buffers: bool = False  # arrays live in NumPy: report tracemalloc's peak per step
+
+
+STEP_FACTORIES = {name: Factory(functools.partial(peers.make_step, name), numpy_buffers=peer.numpy_buffers)
+                  for name, peer in peers.PEERS.items()}
+
+
+def register(name, make_step, *, gpu=False, numpy_buffers=False):
+    """Add (or replace) an implementation to time; see the module docstring."""
+    STEP_FACTORIES[name] = Factory(make_step, gpu, numpy_buffers)
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int
+    warmup: int
+    min_time: float  # seconds per sample
+    peak_repeat: int
+
+
+QUICK = Settings(rounds=7, warmup=2, min_time=0.02, peak_repeat=3)
+FULL = Settings(rounds=25, warmup=5, min_time=0.1, peak_repeat=7)
+
+
+def _build_steps(batch_size, seed, has_gpu):
+    """({name: step} of the implementations that can run, {name: why not} of the rest)."""
+    steps, skipped = {}, {}
+    for name, factory in STEP_FACTORIES.items():
+        if factory.gpu and not has_gpu:
+            skipped[name] = "no GPU"
+            continue
+        try:
+            steps[name] = factory.make_step(batch_size, seed)
+        except harness.Unavailable as why:
+            skipped[name] = str(why)
+    steps[FLOOR] = gemm_floor.make_floor(batch_size, seed)
+    return steps, skipped
+
+
+def bench_batch(batch_size, settings, seed, has_gpu):
+    """{name: stats dict or {"skipped": why}} for one batch size."""
+    steps, skipped = _build_steps(batch_size, seed, has_gpu)
+    stats = harness.compare(steps, rounds=settings.rounds, warmup=settings.warmup,
+                            min_time=settings.min_time, seed=seed)
+    rows = {name: stats[name].to_dict() for name in steps}
+    traced = {FLOOR} | {name for name, factory in STEP_FACTORIES.items() if factory.numpy_buffers}
+    for name in traced & rows.keys():
+        rows[name]["tracemalloc_peak_mib"] = harness.traced_peak_mib(steps[name])
+    rows[FLOOR]["gflops"] = gemm_floor.flops_per_example() * batch_size / rows[FLOOR]["median"] / 1e9
+    return rows | {name: {"skipped": why} for name, why in skipped.items()}
+
+
+def run(batch_sizes, settings, seed=0, threads=None):
+    """The whole report (see ``benchmarks.harness``); ``threads`` is recorded, not applied."""
+    load_before = os.getloadavg()
+    has_gpu = harness.gpu_name() is not None
+    peak = gemm_floor.peak_gflops(repeat=settings.peak_repeat)
+    batches = {str(b): bench_batch(b, settings, seed, has_gpu) for b in batch_sizes}
+    env = harness.environment() | {"load_average_before": load_before}
+    return {"environment": env, "settings": vars(settings) | {"threads": threads}, "peak_gflops": peak,
+            "flops_per_example": gemm_floor.flops_per_example(), "floor": FLOOR, "batches": batches}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_step", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="directory for step.json, step.md, step.png")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds: well under a minute")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="cap BLAS/OpenMP/XLA threads (default: the libraries' own, usually all cores)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        harness.limit_threads(args.threads)
+    report = run(args.batch_sizes, QUICK if args.quick else FULL, args.seed, args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    harness.write_json(report, os.path.join(args.out, "step.json"))
+    harness.write_markdown(report, os.path.join(args.out, "step.md"))
+    harness.write_chart(report, os.path.join(args.out, "step.png"))
+    print(harness.markdown_table(report), end="")
+    print(f"written to {args.out}/step.json, step.md, step.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The GEMM floor: the matrix products of one VAE training step, and nothing else.
+
+The 784-400-20 VAE step does 11 products when the mu and logvar heads are
+fused into one 400x40 layer (as minivae does): 4 forward, 4 weight gradients,
+3 input gradients (the data needs no gradient). pytorch/examples keeps the
+heads apart (fc21, fc22), giving 5 + 5 + 4 = 14 products of the same total
+work. Either way that is 3.28 MFLOP per example (2 FLOP per multiply-add).
+
+Weights are stored (in, out) and every operand has the layout the step uses:
+``x @ W`` forward, ``x.T @ grad`` for a weight, ``grad @ W.T`` for an input.
+No step can be faster than these products, so step times are reported as
+multiples of this floor. ``peak_gflops`` measures the machine's ceiling.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from benchmarks.harness import measure
+
+X, HIDDEN, LATENT = 784, 400, 20
+
+
+class Product(NamedTuple):
+    """``(m x k) @ (k x n)``; a transposed operand is stored the other way round."""
+
+    name: str
+    m: int
+    k: int
+    n: int
+    transpose_a: bool = False
+    transpose_b: bool = False
+
+    @property
+    def flops(self):
+        return 2 * self.m * self.k * self.n
+
+
+def products(batch_size):
+    """The 11 products of one step at ``batch_size``, in the order the step runs them."""
+    b, heads = batch_size, 2 * LATENT
+    return [
+        Product("encoder x @ W1", b, X, HIDDEN),
+        Product("heads h @ W2 (mu|logvar)", b, HIDDEN, heads),
+        Product("decoder z @ W3", b, LATENT, HIDDEN),
+        Product("decoder h3 @ W4 (logits)", b, HIDDEN, X),
+        Product("dW4 = h3.T @ dlogits", HIDDEN, b, X, transpose_a=True),
+        Product("dh3 = dlogits @ W4.T", b, X, HIDDEN, transpose_b=True),
+        Product("dW3 = z.T @ dh3", LATENT, b, HIDDEN, transpose_a=True),
+        Product("dz = dh3 @ W3.T", b, HIDDEN, LATENT, transpose_b=True),
+        Product("dW2 = h.T @ dheads", HIDDEN, b, heads, transpose_a=True),
+        Product("dh = dheads @ W2.T", b, heads, HIDDEN, transpose_b=True),
+        Product("dW1 = x.T @ dh", X, b, HIDDEN, transpose_a=True),
+    ]
+
+
+def flops_per_example():
+    """FLOP of one step's products per example (they are all linear in the batch)."""
+    return sum(product.flops for product in products(1))
+
+
+def _operands(product, rng):
+    """float32 operands laid out as in the step, and the output buffer."""
+    a_shape = (product.k, product.m) if product.transpose_a else (product.m, product.k)
+    b_shape = (product.n, product.k) if product.transpose_b else (product.k, product.n)
+    a = rng.standard_normal(a_shape, dtype=np.float32)
+    b = rng.standard_normal(b_shape, dtype=np.float32)
+    return (a.T if product.transpose_a else a, b.T if product.transpose_b else b,
+            np.empty((product.m, product.n), np.float32))
+
+
+def make_floor(batch_size, seed=0):
+    """A callable running the step's 11 products at ``batch_size`` into preallocated outputs."""
+    rng = np.random.default_rng(seed)
+    operands = [_operands(product, rng) for product in products(batch_size)]
+
+    def floor():
+        for a, b, out in operands:
+            np.matmul(a, b, out=out)
+    return floor
+
+
+def peak_gflops(size=2048, repeat=5):
+    """The machine's float32 GEMM rate: best of ``repeat`` ``size``-cubed products."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    out = np.empty_like(a)
+    best = min(measure(lambda: np.matmul(a, b, out=out), warmup=1, repeat=repeat))
+    return 2 * size**3 / best / 1e9

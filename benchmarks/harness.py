@@ -1,0 +1,348 @@
+"""Trustworthy timing: interleaved rounds, robust statistics, the environment, reports.
+
+Candidates are zero-argument callables that do one unit of work and return
+only when it is done (GPU work included: wrap it with ``synchronized``).
+``compare`` times them side by side: every round takes one sample of every
+candidate, in an order shuffled per round by a seeded generator, so a slow
+spell on a shared machine lands on all of them rather than on whichever ran
+last. ``measure`` is the one-candidate case.
+
+A report is a plain dict, written as JSON (all samples and the environment),
+a Markdown table and a bar chart of step time as multiples of the GEMM floor::
+
+    {"environment": {...}, "settings": {"rounds": 7, "threads": None, ...},
+     "peak_gflops": 150.0, "floor": "GEMM floor",
+     "batches": {"128": {"GEMM floor": Stats.to_dict(),
+                         "torch eager": Stats.to_dict(),
+                         "cupy": {"skipped": "no GPU"}}}}
+"""
+import gc
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+MIB = 2**20
+VERSIONED = ("numpy", "scipy", "numba", "threadpoolctl", "torch", "jax", "jaxlib",
+             "autograd", "cupy-cuda12x", "matplotlib")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS", "XLA_FLAGS", "NUMBA_ENABLE_CUDASIM")
+
+
+class Unavailable(Exception):
+    """A candidate cannot run here; the message says why in one line."""
+
+
+# ----- Timing -----
+
+@dataclass
+class Stats:
+    """Per-call times of one candidate, in seconds, one sample per round."""
+
+    samples: list
+    number: int  # calls timed back to back for each sample
+
+    @property
+    def median(self):
+        return statistics.median(self.samples)
+
+    @property
+    def quartiles(self):
+        """(q1, q3); both equal the sample when there is only one."""
+        if len(self.samples) < 2:
+            return self.samples[0], self.samples[0]
+        q1, _, q3 = statistics.quantiles(self.samples, n=4, method="inclusive")
+        return q1, q3
+
+    @property
+    def iqr(self):
+        q1, q3 = self.quartiles
+        return q3 - q1
+
+    @property
+    def min(self):
+        return min(self.samples)
+
+    def to_dict(self):
+        """The summary and every sample, JSON-ready."""
+        q1, q3 = self.quartiles
+        return {"median": self.median, "q1": q1, "q3": q3, "iqr": self.iqr,
+                "min": self.min, "number": self.number, "samples": list(self.samples)}
+
+
+def _time(fn, number, clock):
+    """Seconds per call of ``number`` back-to-back calls of ``fn``."""
+    start = clock()
+    for _ in range(number):
+        fn()
+    return (clock() - start) / number
+
+
+def _calls_per_sample(fn, warmup, min_time, clock):
+    """Warm ``fn`` up, then return how many calls make a sample last ``min_time``.
+
+    With ``min_time`` set, at least one call is made to estimate the call time.
+    """
+    calls = max(warmup, 1 if min_time > 0 else 0)
+    times = [_time(fn, 1, clock) for _ in range(calls)]
+    if min_time <= 0:
+        return 1
+    return max(1, math.ceil(min_time / max(min(times), 1e-9)))
+
+
+def compare(candidates, rounds=7, warmup=1, min_time=0.0, seed=0, clock=time.perf_counter):
+    """Time ``candidates`` ({name: fn}) interleaved; return {name: Stats}.
+
+    Each candidate is warmed up (``warmup`` calls) and calibrated so that one
+    sample lasts at least ``min_time`` seconds; then each of ``rounds`` rounds
+    takes one sample of every candidate, in an order shuffled per round by
+    ``random.Random(seed)``. ``clock`` is injectable for tests. The garbage
+    collector stays on: collecting is part of what a training step costs.
+    """
+    order = list(candidates)
+    number = {name: _calls_per_sample(candidates[name], warmup, min_time, clock) for name in order}
+    samples = {name: [] for name in order}
+    shuffler = random.Random(seed)
+    for _ in range(rounds):
+        shuffler.shuffle(order)
+        for name in order:
+            samples[name].append(_time(candidates[name], number[name], clock))
+    return {name: Stats(samples[name], number[name]) for name in candidates}
+
+
+def measure(fn, warmup=1, repeat=5, min_time=0.0, clock=time.perf_counter):
+    """``repeat`` samples of ``fn``'s per-call time in seconds (see ``compare``)."""
+    return compare({"fn": fn}, rounds=repeat, warmup=warmup, min_time=min_time, clock=clock)["fn"].samples
+
+
+# ----- Memory -----
+
+def peak_rss_mib():
+    """This process's resident-set high-water mark so far, in MiB (all allocators)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MIB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def traced_peak_mib(fn):
+    """Peak memory allocated during one call of ``fn``, in MiB, as tracemalloc sees it.
+
+    Meaningful for NumPy code (NumPy reports its buffers to tracemalloc);
+    PyTorch's and XLA's allocators are invisible to it.
+    """
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / MIB
+    finally:
+        tracemalloc.stop()
+
+
+# ----- GPU -----
+
+def gpu_name():
+    """The first CUDA device's name, or None where there is none.
+
+    Asks ``nvidia-smi`` and imports nothing, so probing never fixes numba's
+    configuration (``NUMBA_ENABLE_CUDASIM`` must be set before numba loads).
+    """
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        result = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = result.stdout.strip().splitlines()
+    return names[0] if names else None
+
+
+def synchronized(fn, runtime):
+    """``fn`` followed by a device synchronize, so timing it includes the GPU work.
+
+    ``runtime`` is ``"cupy"`` (``cupy.cuda.Device().synchronize()``) or
+    ``"numba"`` (``numba.cuda.synchronize()``). Use only where a GPU exists.
+    """
+    if runtime == "cupy":
+        import cupy
+        synchronize = cupy.cuda.Device().synchronize
+    elif runtime == "numba":
+        from numba import cuda
+        synchronize = cuda.synchronize
+    else:
+        raise ValueError(f"unknown GPU runtime {runtime!r}; choose 'cupy' or 'numba'")
+
+    def run_and_wait():
+        fn()
+        synchronize()
+    return run_and_wait
+
+
+# ----- Threads -----
+
+def limit_threads(count):
+    """Cap the thread pools of BLAS, OpenMP (PyTorch) and, for one thread, XLA (JAX).
+
+    Environment variables reach libraries loaded later, so call this before
+    torch or jax is imported; threadpoolctl caps the ones already loaded
+    (NumPy's BLAS). XLA takes only an on/off switch: ``count > 1`` leaves it
+    on all cores. On a machine shared with other work, fewer threads than
+    cores avoids threads spinning while they wait for a descheduled sibling.
+    """
+    from threadpoolctl import threadpool_limits
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(count)
+    if count == 1:
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+    threadpool_limits(count)
+
+
+# ----- Environment -----
+
+def _cpu_model():
+    """The CPU's marketing name from /proc/cpuinfo, else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(distribution):
+    """An installed distribution's version, or None; imports nothing."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _thread_pools():
+    """BLAS/OpenMP libraries loaded in this process and their thread counts."""
+    from threadpoolctl import threadpool_info
+    keys = ("user_api", "internal_api", "prefix", "version", "num_threads",
+            "threading_layer", "architecture")
+    return [{key: info.get(key) for key in keys} for info in threadpool_info()]
+
+
+def environment():
+    """Where the numbers were measured: machine, load, versions, BLAS and threads.
+
+    Call it after the benchmark ran: thread pools are listed only once the
+    libraries that own them (NumPy's BLAS, torch's OpenMP) are loaded.
+    """
+    versions = {name: _version(name) for name in VERSIONED}
+    return {
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average": os.getloadavg(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {name: version for name, version in versions.items() if version},
+        "thread_pools": _thread_pools(),
+        "torch_threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None,
+        "thread_variables": {name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ},
+        "gpu": gpu_name() or "no GPU",
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+# ----- Reports -----
+
+def _timed_rows(report, batch):
+    """{name: stats dict} of the rows of ``batch`` that ran (not skipped)."""
+    return {name: row for name, row in report["batches"][batch].items() if "median" in row}
+
+
+def write_json(report, path):
+    """The whole report, every sample included."""
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(report, out, indent=1)
+        out.write("\n")
+
+
+def _cell(row, floor):
+    """'2.41 ms (1.90x, IQR 8%)': median, multiple of the floor, IQR relative to the median."""
+    return (f"{row['median'] * 1e3:.3g} ms ({row['median'] / floor['median']:.2f}x,"
+            f" IQR {100 * row['iqr'] / row['median']:.0f}%)")
+
+
+def markdown_table(report):
+    """Step time per implementation and batch size, as milliseconds and floor multiples."""
+    batches = list(report["batches"])
+    names = list(dict.fromkeys(name for batch in batches for name in report["batches"][batch]))
+    lines = ["| implementation | " + " | ".join(f"batch {b}" for b in batches) + " |",
+             "|---" * (len(batches) + 1) + "|"]
+    notes = {}
+    for name in names:
+        cells = []
+        for batch in batches:
+            row = report["batches"][batch].get(name, {"skipped": "not run"})
+            if "median" in row:
+                cells.append(_cell(row, report["batches"][batch][report["floor"]]))
+            else:
+                cells.append("skipped")
+                notes[name] = row["skipped"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    env = report["environment"]
+    legend = (f"Median per step; Nx = multiple of the {report['floor']} at the same batch size;"
+              " IQR = interquartile range over the rounds, relative to the median.")
+    machine = (f"Machine: {env['cpu']}, {env['cores']} cores, load average {env['load_average'][0]:.2f},"
+               f" threads {report['settings'].get('threads') or 'as the libraries choose'};"
+               f" peak float32 GEMM {report['peak_gflops']:.0f} GFLOP/s; GPU: {env['gpu']}.")
+    lines += ["", legend, machine]
+    lines += [f"- {name}: {note}" for name, note in notes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report, path):
+    """``markdown_table(report)`` to ``path``."""
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(markdown_table(report))
+
+
+def write_chart(report, path):
+    """Grouped bars: each implementation's step time as a multiple of the GEMM floor."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    batches = list(report["batches"])
+    names = [name for name in dict.fromkeys(n for b in batches for n in _timed_rows(report, b))
+             if name != report["floor"]]
+    width = 0.8 / len(batches)
+    figure, axes = plt.subplots(figsize=(1.6 + 1.4 * len(names), 4))
+    for index, batch in enumerate(batches):
+        rows, floor = _timed_rows(report, batch), report["batches"][batch][report["floor"]]["median"]
+        shown = [name for name in names if name in rows]
+        ratios = [rows[name]["median"] / floor for name in shown]
+        errors = [[(rows[n]["median"] - rows[n]["q1"]) / floor for n in shown],
+                  [(rows[n]["q3"] - rows[n]["median"]) / floor for n in shown]]
+        positions = [names.index(name) + (index - (len(batches) - 1) / 2) * width for name in shown]
+        axes.bar(positions, ratios, width, yerr=errors, capsize=2, label=f"batch {batch}")
+    axes.axhline(1.0, color="black", linestyle="--", linewidth=1, label=report["floor"])
+    axes.set_xticks(range(len(names)), names)
+    axes.set_ylabel("step time / GEMM floor")
+    env = report["environment"]
+    axes.set_title(f"VAE training step on {env['cpu']} ({env['cores']} cores,"
+                   f" load average {env['load_average'][0]:.1f})", fontsize=10)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
