@@ -90,15 +90,15 @@ def _time(fn, number, clock):
 
 
 def _calls_per_sample(fn, warmup, min_time, clock):
-    """Warm ``fn`` up, then return how many calls make a sample last ``min_time``.
+    """Call ``fn`` ``warmup`` times, then return how many calls make a sample last ``min_time``.
 
-    With ``min_time`` set, at least one call is made to estimate the call time.
+    With ``min_time`` set, one more (timed) call estimates the time of a call.
     """
-    calls = max(warmup, 1 if min_time > 0 else 0)
-    times = [_time(fn, 1, clock) for _ in range(calls)]
+    for _ in range(warmup):
+        fn()
     if min_time <= 0:
         return 1
-    return max(1, math.ceil(min_time / max(min(times), 1e-9)))
+    return max(1, math.ceil(min_time / max(_time(fn, 1, clock), 1e-9)))
 
 
 def compare(candidates, rounds=7, warmup=1, min_time=0.0, seed=0, clock=time.perf_counter):

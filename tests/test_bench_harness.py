@@ -70,7 +70,7 @@ def test_min_time_sets_calls_per_sample_and_samples_are_per_call():
     samples = harness.measure(timed_candidate(clock, [0.01] * 200), warmup=1, repeat=3,
                               min_time=0.1, clock=clock)
     assert samples == pytest.approx([0.01] * 3)
-    assert clock.now == pytest.approx(0.01 * (1 + 3 * 10))  # one warm-up call, then 3 samples of 10
+    assert clock.now == pytest.approx(0.01 * (1 + 1 + 3 * 10))  # warm-up, calibration, 3 samples of 10
 
 
 def test_stats_of_a_single_sample():
