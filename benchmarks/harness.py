@@ -307,6 +307,9 @@ def markdown_table(report):
                f" threads {report['settings'].get('threads') or 'as the libraries choose'};"
                f" peak float32 GEMM {report['peak_gflops']:.0f} GFLOP/s; GPU: {env['gpu']}.")
     lines += ["", legend, machine]
+    if env["load_average"][0] > env["cores"] / 2:
+        lines.append("Warning: the machine was busy with other work; absolute times are inflated"
+                     " and noisy, the interleaved ratios less so.")
     lines += [f"- {name}: {note}" for name, note in notes.items()]
     return "\n".join(lines) + "\n"
 

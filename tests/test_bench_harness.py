@@ -108,6 +108,13 @@ def test_markdown_shows_floor_multiples_and_skip_reasons(tmp_path):
     assert "1.5 ms (1.50x, IQR 10%)" in jax_row and "4 ms (2.00x, IQR 10%)" in jax_row
     assert "| cupy | skipped | skipped |" in lines
     assert "- cupy: no GPU" in lines
+    assert not any(line.startswith("Warning") for line in lines)  # load 0.5 on 2 cores is quiet
+
+
+def test_markdown_warns_when_the_machine_was_busy():
+    report = fake_report()
+    report["environment"]["load_average"] = (3.0, 2.0, 1.0)
+    assert "Warning: the machine was busy" in harness.markdown_table(report)
 
 
 def test_chart_is_a_png(tmp_path):
