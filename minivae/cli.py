@@ -8,6 +8,7 @@ import sys
 
 from minivae.argtypes import positive_int
 from minivae.backend import BACKEND_NAMES, set_backend
+from minivae import train
 from minivae.errors import MinivaeError
 
 
@@ -36,13 +37,24 @@ def run_gradcheck(args):
 
 
 COMMANDS = {
+    "train": (train.add_train_arguments, train.run_train, "train a VAE (default: the bundled digits)"),
+    "sample": (train.add_figure_arguments, train.run_sample, "decode prior samples from a checkpoint"),
+    "reconstruct": (train.add_figure_arguments, train.run_reconstruct,
+                    "reconstruct test images with a checkpoint"),
     "gradcheck": (add_gradcheck_arguments, run_gradcheck,
                   "check every primitive's gradient against finite differences"),
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Reports a bad option in one line (pointing to --help) instead of the whole usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="minivae", description="A VAE from scratch: train, verify, benchmark.")
+    parser = OneLineParser(prog="minivae", description="A VAE from scratch: train, verify, benchmark.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add_arguments, _, summary) in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)

@@ -13,20 +13,21 @@ def _pyplot():
     return plt
 
 
-def _tile(images, image_shape, columns):
-    """Images (N, H*W) laid out as one (rows*H, columns*W) array, row by row."""
+def _tile(images, image_shape, columns, gap=1):
+    """Images (N, H*W) laid out row by row on one canvas, ``gap`` white pixels between them."""
     height, width = image_shape
     rows = -(-len(images) // columns)
-    canvas = np.ones((rows * height, columns * width), dtype=np.float32)
+    canvas = np.ones((rows * (height + gap) - gap, columns * (width + gap) - gap), dtype=np.float32)
     for n, image in enumerate(images):
-        r, c = divmod(n, columns)
-        canvas[r * height:(r + 1) * height, c * width:(c + 1) * width] = image.reshape(image_shape)
+        top, left = (n // columns) * (height + gap), (n % columns) * (width + gap)
+        canvas[top:top + height, left:left + width] = image.reshape(image_shape)
     return canvas
 
 
 def _save_grid(path, canvas, title):
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(3.0, canvas.shape[1] / 16), max(2.0, canvas.shape[0] / 16) + 0.4))
+    scale = max(1.0, 400 / max(canvas.shape)) / 100  # at least 400 pixels on the long side
+    fig, ax = plt.subplots(figsize=(canvas.shape[1] * scale + 0.2, canvas.shape[0] * scale + 0.5))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)

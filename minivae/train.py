@@ -1,0 +1,323 @@
+"""Training: maximise the ELBO by minibatch gradient ascent, with figures, metrics and exact resume.
+
+One step (Kingma & Welling, Algorithm 1): draw a minibatch x and noise eps,
+compute the ELBO with z = mu + sigma * eps, backpropagate, update. After each
+epoch the test ELBO is measured, figures and ``metrics.jsonl`` are written, and
+a checkpoint holding everything needed to continue (weights, optimizer state,
+both random generators, history) replaces the previous one atomically.
+"""
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minivae import optim, plots
+from minivae.backend import get_backend
+from minivae.checkpoint import check_writable, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from minivae.data import (BINARIZE_MODES, DATASET_NAMES, STATIC_SEED, batches, binarize_static, check_pixels,
+                          load_dataset)
+from minivae.errors import MinivaeError
+from minivae.tensor import Tensor, no_grad
+from minivae.vae import VAE
+
+OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD, "adagrad": optim.Adagrad}
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a run; saved in every checkpoint."""
+    data: str = "digits"
+    data_dir: str | None = None
+    hidden: tuple = (256,)
+    latent_dim: int = 2
+    activation: str = "relu"
+    likelihood: str = "bernoulli"
+    sigma: float = 0.1
+    samples: int = 1
+    batch_size: int = 128
+    epochs: int = 150
+    lr: float = 3e-3
+    optimizer: str = "adam"
+    binarize: str = "none"
+    seed: int = 1
+    log_interval: int = 0
+    plot_interval: int = 25
+    out: str = "results"
+
+    def model_sizes(self, input_dim):
+        """Encoder sizes (input, hidden...) and the mirrored decoder sizes (hidden..., input)."""
+        return (input_dim, *self.hidden), (*reversed(self.hidden), input_dim)
+
+
+def prepare_data(config):
+    """The dataset, checked for the likelihood; with static binarization, binarized once here."""
+    data = load_dataset(config.data, config.data_dir)
+    check_pixels(data.train_x, config.likelihood)
+    if config.binarize == "static":
+        data = dataclasses.replace(data, train_x=binarize_static(data.train_x, np.random.default_rng(STATIC_SEED)))
+    return data
+
+
+def build_model(config, input_dim):
+    encoder_sizes, decoder_sizes = config.model_sizes(input_dim)
+    return VAE(encoder_sizes, config.latent_dim, decoder_sizes, activation=config.activation,
+               likelihood=config.likelihood, sigma=config.sigma, rng=np.random.default_rng(config.seed))
+
+
+def build_optimizer(config, model):
+    return OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
+
+
+# ----- One step, one epoch -----
+
+def train_step(model, optimizer, x_batch, samples, rng):
+    """One gradient step on -mean ELBO; returns the batch's per-example (elbo, reconstruction, kl) sums."""
+    optimizer.zero_grad()
+    terms = model.elbo(Tensor(x_batch), k=samples, rng=rng)
+    loss = -terms.elbo.mean()
+    if not math.isfinite(loss.item()):
+        return None
+    loss.backward()
+    optimizer.step()
+    return _sums(terms)
+
+
+def _sums(terms):
+    return np.array([float(t.data.sum()) for t in (terms.elbo, terms.reconstruction, terms.kl)])
+
+
+def evaluate_elbo(model, x, batch_size, samples, seed):
+    """Mean per-example (ELBO, reconstruction, KL) over ``x``, with a fixed noise seed."""
+    rng = get_backend().kernels.make_rng(seed)
+    totals = np.zeros(3)
+    with no_grad():
+        for start in range(0, len(x), batch_size):
+            totals += _sums(model.elbo(Tensor(x[start:start + batch_size]), k=samples, rng=rng))
+    return totals / len(x)
+
+
+class Diverged(MinivaeError):
+    """The loss became NaN or infinite; the last checkpoint was left as it was."""
+
+
+def train_epoch(model, optimizer, data, config, epoch, rngs, progress):
+    """One pass over the training set; the mean per-example (ELBO, reconstruction, KL)."""
+    from tqdm import tqdm
+    steps = math.ceil(len(data.train_x) / config.batch_size)
+    binarize = "dynamic" if config.binarize == "dynamic" else "none"  # static: done once in prepare_data
+    bar = tqdm(batches(data.train_x, data.train_y, config.batch_size, rngs["data"], binarize=binarize),
+               total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+               disable=not progress)
+    totals = np.zeros(3)
+    for step, (x_batch, _) in enumerate(bar, start=1):
+        sums = train_step(model, optimizer, x_batch, config.samples, rngs["sample"])
+        if sums is None:
+            bar.close()
+            raise Diverged(f"training diverged at epoch {epoch}, step {step}: the loss is not finite; "
+                           f"lower --lr (now {config.lr:g}); the last checkpoint in {config.out} is intact")
+        totals += sums
+        bar.set_postfix(elbo=f"{sums[0] / len(x_batch):.2f}")
+        if config.log_interval and step % config.log_interval == 0:
+            bar.write(f"  epoch {epoch} step {step}/{steps}  ELBO {sums[0] / len(x_batch):.3f}")
+    return totals / len(data.train_x)
+
+
+# ----- The run -----
+
+def train(config, resume=None, progress=True, log=print):
+    """Train per ``config`` (or continue the checkpoint ``resume``); returns (model, history)."""
+    out = Path(config.out)
+    check_writable(out)
+    data = prepare_data(config)
+    model = build_model(config, data.train_x.shape[1])
+    optimizer = build_optimizer(config, model)
+    rngs = {"data": np.random.default_rng([config.seed, 0]), "sample": get_backend().kernels.make_rng(config.seed)}
+    history, first_epoch = [], 1
+    if resume is not None:
+        history = _restore(resume, config, model, optimizer, rngs)
+        first_epoch = len(history) + 1
+    for epoch in range(first_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        train_terms = train_epoch(model, optimizer, data, config, epoch, rngs, progress)
+        test_terms = evaluate_elbo(model, data.test_x, config.batch_size, config.samples, seed=config.seed)
+        history.append(_metrics_row(epoch, train_terms, test_terms, time.perf_counter() - started))
+        log(_epoch_line(history[-1]))
+        _write_outputs(out, model, data, config, history)
+        save_checkpoint(out / CHECKPOINT_NAME, *_checkpoint_payload(model, optimizer, rngs, config, history))
+    return model, history
+
+
+def _metrics_row(epoch, train_terms, test_terms, seconds):
+    row = {"epoch": epoch}
+    for split, terms in (("train", train_terms), ("test", test_terms)):
+        row.update({f"{split}_{key}": float(v) for key, v in zip(("elbo", "reconstruction", "kl"), terms)})
+    row["seconds"] = round(seconds, 3)
+    return row
+
+
+def _epoch_line(row):
+    return (f"epoch {row['epoch']:3d}  train ELBO {row['train_elbo']:9.3f} "
+            f"(recon {row['train_reconstruction']:9.3f}, KL {row['train_kl']:7.3f})  "
+            f"test ELBO {row['test_elbo']:9.3f}  [{row['seconds']:.2f} s]")
+
+
+# ----- Outputs: metrics, figures, checkpoints -----
+
+def _write_outputs(out, model, data, config, history):
+    """metrics.jsonl every epoch; figures every ``plot_interval`` epochs and at the last."""
+    _write_text_atomically(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    epoch = history[-1]["epoch"]
+    if epoch == config.epochs or (config.plot_interval and epoch % config.plot_interval == 0):
+        write_figures(out, model, data, epoch, history, seed=config.seed)
+
+
+def write_figures(out, model, data, epoch, history, seed):
+    """reconstruction_{epoch}.png, sample_{epoch}.png, loss_curves.png, and the 2-D latent figures."""
+    with no_grad():
+        originals = data.test_x[:8]
+        plots.save_reconstructions(out / f"reconstruction_{epoch}.png", originals,
+                                   model.reconstruct(originals), data.image_shape)
+        plots.save_samples(out / f"sample_{epoch}.png", model.sample(64, np.random.default_rng(seed)),
+                           data.image_shape)
+        if history:
+            plots.save_loss_curves(out / "loss_curves.png", history)
+        if model.config["latent_dim"] == 2:
+            mu, _ = model.encode(Tensor(data.test_x))
+            plots.save_latent_scatter(out / "latent_scatter.png", mu.numpy(), data.test_y)
+            grid = Tensor(plots.manifold_grid(15), dtype=model.dtype)
+            plots.save_manifold(out / "manifold.png", model.p_x_given_z(grid).mean.numpy(), data.image_shape, 15)
+
+
+def _write_text_atomically(path, text):
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _checkpoint_payload(model, optimizer, rngs, config, history):
+    arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
+    optimizer_arrays, optimizer_scalars = optimizer.state_dict()
+    arrays.update({f"optimizer/{name}": value for name, value in optimizer_arrays.items()})
+    meta = {"config": dataclasses.asdict(config), "model": model.config, "history": history,
+            "optimizer": optimizer_scalars, "rng": {name: rng_state(r) for name, r in rngs.items()},
+            "backend": get_backend().name}
+    return arrays, meta
+
+
+def _split_arrays(arrays, prefix):
+    return {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
+
+
+def _restore(path, config, model, optimizer, rngs):
+    """Load a checkpoint into a freshly built run; returns its history."""
+    arrays, meta = load_checkpoint(path)
+    saved = TrainConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
+    for field in ("data", "hidden", "latent_dim", "activation", "likelihood", "sigma", "optimizer", "seed"):
+        if getattr(saved, field) != getattr(config, field):
+            raise MinivaeError(f"{path} was trained with {field}={getattr(saved, field)!r}, not "
+                               f"{getattr(config, field)!r}; resume with the same options")
+    model.load_state_dict(_split_arrays(arrays, "model/"))
+    optimizer.load_state_dict(_split_arrays(arrays, "optimizer/"), meta["optimizer"])
+    for name, state in meta["rng"].items():
+        rngs[name] = restore_rng(state)
+    return meta["history"]
+
+
+def load_trained(path):
+    """The model stored in a checkpoint, and the checkpoint's metadata."""
+    arrays, meta = load_checkpoint(path)
+    config = TrainConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
+    model = VAE(**{**meta["model"], "rng": np.random.default_rng(0)})
+    model.load_state_dict(_split_arrays(arrays, "model/"))
+    return model, config, meta
+
+
+# ----- minivae train -----
+
+def add_train_arguments(parser):
+    from minivae.argtypes import int_list, non_negative_int, positive_float, positive_int
+    defaults = TrainConfig()
+    parser.add_argument("--data", choices=DATASET_NAMES, default=defaults.data,
+                        help="dataset (default: digits, bundled with scikit-learn)")
+    parser.add_argument("--data-dir", default=None, help="directory holding the IDX files (mnist, fashion-mnist)")
+    parser.add_argument("--hidden", type=int_list, default=list(defaults.hidden),
+                        help="hidden layer sizes, comma-separated (default 256)")
+    parser.add_argument("--latent-dim", type=positive_int, default=defaults.latent_dim)
+    parser.add_argument("--activation", choices=("relu", "tanh"), default=defaults.activation)
+    parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=defaults.likelihood)
+    parser.add_argument("--sigma", type=positive_float, default=defaults.sigma,
+                        help="the Gaussian decoder's fixed standard deviation (default 0.1)")
+    parser.add_argument("--samples", type=positive_int, default=defaults.samples,
+                        help="K, samples of z per example (default 1)")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
+    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs)
+    parser.add_argument("--lr", type=positive_float, default=defaults.lr)
+    parser.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=defaults.optimizer)
+    parser.add_argument("--binarize", choices=BINARIZE_MODES, default=defaults.binarize)
+    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed)
+    parser.add_argument("--log-interval", type=non_negative_int, default=defaults.log_interval,
+                        help="print every N steps (default 0: once per epoch)")
+    parser.add_argument("--plot-interval", type=non_negative_int, default=defaults.plot_interval,
+                        help="write figures every N epochs, and always after the last (default 25)")
+    parser.add_argument("--out", default=defaults.out, help="output directory (default: results)")
+    parser.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                        help="continue a run from its checkpoint.npz (same options; --epochs is the new total)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from_args(args):
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {name: getattr(args, name) for name in fields if hasattr(args, name)}
+    values["hidden"] = tuple(values["hidden"])
+    return TrainConfig(**values)
+
+
+def run_train(args):
+    config = config_from_args(args)
+    train(config, resume=args.resume, progress=not args.quiet)
+    print(f"outputs in {config.out}/: {CHECKPOINT_NAME}, metrics.jsonl, reconstruction_{config.epochs}.png, "
+          f"sample_{config.epochs}.png, loss_curves.png")
+    return 0
+
+
+# ----- minivae sample, minivae reconstruct -----
+
+def add_figure_arguments(parser):
+    from minivae.argtypes import non_negative_int
+    parser.add_argument("checkpoint", help="a checkpoint.npz written by minivae train")
+    parser.add_argument("--out", default=None, help="where to write the figure (default: beside the checkpoint)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+
+
+def _figure_job(args):
+    model, config, meta = load_trained(args.checkpoint)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent
+    check_writable(out)
+    return model, config, len(meta["history"]), out
+
+
+def run_sample(args):
+    """Decode samples from the prior into sample_{epoch}.png."""
+    model, config, epoch, out = _figure_job(args)
+    side = int(round(math.sqrt(model.config["encoder_sizes"][0])))
+    path = out / f"sample_{epoch}.png"
+    plots.save_samples(path, model.sample(64, np.random.default_rng(args.seed)), (side, side))
+    print(f"wrote {path}")
+    return 0
+
+
+def run_reconstruct(args):
+    """Test images over their reconstructions into reconstruction_{epoch}.png."""
+    model, config, epoch, out = _figure_job(args)
+    data = load_dataset(config.data, config.data_dir)
+    path = out / f"reconstruction_{epoch}.png"
+    originals = data.test_x[:8]
+    plots.save_reconstructions(path, originals, model.reconstruct(Tensor(originals, dtype=model.dtype)),
+                               data.image_shape)
+    print(f"wrote {path}")
+    return 0
