@@ -1,0 +1,397 @@
+"""Two ways to estimate the gradient of an expectation under q: score function and reparameterization.
+
+Both estimate, for variational parameters phi,
+
+    g = grad_phi ( E_{q_phi(z)}[f(z)] + h(phi) ),
+
+where h, if present, is a term whose gradient is exact and shared by both.
+For the VAE's encoder (``elbo_problem``) that is the gradient of the ELBO
+(Kingma & Welling 2014, eq. 2-3), written in one of two equal forms:
+
+- ``kl="sampled"``: f = log p(x, z) - log q(z|x), no h: the whole ELBO is sampled;
+- ``kl="closed"``: f = log p(x|z), h = -KL(q || p(z)) in closed form (eq. 7):
+  what training uses. Only the reconstruction term adds variance.
+
+Either way both estimators estimate the same gradient, so their means must agree.
+
+- Score function (log-derivative, REINFORCE; Williams 1992):
+  grad E_q[f] = E_q[f(z) grad log q(z)], so with z_k ~ q held fixed,
+
+      g_SF = 1/K sum_k (f(z_k) - b_k) grad log q(z_k)  + grad h.
+
+  Any baseline b_k independent of z_k leaves the mean unchanged, because
+  E_q[grad log q] = grad 1 = 0. The same identity drops the direct term
+  E_q[grad_phi f] = -E_q[grad log q] = 0 of the sampled form's integrand.
+  It needs f only as numbers: no gradient flows through z.
+- Reparameterization (Kingma & Welling 2014, eq. 10):
+  z = mu + sigma * eps with eps ~ N(0, I), so
+
+      g_RP = grad_phi 1/K sum_k f(mu + sigma * eps_k)  + grad h,
+
+  backpropagated through z. It uses the gradient of f, and usually has a far
+  smaller variance.
+
+Estimates are gradients of the objective summed over the batch,
+sum_b ELBO(x_b); averaging instead only divides every number by B.
+"""
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from minivae import ops
+from minivae.backend import get_backend
+from minivae.distributions import DiagonalNormal
+from minivae.errors import MinivaeError
+from minivae.likelihood import load_model_and_data, log_joint
+from minivae.tensor import Tensor, no_grad
+
+ESTIMATORS = ("score function", "score function + baseline", "reparameterization")
+AGREEMENT_Z = 3.0
+
+
+@dataclass
+class GradientProblem:
+    """grad_phi of sum_b E_q[f]: the parameters phi, how q is built from them, and f(z, q) -> (K, B)."""
+    parameters: dict
+    posterior: Callable[[], DiagonalNormal]
+    integrand: Callable[[Tensor, DiagonalNormal], Tensor]
+    exact_term: Callable[[DiagonalNormal], Tensor] | None = None
+
+
+# ----- The two estimators -----
+
+def score_function_gradient(problem, k, rng, baseline=False):
+    """One score-function estimate: 1/K sum_k (f(z_k) - b_k) grad log q(z_k) (Williams 1992).
+
+    z is sampled under ``no_grad`` (held fixed), f(z_k) enters as numbers, and
+    one backward pass of the surrogate sum_k (f_k - b_k) log q(z_k) / K gives
+    the estimate. With ``baseline`` b_k is the leave-one-out mean of the
+    other K - 1 values of f (Kool et al. 2019), independent of z_k.
+    """
+    _zero_grads(problem.parameters)
+    q = problem.posterior()
+    with no_grad():
+        z = q.rsample(k, rng)
+        signal = problem.integrand(z, q).data
+    if baseline:
+        signal = signal - leave_one_out_mean(signal)
+    surrogate = (Tensor(signal) * q.log_prob(z)).mean(axis=0).sum()
+    _plus_exact_term(problem, q, surrogate).backward()
+    return _gradients(problem.parameters)
+
+
+def reparameterization_gradient(problem, k, rng):
+    """One reparameterization estimate: grad 1/K sum_k f(mu + sigma eps_k) (Kingma & Welling 2014, eq. 10)."""
+    _zero_grads(problem.parameters)
+    q = problem.posterior()
+    z = q.rsample(k, rng)
+    _plus_exact_term(problem, q, problem.integrand(z, q).mean(axis=0).sum()).backward()
+    return _gradients(problem.parameters)
+
+
+def leave_one_out_mean(values):
+    """b_k = (sum_j f_j - f_k) / (K - 1) over axis 0: the mean of the other samples."""
+    k = values.shape[0]
+    if k < 2:
+        raise MinivaeError("the leave-one-out baseline needs at least 2 samples per example; use k >= 2")
+    return (values.sum(axis=0, keepdims=True) - values) / (k - 1)
+
+
+def estimate(problem, estimator, k, rng):
+    """One estimate by the estimator named in ``ESTIMATORS``: {parameter name: NumPy array}."""
+    if estimator == "reparameterization":
+        return reparameterization_gradient(problem, k, rng)
+    if estimator in ESTIMATORS:
+        return score_function_gradient(problem, k, rng, baseline=estimator.endswith("baseline"))
+    raise MinivaeError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+
+
+def _plus_exact_term(problem, q, objective):
+    """objective + sum_b h_b(phi), when the problem has a term h with an exact gradient (the closed-form KL)."""
+    return objective if problem.exact_term is None else objective + problem.exact_term(q).sum()
+
+
+def _zero_grads(parameters):
+    for p in parameters.values():
+        p.zero_grad()
+
+
+def _gradients(parameters):
+    backend = get_backend()
+    return {name: np.zeros(p.shape) if p.grad is None else np.array(backend.asnumpy(p.grad), dtype=np.float64)
+            for name, p in parameters.items()}
+
+
+# ----- The VAE's encoder as a GradientProblem -----
+
+def encoder_parameters(model):
+    """The parameters of q(z|x): every named parameter outside the decoder."""
+    return {name: p for name, p in model.named_parameters() if not name.startswith("decoder.")}
+
+
+def elbo_problem(model, x, kl="sampled"):
+    """The encoder's gradient of sum_b ELBO(x_b), in one of two forms with the same value.
+
+    - ``kl="sampled"``: ELBO = E_q[log p(x, z) - log q(z|x)], all of it estimated.
+    - ``kl="closed"``: ELBO = E_q[log p(x|z)] - KL(q || p(z)), the KL's gradient
+      exact (Kingma & Welling 2014, eq. 7 and Appendix B); only the
+      reconstruction term is estimated, so only it contributes variance.
+    """
+    x = Tensor(x, dtype=model.dtype)
+
+    def posterior():
+        return DiagonalNormal(*model.encode(x))
+
+    def integrand(z, q):
+        return log_joint(model, x, z) - q.log_prob(z)
+
+    def reconstruction(z, q):
+        return model.p_x_given_z(z).log_prob(x)
+
+    def negative_kl(q):
+        return -q.kl_standard_normal()
+    if kl == "sampled":
+        return GradientProblem(encoder_parameters(model), posterior, integrand)
+    if kl == "closed":
+        return GradientProblem(encoder_parameters(model), posterior, reconstruction, negative_kl)
+    raise MinivaeError(f"unknown KL form {kl!r}; use sampled or closed")
+
+
+# ----- A 1-D problem with every answer in closed form -----
+
+def quadratic_problem(mu, sigma, c, copies=1):
+    """q = N(mu, sigma^2), f(z) = (z - c)^2, as ``copies`` independent rows (each row's gradient is one estimate).
+
+    phi = (mu, sigma); logvar = 2 log sigma, so gradients are taken with respect to sigma itself.
+    """
+    mu_t = Tensor(np.full((copies, 1), mu), requires_grad=True, dtype=np.float64)
+    sigma_t = Tensor(np.full((copies, 1), sigma), requires_grad=True, dtype=np.float64)
+
+    def posterior():
+        return DiagonalNormal(mu_t, 2 * ops.log(sigma_t))
+
+    def integrand(z, q):
+        return ((z - c) ** 2).sum(axis=-1)
+    return GradientProblem({"mu": mu_t, "sigma": sigma_t}, posterior, integrand)
+
+
+def quadratic_exact_gradient(mu, sigma, c):
+    """E_q[(z - c)^2] = (mu - c)^2 + sigma^2, so g = (2 (mu - c), 2 sigma)."""
+    return {"mu": 2 * (mu - c), "sigma": 2 * sigma}
+
+
+def quadratic_variances(mu, sigma, c, k):
+    """Variance of each estimator of ``quadratic_exact_gradient`` with K samples, in closed form.
+
+    Write a = mu - c, z = mu + sigma e with e ~ N(0, 1), and use
+    E e^2 = 1, E e^4 = 3, E e^6 = 15, E e^8 = 105, odd moments 0. Then
+    f = a^2 + 2 a sigma e + sigma^2 e^2, with mean m = a^2 + sigma^2 and
+    Var f = 4 a^2 sigma^2 + 2 sigma^4. Each variance below is of one sample;
+    K independent samples divide it by K.
+
+    Reparameterization: grad of f(mu + sigma e).
+      d/dmu    = 2 (a + sigma e):          Var = 4 sigma^2
+      d/dsigma = 2 (a + sigma e) e:        Var = 4 a^2 + 8 sigma^2
+
+    Score function: f times the score s = grad log q.
+      s_mu = e / sigma, s_sigma = (e^2 - 1) / sigma, E s_mu^2 = 1/sigma^2, E s_sigma^2 = 2/sigma^2.
+      f s_mu    = (a^2 e + 2 a sigma e^2 + sigma^2 e^3) / sigma
+                  E[.^2] = a^4/sigma^2 + 18 a^2 + 15 sigma^2,   Var = a^4/sigma^2 + 14 a^2 + 15 sigma^2
+      f s_sigma:  E[.^2] = (a^4 E(e^2-1)^2 + 6 a^2 sigma^2 E e^2(e^2-1)^2 + sigma^4 E e^4(e^2-1)^2) / sigma^2
+                         = 2 a^4/sigma^2 + 60 a^2 + 78 sigma^2,  Var = 2 a^4/sigma^2 + 60 a^2 + 74 sigma^2
+
+    Score function with the leave-one-out baseline, 1/K sum_k (f_k - m_-k) s_k
+    with m_-k the mean of the other K - 1 values. Split f_k - m_-k =
+    (f_k - m) - (m_-k - m): the first part gives V_m / K, V_m = Var((f - m) s);
+    the second, C = 1/(K(K-1)) sum_{j != k} (f_j - m) s_k, has mean 0, is
+    uncorrelated with the first, and E C^2 = (Var f E s^2 + g^2) / (K (K-1)):
+    only the pairings (j, k) = (j', k') and (j, k) = (k', j') survive. So
+      Var = V_m / K + (Var f E s^2 + g^2) / (K (K - 1)),
+      (f - m) s_mu    = 2 a e^2 + sigma (e^3 - e):            V_m = 8 a^2 + 10 sigma^2
+      (f - m) s_sigma = 2 a e (e^2 - 1) + sigma (e^2 - 1)^2:   V_m = 40 a^2 + 56 sigma^2
+    which gives the expressions below (defined for K >= 2).
+    """
+    a2, s2 = (mu - c) ** 2, sigma**2
+    variances = {
+        "reparameterization": {"mu": 4 * s2, "sigma": 4 * a2 + 8 * s2},
+        "score function": {"mu": a2**2 / s2 + 14 * a2 + 15 * s2,
+                           "sigma": 2 * a2**2 / s2 + 60 * a2 + 74 * s2},
+    }
+    per_sample = {name: {p: v / k for p, v in group.items()} for name, group in variances.items()}
+    if k >= 2:
+        pairs = k * (k - 1)
+        per_sample["score function + baseline"] = {
+            "mu": (8 * a2 + 10 * s2) / k + (8 * a2 + 2 * s2) / pairs,
+            "sigma": (40 * a2 + 56 * s2) / k + (8 * a2 + 8 * s2) / pairs,
+        }
+    return per_sample
+
+
+# ----- Statistics over many independent estimates -----
+
+@dataclass
+class Summary:
+    """N independent estimates of one parameter group: per-element mean and variance (ddof 1)."""
+    mean: np.ndarray
+    variance: np.ndarray
+    n: int
+
+    @classmethod
+    def of(cls, estimates):
+        """From an array (N, ...) of N estimates."""
+        return cls(estimates.mean(axis=0), estimates.var(axis=0, ddof=1), len(estimates))
+
+    @property
+    def total_variance(self):
+        """The sum of per-element variances: E ||g_hat - g||^2."""
+        return float(self.variance.sum())
+
+    @property
+    def snr(self):
+        """Signal-to-noise ratio ||E g_hat|| / sqrt(E ||g_hat - g||^2)."""
+        return float(np.linalg.norm(self.mean) / math.sqrt(self.total_variance)) if self.total_variance else math.inf
+
+    @property
+    def standard_error(self):
+        """Per element, the standard error of the mean: sqrt(variance / N)."""
+        return np.sqrt(self.variance / self.n)
+
+
+@dataclass
+class Agreement:
+    """How two estimators' means compare, element by element, in units of their joint standard error.
+
+    z = (mean_a - mean_b) / sqrt(se_a^2 + se_b^2). If both estimate the same
+    gradient, each z is close to standard normal for large N (central limit
+    theorem), so about 99.7% of elements lie within 3 and mean z^2 is near 1.
+    Elements are correlated, so this describes the whole vector rather than
+    testing it exactly; the score function's heavy tails make the normal
+    approximation slower to hold, so use N of a few hundred or more.
+    """
+    z: np.ndarray
+
+    @property
+    def fraction_within(self):
+        return float(np.mean(np.abs(self.z) <= AGREEMENT_Z)) if self.z.size else 1.0
+
+    @property
+    def mean_square(self):
+        return float(np.mean(self.z**2)) if self.z.size else 0.0
+
+    @property
+    def max_abs(self):
+        return float(np.max(np.abs(self.z))) if self.z.size else 0.0
+
+
+def agreement(a, b):
+    """The z-scores of ``Summary`` a against b, over the elements that vary in either.
+
+    An element constant in both (a dead unit's gradient is always 0) carries no
+    evidence and is left out; constant but different would be z = inf.
+    """
+    difference = (a.mean - b.mean).ravel()
+    scale = np.sqrt(a.standard_error**2 + b.standard_error**2).ravel()
+    varies = scale > 0
+    mismatched = ~varies & (difference != 0)
+    return Agreement(np.concatenate([difference[varies] / scale[varies], np.full(mismatched.sum(), np.inf)]))
+
+
+def estimators_for(k):
+    """The estimators that can run with K samples (the leave-one-out baseline needs K >= 2)."""
+    return ESTIMATORS if k >= 2 else tuple(name for name in ESTIMATORS if not name.endswith("baseline"))
+
+
+def gradient_statistics(problem, k, n, rng, estimators=None):
+    """N independent estimates from each estimator at K samples: {group: {estimator: Summary}}.
+
+    Groups are the named parameters, plus "all" (every parameter as one vector).
+    ``estimators`` defaults to ``estimators_for(k)``.
+    """
+    estimators = estimators or estimators_for(k)
+    draws = {name: [estimate(problem, name, k, rng) for _ in range(n)] for name in estimators}
+    groups = list(problem.parameters) + ["all"]
+    stats = {group: {} for group in groups}
+    for name, estimates in draws.items():
+        for group in problem.parameters:
+            stats[group][name] = Summary.of(np.stack([e[group] for e in estimates]))
+        stats["all"][name] = Summary.of(np.stack([np.concatenate([g.ravel() for g in e.values()])
+                                                  for e in estimates]))
+    return stats
+
+
+# ----- minivae estimators -----
+
+def add_estimators_arguments(parser):
+    from minivae.argtypes import int_list, positive_int
+    from minivae.data import DATASET_NAMES
+    parser.add_argument("--checkpoint", default=None, help="a trained model's checkpoint.npz (default: a fresh model)")
+    parser.add_argument("--data", choices=DATASET_NAMES, default=None,
+                        help="dataset for the batch (default: the checkpoint's, else digits)")
+    parser.add_argument("--data-dir", default=None, help="directory holding the IDX files (mnist, fashion-mnist)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="examples in the batch (default 16)")
+    parser.add_argument("--samples-n", type=positive_int, default=200,
+                        help="N, independent estimates per estimator and K (default 200)")
+    parser.add_argument("--k", type=int_list, default=[1, 10, 100], help="samples per estimate, comma-separated")
+    parser.add_argument("--kl", choices=("closed", "sampled"), default="closed",
+                        help="closed: estimate E_q[log p(x|z)], KL exact (as training does); "
+                             "sampled: estimate all of E_q[log p(x,z) - log q(z|x)] (default closed)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="results", help="directory for estimator_variance.png")
+
+
+def run_estimators(args):
+    """Print the estimators' statistics per K and parameter group; plot total variance against K."""
+    if args.samples_n < 2:
+        raise MinivaeError(f"--samples-n {args.samples_n}: a variance needs at least 2 estimates; use e.g. 200")
+    model, _, x = load_model_and_data(args.checkpoint, args.data, args.data_dir, split="train")
+    x = x[:args.batch_size]
+    problem = elbo_problem(model, x, args.kl)
+    rng = get_backend().kernels.make_rng(args.seed)
+    print(f"gradient of sum_b ELBO(x_b) over {len(x)} examples w.r.t. the encoder's "
+          f"{sum(p.size for p in problem.parameters.values())} parameters, KL {args.kl}; "
+          f"N = {args.samples_n} estimates each")
+    totals = {}
+    for k in args.k:
+        names = estimators_for(k)
+        stats = gradient_statistics(problem, k, args.samples_n, rng, names)
+        _print_table(k, stats, names)
+        totals[k] = {name: stats["all"][name].total_variance for name in names}
+    path = _plot_variances(Path(args.out), totals)
+    print(f"figure: {path}")
+    return 0
+
+
+def _print_table(k, stats, names):
+    print(f"\nK = {k}")
+    print(f"{'parameter':<24} {'size':>6}  {'estimator':<26} {'total var':>10} {'SNR':>8} "
+          f"{'var / RP':>9} {'|z|<=3':>7} {'mean z^2':>8}")
+    for group, summaries in stats.items():
+        reference = summaries["reparameterization"]
+        for i, name in enumerate(names):
+            s = summaries[name]
+            label, size = (group, f"{s.mean.size:6d}") if i == 0 else ("", "")
+            line = f"{label:<24} {size:>6}  {name:<26} {s.total_variance:10.3e} {s.snr:8.3f}"
+            if name != "reparameterization":
+                z = agreement(s, reference)
+                line += (f" {s.total_variance / reference.total_variance:9.3g} {z.fraction_within:7.1%}"
+                         f" {z.mean_square:8.2f}")
+            print(line)
+
+
+def _plot_variances(out, totals):
+    """log10 of the total variance (all encoder parameters) against K, one line per estimator."""
+    from minivae import plots
+    from minivae.checkpoint import check_writable
+    check_writable(out)
+    series = {}
+    for name in ESTIMATORS:
+        ks = [k for k in totals if name in totals[k]]
+        if ks:
+            series[name] = (ks, [math.log10(totals[k][name]) for k in ks], None)
+    path = out / "estimator_variance.png"
+    plots.save_curves(path, series, "K, samples per estimate", "log10 total variance of the estimate",
+                      "variance of the encoder gradient estimators against K (log-log)")
+    return path

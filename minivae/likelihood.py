@@ -1,0 +1,437 @@
+"""The marginal likelihood log p(x) = log integral p(x|z) p(z) dz, three ways, all in log space.
+
+- Naive Monte Carlo: z_i ~ p(z), log p(x) ~ log 1/n sum_i p(x|z_i). Unbiased
+  for p(x), but the prior rarely proposes a z that explains x, so its spread
+  shrinks very slowly (Kingma & Welling 2014, section 2.1's motivation).
+- Importance sampling with q(z|x): log 1/K sum_k p(x, z_k) / q(z_k|x), z_k ~ q.
+  Its expectation is the K-sample importance-weighted bound L_K, with
+  ELBO = L_1 <= L_K <= L_{K+1} <= log p(x) (Burda et al. 2016, Theorem 1);
+  K = 5000 is how papers report a test log-likelihood.
+- Quadrature on a grid, for a latent space of dimension 1 or 2: exact up to
+  the grid's resolution and extent. On the same grid, the posterior p(z|x)
+  itself, and KL(q(z|x) || p(z|x)) = log p(x) - ELBO.
+
+Sums of probabilities are log-sum-exps, taken over chunks of samples so that
+memory stays bounded whatever the number of samples.
+"""
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from minivae import plots
+from minivae.backend import get_backend
+from minivae.data import STATIC_SEED, binarize_static, load_dataset
+from minivae.distributions import DiagonalNormal
+from minivae.errors import MinivaeError
+from minivae.tensor import Tensor, no_grad
+from minivae.train import TrainConfig, build_model, evaluate_elbo, load_trained, prepare_data, train
+
+DEFAULT_CHUNK = 500
+CHUNK_ROWS = 20_000  # decoded (sample, example) rows alive at once in ``minivae evaluate``
+SAMPLE_COUNTS = (1, 10, 100, 1000, 10_000)
+QUADRATURE_DIMS = (1, 2)
+
+
+# ----- Log densities -----
+
+def log_prior(z):
+    """log N(z | 0, I) summed over the last axis, for z of any leading shape."""
+    zeros = np.zeros(z.shape[-1:], dtype=z.dtype)
+    return DiagonalNormal(zeros, zeros).log_prob(z)
+
+
+def log_joint(model, x, z):
+    """log p(x, z) = log p(x|z) + log p(z), shape (K, B) for x (B, D) and z (K, B, L)."""
+    return model.p_x_given_z(z).log_prob(x) + log_prior(z)
+
+
+def log_likelihood_each(model, x, z):
+    """log p(x_b | z_i) for every example b and every shared latent point z_i (M, L): shape (B, M).
+
+    The M points are decoded once, then scored against each example in turn.
+    """
+    likelihood = model.p_x_given_z(z)
+    return np.stack([_numpy(likelihood.log_prob(row)) for row in x.data])
+
+
+def _numpy(tensor):
+    return np.asarray(tensor.numpy(), dtype=np.float64)
+
+
+def _as_input(model, x):
+    return x if isinstance(x, Tensor) else Tensor(x, dtype=model.dtype)
+
+
+# ----- Monte Carlo estimates -----
+
+def log_mean_exp_in_chunks(log_terms, n, chunk):
+    """log (1/n) sum_i exp(a_i) per example, where ``log_terms(m)`` returns the next m values a as (m, B).
+
+    Each chunk is reduced to its log-sum-exp right away (at most ``chunk``
+    samples are alive at once); the chunks' results are combined by one more
+    log-sum-exp: log sum_i e^a_i = log sum_chunks e^(log sum_chunk e^a_i).
+    """
+    if n < 1 or chunk < 1:
+        raise MinivaeError(f"need at least one sample and a chunk of at least one (got n={n}, chunk={chunk})")
+    logsumexp = get_backend().kernels.logsumexp
+    partial = []
+    for start in range(0, n, chunk):
+        partial.append(logsumexp(log_terms(min(chunk, n - start)), axis=0))
+    return logsumexp(np.stack(partial), axis=0) - math.log(n)
+
+
+def log_px_prior_sampling(model, x, n, rng, batch=DEFAULT_CHUNK):
+    """Naive Monte Carlo, per example: log (1/n) sum_i p(x|z_i) with z_i ~ p(z) = N(0, I).
+
+    The draws do not depend on x, so one set serves every example in the batch.
+    """
+    x = _as_input(model, x)
+    normal = get_backend().kernels.standard_normal
+
+    def log_terms(m):
+        z = Tensor(normal(rng, (m, model.config["latent_dim"]), model.dtype))
+        return log_likelihood_each(model, x, z).T
+    with no_grad():
+        return log_mean_exp_in_chunks(log_terms, n, batch)
+
+
+def log_px_importance(model, x, k, rng, batch=DEFAULT_CHUNK):
+    """Importance sampling with q(z|x), per example: log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q.
+
+    Its expectation is the importance-weighted bound L_K (Burda et al. 2016,
+    eq. 8); K = 1 gives an unbiased estimate of the ELBO. Memory holds
+    ``batch`` samples per example at a time.
+    """
+    x = _as_input(model, x)
+    with no_grad():
+        q = DiagonalNormal(*model.encode(x))
+
+        def log_terms(m):
+            z = q.rsample(m, rng)
+            return _numpy(log_joint(model, x, z) - q.log_prob(z))
+        return log_mean_exp_in_chunks(log_terms, k, batch)
+
+
+def kl_standard_normal_monte_carlo(q, k, rng):
+    """KL(q || N(0, I)) = E_q[log q(z) - log p(z)] by K samples, per row: (mean, standard error).
+
+    A check of the closed form ``q.kl_standard_normal()`` (Kingma & Welling 2014, Appendix B).
+    """
+    with no_grad():
+        z = q.rsample(k, rng)
+        terms = _numpy(q.log_prob(z) - log_prior(z))
+    return terms.mean(axis=0), terms.std(axis=0, ddof=1) / math.sqrt(k)
+
+
+def elbo_with_error(model, x, k, rng, repeats=10):
+    """The ELBO per example from ``model.elbo`` with k samples, and its Monte Carlo standard error.
+
+    The k samples are split into ``repeats`` independent estimates; the
+    standard error is their standard deviation over sqrt(repeats).
+    """
+    x = _as_input(model, x)
+    per_repeat = max(1, k // repeats)
+    with no_grad():
+        estimates = np.stack([_numpy(model.elbo(x, k=per_repeat, rng=rng).elbo) for _ in range(repeats)])
+    return estimates.mean(axis=0), estimates.std(axis=0, ddof=1) / math.sqrt(repeats)
+
+
+# ----- Quadrature on a grid (latent dimension 1 or 2) -----
+
+def latent_grid(dim, grid_size, extent):
+    """Points of a regular grid on [-extent, extent]^dim, (G^dim, dim), and their log trapezoid weights.
+
+    The 1-D trapezoid rule weights the points h, halved at the two ends; the
+    2-D rule takes the products of the 1-D weights.
+    """
+    if dim not in QUADRATURE_DIMS:
+        raise MinivaeError(f"quadrature on a grid needs a latent dimension of 1 or 2, not {dim}; "
+                           "use log_px_importance for higher dimensions")
+    if grid_size < 2 or not extent > 0:
+        raise MinivaeError(f"a grid needs at least 2 points and an extent > 0 (got {grid_size}, {extent})")
+    axis = np.linspace(-extent, extent, grid_size)
+    weights = np.full(grid_size, axis[1] - axis[0])
+    weights[[0, -1]] /= 2
+    points = np.stack(np.meshgrid(*[axis] * dim, indexing="ij"), axis=-1).reshape(-1, dim)
+    log_weights = np.log(np.stack(np.meshgrid(*[weights] * dim, indexing="ij"), axis=-1)).sum(axis=-1).ravel()
+    return points, log_weights
+
+
+@dataclasses.dataclass
+class GridPosterior:
+    """The exact posterior on a grid: log p(x, z) at each point, and log p(x) from the quadrature."""
+    points: np.ndarray       # (G, L)
+    log_weights: np.ndarray  # (G,) quadrature weights, log
+    log_joint: np.ndarray    # (B, G) log p(x, z_g)
+    log_px: np.ndarray       # (B,) log sum_g w_g p(x, z_g)
+
+    @property
+    def log_density(self):
+        """log p(z_g | x) = log p(x, z_g) - log p(x), shape (B, G)."""
+        return self.log_joint - self.log_px[:, None]
+
+    @property
+    def mass(self):
+        """The posterior probability of each grid cell, w_g p(z_g | x); each row sums to 1."""
+        return np.exp(self.log_density + self.log_weights)
+
+
+def posterior_on_grid(model, x, grid_size=101, extent=5.0, batch=4096):
+    """p(z|x) = p(x, z) / p(x) at every grid point, with log p(x) = log sum_g w_g p(x, z_g)."""
+    x = _as_input(model, x)
+    points, log_weights = latent_grid(model.config["latent_dim"], grid_size, extent)
+    with no_grad():
+        chunks = [log_likelihood_each(model, x, Tensor(points[i:i + batch], dtype=model.dtype))
+                  for i in range(0, len(points), batch)]
+    joint = np.concatenate(chunks, axis=1) + _numpy(log_prior(Tensor(points)))
+    log_px = get_backend().kernels.logsumexp(joint + log_weights, axis=1)
+    return GridPosterior(points, log_weights, joint, log_px)
+
+
+def log_px_quadrature(model, x, grid_size=101, extent=5.0):
+    """log p(x) per example by the trapezoid rule on [-extent, extent]^L, L = 1 or 2."""
+    return posterior_on_grid(model, x, grid_size, extent).log_px
+
+
+def kl_q_to_posterior_on_grid(model, x, grid_size=101, extent=5.0):
+    """KL(q(z|x) || p(z|x)) = sum_g w_g q(z_g) (log q(z_g) - log p(z_g|x)), per example.
+
+    Both densities are exact at the grid points; only the integral is a sum.
+    """
+    x = _as_input(model, x)
+    grid = posterior_on_grid(model, x, grid_size, extent)
+    with no_grad():
+        q = DiagonalNormal(*model.encode(x))
+        log_q = _numpy(q.log_prob(Tensor(grid.points[:, None, :], dtype=model.dtype))).T  # (B, G)
+    return (np.exp(log_q + grid.log_weights) * (log_q - grid.log_density)).sum(axis=1)
+
+
+# ----- Models and data for the commands -----
+
+def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test"):
+    """(model, config, x): a checkpoint's model (or a fresh one for ``data_name``) and a split's images.
+
+    A model trained on binarized images (static or dynamic) is evaluated on one
+    fixed binarization of the split (seed ``data.STATIC_SEED``), as papers do.
+    """
+    if checkpoint is None:
+        config = TrainConfig(data=data_name or "digits")
+    else:
+        model, config, _ = load_trained(checkpoint)
+        if data_name not in (None, config.data):
+            raise MinivaeError(f"{checkpoint} was trained on {config.data}, not {data_name}; drop --data")
+    data = prepare_data(dataclasses.replace(config, data_dir=data_dir or config.data_dir))
+    x = data.train_x if split == "train" else data.test_x
+    if checkpoint is None:
+        model = build_model(config, x.shape[1])
+    if config.binarize != "none":
+        x = binarize_static(x, np.random.default_rng(STATIC_SEED))
+    return model, config, x
+
+
+def train_small_2d_model(out, epochs=40, seed=1):
+    """A VAE with a 2-D latent space trained on the bundled digits in a few seconds (64 hidden units)."""
+    config = TrainConfig(data="digits", hidden=(64,), latent_dim=2, epochs=epochs, batch_size=64, lr=1e-2,
+                         seed=seed, plot_interval=0, out=str(out))
+    model, _ = train(config, progress=False, log=lambda line: None)
+    return model, config
+
+
+# ----- minivae evaluate -----
+
+def add_evaluate_arguments(parser):
+    from minivae.argtypes import positive_int
+    parser.add_argument("checkpoint", help="checkpoint.npz written by minivae train")
+    parser.add_argument("--iw-samples", type=positive_int, default=None, metavar="K",
+                        help="also report the importance-sampled NLL with K samples (papers use 5000)")
+    parser.add_argument("--data-dir", default=None, help="directory of the IDX files (default: the checkpoint's)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test examples")
+    parser.add_argument("--batch-size", type=positive_int, default=100, help="examples per pass (default 100)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_evaluate(args):
+    """The test ELBO (K = 1) and, with --iw-samples, the importance-weighted NLL, in nats per example."""
+    model, config, x = load_model_and_data(args.checkpoint, None, args.data_dir)
+    x = x[:args.limit]
+    started = time.perf_counter()
+    elbo, reconstruction, kl = evaluate_elbo(model, x, args.batch_size, samples=1, seed=args.seed)
+    print(f"{config.data} test set, {len(x)} examples")
+    print(f"test ELBO (K=1): {elbo:.3f} nats per example (reconstruction {reconstruction:.3f}, KL {kl:.3f}) "
+          f"[{time.perf_counter() - started:.1f} s]")
+    if args.iw_samples:
+        started = time.perf_counter()
+        log_px = importance_sampled_log_px(model, x, args.iw_samples, args.seed, args.batch_size)
+        print(f"test NLL, importance sampling with K={args.iw_samples} (Burda et al. 2016): "
+              f"{-log_px.mean():.3f} +- {_standard_error(log_px):.3f} nats per example "
+              f"(standard error over examples) [{time.perf_counter() - started:.1f} s]")
+    return 0
+
+
+def importance_sampled_log_px(model, x, k, seed, examples=100):
+    """``log_px_importance`` over a whole set, ``examples`` at a time, with chunks sized by ``CHUNK_ROWS``."""
+    rng = get_backend().kernels.make_rng(seed)
+    chunk = max(1, CHUNK_ROWS // min(examples, len(x)))
+    return np.concatenate([log_px_importance(model, x[i:i + examples], k, rng, chunk)
+                           for i in range(0, len(x), examples)])
+
+
+def _standard_error(values):
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
+# ----- minivae bound-gap -----
+
+@dataclasses.dataclass
+class BoundGap:
+    """Per example (B,): ELBO <= L_K <= log p(x), and log p(x) - ELBO against KL(q || p(z|x)) on the grid.
+
+    ``naive`` and ``weighted`` hold the two samplers' estimates, shape
+    (len(sample_counts), seeds, B); L_K is the weighted estimate at the
+    largest count averaged over seeds (an estimate of the bound itself).
+    """
+    elbo: np.ndarray
+    elbo_se: np.ndarray
+    exact: np.ndarray
+    quadrature_error: np.ndarray  # |log p(x) on the grid minus the same on a grid half as fine|
+    kl: np.ndarray
+    sample_counts: list
+    naive: np.ndarray
+    weighted: np.ndarray
+
+    @property
+    def bound(self):
+        return self.weighted[-1].mean(axis=0)
+
+    @property
+    def bound_se(self):
+        return self.weighted[-1].std(axis=0, ddof=1) / math.sqrt(self.weighted.shape[1])
+
+    @property
+    def ordering_tolerance(self):
+        """3 joint standard errors of the ELBO and L_K, plus the quadrature error."""
+        return 3 * np.hypot(self.elbo_se, self.bound_se) + self.quadrature_error
+
+    @property
+    def ordered(self):
+        """Per example: ELBO <= L_K <= log p(x), each up to ``ordering_tolerance``."""
+        tolerance = self.ordering_tolerance
+        return (self.elbo <= self.bound + tolerance) & (self.bound <= self.exact + tolerance)
+
+    @property
+    def gap(self):
+        return self.exact - self.elbo
+
+    @property
+    def gap_tolerance(self):
+        """4 standard errors of the ELBO, plus the quadrature error, plus 0.001 nats."""
+        return 4 * self.elbo_se + self.quadrature_error + 1e-3
+
+    def spread(self, estimates):
+        """Standard deviation over seeds, averaged over examples: one number per sample count."""
+        return estimates.std(axis=1, ddof=1).mean(axis=1)
+
+
+def bound_gap(model, x, grid_size=101, extent=5.0, sample_counts=SAMPLE_COUNTS, seeds=10,
+              elbo_samples=10_000, seed=0):
+    """Every number of ``minivae bound-gap``, for a model with a 1-D or 2-D latent space."""
+    x = _as_input(model, x)
+    exact = log_px_quadrature(model, x, grid_size, extent)
+    coarse = log_px_quadrature(model, x, grid_size // 2 + 1, extent)
+    elbo, elbo_se = elbo_with_error(model, x, elbo_samples, get_backend().kernels.make_rng(seed), repeats=20)
+    return BoundGap(elbo, elbo_se, exact, np.abs(exact - coarse),
+                    kl_q_to_posterior_on_grid(model, x, grid_size, extent), list(sample_counts),
+                    spread_across_seeds(log_px_prior_sampling, model, x, sample_counts, seeds),
+                    spread_across_seeds(log_px_importance, model, x, sample_counts, seeds))
+
+
+def spread_across_seeds(estimator, model, x, sample_counts, seeds):
+    """``estimator(model, x, n, rng)`` for each n and seeds 0..seeds-1: shape (len(sample_counts), seeds, B)."""
+    make_rng = get_backend().kernels.make_rng
+    return np.stack([np.stack([estimator(model, x, n, make_rng(seed)) for seed in range(seeds)])
+                     for n in sample_counts])
+
+
+def add_bound_gap_arguments(parser):
+    from minivae.argtypes import positive_float, positive_int
+    parser.add_argument("--checkpoint", default=None,
+                        help="a model with a 1-D or 2-D latent space (default: train one on digits in seconds)")
+    parser.add_argument("--data-dir", default=None, help="directory of the IDX files (default: the checkpoint's)")
+    parser.add_argument("--examples", type=positive_int, default=8, help="test examples to compare (default 8)")
+    parser.add_argument("--grid-size", type=positive_int, default=101, help="grid points per latent axis (default 101)")
+    parser.add_argument("--extent", type=positive_float, default=5.0, help="the grid covers [-extent, extent]^L")
+    parser.add_argument("--max-samples", type=positive_int, default=10_000,
+                        help="largest sample count n (counts are 1, 10, 100, ... up to it; default 10000)")
+    parser.add_argument("--seeds", type=positive_int, default=10, help="repetitions for the spread (default 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="results", help="directory for bound_gap.png (and the trained model)")
+
+
+def run_bound_gap(args):
+    """ELBO <= L_K <= log p(x), log p(x) - ELBO = KL(q || p(z|x)), and how the two samplers' spreads shrink."""
+    from minivae.checkpoint import check_writable
+    out = check_writable(args.out)
+    if args.seeds < 2:
+        raise MinivaeError(f"--seeds {args.seeds}: a spread needs at least 2 seeds; use e.g. 10")
+    if args.checkpoint is None:
+        print(f"training a 2-D latent VAE on digits (64 hidden units) into {out / 'bound_gap_model'} ...")
+        model, _ = train_small_2d_model(out / "bound_gap_model")
+        x = load_dataset("digits").test_x
+    else:
+        model, _, x = load_model_and_data(args.checkpoint, None, args.data_dir)
+    latent_grid(model.config["latent_dim"], args.grid_size, args.extent)  # refuse other dimensions up front
+    x = x[:args.examples]
+    counts = [10**i for i in range(int(math.log10(args.max_samples)) + 1)]
+    result = bound_gap(model, x, args.grid_size, args.extent, counts, args.seeds, seed=args.seed)
+    _print_bounds(result, args.grid_size)
+    _print_kl_check(model, x, get_backend().kernels.make_rng(args.seed))
+    _print_spreads(result)
+    path = out / "bound_gap.png"
+    plots.save_curves(path, _curves(result), "samples n", "estimate of log p(x), nats (mean over examples)",
+                      f"log p(x) estimates against sample count; bands: spread over {args.seeds} seeds")
+    print(f"figure: {path}")
+    return 0
+
+
+def _print_bounds(r, grid_size):
+    k = r.sample_counts[-1]
+    print(f"{'example':>7} {'ELBO':>9} {'L_' + str(k):>9} {'log p(x)':>9} {'log p - ELBO':>12} "
+          f"{'KL(q||p(z|x))':>13} {'|diff|':>7} {'tol':>6}")
+    for i in range(len(r.exact)):
+        print(f"{i:7d} {r.elbo[i]:9.3f} {r.bound[i]:9.3f} {r.exact[i]:9.3f} {r.gap[i]:12.4f} "
+              f"{r.kl[i]:13.4f} {abs(r.gap[i] - r.kl[i]):7.4f} {r.gap_tolerance[i]:6.3f}")
+    n = len(r.exact)
+    print(f"mean ELBO {r.elbo.mean():.3f} <= L_{k} {r.bound.mean():.3f} <= log p(x) {r.exact.mean():.3f} nats; "
+          f"ordered for {r.ordered.sum()}/{n} examples (tol: 3 SE + quadrature error)")
+    print(f"log p(x) - ELBO = KL(q || p(z|x)) within tol for {np.sum(np.abs(r.gap - r.kl) <= r.gap_tolerance)}/{n} "
+          f"examples; tol = 4 SE(ELBO) + |log p(x) on {grid_size // 2 + 1} vs {grid_size} points per axis| "
+          "+ 0.001 nats")
+
+
+def _print_kl_check(model, x, rng):
+    with no_grad():
+        q = DiagonalNormal(*model.encode(Tensor(x, dtype=model.dtype)))
+        closed = _numpy(q.kl_standard_normal())
+    estimate, se = kl_standard_normal_monte_carlo(q, 20_000, rng)
+    print(f"KL(q || p(z)), mean over examples: closed form {closed.mean():.4f}, Monte Carlo (20000 samples each) "
+          f"{estimate.mean():.4f} +- {np.sqrt(np.sum(se**2)) / len(se):.4f} nats")
+
+
+def _print_spreads(r):
+    print(f"\nspread = standard deviation over {r.naive.shape[1]} seeds, mean over examples; "
+          f"exact mean log p(x) {r.exact.mean():.3f}")
+    print(f"{'n':>6} {'naive mean':>11} {'naive spread':>12} {'IS mean':>9} {'IS spread':>9} {'ratio':>6}")
+    naive, weighted = r.spread(r.naive), r.spread(r.weighted)
+    for i, n in enumerate(r.sample_counts):
+        print(f"{n:6d} {r.naive[i].mean():11.3f} {naive[i]:12.4f} {r.weighted[i].mean():9.3f} "
+              f"{weighted[i]:9.4f} {naive[i] / weighted[i]:6.1f}")
+
+
+def _curves(r):
+    counts = r.sample_counts
+    return {"naive Monte Carlo, z ~ p(z)": (counts, r.naive.mean(axis=(1, 2)), r.spread(r.naive)),
+            "importance sampling, z ~ q(z|x)": (counts, r.weighted.mean(axis=(1, 2)), r.spread(r.weighted)),
+            "exact (quadrature)": (counts, [r.exact.mean()] * len(counts), None),
+            "ELBO": (counts, [r.elbo.mean()] * len(counts), None)}

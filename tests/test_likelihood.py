@@ -1,0 +1,126 @@
+"""log p(x) three ways on a trained 2-D latent VAE: the bounds' order, the gap identity, the samplers' spreads."""
+import argparse
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from minivae.data import load_digits
+from minivae.distributions import DiagonalNormal
+from minivae.errors import MinivaeError
+from minivae.likelihood import (add_bound_gap_arguments, add_evaluate_arguments, bound_gap,
+                                kl_standard_normal_monte_carlo, log_mean_exp_in_chunks, log_px_importance,
+                                log_px_quadrature, posterior_on_grid, run_bound_gap, run_evaluate,
+                                spread_across_seeds, train_small_2d_model)
+from minivae.tensor import Tensor, no_grad
+from minivae.vae import VAE
+
+EXAMPLES = 6
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bound_gap_model")
+    model, _ = train_small_2d_model(out, epochs=30)
+    return model, load_digits().test_x[:EXAMPLES], out / "checkpoint.npz"
+
+
+@pytest.fixture(scope="module")
+def result(trained):
+    model, x, _ = trained
+    return bound_gap(model, x, grid_size=101, sample_counts=(1, 10, 100, 1000), seeds=8, elbo_samples=4000)
+
+
+def test_elbo_below_importance_bound_below_exact(result):
+    assert result.ordered.all(), (result.elbo, result.bound, result.exact)
+    assert result.elbo.mean() < result.bound.mean() < result.exact.mean() + 0.01
+
+
+def test_gap_is_kl_to_the_exact_posterior(result):
+    """log p(x) - ELBO = KL(q || p(z|x)), within 4 SE of the ELBO plus the quadrature error."""
+    assert np.all(result.kl > 0)
+    assert np.all(np.abs(result.gap - result.kl) <= result.gap_tolerance), (result.gap, result.kl)
+
+
+def test_naive_spread_shrinks_far_more_slowly(result):
+    """At every n the prior sampler spreads wider; with few samples, more than ten times wider."""
+    naive, weighted = result.spread(result.naive), result.spread(result.weighted)
+    assert np.all(naive > 2 * weighted), (naive, weighted)
+    assert naive[0] > 10 * weighted[0], (naive, weighted)
+
+
+def test_importance_estimate_rises_with_k_on_average(trained):
+    """E log p_K is non-decreasing in K (Burda et al. 2016, Theorem 1), up to 3 standard errors of each step."""
+    model, x, _ = trained
+    estimates = spread_across_seeds(log_px_importance, model, x, (1, 3, 10, 100, 1000), 10).reshape(5, -1)
+    steps = np.diff(estimates, axis=0)
+    standard_errors = steps.std(axis=1, ddof=1) / np.sqrt(steps.shape[1])
+    assert np.all(steps.mean(axis=1) >= -3 * standard_errors), (steps.mean(axis=1), standard_errors)
+
+
+def test_closed_form_kl_matches_monte_carlo(trained):
+    model, x, _ = trained
+    with no_grad():
+        q = DiagonalNormal(*model.encode(Tensor(x)))
+        closed = q.kl_standard_normal().numpy()
+    estimate, se = kl_standard_normal_monte_carlo(q, 20_000, np.random.default_rng(0))
+    assert np.all(np.abs(closed - estimate) < 4 * se), (closed, estimate, se)
+
+
+def test_quadrature_converges_with_grid_size(trained):
+    model, x, _ = trained
+    values = [log_px_quadrature(model, x[:3], n) for n in (13, 26, 51, 101, 201)]
+    errors = [np.max(np.abs(v - values[-1])) for v in values[:-1]]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 1e-3, errors
+
+
+def test_grid_posterior_is_a_distribution(trained):
+    model, x, _ = trained
+    grid = posterior_on_grid(model, x, grid_size=51)
+    np.testing.assert_allclose(grid.mass.sum(axis=1), 1.0, rtol=1e-9)
+    assert grid.points.shape == (51 * 51, 2)
+
+
+def test_quadrature_refuses_three_latent_dimensions():
+    model = VAE((64, 8), 3, (8, 64))
+    with pytest.raises(MinivaeError, match="1 or 2"):
+        log_px_quadrature(model, np.zeros((1, 64)))
+
+
+def test_chunks_do_not_change_the_estimate(trained):
+    """Chunks of 7 samples draw the same numbers as one chunk of 100, so the answer is the same."""
+    model, x, _ = trained
+    small = log_px_importance(model, x, 100, np.random.default_rng(3), batch=7)
+    whole = log_px_importance(model, x, 100, np.random.default_rng(3), batch=100)
+    np.testing.assert_allclose(small, whole, rtol=1e-6)
+
+
+def test_log_mean_exp_in_chunks_is_stable_far_from_zero():
+    values = np.random.default_rng(0).normal(-1000, 5, size=(50, 3))
+    chunks = iter(np.array_split(values, [8, 16, 24, 32, 40, 48]))
+    result = log_mean_exp_in_chunks(lambda m: next(chunks), 50, 8)
+    np.testing.assert_allclose(result, logsumexp(values, axis=0) - np.log(50))
+
+
+def _run(add_arguments, run, argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def test_evaluate_reports_elbo_and_importance_sampled_nll(trained, capsys):
+    _, _, checkpoint = trained
+    assert _run(add_evaluate_arguments, run_evaluate, [str(checkpoint), "--limit", "20", "--iw-samples", "50"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    elbo = float(lines[1].split(": ")[1].split()[0])
+    nll = float(lines[2].split(": ")[1].split()[0])
+    assert "20 examples" in lines[0] and 0 < nll < -elbo
+
+
+def test_bound_gap_command_writes_its_figure(trained, tmp_path, capsys):
+    _, _, checkpoint = trained
+    argv = ["--checkpoint", str(checkpoint), "--examples", "3", "--max-samples", "100", "--seeds", "3",
+            "--grid-size", "51", "--out", str(tmp_path)]
+    assert _run(add_bound_gap_arguments, run_bound_gap, argv) == 0
+    assert "KL(q || p(z|x)) within tol for 3/3" in capsys.readouterr().out
+    assert (tmp_path / "bound_gap.png").stat().st_size > 0
