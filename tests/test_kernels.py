@@ -1,0 +1,55 @@
+"""The CPU kernel sets against the NumPy reference: one table, kernel x backend x dtype x layout."""
+import importlib
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kernel_cases import LAYOUTS, assert_matches_reference
+from minivae.kernels import numba_cpu, reference
+from minivae.kernels.reference import KERNEL_NAMES
+
+KERNEL_SETS = ("reference", "numba_cpu", "numba_cuda")
+RNG_KERNELS = ("make_rng", "standard_normal")  # no array inputs: one layout is enough
+CASES = [(name, layout) for name in KERNEL_NAMES
+         for layout in (LAYOUTS[:1] if name in RNG_KERNELS else LAYOUTS)]
+
+
+@pytest.fixture(params=["numpy", "numba", "numba-parallel"])
+def kernels(request, monkeypatch):
+    """The kernel set under test; numba-parallel forces the parallel twins even on tiny arrays."""
+    if request.param == "numpy":
+        return reference
+    if request.param == "numba-parallel":
+        monkeypatch.setattr(numba_cpu, "PARALLEL_MIN_SIZE", 0)
+    return numba_cpu
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name, layout", CASES)
+def test_kernel_matches_reference(kernels, name, layout, dtype):
+    assert_matches_reference(kernels, name, dtype, layout)
+
+
+@pytest.mark.parametrize("module", KERNEL_SETS)
+def test_kernel_set_exports_exactly_the_contract(module):
+    kernels = importlib.import_module("minivae.kernels." + module)
+    public = {name for name, obj in vars(kernels).items()
+              if callable(obj) and not inspect.isclass(obj) and not name.startswith("_")
+              and getattr(obj, "__module__", None) in (kernels.__name__, reference.__name__)}
+    assert public == set(KERNEL_NAMES)
+
+
+def test_unknown_activation_names_the_choices():
+    x = np.ones((2, 3))
+    with pytest.raises(ValueError, match="unknown activation 'gelu'.*relu"):
+        numba_cpu.bias_act(x, x[0], "gelu")
+
+
+def test_import_minivae_imports_neither_numba_nor_cupy():
+    code = ("import sys, minivae, minivae.backend, minivae.kernels, minivae.kernels.reference; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'cupy')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
