@@ -1,0 +1,516 @@
+"""Numba CUDA kernels: the ``reference`` contract as hand-written ``numba.cuda`` kernels.
+
+Each kernel's docstring gives its loop nest and launch configuration. The
+host wrappers take the backend's arrays, NumPy under the CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1``) and CuPy on a GPU (handed to the kernels
+zero-copy through ``__cuda_array_interface__``), and return arrays of the same
+kind. Per-element formulas come from ``shared``, compiled here as device
+functions. Row and column sums accumulate in float64.
+
+Importing this module imports ``numba.cuda``; ``minivae.backend`` imports it
+only when the numba-cuda backend is asked for.
+"""
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from numba import config, cuda, float32, float64
+from numba.cuda.random import (create_xoroshiro128p_states, xoroshiro128p_normal_float32,
+                               xoroshiro128p_normal_float64)
+
+from minivae.kernels import shared
+from minivae.kernels.reference import LOG_2PI
+
+THREADS = 128  # threads per block of the 1-D launches
+TILE = 16  # the matmul's square tiles: TILE x TILE threads per block
+ROW_THREADS = 32  # threads per block (one row each) of the row sums; a power of 2
+# One xoroshiro128+ state per sampling thread. The simulator seeds states in
+# pure Python (about 4 ms each), so it gets one block's worth.
+RNG_STATES = THREADS if config.ENABLE_CUDASIM else 256 * THREADS
+
+_activate = cuda.jit(device=True)(shared.activate)
+_activate_grad = cuda.jit(device=True)(shared.activate_grad)
+_kl_term = cuda.jit(device=True)(shared.kl_term)
+_bernoulli_term = cuda.jit(device=True)(shared.bernoulli_term)
+_adam_update = cuda.jit(device=True)(shared.adam_update)
+_sgd_update = cuda.jit(device=True)(shared.sgd_update)
+
+
+# ----- Host side: arrays and launch sizes -----
+
+def _device_module():
+    """Where results live when inputs do not say: numpy under the simulator, cupy on a GPU."""
+    if config.ENABLE_CUDASIM:
+        return np
+    import cupy
+    return cupy
+
+
+def _xp(a):
+    """The array module of ``a``: numpy for host arrays, cupy for device arrays."""
+    return np if isinstance(a, np.ndarray) else _device_module()
+
+
+@contextmanager
+def _contiguous(xp, *buffers):
+    """C-contiguous stand-ins for in-place buffers, copied back afterwards if they had to be copies."""
+    dense = [xp.ascontiguousarray(a) for a in buffers]
+    yield dense
+    for a, d in zip(buffers, dense):
+        if d is not a:
+            a[...] = d
+
+
+def _blocks(n, threads=THREADS):
+    """Blocks for one thread per element: ceil(n / threads), at least 1."""
+    return max(1, -(-n // threads))
+
+
+# ----- Device helpers -----
+
+@cuda.jit(device=True)
+def _row_col(t, cols):
+    """(i, j) of flat index t in a matrix with ``cols`` columns."""
+    return t // cols, t % cols
+
+
+@cuda.jit(device=True)
+def _block_sum(partial):
+    """Tree-reduce ``partial[0:ROW_THREADS]`` (shared memory, one value per thread) to its total."""
+    tid = cuda.threadIdx.x
+    cuda.syncthreads()
+    half = ROW_THREADS // 2
+    while half > 0:
+        if tid < half:
+            partial[tid] += partial[tid + half]
+        cuda.syncthreads()
+        half //= 2
+    return partial[0]
+
+
+# ----- Matrix product: shared-memory tiles -----
+
+@cuda.jit(device=True)
+def _op_element(a, trans, r, c):
+    """op(a)[r, c] with op = transpose when ``trans``; 0 past op(a)'s edge (ragged last tiles)."""
+    if trans:
+        r, c = c, r
+    if r < a.shape[0] and c < a.shape[1]:
+        return a[r, c]
+    return 0
+
+
+def _tiled_matmul(scalar):
+    """The tiled matmul kernel for one element type (shared arrays need a fixed type)."""
+
+    @cuda.jit
+    def matmul_kernel(a, b, out, trans_a, trans_b):
+        """for i: for j: out[i, j] = sum_k op(a)[i, k] op(b)[k, j]
+
+        Launch: grid (ceil(N / TILE), ceil(M / TILE)), block (TILE, TILE);
+        thread (x, y) of block (bx, by) owns out[i, j], i = by TILE + y, j = bx TILE + x.
+        For each TILE-wide slab of k: every thread copies one element of op(a)
+        and one of op(b) into shared memory (0 past the edges), syncthreads,
+        adds TILE products from shared memory, syncthreads. One global write.
+        """
+        a_tile = cuda.shared.array((TILE, TILE), scalar)
+        b_tile = cuda.shared.array((TILE, TILE), scalar)
+        x, y = cuda.threadIdx.x, cuda.threadIdx.y
+        i = cuda.blockIdx.y * TILE + y
+        j = cuda.blockIdx.x * TILE + x
+        inner = a.shape[0] if trans_a else a.shape[1]
+        acc = scalar(0)
+        for k0 in range(0, inner, TILE):
+            a_tile[y, x] = _op_element(a, trans_a, i, k0 + x)
+            b_tile[y, x] = _op_element(b, trans_b, k0 + y, j)
+            cuda.syncthreads()
+            for k in range(TILE):
+                acc += a_tile[y, k] * b_tile[k, x]
+            cuda.syncthreads()
+        if i < out.shape[0] and j < out.shape[1]:
+            out[i, j] = acc
+
+    return matmul_kernel
+
+
+_MATMUL = {np.dtype(np.float32): _tiled_matmul(float32), np.dtype(np.float64): _tiled_matmul(float64)}
+
+
+def matmul(a, b, trans_a=False, trans_b=False):
+    """out[i, j] = sum_k op(a)[i, k] * op(b)[k, j], op = transpose when asked."""
+    m = a.shape[1] if trans_a else a.shape[0]
+    n = b.shape[0] if trans_b else b.shape[1]
+    out = _xp(a).empty((m, n), a.dtype)
+    grid = (_blocks(n, TILE), _blocks(m, TILE))
+    _MATMUL[a.dtype][grid, (TILE, TILE)](a, b, out, trans_a, trans_b)
+    return out
+
+
+# ----- Bias plus activation -----
+
+@cuda.jit
+def _bias_act_kernel(x, b, code, out):
+    """for i: for j: out[i, j] = act(x[i, j] + b[j])
+
+    Launch: ceil(rows cols / THREADS) blocks of THREADS, one thread per element.
+    """
+    t = cuda.grid(1)
+    if t < out.size:
+        i, j = _row_col(t, out.shape[1])
+        out[i, j] = _activate(code, x[i, j] + b[j])
+
+
+@cuda.jit
+def _bias_act_backward_kernel(g, y, code, gx, gb):
+    """for j: for i: gx[i, j] = g[i, j] act'(y[i, j]); gb[j] = sum_i gx[i, j]
+
+    Launch: ceil(cols / THREADS) blocks of THREADS, one thread per column;
+    neighbouring threads read neighbouring columns, so each row is read coalesced.
+    """
+    j = cuda.grid(1)
+    if j < gx.shape[1]:
+        s = 0.0
+        for i in range(gx.shape[0]):
+            gx[i, j] = g[i, j] * _activate_grad(code, y[i, j])
+            s += gx[i, j]
+        gb[j] = s
+
+
+def bias_act(x, b, act):
+    """y[i, j] = act(x[i, j] + b[j]); x may have extra leading axes."""
+    code = shared.act_code(act, "bias_act")
+    xp = _xp(x)
+    x2 = shared.rows(xp, x)
+    out = xp.empty_like(x2)
+    _bias_act_kernel[_blocks(out.size), THREADS](x2, xp.ascontiguousarray(b), code, out)
+    return out.reshape(x.shape)
+
+
+def bias_act_backward(g, y, act):
+    """(dL/dx, dL/db) for y = act(x + b): dL/dx = g act'(x + b), dL/db = sum_i dL/dx[i]."""
+    code = shared.act_code(act, "bias_act_backward")
+    xp = _xp(g)
+    g2, y2 = shared.rows(xp, g), shared.rows(xp, y)
+    gx = xp.empty_like(g2)
+    gb = xp.empty(g2.shape[1], g.dtype)
+    _bias_act_backward_kernel[_blocks(gb.size), THREADS](g2, y2, code, gx, gb)
+    return gx.reshape(g.shape), gb
+
+
+# ----- Sampling: on-device xoroshiro128+ -----
+
+@dataclass
+class DeviceRNG:
+    """The numba-cuda random state: ``RNG_STATES`` xoroshiro128+ states on the device."""
+    states: object
+
+
+def make_rng(seed):
+    """A DeviceRNG seeded with ``seed``: state s starts 2^64 draws after state s - 1."""
+    return DeviceRNG(create_xoroshiro128p_states(RNG_STATES, seed=seed))
+
+
+@cuda.jit
+def _standard_normal_kernel(states, double, out):
+    """for t: out[t] = N(0, 1) drawn from state s = t mod S (S threads in all)
+
+    Launch: at most RNG_STATES / THREADS blocks of THREADS; thread s fills
+    t = s, s + S, s + 2S, ... (a grid-stride loop), so its state is its own.
+    """
+    s = cuda.grid(1)
+    for t in range(s, out.size, cuda.gridsize(1)):
+        if double:
+            out[t] = xoroshiro128p_normal_float64(states, s)
+        else:
+            out[t] = xoroshiro128p_normal_float32(states, s)
+
+
+def standard_normal(rng, shape, dtype=np.float32):
+    """eps ~ N(0, I) of the given shape, drawn on the device from (and advancing) ``rng``."""
+    out = _device_module().empty(math.prod(shape), dtype)
+    blocks = min(RNG_STATES // THREADS, _blocks(out.size))
+    _standard_normal_kernel[blocks, THREADS](rng.states, out.dtype == np.float64, out)
+    return out.reshape(shape)
+
+
+# ----- Reparameterization: z = mu + sigma * eps (Kingma & Welling, eq. 10) -----
+
+@cuda.jit
+def _reparameterize_kernel(mu, logvar, eps, z):
+    """for k: for p: z[k, p] = mu[p] + exp(logvar[p] / 2) eps[k, p]
+
+    Launch: ceil(K P / THREADS) blocks of THREADS, one thread per element of z.
+    """
+    t = cuda.grid(1)
+    if t < z.size:
+        k, p = _row_col(t, mu.size)
+        z[k, p] = mu[p] + math.exp(0.5 * logvar[p]) * eps[k, p]
+
+
+@cuda.jit
+def _reparameterize_backward_kernel(g, logvar, eps, g_mu, g_logvar):
+    """for p: g_mu[p] = sum_k g[k, p]; g_logvar[p] = exp(logvar[p] / 2) / 2 sum_k g[k, p] eps[k, p]
+
+    Launch: ceil(P / THREADS) blocks of THREADS, one thread per p.
+    """
+    p = cuda.grid(1)
+    if p < g_mu.size:
+        sum_g = 0.0
+        sum_ge = 0.0
+        for k in range(g.shape[0]):
+            sum_g += g[k, p]
+            sum_ge += g[k, p] * eps[k, p]
+        g_mu[p] = sum_g
+        g_logvar[p] = 0.5 * math.exp(0.5 * logvar[p]) * sum_ge
+
+
+def reparameterize(mu, logvar, eps):
+    """z[k] = mu + exp(logvar / 2) * eps[k], for eps of shape (K,) + mu.shape."""
+    samples = shared.sample_count(mu, eps, "reparameterize")
+    xp = _xp(mu)
+    z = xp.empty((samples, mu.size), mu.dtype)
+    _reparameterize_kernel[_blocks(z.size), THREADS](
+        xp.ascontiguousarray(mu).ravel(), xp.ascontiguousarray(logvar).ravel(),
+        xp.ascontiguousarray(eps).reshape(samples, -1), z)
+    return z.reshape(eps.shape)
+
+
+def reparameterize_backward(g, logvar, eps):
+    """(dL/dmu, dL/dlogvar) = (sum_k g[k], exp(logvar / 2) / 2 * sum_k g[k] eps[k])."""
+    samples = shared.sample_count(logvar, eps, "reparameterize_backward")
+    xp = _xp(g)
+    g_mu = xp.empty(logvar.size, g.dtype)
+    g_logvar = xp.empty(logvar.size, g.dtype)
+    _reparameterize_backward_kernel[_blocks(g_mu.size), THREADS](
+        xp.ascontiguousarray(g).reshape(samples, -1), xp.ascontiguousarray(logvar).ravel(),
+        xp.ascontiguousarray(eps).reshape(samples, -1), g_mu, g_logvar)
+    return g_mu.reshape(logvar.shape), g_logvar.reshape(logvar.shape)
+
+
+# ----- KL(N(mu, diag(exp(logvar))) || N(0, I)) (Kingma & Welling, Appendix B) -----
+
+@cuda.jit
+def _kl_kernel(mu, logvar, out):
+    """for i: out[i] = -1/2 sum_j (1 + logvar[i, j] - mu[i, j]^2 - exp(logvar[i, j]))
+
+    Launch: one block of ROW_THREADS per row i; thread t adds j = t, t + ROW_THREADS, ...,
+    then the block tree-reduces in shared memory and thread 0 writes out[i].
+    """
+    i, t = cuda.blockIdx.x, cuda.threadIdx.x
+    partial = cuda.shared.array(ROW_THREADS, float64)
+    s = 0.0
+    for j in range(t, mu.shape[1], ROW_THREADS):
+        s += _kl_term(mu[i, j], logvar[i, j])
+    partial[t] = s
+    total = _block_sum(partial)
+    if t == 0:
+        out[i] = -0.5 * total
+
+
+@cuda.jit
+def _kl_backward_kernel(g, mu, logvar, g_mu, g_logvar):
+    """for i: for j: g_mu[i, j] = g[i] mu[i, j]; g_logvar[i, j] = g[i] (exp(logvar[i, j]) - 1) / 2
+
+    Launch: ceil(rows cols / THREADS) blocks of THREADS, one thread per element.
+    """
+    t = cuda.grid(1)
+    if t < g_mu.size:
+        i, j = _row_col(t, g_mu.shape[1])
+        g_mu[i, j] = g[i] * mu[i, j]
+        g_logvar[i, j] = 0.5 * g[i] * math.expm1(logvar[i, j])
+
+
+def kl_normal(mu, logvar):
+    """kl[i] = -1/2 sum_j (1 + logvar - mu^2 - exp(logvar)), summed over the last axis."""
+    xp = _xp(mu)
+    mu2, logvar2 = shared.rows(xp, mu), shared.rows(xp, logvar)
+    out = xp.empty(mu2.shape[0], mu.dtype)
+    _kl_kernel[out.size, ROW_THREADS](mu2, logvar2, out)
+    return out.reshape(mu.shape[:-1])
+
+
+def kl_normal_backward(g, mu, logvar):
+    """(dL/dmu, dL/dlogvar) = (g mu, g (exp(logvar) - 1) / 2), g one value per row."""
+    xp = _xp(mu)
+    mu2, logvar2 = shared.rows(xp, mu), shared.rows(xp, logvar)
+    g_mu, g_logvar = xp.empty_like(mu2), xp.empty_like(mu2)
+    _kl_backward_kernel[_blocks(mu2.size), THREADS](
+        xp.ascontiguousarray(g).ravel(), mu2, logvar2, g_mu, g_logvar)
+    return g_mu.reshape(mu.shape), g_logvar.reshape(mu.shape)
+
+
+# ----- Log-likelihoods, summed over the last axis; x broadcasts over leading axes -----
+
+@cuda.jit
+def _bernoulli_kernel(x, logits, out):
+    """for i: out[i] = sum_j x[i', j] l[i'', j] - softplus(l[i'', j])   (i' = i mod rows(x), i'' likewise)
+
+    Launch: one block of ROW_THREADS per row, as for the KL.
+    """
+    i, t = cuda.blockIdx.x, cuda.threadIdx.x
+    xi, li = i % x.shape[0], i % logits.shape[0]
+    partial = cuda.shared.array(ROW_THREADS, float64)
+    s = 0.0
+    for j in range(t, x.shape[1], ROW_THREADS):
+        s += _bernoulli_term(x[xi, j], logits[li, j])
+    partial[t] = s
+    total = _block_sum(partial)
+    if t == 0:
+        out[i] = total
+
+
+@cuda.jit
+def _bernoulli_backward_kernel(g, x, logits, out):
+    """for i: for j: out[i, j] = g[i] (x[i', j] - sigmoid(l[i'', j]))
+
+    Launch: ceil(rows cols / THREADS) blocks of THREADS, one thread per element.
+    """
+    t = cuda.grid(1)
+    if t < out.size:
+        i, j = _row_col(t, out.shape[1])
+        sigmoid = _activate(shared.SIGMOID, logits[i % logits.shape[0], j])
+        out[i, j] = g[i] * (x[i % x.shape[0], j] - sigmoid)
+
+
+@cuda.jit
+def _gaussian_kernel(x, mean, sigma, out):
+    """for i: out[i] = -sum_j (x[i', j] - m[i'', j])^2 / (2 sigma^2) - D (log sigma + log(2 pi) / 2)
+
+    Launch: one block of ROW_THREADS per row, as for the KL.
+    """
+    i, t = cuda.blockIdx.x, cuda.threadIdx.x
+    xi, mi = i % x.shape[0], i % mean.shape[0]
+    partial = cuda.shared.array(ROW_THREADS, float64)
+    s = 0.0
+    for j in range(t, x.shape[1], ROW_THREADS):
+        s += (x[xi, j] - mean[mi, j]) ** 2
+    partial[t] = s
+    total = _block_sum(partial)
+    if t == 0:
+        out[i] = -0.5 * total / (sigma * sigma) - x.shape[1] * (math.log(sigma) + 0.5 * LOG_2PI)
+
+
+@cuda.jit
+def _gaussian_backward_kernel(g, x, mean, sigma, out):
+    """for i: for j: out[i, j] = g[i] (x[i', j] - m[i'', j]) / sigma^2
+
+    Launch: ceil(rows cols / THREADS) blocks of THREADS, one thread per element.
+    """
+    t = cuda.grid(1)
+    if t < out.size:
+        i, j = _row_col(t, out.shape[1])
+        out[i, j] = g[i] * (x[i % x.shape[0], j] - mean[i % mean.shape[0], j]) / (sigma * sigma)
+
+
+def _log_prob(kernel, x, theta, *args, name):
+    """Launch a row-sum log-likelihood kernel, one block per row of the broadcast shape."""
+    shape = shared.broadcast_rows(x, theta, name)
+    xp = _xp(theta)
+    out = xp.empty(shape[:-1], theta.dtype)
+    kernel[out.size, ROW_THREADS](shared.rows(xp, x), shared.rows(xp, theta), *args, out.reshape(-1))
+    return out
+
+
+def _log_prob_backward(kernel, g, x, theta, *args, name):
+    """Launch a log-likelihood gradient kernel over the broadcast shape; returns dlp/dtheta."""
+    shape = shared.broadcast_rows(x, theta, name)
+    xp = _xp(theta)
+    out = xp.empty(shape, theta.dtype)
+    kernel[_blocks(out.size), THREADS](xp.ascontiguousarray(g).ravel(), shared.rows(xp, x),
+                                       shared.rows(xp, theta), *args, out.reshape(-1, shape[-1]))
+    return out
+
+
+def bernoulli_log_prob(x, logits):
+    """lp = sum_j x_j l_j - softplus(l_j): log Bernoulli(x | sigmoid(l))."""
+    return _log_prob(_bernoulli_kernel, x, logits, name="bernoulli_log_prob")
+
+
+def bernoulli_log_prob_backward(g, x, logits):
+    """dlp/dl_j = x_j - sigmoid(l_j), scaled by g."""
+    return _log_prob_backward(_bernoulli_backward_kernel, g, x, logits, name="bernoulli_log_prob_backward")
+
+
+def gaussian_log_prob(x, mean, sigma):
+    """lp = sum_j -(x_j - m_j)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2."""
+    return _log_prob(_gaussian_kernel, x, mean, float(sigma), name="gaussian_log_prob")
+
+
+def gaussian_log_prob_backward(g, x, mean, sigma):
+    """dlp/dm_j = (x_j - m_j) / sigma^2, scaled by g."""
+    return _log_prob_backward(_gaussian_backward_kernel, g, x, mean, float(sigma),
+                              name="gaussian_log_prob_backward")
+
+
+# ----- Log-sum-exp -----
+
+@cuda.jit
+def _logsumexp_kernel(a, out):
+    """for p: m = max_k a[k, p] (0 if not finite); out[p] = m + log sum_k exp(a[k, p] - m)
+
+    Launch: ceil(P / THREADS) blocks of THREADS, one thread per column p
+    (coalesced: neighbouring threads read neighbouring p of each row k).
+    """
+    p = cuda.grid(1)
+    if p < out.size:
+        top = -math.inf
+        for k in range(a.shape[0]):
+            top = max(top, a[k, p])
+        if not math.isfinite(top):
+            top = 0.0
+        s = 0.0
+        for k in range(a.shape[0]):
+            s += math.exp(a[k, p] - top)
+        out[p] = top + math.log(s) if s > 0 else -math.inf
+
+
+def logsumexp(a, axis=0):
+    """log sum_k exp(a_k) along ``axis``, shifted by the max for stability."""
+    xp = _xp(a)
+    front = xp.ascontiguousarray(xp.moveaxis(a, axis, 0))
+    out = xp.empty(front.shape[1:], a.dtype)
+    _logsumexp_kernel[_blocks(out.size), THREADS](front.reshape(front.shape[0], -1), out.reshape(-1))
+    return out
+
+
+# ----- Fused optimizer steps over one flat parameter buffer -----
+
+@cuda.jit
+def _adam_kernel(p, g, m, v, step_size, bias2, beta1, beta2, eps, weight_decay):
+    """for i: p[i], m[i], v[i] = adam_update(p[i], g[i], m[i], v[i], ...)
+
+    Launch: ceil(n / THREADS) blocks of THREADS, one thread per parameter; one pass over memory.
+    """
+    i = cuda.grid(1)
+    if i < p.size:
+        p[i], m[i], v[i] = _adam_update(p[i], g[i], m[i], v[i], step_size, bias2,
+                                        beta1, beta2, eps, weight_decay)
+
+
+@cuda.jit
+def _sgd_kernel(p, g, velocity, lr, momentum, weight_decay):
+    """for i: p[i], velocity[i] = sgd_update(p[i], g[i], velocity[i], ...)
+
+    Launch: ceil(n / THREADS) blocks of THREADS, one thread per parameter.
+    """
+    i = cuda.grid(1)
+    if i < p.size:
+        p[i], velocity[i] = _sgd_update(p[i], g[i], velocity[i], lr, momentum, weight_decay)
+
+
+def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
+    shared.check_flat("adam_step", p, g, m, v)
+    xp = _xp(p)
+    with _contiguous(xp, p, m, v) as (p, m, v):
+        _adam_kernel[_blocks(p.size), THREADS](p, xp.ascontiguousarray(g), m, v, lr / (1 - beta1**step),
+                                               1 - beta2**step, beta1, beta2, eps, weight_decay)
+
+
+def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
+    """SGD with momentum (PyTorch's form), in place over flat buffers: u = mu u + g'; p -= lr u."""
+    shared.check_flat("sgd_step", p, g, velocity)
+    xp = _xp(p)
+    with _contiguous(xp, p, velocity) as (p, velocity):
+        _sgd_kernel[_blocks(p.size), THREADS](p, xp.ascontiguousarray(g), velocity, lr, momentum, weight_decay)

@@ -1,0 +1,62 @@
+"""Every numba-cuda kernel against the NumPy reference, under the CUDA simulator (see conftest.py).
+
+The simulator runs each CUDA thread as a Python thread (about 1 s per 16 x 16
+block with barriers), so shapes stay at a few blocks, with ragged edges.
+"""
+import numpy as np
+import pytest
+
+from kernel_cases import assert_matches_reference
+from minivae.kernels import numba_cuda, reference
+from minivae.kernels.reference import KERNEL_NAMES
+
+# Seeding xoroshiro states runs numba's CPU seeding code in object mode under the simulator.
+pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning",
+                                        "ignore::numba.core.errors.NumbaDeprecationWarning",
+                                        "ignore:overflow encountered:RuntimeWarning")
+
+TABLE = [name for name in KERNEL_NAMES if name not in ("matmul", "make_rng", "standard_normal")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("name", TABLE)
+def test_kernel_matches_reference(name, layout, dtype):
+    assert_matches_reference(numba_cuda, name, dtype, layout)
+
+
+@pytest.mark.parametrize("dtype, trans_a, trans_b", [
+    (np.float32, False, False), (np.float32, True, False), (np.float32, False, True),
+    (np.float32, True, True), (np.float64, True, False)])
+def test_tiled_matmul_with_ragged_edges(dtype, trans_a, trans_b):
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-2, 2, (17, 33) if trans_a else (33, 17)).astype(dtype)
+    b = rng.uniform(-2, 2, (20, 17) if trans_b else (17, 20)).astype(dtype)
+    got = numba_cuda.matmul(a, b, trans_a, trans_b)
+    assert got.shape == (33, 20) and got.dtype == dtype
+    np.testing.assert_allclose(got, reference.matmul(a, b, trans_a, trans_b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def draws():
+    """Two draws from one seeded DeviceRNG and one from a fresh RNG with the same seed."""
+    rng = numba_cuda.make_rng(42)
+    first = numba_cuda.standard_normal(rng, (20, 20), np.float32)
+    second = numba_cuda.standard_normal(rng, (20, 20), np.float64)
+    again = numba_cuda.standard_normal(numba_cuda.make_rng(42), (20, 20), np.float32)
+    return first, second, again
+
+
+def test_standard_normal_has_zero_mean_and_unit_variance(draws):
+    for eps in draws[:2]:
+        n = eps.size
+        assert abs(eps.mean()) < 4 / np.sqrt(n)  # 4 standard errors
+        assert abs(eps.var() - 1) < 4 * np.sqrt(2 / (n - 1))
+
+
+def test_standard_normal_keeps_dtype_shape_and_seed(draws):
+    first, second, again = draws
+    assert (first.dtype, second.dtype, first.shape) == (np.float32, np.float64, (20, 20))
+    np.testing.assert_array_equal(first, again)  # same seed, same stream
+    assert not np.allclose(first, second)  # the state advanced
+    assert abs(np.corrcoef(first.ravel()[:-1], first.ravel()[1:])[0, 1]) < 4 / np.sqrt(first.size)
