@@ -8,7 +8,7 @@ import sys
 
 from minivae.argtypes import positive_int
 from minivae.backend import BACKEND_NAMES, set_backend
-from minivae import train
+from minivae import estimators, likelihood, train
 from minivae.errors import MinivaeError
 
 
@@ -22,12 +22,13 @@ def add_gradcheck_arguments(parser):
 
 
 def run_gradcheck(args):
-    """Print every primitive's worst gradient error against central differences; 1 if any fails."""
-    from minivae.opcases import check_table
-    rows = check_table(trials=args.trials, seed=args.seed, rtol=args.rtol, atol=args.atol)
+    """Print every primitive's (and the ELBO's) worst gradient error against central differences; 1 if any fails."""
+    from minivae.opcases import CASES, check_table, model_cases
+    rows = check_table(CASES + model_cases(), trials=args.trials, seed=args.seed, rtol=args.rtol, atol=args.atol)
     print(f"{'primitive':<22} {'input shapes':<26} {'max abs err':>11} {'max rel err':>11}  result")
     for row in rows:
         shapes = " ".join("x".join(map(str, s)) or "()" for s in row.shapes)
+        shapes = shapes if len(shapes) <= 26 else f"{len(row.shapes)} parameter arrays"
         print(f"{row.name:<22} {shapes:<26} {row.max_abs_error:11.2e} {row.max_rel_error:11.2e}  "
               f"{'ok' if row.passed else 'FAIL'}")
     failed = [row.name for row in rows if not row.passed]
@@ -38,6 +39,12 @@ def run_gradcheck(args):
 
 COMMANDS = {
     "train": (train.add_train_arguments, train.run_train, "train a VAE (default: the bundled digits)"),
+    "evaluate": (likelihood.add_evaluate_arguments, likelihood.run_evaluate,
+                 "test ELBO of a checkpoint, and the importance-weighted NLL with --iw-samples"),
+    "estimators": (estimators.add_estimators_arguments, estimators.run_estimators,
+                   "score-function vs reparameterization gradient: means, variances, SNR"),
+    "bound-gap": (likelihood.add_bound_gap_arguments, likelihood.run_bound_gap,
+                  "ELBO <= IW bound <= exact log p(x) on a 2-D latent model; the gap is KL(q || posterior)"),
     "sample": (train.add_figure_arguments, train.run_sample, "decode prior samples from a checkpoint"),
     "reconstruct": (train.add_figure_arguments, train.run_reconstruct,
                     "reconstruct test images with a checkpoint"),

@@ -123,6 +123,24 @@ CASES = (
 )
 
 
+def model_cases():
+    """The whole ELBO of a tiny VAE (6-5-2 / 2-5-6, K = 3, fixed eps) as a function of every parameter."""
+    from minivae.nn import functional_call
+    from minivae.vae import VAE
+
+    def elbo_case(likelihood):
+        model = VAE((6, 5), 2, (5, 6), likelihood=likelihood, sigma=0.8,
+                    rng=np.random.default_rng(0), dtype=np.float64)
+        names = [name for name, _ in model.named_parameters()]
+        x, eps = 0.5 * (1 + np.tanh(_fixed_normal((4, 6), 3))), _fixed_normal((3, 4, 2), 4)
+
+        def elbo(*params):
+            return functional_call(model, dict(zip(names, params)), x, eps=eps).elbo
+        shapes = tuple(p.shape for _, p in model.named_parameters())
+        return OpCase(f"vae_elbo_{likelihood}", elbo, shapes, ("real",) * len(shapes))
+    return (elbo_case("bernoulli"), elbo_case("gaussian"))
+
+
 @dataclass
 class TableRow:
     name: str
