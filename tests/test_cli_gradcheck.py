@@ -1,14 +1,14 @@
-"""``minivae gradcheck``: one row per primitive of the table, and a one-line refusal of bad flags."""
+"""``minivae gradcheck``: one row per primitive of the table and per ELBO case, and a one-line refusal of bad flags."""
 import pytest
 
 from minivae.cli import main
-from minivae.opcases import CASES
+from minivae.opcases import CASES, model_cases
 
 
 def test_gradcheck_prints_a_passing_row_per_case(capsys):
     assert main(["gradcheck", "--trials", "1"]) == 0
     rows = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:-1]}
-    assert rows == {case.name: "ok" for case in CASES}
+    assert rows == {case.name: "ok" for case in CASES + model_cases()}
 
 
 def test_zero_trials_exits_2_with_one_line(capsys):
