@@ -12,10 +12,13 @@ Training maximizes the evidence lower bound, per example, in nats:
 with the expectation estimated by K reparameterized samples
 z_k = mu + exp(logvar / 2) * eps_k, and the KL in closed form.
 """
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
+from minivae import ops
 from minivae.backend import get_backend
 from minivae.distributions import Bernoulli, DiagonalNormal, Gaussian, check_sigma
 from minivae.errors import MinivaeError
@@ -53,6 +56,15 @@ def _checked_dtype(dtype):
     return name
 
 
+def _checked_clamp(clamp):
+    """None (no clamp) or a finite number > 0 as a float, or a one-line MinivaeError."""
+    if clamp is None:
+        return None
+    if isinstance(clamp, bool) or not isinstance(clamp, numbers.Real) or not 0 < clamp < math.inf:
+        raise MinivaeError(f"VAE: logvar_clamp must be None or a finite number > 0, got {clamp!r}")
+    return float(clamp)
+
+
 class VAE(Module):
     """A VAE with MLP encoder and decoder; e.g. ``VAE((784, 400), 20, (400, 784))``.
 
@@ -62,10 +74,15 @@ class VAE(Module):
     match the paper (mu, logvar), and no slicing is needed (whose backward
     would scatter into a zero array every step). ``config`` holds the
     constructor arguments, JSON-safe, so ``VAE(**model.config)`` rebuilds it.
+
+    ``logvar_clamp=c`` (off by default) clips the encoder's logvar to [-c, c]
+    with ``ops.clip``, so exp(logvar) stays between e^-c and e^c even when
+    training goes astray; the gradient is zero outside the interval.
     """
 
     def __init__(self, encoder_sizes, latent_dim, decoder_sizes, activation="relu",
-                 likelihood="bernoulli", sigma=1.0, init="pytorch", rng=None, dtype=np.float32):
+                 likelihood="bernoulli", sigma=1.0, init="pytorch", rng=None, dtype=np.float32,
+                 logvar_clamp=None):
         encoder_sizes = _checked_sizes("encoder_sizes", encoder_sizes)
         decoder_sizes = _checked_sizes("decoder_sizes", decoder_sizes)
         check_positive_int("VAE", "latent_dim", latent_dim)
@@ -76,7 +93,8 @@ class VAE(Module):
             raise MinivaeError(f"VAE: unknown likelihood {likelihood!r}; use one of {', '.join(LIKELIHOODS)}")
         self.config = dict(encoder_sizes=encoder_sizes, latent_dim=int(latent_dim),
                            decoder_sizes=decoder_sizes, activation=activation, likelihood=likelihood,
-                           sigma=check_sigma(sigma), init=init, dtype=_checked_dtype(dtype))
+                           sigma=check_sigma(sigma), init=init, dtype=_checked_dtype(dtype),
+                           logvar_clamp=_checked_clamp(logvar_clamp))
         rng = np.random.default_rng(0) if rng is None else rng
         layer_options = dict(init=init, rng=rng, dtype=dtype)
         self.encoder = MLP(encoder_sizes, activation, final_activation=activation, **layer_options)
@@ -89,9 +107,13 @@ class VAE(Module):
         return self.fc_mu.weight.dtype
 
     def encode(self, x):
-        """x (B, D) -> (mu, logvar), each (B, latent): the parameters of q(z | x)."""
+        """x (B, D) -> (mu, logvar), each (B, latent): the parameters of q(z | x); logvar clipped if asked."""
         hidden = self.encoder(x)
-        return self.fc_mu(hidden), self.fc_logvar(hidden)
+        logvar = self.fc_logvar(hidden)
+        clamp = self.config["logvar_clamp"]
+        if clamp is not None:
+            logvar = ops.clip(logvar, -clamp, clamp)
+        return self.fc_mu(hidden), logvar
 
     def reparameterize(self, mu, logvar, k=1, rng=None, eps=None):
         """z = mu + exp(logvar / 2) * eps, shape (K, B, latent); see ``DiagonalNormal.rsample``."""

@@ -61,6 +61,7 @@ def test_bad_sizes_are_one_line_errors(arguments, message):
     ({"dtype": "nonsense"}, "VAE: dtype must be one of float32, float64, got 'nonsense'"),
     ({"activation": "gelu"}, "unknown activation 'gelu'"),
     ({"init": "xavier"}, "unknown init 'xavier'"),
+    ({"logvar_clamp": 0}, "VAE: logvar_clamp must be None or a finite number > 0, got 0"),
 ])
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(MinivaeError, match=message):
@@ -80,7 +81,8 @@ def test_config_is_json_safe_and_rebuilds_the_model():
     model = VAE((6, 5), 2, (5, 6), likelihood="gaussian", sigma=0.5, dtype=np.float64, rng=np.random.default_rng(4))
     config = json.loads(json.dumps(model.config))
     assert config == {"encoder_sizes": [6, 5], "latent_dim": 2, "decoder_sizes": [5, 6], "activation": "relu",
-                      "likelihood": "gaussian", "sigma": 0.5, "init": "pytorch", "dtype": "float64"}
+                      "likelihood": "gaussian", "sigma": 0.5, "init": "pytorch", "dtype": "float64",
+                      "logvar_clamp": None}
     twin = VAE(**config, rng=np.random.default_rng(4))
     for (name, a), (_, b) in zip(model.state_dict().items(), twin.state_dict().items()):
         np.testing.assert_array_equal(a, b, err_msg=name)
