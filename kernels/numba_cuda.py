@@ -11,7 +11,6 @@ Importing this module imports ``numba.cuda``; ``minivae.backend`` imports it
 only when the numba-cuda backend is asked for.
 """
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,16 +49,6 @@ def _device_module():
 def _xp(a):
     """The array module of ``a``: numpy for host arrays, cupy for device arrays."""
     return np if isinstance(a, np.ndarray) else _device_module()
-
-
-@contextmanager
-def _contiguous(xp, *buffers):
-    """C-contiguous stand-ins for in-place buffers, copied back afterwards if they had to be copies."""
-    dense = [xp.ascontiguousarray(a) for a in buffers]
-    yield dense
-    for a, d in zip(buffers, dense):
-        if d is not a:
-            a[...] = d
 
 
 def _blocks(n, threads=THREADS):
@@ -503,7 +492,7 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
     shared.check_flat("adam_step", p, g, m, v)
     xp = _xp(p)
-    with _contiguous(xp, p, m, v) as (p, m, v):
+    with shared.contiguous_in_place(xp, p, m, v) as (p, m, v):
         _adam_kernel[_blocks(p.size), THREADS](p, xp.ascontiguousarray(g), m, v, lr / (1 - beta1**step),
                                                1 - beta2**step, beta1, beta2, eps, weight_decay)
 
@@ -512,5 +501,5 @@ def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
     """SGD with momentum (PyTorch's form), in place over flat buffers: u = mu u + g'; p -= lr u."""
     shared.check_flat("sgd_step", p, g, velocity)
     xp = _xp(p)
-    with _contiguous(xp, p, velocity) as (p, velocity):
+    with shared.contiguous_in_place(xp, p, velocity) as (p, velocity):
         _sgd_kernel[_blocks(p.size), THREADS](p, xp.ascontiguousarray(g), velocity, lr, momentum, weight_decay)

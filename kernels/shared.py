@@ -11,6 +11,7 @@ after editing a formula here, delete ``kernels/__pycache__`` so the CPU
 kernels recompile.
 """
 import math
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -59,6 +60,16 @@ def sample_count(mu, eps, kernel):
     if eps.shape[1:] != mu.shape:
         raise ValueError(f"{kernel}: eps must have shape (K,) + {mu.shape}, got {eps.shape}")
     return eps.shape[0]
+
+
+@contextmanager
+def contiguous_in_place(xp, *buffers):
+    """C-contiguous stand-ins for buffers a kernel updates in place, copied back if they had to be copies."""
+    dense = [xp.ascontiguousarray(a) for a in buffers]
+    yield dense
+    for a, d in zip(buffers, dense):
+        if d is not a:
+            a[...] = d
 
 
 def check_flat(kernel, *buffers):
