@@ -11,7 +11,7 @@ from kernel_cases import LAYOUTS, assert_matches_reference
 from minivae.kernels import numba_cpu, reference
 from minivae.kernels.reference import KERNEL_NAMES
 
-KERNEL_SETS = ("reference", "numba_cpu", "numba_cuda")
+KERNEL_SETS = ("reference", "numba_cpu", "numba_cuda", "cupy_kernels")
 RNG_KERNELS = ("make_rng", "standard_normal")  # no array inputs: one layout is enough
 CASES = [(name, layout) for name in KERNEL_NAMES
          for layout in (LAYOUTS[:1] if name in RNG_KERNELS else LAYOUTS)]

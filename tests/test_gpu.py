@@ -1,0 +1,157 @@
+"""GPU backends: CuPy on the device, its kernels and the Numba CUDA ones against the reference.
+
+Tests marked ``gpu`` need a CUDA device with CuPy; where there is none they
+are skipped with the registry's own one-line reason, and they run for real
+wherever there is one. The registry tests at the end run everywhere.
+"""
+import functools
+import re
+
+import numpy as np
+import pytest
+
+from kernel_cases import LAYOUTS, assert_matches_reference
+from minivae import backend
+from minivae.backend import BackendUnavailable, available_backends, load_backend
+from minivae.kernels.reference import KERNEL_NAMES
+
+RNG_KERNELS = ("make_rng", "standard_normal")  # other streams than NumPy's: checked statistically
+TABLE = [name for name in KERNEL_NAMES if name not in RNG_KERNELS]
+
+
+@functools.cache
+def gpu_missing():
+    """None when CuPy runs on a CUDA device here, else why not (probed once)."""
+    return available_backends()["cupy"]
+
+
+def needs_gpu(test):
+    """Mark ``gpu``; skip with the registry's reason where CuPy has no device."""
+    reason = gpu_missing()
+    return pytest.mark.gpu(pytest.mark.skipif(reason is not None, reason=str(reason))(test))
+
+
+def numba_cuda_on_device():
+    """The numba-cuda kernel set, skipping the test if it would not run on the real device."""
+    loaded = load_backend("numba-cuda")
+    if loaded.note:
+        pytest.skip(loaded.note)
+    return loaded.kernels
+
+
+def to_device(layout):
+    """Copy host arrays to CuPy arrays laid out as ``layout`` (strided: every other element)."""
+    import cupy
+
+    def copy(a):
+        if layout != "strided":
+            return cupy.asarray(a)
+        view = cupy.full(2 * a.size, cupy.nan, a.dtype)[::2].reshape(a.shape)
+        view[...] = cupy.asarray(np.ascontiguousarray(a))
+        return view
+    return copy
+
+
+def assert_moments_normal(eps):
+    """Mean 0 and variance 1 within 4 standard errors."""
+    n = eps.size
+    assert abs(float(eps.mean())) < 4 / np.sqrt(n)
+    assert abs(float(eps.var()) - 1) < 4 * np.sqrt(2 / (n - 1))
+
+
+# ----- CuPy -----
+
+@needs_gpu
+def test_cupy_backend_allocates_on_the_device():
+    import cupy
+    gpu = load_backend("cupy")
+    a = gpu.xp.arange(6, dtype=np.float32).reshape(2, 3)
+    assert isinstance(a, cupy.ndarray) and a.device.id >= 0
+    np.testing.assert_array_equal(gpu.asnumpy(a * 2), np.arange(6, dtype=np.float32).reshape(2, 3) * 2)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS[:2])
+@pytest.mark.parametrize("name", TABLE)
+def test_cupy_kernel_matches_reference(name, layout, dtype):
+    import cupy
+    kernels = load_backend("cupy").kernels
+    assert_matches_reference(kernels, name, dtype, layout, to_device(layout), cupy.asnumpy)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cupy_standard_normal_is_seeded_and_normal(dtype):
+    kernels = load_backend("cupy").kernels
+    eps = kernels.standard_normal(kernels.make_rng(3), (256, 100), dtype)
+    again = kernels.standard_normal(kernels.make_rng(3), (256, 100), dtype)
+    assert eps.dtype == dtype and eps.shape == (256, 100)
+    assert bool((eps == again).all())
+    assert_moments_normal(eps)
+
+
+# ----- Numba CUDA on the device, fed CuPy arrays through __cuda_array_interface__ -----
+
+@needs_gpu
+def test_cupy_and_numba_share_device_memory():
+    import cupy
+    from numba import cuda
+    c = cupy.arange(8, dtype=np.float32)
+    d = cuda.as_cuda_array(c)  # zero-copy view through __cuda_array_interface__
+    assert d.__cuda_array_interface__["data"][0] == c.data.ptr
+    d[1:2].copy_to_device(np.array([42.0], np.float32))
+    assert float(c[1]) == 42.0
+    assert cupy.asarray(d).data.ptr == c.data.ptr  # and back, still zero-copy
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS[:2])
+@pytest.mark.parametrize("name", TABLE)
+def test_numba_cuda_kernel_on_cupy_arrays_matches_reference(name, layout, dtype):
+    import cupy
+    kernels = numba_cuda_on_device()
+    assert_matches_reference(kernels, name, dtype, layout, to_device(layout), cupy.asnumpy)
+
+
+@needs_gpu
+def test_numba_cuda_results_are_cupy_arrays():
+    import cupy
+    kernels = numba_cuda_on_device()
+    a = cupy.ones((33, 17), np.float32)
+    out = kernels.matmul(a, a, trans_b=True)
+    assert isinstance(out, cupy.ndarray) and out.shape == (33, 33)
+    assert float(out[0, 0]) == 17.0
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_cuda_standard_normal_is_seeded_and_normal(dtype):
+    kernels = numba_cuda_on_device()
+    eps = kernels.standard_normal(kernels.make_rng(3), (256, 100), dtype)
+    again = kernels.standard_normal(kernels.make_rng(3), (256, 100), dtype)
+    assert eps.dtype == dtype and eps.shape == (256, 100)
+    assert bool((eps == again).all())
+    assert_moments_normal(eps)
+
+
+# ----- The registry says why a backend cannot run (no GPU needed) -----
+
+def test_cpu_backends_are_always_available():
+    reasons = available_backends()
+    assert set(reasons) == set(backend.BACKEND_NAMES)
+    assert reasons["numpy"] is None and reasons["numba"] is None
+
+
+def test_an_unavailable_backend_raises_its_one_line_reason():
+    for name, reason in available_backends().items():
+        if reason is not None:
+            assert "\n" not in reason and reason.startswith(name + ":")
+            with pytest.raises(BackendUnavailable, match=re.escape(reason)):
+                load_backend(name)
+
+
+def test_an_unknown_backend_lists_the_choices():
+    with pytest.raises(BackendUnavailable, match="choose one of numpy, numba, cupy, numba-cuda"):
+        load_backend("tpu")
