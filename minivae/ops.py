@@ -216,10 +216,17 @@ def tanh(a):
     return make_result(out, (a,), backward, "tanh")
 
 
+def _sigmoid_array(x):
+    """1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: no exp overflows, and tiny results keep their digits."""
+    xp = _xp()
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1, e) / (1 + e)
+
+
 def sigmoid(a):
-    """out = 1 / (1 + e^-a), computed as (1 + tanh(a/2)) / 2 so no exp overflows;  da = g out (1 - out)."""
+    """out = 1 / (1 + e^-a), computed by ``_sigmoid_array``;  da = g out (1 - out)."""
     a = as_tensor(a)
-    out = 0.5 * (1 + _xp().tanh(0.5 * a.data))
+    out = _sigmoid_array(a.data)
 
     def backward(g):
         return (g * out * (1 - out),)
@@ -242,7 +249,7 @@ def softplus(a):
     out = xp.maximum(a.data, 0) + xp.log1p(xp.exp(-xp.abs(a.data)))
 
     def backward(g):
-        return (g * 0.5 * (1 + xp.tanh(0.5 * a.data)),)
+        return (g * _sigmoid_array(a.data),)
     return make_result(out, (a,), backward, "softplus")
 
 
