@@ -2,6 +2,10 @@
 
     python -m benchmarks.bench_step --out results/bench [--quick] [--threads 1]
 
+On a machine shared with other work, pass ``--threads 1``: with every core
+already busy, BLAS and OpenMP threads spin waiting for descheduled siblings
+and a step (the GEMM floor too) can take ten times longer.
+
 For each batch size, every registered step and the GEMM floor (the step's
 11 matrix products alone, ``benchmarks.gemm_floor``) are timed interleaved
 by ``harness.compare``; the results go to ``step.json`` (every sample and
@@ -59,7 +63,7 @@ class Settings:
     peak_repeat: int
 
 
-QUICK = Settings(rounds=7, warmup=2, min_time=0.02, peak_repeat=3)
+QUICK = Settings(rounds=5, warmup=2, min_time=0.01, peak_repeat=3)
 FULL = Settings(rounds=25, warmup=5, min_time=0.1, peak_repeat=7)
 
 
