@@ -148,7 +148,7 @@ def latent_grid(dim, grid_size, extent):
     """
     if dim not in QUADRATURE_DIMS:
         raise MinivaeError(f"quadrature on a grid needs a latent dimension of 1 or 2, not {dim}; "
-                           "use log_px_importance for higher dimensions")
+                           "use importance sampling instead (log_px_importance; minivae evaluate --iw-samples K)")
     if grid_size < 2 or not extent > 0:
         raise MinivaeError(f"a grid needs at least 2 points and an extent > 0 (got {grid_size}, {extent})")
     axis = np.linspace(-extent, extent, grid_size)
@@ -388,10 +388,12 @@ def run_bound_gap(args):
     _print_bounds(result, args.grid_size)
     _print_kl_check(model, x, get_backend().kernels.make_rng(args.seed))
     _print_spreads(result)
-    path = out / "bound_gap.png"
-    plots.save_curves(path, _curves(result), "samples n", "estimate of log p(x), nats (mean over examples)",
+    estimates, spreads = out / "bound_gap.png", out / "bound_gap_spread.png"
+    plots.save_curves(estimates, _curves(result), "samples n", "estimate of log p(x), nats (mean over examples)",
                       f"log p(x) estimates against sample count; bands: spread over {args.seeds} seeds")
-    print(f"figure: {path}")
+    plots.save_curves(spreads, _spread_curves(result), "samples n", "log10 spread over seeds, nats",
+                      "how fast each estimate's spread shrinks (log-log)")
+    print(f"figures: {estimates}, {spreads}")
     return 0
 
 
@@ -435,3 +437,8 @@ def _curves(r):
             "importance sampling, z ~ q(z|x)": (counts, r.weighted.mean(axis=(1, 2)), r.spread(r.weighted)),
             "exact (quadrature)": (counts, [r.exact.mean()] * len(counts), None),
             "ELBO": (counts, [r.elbo.mean()] * len(counts), None)}
+
+
+def _spread_curves(r):
+    return {"naive Monte Carlo, z ~ p(z)": (r.sample_counts, np.log10(r.spread(r.naive)), None),
+            "importance sampling, z ~ q(z|x)": (r.sample_counts, np.log10(r.spread(r.weighted)), None)}

@@ -124,3 +124,4 @@ def test_bound_gap_command_writes_its_figure(trained, tmp_path, capsys):
     assert _run(add_bound_gap_arguments, run_bound_gap, argv) == 0
     assert "KL(q || p(z|x)) within tol for 3/3" in capsys.readouterr().out
     assert (tmp_path / "bound_gap.png").stat().st_size > 0
+    assert (tmp_path / "bound_gap_spread.png").stat().st_size > 0
