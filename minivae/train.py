@@ -2,14 +2,28 @@
 
 One step (Kingma & Welling, Algorithm 1): draw a minibatch x and noise eps,
 compute the ELBO with z = mu + sigma * eps, backpropagate, update. After each
-epoch the test ELBO is measured, figures and ``metrics.jsonl`` are written, and
-a checkpoint holding everything needed to continue (weights, optimizer state,
-both random generators, history) replaces the previous one atomically.
+epoch the test ELBO is measured, a checkpoint holding everything needed to
+continue (weights, optimizer state, both random generators, history) replaces
+the previous one atomically, and then ``metrics.jsonl`` and the figures are
+written.
+
+What can go wrong, and what happens (docs/reliability.md has the table):
+
+- a loss, or parameters after an update, that are not finite stop training
+  with the epoch and step (``Diverged``) before anything is saved;
+- Ctrl-C stops with one line saying which epoch the checkpoint holds and how
+  to resume (``TrainingInterrupted``);
+- a kill or a crash at any moment leaves the previous checkpoint, because it
+  is only ever replaced by a rename;
+- too little free space is reported before training starts, a failed write
+  afterwards names the checkpoint that is still intact.
 """
 import dataclasses
 import json
 import math
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +40,12 @@ from minivae.vae import VAE
 
 OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD, "adagrad": optim.Adagrad}
 CHECKPOINT_NAME = "checkpoint.npz"
+# Room kept free besides a new checkpoint: figures (well under 1 MiB each at
+# 28x28), metrics.jsonl and the checkpoint's JSON metadata.
+OUTPUT_ALLOWANCE = 8 << 20
+# The options a run's checkpoint fixes: resuming with another value would not continue the same run.
+RESUME_FIELDS = ("data", "hidden", "latent_dim", "activation", "likelihood", "sigma", "logvar_clamp",
+                 "samples", "batch_size", "lr", "optimizer", "binarize", "seed")
 
 
 @dataclasses.dataclass
@@ -38,6 +58,7 @@ class TrainConfig:
     activation: str = "relu"
     likelihood: str = "bernoulli"
     sigma: float = 0.1
+    logvar_clamp: float | None = None
     samples: int = 1
     batch_size: int = 128
     epochs: int = 150
@@ -66,7 +87,8 @@ def prepare_data(config):
 def build_model(config, input_dim):
     encoder_sizes, decoder_sizes = config.model_sizes(input_dim)
     return VAE(encoder_sizes, config.latent_dim, decoder_sizes, activation=config.activation,
-               likelihood=config.likelihood, sigma=config.sigma, rng=np.random.default_rng(config.seed))
+               likelihood=config.likelihood, sigma=config.sigma, logvar_clamp=config.logvar_clamp,
+               rng=np.random.default_rng(config.seed))
 
 
 def build_optimizer(config, model):
@@ -75,15 +97,26 @@ def build_optimizer(config, model):
 
 # ----- One step, one epoch -----
 
+class Diverged(MinivaeError):
+    """The loss or the parameters became NaN or infinite; nothing of that epoch was saved."""
+
+
 def train_step(model, optimizer, x_batch, samples, rng):
-    """One gradient step on -mean ELBO; returns the batch's per-example (elbo, reconstruction, kl) sums."""
+    """One gradient step on -mean ELBO; returns the batch's per-example (elbo, reconstruction, kl) sums.
+
+    Returns None when the loss, or a parameter after the update, is not
+    finite: the caller stops, and must not save this model.
+    """
     optimizer.zero_grad()
-    terms = model.elbo(Tensor(x_batch), k=samples, rng=rng)
-    loss = -terms.elbo.mean()
-    if not math.isfinite(loss.item()):
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are checked for below
+        terms = model.elbo(Tensor(x_batch), k=samples, rng=rng)
+        loss = -terms.elbo.mean()
+        if not math.isfinite(loss.item()):
+            return None
+        loss.backward()
+        optimizer.step()
+    if not get_backend().xp.isfinite(optimizer.flat.data).all():
         return None
-    loss.backward()
-    optimizer.step()
     return _sums(terms)
 
 
@@ -101,55 +134,97 @@ def evaluate_elbo(model, x, batch_size, samples, seed):
     return totals / len(x)
 
 
-class Diverged(MinivaeError):
-    """The loss became NaN or infinite; the last checkpoint was left as it was."""
-
-
 def train_epoch(model, optimizer, data, config, epoch, rngs, progress):
     """One pass over the training set; the mean per-example (ELBO, reconstruction, KL)."""
     from tqdm import tqdm
     steps = math.ceil(len(data.train_x) / config.batch_size)
     binarize = "dynamic" if config.binarize == "dynamic" else "none"  # static: done once in prepare_data
-    bar = tqdm(batches(data.train_x, data.train_y, config.batch_size, rngs["data"], binarize=binarize),
-               total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
-               disable=not progress)
     totals = np.zeros(3)
-    for step, (x_batch, _) in enumerate(bar, start=1):
-        sums = train_step(model, optimizer, x_batch, config.samples, rngs["sample"])
-        if sums is None:
-            bar.close()
-            raise Diverged(f"training diverged at epoch {epoch}, step {step}: the loss is not finite; "
-                           f"lower --lr (now {config.lr:g}); the last checkpoint in {config.out} is intact")
-        totals += sums
-        bar.set_postfix(elbo=f"{sums[0] / len(x_batch):.2f}")
-        if config.log_interval and step % config.log_interval == 0:
-            bar.write(f"  epoch {epoch} step {step}/{steps}  ELBO {sums[0] / len(x_batch):.3f}")
+    with tqdm(batches(data.train_x, data.train_y, config.batch_size, rngs["data"], binarize=binarize),
+              total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+              disable=not progress) as bar:
+        for step, (x_batch, _) in enumerate(bar, start=1):
+            sums = train_step(model, optimizer, x_batch, config.samples, rngs["sample"])
+            if sums is None:
+                raise Diverged(f"training diverged at epoch {epoch}, step {step}: "
+                               "the loss or the updated parameters are not finite")
+            totals += sums
+            bar.set_postfix(elbo=f"{sums[0] / len(x_batch):.2f}")
+            if config.log_interval and step % config.log_interval == 0:
+                bar.write(f"  epoch {epoch} step {step}/{steps}  ELBO {sums[0] / len(x_batch):.3f}")
     return totals / len(data.train_x)
+
+
+def run_epoch(model, optimizer, data, config, epoch, rngs, progress):
+    """Train one epoch and measure the test ELBO; the epoch's metrics row."""
+    started = time.perf_counter()
+    train_terms = train_epoch(model, optimizer, data, config, epoch, rngs, progress)
+    with np.errstate(over="ignore", invalid="ignore"):
+        test_terms = evaluate_elbo(model, data.test_x, config.batch_size, config.samples, seed=config.seed)
+    if not np.isfinite(test_terms).all():
+        raise Diverged(f"training diverged at epoch {epoch}: the test ELBO is {test_terms[0]:g}")
+    return _metrics_row(epoch, train_terms, test_terms, time.perf_counter() - started)
 
 
 # ----- The run -----
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says what the checkpoint holds and how to resume."""
+
+
+@dataclasses.dataclass
+class Saved:
+    """The checkpoint holding this run's last completed epoch, if there is one yet."""
+    path: Path | None = None
+    epoch: int = 0
+
+    def describe(self):
+        if self.path is None:
+            return "no checkpoint was written yet"
+        return f"the checkpoint {self.path} (epoch {self.epoch}) is intact"
+
+
 def train(config, resume=None, progress=True, log=print):
     """Train per ``config`` (or continue the checkpoint ``resume``); returns (model, history)."""
-    out = Path(config.out)
-    check_writable(out)
+    out = check_writable(config.out)
     data = prepare_data(config)
     model = build_model(config, data.train_x.shape[1])
     optimizer = build_optimizer(config, model)
     rngs = {"data": np.random.default_rng([config.seed, 0]), "sample": get_backend().kernels.make_rng(config.seed)}
-    history, first_epoch = [], 1
+    history, saved = [], Saved()
     if resume is not None:
         history = _restore(resume, config, model, optimizer, rngs)
-        first_epoch = len(history) + 1
-    for epoch in range(first_epoch, config.epochs + 1):
-        started = time.perf_counter()
-        train_terms = train_epoch(model, optimizer, data, config, epoch, rngs, progress)
-        test_terms = evaluate_elbo(model, data.test_x, config.batch_size, config.samples, seed=config.seed)
-        history.append(_metrics_row(epoch, train_terms, test_terms, time.perf_counter() - started))
+        saved = Saved(Path(resume), len(history))
+    check_free_space(out, _checkpoint_payload(model, optimizer, rngs, config, history)[0])
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        try:
+            history.append(run_epoch(model, optimizer, data, config, epoch, rngs, progress))
+            _save(out / CHECKPOINT_NAME, _checkpoint_payload(model, optimizer, rngs, config, history), saved)
+            saved = Saved(out / CHECKPOINT_NAME, epoch)
+            _write_outputs(out, model, data, config, history, saved)
+        except Diverged as diverged:
+            raise Diverged(f"{diverged}; lower --lr (now {config.lr:g}) or set --logvar-clamp; "
+                           f"{saved.describe()}") from None
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(_interrupted_message(epoch, saved)) from None
         log(_epoch_line(history[-1]))
-        _write_outputs(out, model, data, config, history)
-        save_checkpoint(out / CHECKPOINT_NAME, *_checkpoint_payload(model, optimizer, rngs, config, history))
     return model, history
+
+
+def _interrupted_message(epoch, saved):
+    if saved.path is None:
+        return f"interrupted in epoch {epoch}, before the first checkpoint; run the same command to start again"
+    return (f"interrupted in epoch {epoch}; {saved.describe()}; continue with the same options "
+            f"and --resume {saved.path}")
+
+
+def check_free_space(out, arrays):
+    """Refuse to start unless ``out`` has room for one more checkpoint (written beside the old one) and outputs."""
+    needed = sum(array.nbytes for array in arrays.values()) + OUTPUT_ALLOWANCE
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise MinivaeError(f"only {free / 2**20:.1f} MiB free in {out}, but a checkpoint and the figures need "
+                           f"about {needed / 2**20:.1f} MiB; free some space or choose another --out")
 
 
 def _metrics_row(epoch, train_terms, test_terms, seconds):
@@ -168,12 +243,24 @@ def _epoch_line(row):
 
 # ----- Outputs: metrics, figures, checkpoints -----
 
-def _write_outputs(out, model, data, config, history):
+def _save(path, payload, saved):
+    """save_checkpoint, with the intact previous checkpoint named if the write fails."""
+    try:
+        save_checkpoint(path, *payload)
+    except MinivaeError as err:
+        raise MinivaeError(f"{err}; {saved.describe()}") from None
+
+
+def _write_outputs(out, model, data, config, history, saved):
     """metrics.jsonl every epoch; figures every ``plot_interval`` epochs and at the last."""
-    _write_text_atomically(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
-    epoch = history[-1]["epoch"]
-    if epoch == config.epochs or (config.plot_interval and epoch % config.plot_interval == 0):
-        write_figures(out, model, data, epoch, history, seed=config.seed)
+    try:
+        _write_text_atomically(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+        epoch = history[-1]["epoch"]
+        if epoch == config.epochs or (config.plot_interval and epoch % config.plot_interval == 0):
+            write_figures(out, model, data, epoch, history, seed=config.seed)
+    except OSError as exc:
+        raise MinivaeError(f"cannot write metrics or figures in {out} ({exc}); {saved.describe()}; "
+                           "free some space and continue with --resume") from None
 
 
 def write_figures(out, model, data, epoch, history, seed):
@@ -195,8 +282,12 @@ def write_figures(out, model, data, epoch, history, seed):
 
 def _write_text_atomically(path, text):
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _checkpoint_payload(model, optimizer, rngs, config, history):
@@ -215,24 +306,56 @@ def _split_arrays(arrays, prefix):
 
 def _restore(path, config, model, optimizer, rngs):
     """Load a checkpoint into a freshly built run; returns its history."""
-    arrays, meta = load_checkpoint(path)
-    saved = TrainConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
-    for field in ("data", "hidden", "latent_dim", "activation", "likelihood", "sigma", "optimizer", "seed"):
-        if getattr(saved, field) != getattr(config, field):
-            raise MinivaeError(f"{path} was trained with {field}={getattr(saved, field)!r}, not "
+    arrays, meta, trained = read_training_checkpoint(path)
+    for field in RESUME_FIELDS:
+        if getattr(trained, field) != getattr(config, field):
+            raise MinivaeError(f"{path} was trained with {field}={getattr(trained, field)!r}, not "
                                f"{getattr(config, field)!r}; resume with the same options")
+    if len(meta["history"]) >= config.epochs:
+        raise MinivaeError(f"{path} already holds {len(meta['history'])} epochs; pass --epochs above "
+                           f"{len(meta['history'])} to train further")
     model.load_state_dict(_split_arrays(arrays, "model/"))
     optimizer.load_state_dict(_split_arrays(arrays, "optimizer/"), meta["optimizer"])
-    for name, state in meta["rng"].items():
-        rngs[name] = restore_rng(state)
+    for name in rngs:
+        rngs[name] = restore_rng(meta["rng"].get(name))
     return meta["history"]
+
+
+def read_training_checkpoint(path):
+    """(arrays, meta, TrainConfig) of a checkpoint written by ``train``, or a one-line MinivaeError.
+
+    Beyond ``load_checkpoint``'s checks: the metadata has the fields ``train``
+    writes, and every array holds finite floats (training never saves NaN).
+    """
+    arrays, meta = load_checkpoint(path)
+    parts = {"config": dict, "model": dict, "optimizer": dict, "rng": dict, "history": list}
+    wrong = [name for name, kind in parts.items() if not isinstance(meta.get(name), kind)]
+    if wrong:
+        raise MinivaeError(f"{path} is not a checkpoint written by minivae train: its metadata lacks "
+                           f"{', '.join(wrong)}; use the checkpoint.npz a training run wrote")
+    if any(not isinstance(row, dict) or row.get("epoch") != n for n, row in enumerate(meta["history"], 1)):
+        raise MinivaeError(f"checkpoint {path}: its history does not count epochs 1, 2, ...; "
+                           "it is damaged, use another checkpoint")
+    for name, array in arrays.items():
+        if array.dtype.kind != "f" or not np.isfinite(array).all():
+            raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats ({array.dtype}); "
+                               "it is damaged, use another checkpoint")
+    try:
+        config = TrainConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
+    except (KeyError, TypeError) as exc:
+        raise MinivaeError(f"{path}: its training options do not fit this minivae ({exc}); "
+                           "use a checkpoint this version wrote") from None
+    return arrays, meta, config
 
 
 def load_trained(path):
     """The model stored in a checkpoint, and the checkpoint's metadata."""
-    arrays, meta = load_checkpoint(path)
-    config = TrainConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
-    model = VAE(**{**meta["model"], "rng": np.random.default_rng(0)})
+    arrays, meta, config = read_training_checkpoint(path)
+    try:
+        model = VAE(**{**meta["model"], "rng": np.random.default_rng(0)})
+    except TypeError as exc:
+        raise MinivaeError(f"{path}: its model options do not fit this minivae ({exc}); "
+                           "use a checkpoint this version wrote") from None
     model.load_state_dict(_split_arrays(arrays, "model/"))
     return model, config, meta
 
@@ -252,6 +375,8 @@ def add_train_arguments(parser):
     parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=defaults.likelihood)
     parser.add_argument("--sigma", type=positive_float, default=defaults.sigma,
                         help="the Gaussian decoder's fixed standard deviation (default 0.1)")
+    parser.add_argument("--logvar-clamp", type=positive_float, default=defaults.logvar_clamp, metavar="C",
+                        help="clip the encoder's logvar to [-C, C] so exp(logvar) stays finite (default: off)")
     parser.add_argument("--samples", type=positive_int, default=defaults.samples,
                         help="K, samples of z per example (default 1)")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
@@ -278,8 +403,13 @@ def config_from_args(args):
 
 
 def run_train(args):
+    """Train; on Ctrl-C, one line on stderr saying how to resume, and exit status 130."""
     config = config_from_args(args)
-    train(config, resume=args.resume, progress=not args.quiet)
+    try:
+        train(config, resume=args.resume, progress=not args.quiet)
+    except TrainingInterrupted as interrupted:
+        print(f"minivae: {interrupted}", file=sys.stderr)
+        return 130
     print(f"outputs in {config.out}/: {CHECKPOINT_NAME}, metrics.jsonl, reconstruction_{config.epochs}.png, "
           f"sample_{config.epochs}.png, loss_curves.png")
     return 0
@@ -301,13 +431,21 @@ def _figure_job(args):
     return model, config, len(meta["history"]), out
 
 
+def _write_figure(save, path, *arguments):
+    """``save(path, *arguments)``, or a one-line MinivaeError when the file cannot be written."""
+    try:
+        save(path, *arguments)
+    except OSError as exc:
+        raise MinivaeError(f"cannot write {path} ({exc}); check free space and permissions") from None
+    print(f"wrote {path}")
+
+
 def run_sample(args):
     """Decode samples from the prior into sample_{epoch}.png."""
-    model, config, epoch, out = _figure_job(args)
-    side = int(round(math.sqrt(model.config["encoder_sizes"][0])))
-    path = out / f"sample_{epoch}.png"
-    plots.save_samples(path, model.sample(64, np.random.default_rng(args.seed)), (side, side))
-    print(f"wrote {path}")
+    model, _, epoch, out = _figure_job(args)
+    side = round(math.sqrt(model.config["encoder_sizes"][0]))
+    _write_figure(plots.save_samples, out / f"sample_{epoch}.png",
+                  model.sample(64, np.random.default_rng(args.seed)), (side, side))
     return 0
 
 
@@ -315,9 +453,7 @@ def run_reconstruct(args):
     """Test images over their reconstructions into reconstruction_{epoch}.png."""
     model, config, epoch, out = _figure_job(args)
     data = load_dataset(config.data, config.data_dir)
-    path = out / f"reconstruction_{epoch}.png"
     originals = data.test_x[:8]
-    plots.save_reconstructions(path, originals, model.reconstruct(Tensor(originals, dtype=model.dtype)),
-                               data.image_shape)
-    print(f"wrote {path}")
+    _write_figure(plots.save_reconstructions, out / f"reconstruction_{epoch}.png", originals,
+                  model.reconstruct(Tensor(originals, dtype=model.dtype)), data.image_shape)
     return 0
