@@ -1,0 +1,84 @@
+"""Tiny training runs for the tests of ``minivae train``, and what to read back from them.
+
+A run on the bundled digits with 16 hidden units takes a few hundredths of a
+second per epoch; the figures written after the last epoch take a second, so
+tests that do not look at them call ``skip_figures`` first.
+"""
+import numpy as np
+import pytest
+
+from minivae import cli, data, train
+from minivae.checkpoint import load_checkpoint
+
+TINY = ["--hidden", "16", "--plot-interval", "0", "--quiet"]
+
+
+def train_argv(out, epochs, *extra):
+    """``minivae train`` with tiny settings for ``epochs`` epochs into ``out``."""
+    return ["train", *TINY, "--epochs", str(epochs), "--out", str(out), *extra]
+
+
+def run_cli(argv, capsys):
+    """(exit status, stdout, stderr) of ``minivae.cli.main(argv)``; argparse's exit counts as a status."""
+    try:
+        status = cli.main(argv)
+    except SystemExit as exited:
+        status = exited.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_one_line_error(status, err, *fragments, code=2):
+    """Exit status ``code`` and a single stderr line starting ``minivae`` and holding every fragment."""
+    assert status == code, err
+    (line,) = err.splitlines()
+    assert line.startswith("minivae")
+    for fragment in fragments:
+        assert fragment in line, line
+
+
+def skip_figures(monkeypatch):
+    """Replace the figures (a second each run) by a no-op; tests of the figures do not call this."""
+    monkeypatch.setattr(train, "write_figures", lambda *args, **kwargs: None)
+
+
+def run_state(path):
+    """What a checkpoint says about its run: every array, and the metadata without wall-clock times."""
+    arrays, meta = load_checkpoint(path)
+    meta["history"] = [{k: v for k, v in row.items() if k != "seconds"} for row in meta["history"]]
+    return arrays, meta
+
+
+def assert_same_run(path_a, path_b):
+    """Two checkpoints hold bit-identical weights, optimizer state, generators and history."""
+    (arrays_a, meta_a), (arrays_b, meta_b) = run_state(path_a), run_state(path_b)
+    assert arrays_a.keys() == arrays_b.keys()
+    for name in arrays_a:
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name, strict=True)
+    for part in ("history", "optimizer", "rng", "model"):
+        assert meta_a[part] == meta_b[part], part
+
+
+def write_fake_mnist(directory, train_count=40, test_count=10):
+    """The four MNIST IDX files (gzip) with random 6x6 uint8 images; returns ``directory``."""
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    for prefix, count in (("train", train_count), ("t10k", test_count)):
+        data.write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 6, 6), np.uint8))
+        data.write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count, np.uint8))
+    return directory
+
+
+_REFERENCES = {}
+
+
+def reference_checkpoint(tmp_path_factory, epochs):
+    """The checkpoint of an uninterrupted tiny run of ``epochs`` epochs, trained once per session, silently."""
+    if epochs not in _REFERENCES:
+        out = tmp_path_factory.mktemp(f"reference{epochs}")
+        config = train.config_from_args(cli.build_parser().parse_args(train_argv(out, epochs)))
+        with pytest.MonkeyPatch.context() as patch:
+            skip_figures(patch)
+            train.train(config, progress=False, log=lambda line: None)
+        _REFERENCES[epochs] = out / train.CHECKPOINT_NAME
+    return _REFERENCES[epochs]

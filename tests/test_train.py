@@ -1,0 +1,193 @@
+"""The training loop: what a run writes, checkpoint round trips, exact resume, and stopping cleanly."""
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from minivae import train
+from minivae.errors import MinivaeError
+from minivae.tensor import Tensor
+from tests.runs import assert_same_run, reference_checkpoint, skip_figures
+
+TINY = train.TrainConfig(hidden=(16,), epochs=3, plot_interval=0)
+STEPS_PER_EPOCH = math.ceil(1438 / TINY.batch_size)  # digits: 1438 training images
+
+
+def tiny(tmp_path, **changes):
+    return dataclasses.replace(TINY, out=str(tmp_path), **changes)
+
+
+def quiet_train(config, resume=None):
+    """train() without progress bar; returns (model, history, logged lines)."""
+    lines = []
+    model, history = train.train(config, resume=resume, progress=False, log=lines.append)
+    return model, history, lines
+
+
+def steps_failing_at(monkeypatch, failing_call, fault):
+    """Make the ``failing_call``-th call of train_step run ``fault(optimizer)`` first."""
+    real_step, calls = train.train_step, []
+
+    def step(model, optimizer, *args):
+        calls.append(1)
+        if len(calls) == failing_call:
+            fault(optimizer)
+        return real_step(model, optimizer, *args)
+    monkeypatch.setattr(train, "train_step", step)
+
+
+def ctrl_c(optimizer):
+    raise KeyboardInterrupt
+
+
+# ----- What a run writes -----
+
+def test_a_run_logs_and_saves_its_history(tmp_path, monkeypatch):
+    skip_figures(monkeypatch)
+    _, history, lines = quiet_train(tiny(tmp_path))
+    assert [row["epoch"] for row in history] == [1, 2, 3] and len(lines) == 3
+    for row in history:
+        assert row["train_elbo"] == pytest.approx(row["train_reconstruction"] - row["train_kl"])
+        assert row["test_elbo"] == pytest.approx(row["test_reconstruction"] - row["test_kl"])
+    assert history[-1]["test_elbo"] > history[0]["test_elbo"]
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    _, meta, _ = train.read_training_checkpoint(tmp_path / train.CHECKPOINT_NAME)
+    assert metrics == history == meta["history"]
+    assert meta["config"] == dataclasses.asdict(tiny(tmp_path)) | {"hidden": [16]}
+
+
+def test_checkpoint_round_trip(tmp_path, monkeypatch):
+    skip_figures(monkeypatch)
+    model, _, _ = quiet_train(tiny(tmp_path, epochs=1))
+    loaded, config, _ = train.load_trained(tmp_path / train.CHECKPOINT_NAME)
+    assert config == tiny(tmp_path, epochs=1) and loaded.config == model.config
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=name, strict=True)
+    x = Tensor(np.random.default_rng(0).random((4, 64), dtype=np.float32))
+    np.testing.assert_array_equal(model.reconstruct(x), loaded.reconstruct(x))
+
+
+def test_figures_at_every_plot_interval_and_after_the_last_epoch(tmp_path, monkeypatch):
+    epochs = []
+    monkeypatch.setattr(train, "write_figures", lambda out, model, data, epoch, *rest, **options: epochs.append(epoch))
+    quiet_train(tiny(tmp_path, epochs=5, plot_interval=2))
+    assert epochs == [2, 4, 5]
+
+
+def test_write_figures_writes_the_named_files(tmp_path):
+    config = tiny(tmp_path)
+    data = train.prepare_data(config)
+    model = train.build_model(config, data.train_x.shape[1])
+    row = {"epoch": 1, "train_elbo": -40.0, "train_reconstruction": -39.0, "train_kl": 1.0,
+           "test_elbo": -41.0, "test_reconstruction": -40.0, "test_kl": 1.0}
+    train.write_figures(tmp_path, model, data, 7, [row], seed=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "latent_scatter.png", "loss_curves.png", "manifold.png", "reconstruction_7.png", "sample_7.png"]
+
+
+def test_log_interval_prints_steps(tmp_path, monkeypatch, capsys):
+    skip_figures(monkeypatch)
+    quiet_train(tiny(tmp_path, epochs=1, log_interval=5))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[3] for line in lines] == [f"5/{STEPS_PER_EPOCH}", f"10/{STEPS_PER_EPOCH}"]
+
+
+def test_evaluate_elbo_is_repeatable():
+    config = train.TrainConfig(hidden=(16,))
+    data = train.prepare_data(config)
+    model = train.build_model(config, data.train_x.shape[1])
+    first, second = (train.evaluate_elbo(model, data.test_x, 50, samples=2, seed=3) for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    assert first[0] == pytest.approx(first[1] - first[2])
+
+
+# ----- Exact resume -----
+
+def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, tmp_path_factory, monkeypatch):
+    reference = reference_checkpoint(tmp_path_factory, 3)
+    skip_figures(monkeypatch)
+    quiet_train(tiny(tmp_path, epochs=1))
+    _, history, lines = quiet_train(tiny(tmp_path), resume=tmp_path / train.CHECKPOINT_NAME)
+    assert [row["epoch"] for row in history] == [1, 2, 3] and len(lines) == 2
+    assert_same_run(tmp_path / train.CHECKPOINT_NAME, reference)
+
+
+CHANGED = {"hidden": (32,), "latent_dim": 3, "activation": "tanh", "likelihood": "gaussian", "sigma": 0.5,
+           "logvar_clamp": 5.0, "samples": 2, "batch_size": 64, "lr": 1e-3, "optimizer": "sgd",
+           "binarize": "dynamic", "seed": 2}
+
+
+def test_every_option_that_shapes_the_run_is_checked_on_resume():
+    assert set(CHANGED) == set(train.RESUME_FIELDS) - {"data"}  # digits is the only dataset without files
+
+
+@pytest.mark.parametrize("field, value", CHANGED.items(), ids=list(CHANGED))
+def test_resume_with_another_option_is_refused(tmp_path, tmp_path_factory, field, value):
+    reference = reference_checkpoint(tmp_path_factory, 3)
+    with pytest.raises(MinivaeError, match=f"was trained with {field}=.*resume with the same options"):
+        quiet_train(tiny(tmp_path, epochs=4, **{field: value}), resume=reference)
+
+
+def test_resume_of_a_finished_run_says_to_raise_epochs(tmp_path, tmp_path_factory):
+    reference = reference_checkpoint(tmp_path_factory, 3)
+    with pytest.raises(MinivaeError, match="already holds 3 epochs; pass --epochs above 3"):
+        quiet_train(tiny(tmp_path), resume=reference)
+
+
+# ----- Stopping: Ctrl-C and divergence -----
+
+@pytest.mark.parametrize("failing_call, message", [
+    (1, "interrupted in epoch 1, before the first checkpoint; run the same command to start again"),
+    (STEPS_PER_EPOCH + 5, "interrupted in epoch 2; the checkpoint {out}/checkpoint.npz (epoch 1) is intact; "
+                          "continue with the same options and --resume {out}/checkpoint.npz"),
+])
+def test_ctrl_c_stops_with_the_resume_command(tmp_path, monkeypatch, failing_call, message):
+    skip_figures(monkeypatch)
+    steps_failing_at(monkeypatch, failing_call, ctrl_c)
+    with pytest.raises(train.TrainingInterrupted) as stopped:
+        quiet_train(tiny(tmp_path))
+    assert isinstance(stopped.value, KeyboardInterrupt)
+    assert str(stopped.value) == message.format(out=tmp_path)
+
+
+def test_ctrl_c_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, tmp_path_factory, monkeypatch):
+    reference = reference_checkpoint(tmp_path_factory, 3)
+    skip_figures(monkeypatch)
+    real_savez, saves = np.savez, []
+
+    def savez_interrupted_the_second_time(file, **arrays):
+        saves.append(1)
+        if len(saves) == 2:
+            file.write(b"PK\x03\x04 half a checkpoint")
+            raise KeyboardInterrupt
+        real_savez(file, **arrays)
+    monkeypatch.setattr(np, "savez", savez_interrupted_the_second_time)
+    with pytest.raises(train.TrainingInterrupted, match=r"epoch 2; the checkpoint .* \(epoch 1\) is intact"):
+        quiet_train(tiny(tmp_path))
+    monkeypatch.setattr(np, "savez", real_savez)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "metrics.jsonl"]
+    quiet_train(tiny(tmp_path), resume=tmp_path / train.CHECKPOINT_NAME)
+    assert_same_run(tmp_path / train.CHECKPOINT_NAME, reference)
+
+
+def test_a_non_finite_loss_makes_no_update(tmp_path):
+    config = tiny(tmp_path)
+    data = train.prepare_data(config)
+    model = train.build_model(config, data.train_x.shape[1])
+    optimizer = train.build_optimizer(config, model)
+    optimizer.flat.data[0] = np.nan
+    before = optimizer.flat.data.copy()
+    rng = np.random.default_rng(0)
+    assert train.train_step(model, optimizer, data.train_x[:8], 1, rng) is None
+    np.testing.assert_array_equal(optimizer.flat.data, before)
+    assert optimizer.step_count == 0
+
+
+def test_an_update_that_overflows_is_caught_at_its_step(tmp_path):
+    """lr beyond float32's range: the first step's loss is finite, the parameters after it are not."""
+    with pytest.raises(train.Diverged, match=r"^training diverged at epoch 1, step 1: the loss or the updated "
+                                             r"parameters are not finite; lower --lr \(now 1e\+39\)"):
+        quiet_train(tiny(tmp_path, optimizer="sgd", lr=1e39))
+    assert not (tmp_path / train.CHECKPOINT_NAME).exists()
