@@ -1,0 +1,160 @@
+"""``minivae train``, ``sample`` and ``reconstruct`` through ``minivae.cli.main``: resume, figures, bad input.
+
+Every bad input is one line on stderr starting ``minivae`` and exit status 2.
+"""
+import types
+
+import numpy as np
+import pytest
+
+from minivae import train
+from minivae.data import load_digits
+from tests.runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
+                        train_argv, write_fake_mnist)
+
+
+@pytest.fixture
+def files(tmp_path, tmp_path_factory):
+    """A good checkpoint (3 epochs), a truncated one, and MNIST-style directories: good, corrupt, lying."""
+    good = reference_checkpoint(tmp_path_factory, 3)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:300])
+    corrupt = write_fake_mnist(tmp_path / "corrupt")
+    (corrupt / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bnot really gzip")
+    lying = write_fake_mnist(tmp_path / "lying")
+    (lying / "t10k-labels-idx1-ubyte.gz").unlink()
+    (lying / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + (10**9).to_bytes(4, "big") + bytes(10))
+    (tmp_path / "a-file").write_text("not a directory")
+    return types.SimpleNamespace(tmp=tmp_path, good=good, truncated=truncated, corrupt=corrupt, lying=lying,
+                                 mnist=write_fake_mnist(tmp_path / "mnist"))
+
+
+# ----- Training, resuming, figures -----
+
+def test_resume_through_the_cli_ends_where_an_uninterrupted_run_ends(tmp_path, tmp_path_factory, monkeypatch,
+                                                                      capsys):
+    reference = reference_checkpoint(tmp_path_factory, 3)
+    skip_figures(monkeypatch)
+    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    for epochs, resume in ((1, []), (2, ["--resume", str(checkpoint)]), (3, ["--resume", str(checkpoint)])):
+        status, out, _ = run_cli(train_argv(tmp_path, epochs, *resume), capsys)
+        assert status == 0 and out.startswith(f"epoch {epochs:3d}  train ELBO")
+    assert_same_run(checkpoint, reference)
+
+
+def test_a_run_on_idx_files_and_its_figures(files, capsys):
+    status, out, err = run_cli(train_argv(files.tmp / "run", 1, "--data", "mnist", "--data-dir", str(files.mnist),
+                                          "--latent-dim", "3", "--likelihood", "gaussian", "--sigma", "0.5"), capsys)
+    assert status == 0, err
+    assert out.splitlines()[-1].startswith(f"outputs in {files.tmp / 'run'}/: checkpoint.npz, metrics.jsonl")
+    assert sorted(p.name for p in (files.tmp / "run").iterdir()) == [
+        "checkpoint.npz", "loss_curves.png", "metrics.jsonl", "reconstruction_1.png", "sample_1.png"]
+
+
+@pytest.mark.parametrize("command, figure", [("sample", "sample_3.png"), ("reconstruct", "reconstruction_3.png")])
+def test_sample_and_reconstruct_write_their_figure(files, capsys, command, figure):
+    status, out, err = run_cli([command, str(files.good), "--out", str(files.tmp / "figures")], capsys)
+    assert status == 0, err
+    assert out == f"wrote {files.tmp / 'figures' / figure}\n" and (files.tmp / "figures" / figure).stat().st_size
+
+
+def test_logvar_clamp_is_saved_in_the_config(tmp_path, monkeypatch, capsys):
+    skip_figures(monkeypatch)
+    status, _, err = run_cli(train_argv(tmp_path, 1, "--logvar-clamp", "4"), capsys)
+    assert status == 0, err
+    model, config, meta = train.load_trained(tmp_path / train.CHECKPOINT_NAME)
+    assert config.logvar_clamp == model.config["logvar_clamp"] == meta["model"]["logvar_clamp"] == 4.0
+
+
+def test_ctrl_c_exits_130_with_how_to_resume(tmp_path, monkeypatch, capsys):
+    skip_figures(monkeypatch)
+    real_epoch = train.run_epoch
+
+    def interrupted_in_epoch_2(model, optimizer, data, config, epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(model, optimizer, data, config, epoch, *args)
+    monkeypatch.setattr(train, "run_epoch", interrupted_in_epoch_2)
+    status, _, err = run_cli(train_argv(tmp_path, 3), capsys)
+    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    assert_one_line_error(status, err, f"interrupted in epoch 2; the checkpoint {checkpoint} (epoch 1) is intact",
+                          f"--resume {checkpoint}", code=130)
+
+
+# ----- Bad input: one line, exit status 2 -----
+
+BAD_TRAIN_INPUT = {
+    # id: (options after `minivae train` tiny settings, what the line must say)
+    "missing data dir": (["--data", "mnist", "--data-dir", "{tmp}/nowhere"],
+                         "mnist: no train-images-idx3-ubyte[.gz] in {tmp}/nowhere"),
+    "no data dir for mnist": (["--data", "mnist"], "mnist has no default location"),
+    "data dir for digits": (["--data-dir", "{tmp}"], "digits ships with scikit-learn and reads no --data-dir"),
+    "corrupt IDX file": (["--data", "mnist", "--data-dir", "{corrupt}"],
+                         "IDX file {corrupt}/train-images-idx3-ubyte.gz: cannot read it"),
+    "IDX header lies": (["--data", "mnist", "--data-dir", "{lying}"],
+                        "header says 1000000000 uint8 (1,000,000,000 bytes) but the file holds 10 bytes"),
+    "other architecture": (["--epochs", "4", "--hidden", "32", "--resume", "{good}"],
+                           "was trained with hidden=(16,), not (32,); resume with the same options"),
+    "truncated checkpoint": (["--epochs", "4", "--resume", "{truncated}"], "truncated.npz is unreadable or corrupt"),
+    "missing checkpoint": (["--resume", "{tmp}/absent.npz"], "no checkpoint at {tmp}/absent.npz"),
+    "finished checkpoint": (["--resume", "{good}"], "already holds 3 epochs; pass --epochs above 3"),
+    "unwritable --out": (["--out", "{tmp}/a-file/run"], "cannot write to directory {tmp}/a-file/run"),
+    "zero hidden units": (["--hidden", "16,0"], "argument --hidden: '16,0' needs one or more positive whole numbers"),
+    "no hidden list": (["--hidden", ","], "argument --hidden: ',' needs one or more positive whole numbers"),
+    "zero latent dim": (["--latent-dim", "0"], "argument --latent-dim: 0 must be a positive whole number"),
+    "zero batch size": (["--batch-size", "0"], "argument --batch-size: 0 must be a positive whole number"),
+    "zero epochs": (["--epochs", "0"], "argument --epochs: 0 must be a positive whole number"),
+    "zero samples": (["--samples", "0"], "argument --samples: 0 must be a positive whole number"),
+    "fractional epochs": (["--epochs", "2.5"], "argument --epochs: '2.5' is not a whole number"),
+    "zero sigma": (["--sigma", "0"], "argument --sigma: 0 must be a positive finite number"),
+    "negative sigma": (["--sigma", "-1"], "argument --sigma: -1 must be a positive finite number"),
+    "NaN sigma": (["--sigma", "nan"], "argument --sigma: nan must be a positive finite number"),
+    "infinite sigma": (["--sigma", "inf"], "argument --sigma: inf must be a positive finite number"),
+    "zero lr": (["--lr", "0"], "argument --lr: 0 must be a positive finite number"),
+    "zero logvar clamp": (["--logvar-clamp", "0"], "argument --logvar-clamp: 0 must be a positive finite number"),
+    "negative seed": (["--seed", "-1"], "argument --seed: -1 must be zero or more"),
+    "negative log interval": (["--log-interval", "-1"], "argument --log-interval: -1 must be zero or more"),
+    "word plot interval": (["--plot-interval", "often"], "argument --plot-interval: 'often' is not a whole number"),
+    "unknown dataset": (["--data", "cifar"], "argument --data: invalid choice: 'cifar'"),
+    "unknown activation": (["--activation", "swish"], "argument --activation: invalid choice: 'swish'"),
+    "unknown likelihood": (["--likelihood", "poisson"], "argument --likelihood: invalid choice: 'poisson'"),
+    "unknown optimizer": (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
+    "unknown binarization": (["--binarize", "half"], "argument --binarize: invalid choice: 'half'"),
+    "unknown backend": (["--backend", "tpu"], "argument --backend: invalid choice: 'tpu'"),
+    "unknown option": (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+}
+
+
+@pytest.mark.parametrize("options, message", BAD_TRAIN_INPUT.values(), ids=list(BAD_TRAIN_INPUT))
+def test_bad_train_input_is_one_line_and_status_2(files, capsys, options, message):
+    places = vars(files)
+    argv = train_argv(files.tmp / "run", 3, *(option.format(**places) for option in options))
+    status, _, err = run_cli(argv, capsys)
+    assert_one_line_error(status, err, message.format(**places))
+
+
+@pytest.mark.parametrize("options, message", [
+    (["{truncated}"], "truncated.npz is unreadable or corrupt"),
+    (["{tmp}/absent.npz"], "no checkpoint at {tmp}/absent.npz"),
+    (["{good}", "--seed", "-1"], "argument --seed: -1 must be zero or more"),
+    (["{good}", "--out", "{tmp}/a-file"], "cannot write to directory {tmp}/a-file"),
+    ([], "the following arguments are required: checkpoint"),
+], ids=["truncated checkpoint", "missing checkpoint", "negative seed", "unwritable --out", "no checkpoint"])
+@pytest.mark.parametrize("command", ["sample", "reconstruct"])
+def test_bad_figure_input_is_one_line_and_status_2(files, capsys, command, options, message):
+    places = vars(files)
+    status, _, err = run_cli([command, *(option.format(**places) for option in options)], capsys)
+    assert_one_line_error(status, err, message.format(**places))
+
+
+@pytest.mark.parametrize("pixel, count, message", [
+    (np.nan, 3, "data has 3 NaN or infinite values out of 92032"),
+    (1.5, 3, "data has 3 values outside [0, 1] (min 0, max 1.5), which a Bernoulli likelihood cannot model"),
+])
+def test_bad_pixels_are_counted(tmp_path, monkeypatch, capsys, pixel, count, message):
+    dataset = load_digits()
+    dataset.train_x[[1, 50, 700], [0, 10, 20]] = pixel
+    monkeypatch.setattr(train, "load_dataset", lambda name, data_dir: dataset)
+    status, _, err = run_cli(train_argv(tmp_path, 1), capsys)
+    assert_one_line_error(status, err, message)
+    assert not (tmp_path / train.CHECKPOINT_NAME).exists()
