@@ -23,7 +23,7 @@ from minivae.kernels.reference import LOG_2PI
 
 THREADS = 128  # threads per block of the 1-D launches
 TILE = 16  # the matmul's square tiles: TILE x TILE threads per block
-ROW_THREADS = 32  # threads per block (one row each) of the row sums; a power of 2
+ROW_THREADS = 32  # threads per block of the row sums (one block per row); a power of 2
 # One xoroshiro128+ state per sampling thread. The simulator seeds states in
 # pure Python (about 4 ms each), so it gets one block's worth.
 RNG_STATES = THREADS if config.ENABLE_CUDASIM else 256 * THREADS

@@ -10,12 +10,15 @@
 #define MV_TANH 2
 #define MV_SIGMOID 3
 
-// act(t); sigmoid(t) = (1 + tanh(t / 2)) / 2.
+// act(t); sigmoid(t) = 1 / (1 + e^-t), written with e = e^-|t| <= 1 so nothing overflows.
 template <typename T>
 __device__ __forceinline__ T mv_activate(int code, T t) {
     if (code == MV_RELU) return t > T(0) ? t : T(0);
     if (code == MV_TANH) return tanh(t);
-    if (code == MV_SIGMOID) return T(0.5) * (T(1) + tanh(T(0.5) * t));
+    if (code == MV_SIGMOID) {
+        T e = exp(-fabs(t));
+        return t >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+    }
     return t;
 }
 

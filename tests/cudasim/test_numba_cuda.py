@@ -12,7 +12,6 @@ from minivae.kernels.reference import KERNEL_NAMES
 
 # Seeding xoroshiro states runs numba's CPU seeding code in object mode under the simulator.
 pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning",
-                                        "ignore::numba.core.errors.NumbaDeprecationWarning",
                                         "ignore:overflow encountered:RuntimeWarning")
 
 TABLE = [name for name in KERNEL_NAMES if name not in ("matmul", "make_rng", "standard_normal")]
