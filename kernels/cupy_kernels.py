@@ -188,8 +188,8 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
     shared.check_flat("adam_step", p, g, m, v)
     cp, scalar = _cupy(), p.dtype.type
-    with shared.contiguous_in_place(cp, p, m, v) as (p, m, v):
-        _launch("adam_step", p, p.size, p, cp.ascontiguousarray(g), m, v, np.int64(p.size),
+    with shared.contiguous_in_place(cp, p, m, v) as (p_dense, m_dense, v_dense):
+        _launch("adam_step", p, p.size, p_dense, cp.ascontiguousarray(g), m_dense, v_dense, np.int64(p.size),
                 scalar(lr / (1 - beta1**step)), scalar(1 - beta2**step), scalar(beta1), scalar(beta2),
                 scalar(eps), scalar(weight_decay))
 
@@ -198,6 +198,6 @@ def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
     """SGD with momentum (PyTorch's form), in place over flat buffers: u = mu u + g'; p -= lr u."""
     shared.check_flat("sgd_step", p, g, velocity)
     cp, scalar = _cupy(), p.dtype.type
-    with shared.contiguous_in_place(cp, p, velocity) as (p, velocity):
-        _launch("sgd_step", p, p.size, p, cp.ascontiguousarray(g), velocity, np.int64(p.size),
+    with shared.contiguous_in_place(cp, p, velocity) as (p_dense, velocity_dense):
+        _launch("sgd_step", p, p.size, p_dense, cp.ascontiguousarray(g), velocity_dense, np.int64(p.size),
                 scalar(lr), scalar(momentum), scalar(weight_decay))

@@ -80,7 +80,9 @@ def _bias_act_loop(x, b, code, out):
 
 
 def _bias_act_backward_loop(g, y, code, gx, gb, chunks):
-    """for j (a chunk of columns per thread): for i: gx[i, j] = g[i, j] act'(y[i, j]); gb[j] = sum_i gx[i, j]"""
+    """for j (a chunk of columns per thread): for i:
+        gx[i, j] = g[i, j] act'(y[i, j]);  gb[j] = sum_i gx[i, j]
+    """
     for c in prange(chunks):
         lo, hi = _chunk(c, chunks, g.shape[1])
         acc = np.zeros(hi - lo)  # this chunk's own column sums
@@ -129,7 +131,9 @@ def _reparameterize_loop(mu, logvar, eps, z):
 
 
 def _reparameterize_backward_loop(g, logvar, eps, g_mu, g_logvar, chunks):
-    """for p (a chunk per thread): g_mu[p] = sum_k g[k, p]; g_logvar[p] = exp(logvar[p] / 2) / 2 sum_k g[k, p] eps[k, p]"""
+    """for p (a chunk per thread):
+        g_mu[p] = sum_k g[k, p];  g_logvar[p] = exp(logvar[p] / 2) / 2 sum_k g[k, p] eps[k, p]
+    """
     for c in prange(chunks):
         lo, hi = _chunk(c, chunks, g.shape[1])
         sum_g = np.zeros(hi - lo)  # this chunk's own sums over k
@@ -298,7 +302,9 @@ def gaussian_log_prob_backward(g, x, mean, sigma):
 # ----- Log-sum-exp -----
 
 def _logsumexp_loop(a, out, chunks):
-    """for p (a chunk per thread): m = max_k a[k, p] (0 if not finite); out[p] = m + log sum_k exp(a[k, p] - m)"""
+    """for p (a chunk per thread):
+        m = max_k a[k, p] (0 if not finite);  out[p] = m + log sum_k exp(a[k, p] - m)
+    """
     for c in prange(chunks):
         lo, hi = _chunk(c, chunks, a.shape[1])
         top = np.full(hi - lo, -np.inf)  # this chunk's own maxima and sums

@@ -492,14 +492,16 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
     shared.check_flat("adam_step", p, g, m, v)
     xp = _xp(p)
-    with shared.contiguous_in_place(xp, p, m, v) as (p, m, v):
-        _adam_kernel[_blocks(p.size), THREADS](p, xp.ascontiguousarray(g), m, v, lr / (1 - beta1**step),
-                                               1 - beta2**step, beta1, beta2, eps, weight_decay)
+    with shared.contiguous_in_place(xp, p, m, v) as (p_dense, m_dense, v_dense):
+        _adam_kernel[_blocks(p.size), THREADS](p_dense, xp.ascontiguousarray(g), m_dense, v_dense,
+                                               lr / (1 - beta1**step), 1 - beta2**step, beta1, beta2, eps,
+                                               weight_decay)
 
 
 def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
     """SGD with momentum (PyTorch's form), in place over flat buffers: u = mu u + g'; p -= lr u."""
     shared.check_flat("sgd_step", p, g, velocity)
     xp = _xp(p)
-    with shared.contiguous_in_place(xp, p, velocity) as (p, velocity):
-        _sgd_kernel[_blocks(p.size), THREADS](p, xp.ascontiguousarray(g), velocity, lr, momentum, weight_decay)
+    with shared.contiguous_in_place(xp, p, velocity) as (p_dense, velocity_dense):
+        _sgd_kernel[_blocks(p.size), THREADS](p_dense, xp.ascontiguousarray(g), velocity_dense, lr, momentum,
+                                              weight_decay)

@@ -11,7 +11,7 @@ from minivae.kernels import reference
 from minivae.kernels.reference import ACTIVATIONS
 
 LAYOUTS = ("contiguous", "strided", "transposed")
-TOLERANCE = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-12)}
+TOLERANCE = {np.float32: {"rtol": 2e-5, "atol": 2e-6}, np.float64: {"rtol": 1e-11, "atol": 1e-12}}
 B, D, K = 7, 13, 3  # batch, features, samples: odd on purpose
 
 

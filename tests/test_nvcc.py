@@ -36,7 +36,7 @@ template __global__ void probe<double>(const double*, double*, int);
 def _ptx(source, arch, tmp_path):
     out = tmp_path / f"{source.stem}-{arch}.ptx"
     cmd = [NVCC, "-ptx", f"-arch={arch}", f"-I{KERNEL_DIR}", "-o", str(out), str(source)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stderr}"
     return out.read_text()
 
