@@ -196,25 +196,26 @@ def train(config, resume=None, progress=True, log=print):
         history = _restore(resume, config, model, optimizer, rngs)
         saved = Saved(Path(resume), len(history))
     check_free_space(out, _checkpoint_payload(model, optimizer, rngs, config, history)[0])
-    for epoch in range(len(history) + 1, config.epochs + 1):
-        try:
+    try:
+        for epoch in range(len(history) + 1, config.epochs + 1):
             history.append(run_epoch(model, optimizer, data, config, epoch, rngs, progress))
             _save(out / CHECKPOINT_NAME, _checkpoint_payload(model, optimizer, rngs, config, history), saved)
             saved = Saved(out / CHECKPOINT_NAME, epoch)
             _write_outputs(out, model, data, config, history, saved)
-        except Diverged as diverged:
-            raise Diverged(f"{diverged}; lower --lr (now {config.lr:g}) or set --logvar-clamp; "
-                           f"{saved.describe()}") from None
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(_interrupted_message(epoch, saved)) from None
-        log(_epoch_line(history[-1]))
+            log(_epoch_line(history[-1]))
+    except Diverged as diverged:
+        raise Diverged(f"{diverged}; lower --lr (now {config.lr:g}) or set --logvar-clamp; "
+                       f"{saved.describe()}") from None
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(_interrupted_message(saved)) from None
     return model, history
 
 
-def _interrupted_message(epoch, saved):
+def _interrupted_message(saved):
+    """Where the run stopped (the epoch after the last saved one) and how to continue."""
     if saved.path is None:
-        return f"interrupted in epoch {epoch}, before the first checkpoint; run the same command to start again"
-    return (f"interrupted in epoch {epoch}; {saved.describe()}; continue with the same options "
+        return "interrupted in epoch 1, before the first checkpoint; run the same command to start again"
+    return (f"interrupted in epoch {saved.epoch + 1}; {saved.describe()}; continue with the same options "
             f"and --resume {saved.path}")
 
 
