@@ -4,6 +4,16 @@ Faults and hostile input at the command line are in test_cli.py and
 test_train.py; hostile files at the library level in test_data.py and
 test_checkpoint.py. docs/reliability.md maps each case to its test.
 """
+import errno
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
 import mpmath
 import numpy as np
 import pytest
@@ -11,10 +21,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from minivae import ops
+from minivae import cli, ops, train
+from minivae.checkpoint import load_checkpoint, save_checkpoint
 from minivae.gradcheck import GradcheckError, check_grads
 from minivae.ops import make_result
 from minivae.tensor import Tensor
+from minivae.vae import VAE
+from tests.runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
+                        train_argv)
+from tests.test_checkpoint import UNPICKLED, Trap, encoded_meta, write_npz
 
 # ----- Numerical extremes: logits up to +-1e4, logvar from -50 to 50, against 40-digit mpmath -----
 #
@@ -167,3 +182,244 @@ def test_float32_report_measures_float32_rounding_of_a_right_gradient():
     single = check_grads(lambda a: (a * a).tanh().sum(axis=1).exp(), x, dtype=np.float32, rtol=1e-4)
     double = check_grads(lambda a: (a * a).tanh().sum(axis=1).exp(), x)
     assert 1e-9 < single.max_rel_error < 1e-4 and double.max_rel_error < 1e-8
+
+
+# ----- The logvar clamp -----
+
+def test_logvar_clamp_keeps_the_kl_finite_where_exp_logvar_overflows():
+    x = Tensor(np.full((2, 6), 0.5, dtype=np.float32))
+    free, clamped = (VAE((6, 5), 2, (5, 6), logvar_clamp=clamp, rng=np.random.default_rng(0)) for clamp in (None, 10))
+    clamped.load_state_dict(free.state_dict())
+    for model in (free, clamped):
+        model.fc_logvar.bias.data[...] = [200.0, 0.0]  # e^200 overflows float32
+    (_, loose), (_, tight) = free.encode(x), clamped.encode(x)
+    np.testing.assert_array_equal(tight.numpy(), ops.clip(loose, -10, 10).numpy())
+    assert free.config["logvar_clamp"] is None and clamped.config["logvar_clamp"] == 10.0
+    with np.errstate(over="ignore", invalid="ignore"):  # z = mu + inf * 0 is NaN too
+        assert np.isinf(free.elbo(x, eps=np.zeros((1, 2, 2))).kl.numpy()).all()
+    assert np.isfinite(clamped.elbo(x, eps=np.zeros((1, 2, 2))).kl.numpy()).all()
+
+
+# ----- Divergence: a clear message, and no NaN in any checkpoint -----
+
+def test_a_learning_rate_that_diverges_stops_before_any_checkpoint(tmp_path, monkeypatch, capsys):
+    skip_figures(monkeypatch)
+    status, _, err = run_cli(train_argv(tmp_path, 3, "--lr", "1000"), capsys)
+    assert_one_line_error(status, err, "minivae: training diverged at epoch 1, step ",
+                          "the loss or the updated parameters are not finite; lower --lr (now 1000) or set "
+                          "--logvar-clamp; no checkpoint was written yet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_divergence_after_good_epochs_leaves_their_checkpoint_untouched(tmp_path, monkeypatch, capsys):
+    skip_figures(monkeypatch)
+    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    assert run_cli(train_argv(tmp_path, 2), capsys)[0] == 0
+    saved = checkpoint.read_bytes()
+    real_step = train.train_step
+
+    def step_from_nan_weights(model, optimizer, *args):
+        optimizer.flat.data[0] = np.nan  # as if a previous update had gone wrong
+        return real_step(model, optimizer, *args)
+    monkeypatch.setattr(train, "train_step", step_from_nan_weights)
+    status, _, err = run_cli(train_argv(tmp_path, 4, "--resume", str(checkpoint)), capsys)
+    assert_one_line_error(status, err, "training diverged at epoch 3, step 1",
+                          f"the checkpoint {checkpoint} (epoch 2) is intact")
+    assert checkpoint.read_bytes() == saved
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+# ----- Faults: SIGKILL at random moments, Ctrl-C, a full disk -----
+
+# The child runs `minivae train` for real, with two changes: no figures (they
+# would add seconds), and, if asked, its N-th checkpoint write stops after a
+# fraction of the bytes, says so and waits to be killed mid-write.
+CHILD = """
+import io, sys, time
+import numpy as np
+from minivae import cli, train
+
+train.write_figures = lambda *args, **kwargs: None
+stall_at, fraction = int(sys.argv[1]), float(sys.argv[2])
+real_savez, writes = np.savez, []
+
+def savez_stalling(file, **arrays):
+    writes.append(1)
+    if len(writes) != stall_at:
+        return real_savez(file, **arrays)
+    whole = io.BytesIO()
+    real_savez(whole, **arrays)
+    file.write(whole.getvalue()[:int(fraction * len(whole.getvalue()))])
+    file.flush()
+    print("stalled in checkpoint write", len(writes), flush=True)
+    time.sleep(120)
+
+np.savez = savez_stalling
+sys.exit(cli.main(sys.argv[3:]))
+"""
+EPOCHS = 6
+
+
+def start_child(out, epochs=EPOCHS, stall_at=0, fraction=0.0):
+    return subprocess.Popen([sys.executable, "-u", "-c", CHILD, str(stall_at), str(fraction),
+                             *train_argv(out, epochs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(child, prefix):
+    """Read the child's stdout until a line starts with ``prefix``."""
+    for line in child.stdout:
+        if line.startswith(prefix):
+            return line
+    child.wait(timeout=60)
+    pytest.fail(f"the child ended (status {child.returncode}) before printing {prefix!r}: {child.stderr.read()}")
+
+
+def kill_points(seed=20240611):
+    """Where to kill: mid-way through the first checkpoint write, through two later ones, and 3 random delays."""
+    rng = np.random.default_rng(seed)
+    writes = [(1, rng.uniform(0.05, 0.95))] + [(int(rng.integers(2, EPOCHS + 1)), rng.uniform(0.05, 0.95))
+                                               for _ in range(2)]
+    points = [pytest.param(write, float(fraction), 0.0, id=f"in write {write} at {fraction:.0%}")
+              for write, fraction in writes]
+    return points + [pytest.param(0, 0.0, float(delay), id=f"{delay:.2f} s after epoch 1")
+                     for delay in rng.uniform(0, 0.4, 3)]
+
+
+@pytest.mark.parametrize("stall_at, fraction, delay", kill_points())
+def test_sigkill_anywhere_leaves_a_checkpoint_that_resumes_exactly(tmp_path, tmp_path_factory, monkeypatch,
+                                                                   stall_at, fraction, delay):
+    reference = reference_checkpoint(tmp_path_factory, EPOCHS)
+    child = start_child(tmp_path, stall_at=stall_at, fraction=fraction)
+    wait_for_line(child, "stalled in checkpoint write" if stall_at else "epoch   1 ")
+    time.sleep(delay)
+    child.kill()
+    child.communicate(timeout=60)
+    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    saved = len(train.read_training_checkpoint(checkpoint)[1]["history"]) if checkpoint.exists() else 0
+    if stall_at:
+        assert saved == stall_at - 1  # the write in progress was lost, the one before it is whole
+    else:
+        assert saved >= 1
+    skip_figures(monkeypatch)
+    if saved == 0:  # killed during the first write: nothing to resume, start again
+        assert cli.main(train_argv(tmp_path, EPOCHS)) == 0
+    elif saved < EPOCHS:
+        assert cli.main(train_argv(tmp_path, EPOCHS, "--resume", str(checkpoint))) == 0
+    assert_same_run(checkpoint, reference)
+
+
+def test_sigint_exits_130_and_the_checkpoint_resumes_exactly(tmp_path, tmp_path_factory, monkeypatch):
+    child = start_child(tmp_path, epochs=1000)
+    wait_for_line(child, "epoch   2 ")
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    (line,) = err.splitlines()
+    found = re.fullmatch(rf"minivae: interrupted in epoch \d+; the checkpoint {checkpoint} \(epoch (\d+)\) is intact; "
+                         rf"continue with the same options and --resume {checkpoint}", line)
+    assert child.returncode == 130 and found, line
+    _, meta, _ = train.read_training_checkpoint(checkpoint)
+    saved = len(meta["history"])
+    # The file can be one epoch ahead of the message if Ctrl-C lands between the
+    # rename and the return of save_checkpoint (its directory fsync); --resume reads the file.
+    assert saved - int(found.group(1)) in (0, 1) and saved >= 2
+    reference = reference_checkpoint(tmp_path_factory, saved + 1)
+    skip_figures(monkeypatch)
+    assert cli.main(train_argv(tmp_path, saved + 1, "--resume", str(checkpoint))) == 0
+    assert_same_run(checkpoint, reference)
+
+
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    skip_figures(monkeypatch)
+    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    assert run_cli(train_argv(tmp_path, 2), capsys)[0] == 0
+    saved = checkpoint.read_bytes()
+
+    def savez_until_the_disk_fills(file, **arrays):
+        file.write(b"PK\x03\x04" + bytes(1000))
+        disk_full()
+    monkeypatch.setattr(np, "savez", savez_until_the_disk_fills)
+    status, _, err = run_cli(train_argv(tmp_path, 4, "--resume", str(checkpoint)), capsys)
+    assert_one_line_error(status, err, f"cannot write checkpoint {checkpoint} ([Errno 28] No space left on device)",
+                          f"the checkpoint {checkpoint} (epoch 2) is intact")
+    assert checkpoint.read_bytes() == saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "metrics.jsonl"]
+
+
+def test_a_full_disk_while_writing_metrics_names_the_saved_epoch(tmp_path, monkeypatch, capsys):
+    skip_figures(monkeypatch)
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    status, _, err = run_cli(train_argv(tmp_path, 2), capsys)
+    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    assert_one_line_error(status, err, f"cannot write metrics or figures in {tmp_path} ([Errno 28] No space left",
+                          f"the checkpoint {checkpoint} (epoch 1) is intact; free some space and continue with "
+                          "--resume")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
+    assert len(train.read_training_checkpoint(checkpoint)[1]["history"]) == 1
+
+
+def test_too_little_free_space_is_reported_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=5 << 20))
+    status, _, err = run_cli(train_argv(tmp_path, 2), capsys)
+    assert_one_line_error(status, err, f"only 5.0 MiB free in {tmp_path}, but a checkpoint and the figures need "
+                          "about 8.0 MiB; free some space or choose another --out")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----- Hostile checkpoints at the command line -----
+
+def test_a_pickled_checkpoint_is_refused_without_unpickling(tmp_path, capsys):
+    evil = write_npz(tmp_path / "evil.npz", trap=np.array([Trap()], dtype=object),
+                     __meta__=encoded_meta({"format_version": 1, "meta": {}}))
+    for argv in (["sample", str(evil)], train_argv(tmp_path / "run", 3, "--resume", str(evil))):
+        status, _, err = run_cli(argv, capsys)
+        assert_one_line_error(status, err, "evil.npz is unreadable or corrupt (Object arrays cannot be loaded")
+    assert UNPICKLED == []
+
+
+def altered(source, target, change):
+    """A copy of the checkpoint ``source`` with ``change(arrays, meta)`` applied, saved at ``target``."""
+    arrays, meta = load_checkpoint(source)
+    change(arrays, meta)
+    save_checkpoint(target, arrays, meta)
+    return target
+
+
+def nan_weight(arrays, meta):
+    arrays["model/fc_mu.weight"][0, 0] = np.nan
+
+
+def integer_weights(arrays, meta):
+    arrays["model/fc_mu.bias"] = arrays["model/fc_mu.bias"].astype(np.int64)
+
+
+def not_from_training(arrays, meta):
+    meta.clear()
+
+
+def epochs_miscounted(arrays, meta):
+    meta["history"][1]["epoch"] = 7
+
+
+def unknown_option(arrays, meta):
+    meta["config"]["warp_drive"] = True
+
+
+@pytest.mark.parametrize("change, message", [
+    (nan_weight, "model/fc_mu.weight is not an array of finite floats (float32); it is damaged"),
+    (integer_weights, "model/fc_mu.bias is not an array of finite floats (int64)"),
+    (not_from_training, "is not a checkpoint written by minivae train: its metadata lacks config, model, optimizer, "
+                        "rng, history"),
+    (epochs_miscounted, "its history does not count epochs 1, 2, ...; it is damaged"),
+    (unknown_option, "its training options do not fit this minivae (TrainConfig.__init__() got an unexpected "
+                     "keyword argument 'warp_drive')"),
+])
+def test_a_damaged_training_checkpoint_is_refused(tmp_path, tmp_path_factory, capsys, change, message):
+    damaged = altered(reference_checkpoint(tmp_path_factory, 3), tmp_path / "damaged.npz", change)
+    for argv in (["sample", str(damaged)], train_argv(tmp_path / "run", 4, "--resume", str(damaged))):
+        status, _, err = run_cli(argv, capsys)
+        assert_one_line_error(status, err, message)
