@@ -191,3 +191,11 @@ def test_an_update_that_overflows_is_caught_at_its_step(tmp_path):
                                              r"parameters are not finite; lower --lr \(now 1e\+39\)"):
         quiet_train(tiny(tmp_path, optimizer="sgd", lr=1e39))
     assert not (tmp_path / train.CHECKPOINT_NAME).exists()
+
+
+def test_a_non_finite_test_elbo_stops_before_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "evaluate_elbo", lambda *args, **kwargs: np.array([-np.inf, -np.inf, 0.0]))
+    with pytest.raises(train.Diverged, match=r"^training diverged at epoch 1: the test ELBO is -inf; .* "
+                                             r"no checkpoint was written yet$"):
+        quiet_train(tiny(tmp_path))
+    assert list(tmp_path.iterdir()) == []
