@@ -73,7 +73,10 @@ _REFERENCES = {}
 
 
 def reference_checkpoint(tmp_path_factory, epochs):
-    """The checkpoint of an uninterrupted tiny run of ``epochs`` epochs, trained once per session, silently."""
+    """The checkpoint of an uninterrupted tiny run of ``epochs`` epochs, trained once per session, silently.
+
+    Call it before patching anything a run uses: the reference must be a plain run.
+    """
     if epochs not in _REFERENCES:
         out = tmp_path_factory.mktemp(f"reference{epochs}")
         config = train.config_from_args(cli.build_parser().parse_args(train_argv(out, epochs)))
