@@ -40,7 +40,7 @@ from minivae.vae import VAE
 
 OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD, "adagrad": optim.Adagrad}
 CHECKPOINT_NAME = "checkpoint.npz"
-# Room kept free besides a new checkpoint: figures (well under 1 MiB each at
+# Room kept free beside a new checkpoint: figures (well under 1 MiB each at
 # 28x28), metrics.jsonl and the checkpoint's JSON metadata.
 OUTPUT_ALLOWANCE = 8 << 20
 # The options a run's checkpoint fixes: resuming with another value would not continue the same run.
@@ -76,9 +76,10 @@ class TrainConfig:
 
 
 def prepare_data(config):
-    """The dataset, checked for the likelihood; with static binarization, binarized once here."""
+    """The dataset, both splits checked for the likelihood; with static binarization, binarized once here."""
     data = load_dataset(config.data, config.data_dir)
-    check_pixels(data.train_x, config.likelihood)
+    for x in (data.train_x, data.test_x):
+        check_pixels(x, config.likelihood)
     if config.binarize == "static":
         data = dataclasses.replace(data, train_x=binarize_static(data.train_x, np.random.default_rng(STATIC_SEED)))
     return data

@@ -147,14 +147,15 @@ def test_bad_figure_input_is_one_line_and_status_2(files, capsys, command, optio
     assert_one_line_error(status, err, message.format(**places))
 
 
-@pytest.mark.parametrize("pixel, count, message", [
-    (np.nan, 3, "data has 3 NaN or infinite values out of 92032"),
-    (1.5, 3, "data has 3 values outside [0, 1] (min 0, max 1.5), which a Bernoulli likelihood cannot model"),
+@pytest.mark.parametrize("split, size", [("train_x", 1438 * 64), ("test_x", 359 * 64)])
+@pytest.mark.parametrize("pixel, message", [
+    (np.nan, "data has 3 NaN or infinite values out of {size}"),
+    (1.5, "data has 3 values outside [0, 1] (min 0, max 1.5), which a Bernoulli likelihood cannot model"),
 ])
-def test_bad_pixels_are_counted(tmp_path, monkeypatch, capsys, pixel, count, message):
+def test_bad_pixels_are_counted(tmp_path, monkeypatch, capsys, split, size, pixel, message):
     dataset = load_digits()
-    dataset.train_x[[1, 50, 700], [0, 10, 20]] = pixel
+    getattr(dataset, split)[[1, 50, 300], [0, 10, 20]] = pixel
     monkeypatch.setattr(train, "load_dataset", lambda name, data_dir: dataset)
     status, _, err = run_cli(train_argv(tmp_path, 1), capsys)
-    assert_one_line_error(status, err, message)
+    assert_one_line_error(status, err, message.format(size=size))
     assert not (tmp_path / train.CHECKPOINT_NAME).exists()
