@@ -95,7 +95,7 @@ def _require(backend, package, install):
 
 def _import_cupy(backend):
     """The cupy module, or BackendUnavailable naming ``backend`` and the install command."""
-    _require(backend, "cupy", "pip install minivae[gpu]")
+    _require(backend, "cupy", "pip install minivae[gpu] where there is an NVIDIA GPU; else use --backend numpy or numba")
     return importlib.import_module("cupy")
 
 

@@ -37,6 +37,22 @@ def run_gradcheck(args):
     return 1 if failed else 0
 
 
+# ----- minivae backends -----
+
+def add_backends_arguments(parser):
+    """No options of its own."""
+
+
+def run_backends(args):
+    """Print each backend as available, or the one-line reason it cannot run here."""
+    from minivae.backend import available_backends, load_backend
+    for name, reason in available_backends().items():
+        note = None if reason else load_backend(name).note
+        status = reason or "available" + (f" ({note})" if note else "")
+        print(f"{name:<11} {status}")
+    return 0
+
+
 COMMANDS = {
     "train": (train.add_train_arguments, train.run_train, "train a VAE (default: the bundled digits)"),
     "evaluate": (likelihood.add_evaluate_arguments, likelihood.run_evaluate,
@@ -48,6 +64,7 @@ COMMANDS = {
     "sample": (train.add_figure_arguments, train.run_sample, "decode prior samples from a checkpoint"),
     "reconstruct": (train.add_figure_arguments, train.run_reconstruct,
                     "reconstruct test images with a checkpoint"),
+    "backends": (add_backends_arguments, run_backends, "list the backends and whether each can run here"),
     "gradcheck": (add_gradcheck_arguments, run_gradcheck,
                   "check every primitive's gradient against finite differences"),
 }
