@@ -1,6 +1,7 @@
-"""Hypothesis profiles: ``default`` for local runs, ``ci`` (derandomized, no deadline) when CI=true."""
+"""Hypothesis profiles (``default`` locally, ``ci``: derandomized, no deadline, when CI=true) and shared fixtures."""
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("default", max_examples=25, deadline=None)
@@ -8,3 +9,9 @@ settings.register_profile(
     "ci", max_examples=15, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """A directory the fuzz tests of one module overwrite file by file."""
+    return tmp_path_factory.mktemp("fuzz")

@@ -61,3 +61,27 @@ def raw_inputs(draw, case):
     else:
         case_shapes = case.shapes
     return [draw(float_arrays(shape, layouts=("contiguous",))) for shape in case_shapes]
+
+
+# ----- Fuzzing: a valid file, slightly damaged -----
+
+@st.composite
+def mutated(draw, blob):
+    """``blob`` with a few bytes overwritten, then possibly cut short."""
+    edits = draw(st.lists(st.tuples(st.integers(0, len(blob) - 1), st.integers(0, 255)), max_size=4))
+    mutant = bytearray(blob)
+    for position, value in edits:
+        mutant[position] = value
+    return bytes(mutant[:draw(st.integers(0, len(blob)))])
+
+
+# ----- Fixed draws for example-based tests -----
+
+def normal(shape, seed=0):
+    """A fixed float64 standard-normal array."""
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def binary(shape, seed=0):
+    """A fixed float64 array of zeros and ones, each with probability 1/2."""
+    return (np.random.default_rng(seed).random(shape) < 0.5).astype(np.float64)

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minivae import checkpoint
+from strategies import mutated
 from minivae.errors import MinivaeError
 
 UNPICKLED = []
@@ -233,11 +234,6 @@ def test_check_writable_refuses_a_read_only_directory(tmp_path):
 # ----- Fuzzing: load or refuse, nothing else -----
 
 
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory):
-    return tmp_path_factory.mktemp("fuzz")
-
-
 def loads_or_refuses(path, blob):
     path.write_bytes(blob)
     try:
@@ -256,9 +252,4 @@ def test_fuzz_random_bytes(scratch, blob):
 def test_fuzz_mutated_checkpoint(scratch, choice):
     valid = scratch / "valid.npz"
     checkpoint.save_checkpoint(valid, {"w": np.arange(6.0).reshape(2, 3)}, {"epoch": 1})
-    blob = valid.read_bytes()
-    edits = choice.draw(st.lists(st.tuples(st.integers(0, len(blob) - 1), st.integers(0, 255)), max_size=4))
-    mutant = bytearray(blob)
-    for position, value in edits:
-        mutant[position] = value
-    loads_or_refuses(scratch / "mutant.npz", bytes(mutant[:choice.draw(st.integers(0, len(blob)))]))
+    loads_or_refuses(scratch / "mutant.npz", choice.draw(mutated(valid.read_bytes())))

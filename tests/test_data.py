@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minivae import data
+from strategies import mutated
 from minivae.errors import MinivaeError
 
 
@@ -120,21 +121,6 @@ def test_missing_idx_file(tmp_path):
 def test_write_idx_refuses_unsupported_dtype(tmp_path):
     with pytest.raises(MinivaeError, match="int64"):
         data.write_idx(tmp_path / "a", np.arange(3, dtype=np.int64))
-
-
-@st.composite
-def mutated(draw, blob):
-    """``blob`` with a few bytes overwritten, then possibly cut short."""
-    edits = draw(st.lists(st.tuples(st.integers(0, len(blob) - 1), st.integers(0, 255)), max_size=4))
-    mutant = bytearray(blob)
-    for position, value in edits:
-        mutant[position] = value
-    return bytes(mutant[:draw(st.integers(0, len(blob)))])
-
-
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory):
-    return tmp_path_factory.mktemp("fuzz")
 
 
 def loads_or_refuses(path, blob):

@@ -8,20 +8,13 @@ from minivae.backend import get_backend
 from minivae.distributions import Bernoulli, DiagonalNormal, Gaussian
 from minivae.errors import MinivaeError
 from minivae.tensor import Tensor
+from strategies import binary, normal
 
 B, D, K = 3, 4, 5
 
 
 def make_rng(seed):
     return get_backend().kernels.make_rng(seed)
-
-
-def normal(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def binary(shape, seed=0):
-    return (np.random.default_rng(seed).random(shape) < 0.5).astype(np.float64)
 
 
 # ----- DiagonalNormal -----

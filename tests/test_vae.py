@@ -11,20 +11,13 @@ from minivae.nn import functional_call
 from minivae.optim import Adam
 from minivae.tensor import ShapeError, Tensor
 from minivae.vae import VAE
+from strategies import binary, normal
 
 B, K = 4, 3
 
 
 def make_rng(seed):
     return get_backend().kernels.make_rng(seed)
-
-
-def normal(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def binary(shape, seed=0):
-    return (np.random.default_rng(seed).random(shape) < 0.5).astype(np.float64)
 
 
 def tiny_vae(likelihood="bernoulli", activation="tanh", dtype=np.float64):
