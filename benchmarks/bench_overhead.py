@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks import harness
+from . import harness
 from minivae import Tensor, ops
 from minivae.argtypes import positive_int
 

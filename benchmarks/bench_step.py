@@ -33,7 +33,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarks import gemm_floor, harness, peers
+from . import gemm_floor, harness, peers
 
 FLOOR = "GEMM floor"
 BATCH_SIZES = (32, 128, 512)

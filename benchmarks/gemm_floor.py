@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from benchmarks.harness import measure
+from .harness import measure
 
 X, HIDDEN, LATENT = 784, 400, 20
 

@@ -4,13 +4,10 @@ Fast and framework-free: fake candidates and a fake clock, no peer is run.
 """
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ lives beside minivae/
-
-from benchmarks import bench_step, gemm_floor, harness, peers  # noqa: E402
+from minivae.benchmarks import bench_step, gemm_floor, harness, peers
 
 
 class FakeClock:
@@ -134,7 +131,7 @@ def test_environment_imports_no_framework():
 
 def test_peer_reports_why_when_its_framework_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
-    monkeypatch.delitem(sys.modules, "benchmarks.peers.torch_vae", raising=False)
+    monkeypatch.delitem(sys.modules, "minivae.benchmarks.peers.torch_vae", raising=False)
     assert peers.available("torch eager") == "torch not installed: pip install torch"
     with pytest.raises(harness.Unavailable, match="pip install torch"):
         peers.make_step("torch eager", 32, 0)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from benchmarks.harness import Unavailable
+from ..harness import Unavailable
 
 LAYERS = {"fc1": (784, 400), "fc21": (400, 20), "fc22": (400, 20),
           "fc3": (20, 400), "fc4": (400, 784)}  # name: (in, out), as in pytorch/examples

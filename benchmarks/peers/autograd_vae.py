@@ -10,7 +10,7 @@ from autograd import grad
 from autograd.misc import flatten
 from numpy.random import default_rng
 
-from benchmarks.peers import LEARNING_RATE, binary_batch, torch_default_init
+from . import LEARNING_RATE, binary_batch, torch_default_init
 
 B1, B2, EPS = 0.9, 0.999, 1e-8  # Adam's defaults in autograd and PyTorch
 

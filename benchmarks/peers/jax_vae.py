@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.example_libraries import optimizers
 
-from benchmarks.peers import LEARNING_RATE, binary_batch, torch_default_init
+from . import LEARNING_RATE, binary_batch, torch_default_init
 
 
 def dense(params, x):

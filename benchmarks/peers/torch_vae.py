@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmarks.peers import LEARNING_RATE, binary_batch
+from . import LEARNING_RATE, binary_batch
 
 
 class VAE(nn.Module):
