@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from benchmarks import gemm_floor, harness, peers
+from . import gemm_floor, harness, peers
 
 FLOOR = "GEMM floor"
 LATENT, HIDDEN = 20, 400
