@@ -67,10 +67,10 @@ QUICK = Settings(rounds=5, warmup=2, min_time=0.01, peak_repeat=3)
 FULL = Settings(rounds=25, warmup=5, min_time=0.1, peak_repeat=7)
 
 
-def _build_steps(batch_size, seed, has_gpu):
+def _build_steps(batch_size, seed, has_gpu, factories):
     """({name: step} of the implementations that can run, {name: why not} of the rest)."""
     steps, skipped = {}, {}
-    for name, factory in STEP_FACTORIES.items():
+    for name, factory in factories.items():
         if factory.gpu and not has_gpu:
             skipped[name] = "no GPU"
             continue
@@ -82,25 +82,29 @@ def _build_steps(batch_size, seed, has_gpu):
     return steps, skipped
 
 
-def bench_batch(batch_size, settings, seed, has_gpu):
-    """{name: stats dict or {"skipped": why}} for one batch size."""
-    steps, skipped = _build_steps(batch_size, seed, has_gpu)
+def bench_batch(batch_size, settings, seed, has_gpu, factories=None):
+    """{name: stats dict or {"skipped": why}} for one batch size; ``factories`` defaults to ``STEP_FACTORIES``."""
+    factories = STEP_FACTORIES if factories is None else factories
+    steps, skipped = _build_steps(batch_size, seed, has_gpu, factories)
     stats = harness.compare(steps, rounds=settings.rounds, warmup=settings.warmup,
                             min_time=settings.min_time, seed=seed)
     rows = {name: stats[name].to_dict() for name in steps}
-    traced = {FLOOR} | {name for name, factory in STEP_FACTORIES.items() if factory.numpy_buffers}
+    traced = {FLOOR} | {name for name, factory in factories.items() if factory.numpy_buffers}
     for name in traced & rows.keys():
         rows[name]["tracemalloc_peak_mib"] = harness.traced_peak_mib(steps[name])
     rows[FLOOR]["gflops"] = gemm_floor.flops_per_example() * batch_size / rows[FLOOR]["median"] / 1e9
     return rows | {name: {"skipped": why} for name, why in skipped.items()}
 
 
-def run(batch_sizes, settings, seed=0, threads=None):
-    """The whole report (see ``benchmarks.harness``); ``threads`` is recorded, not applied."""
+def run(batch_sizes, settings, seed=0, threads=None, factories=None, peak=None):
+    """The whole report (see ``benchmarks.harness``); ``threads`` is recorded, not applied.
+
+    ``peak`` is the machine's GEMM rate if already measured (else measured here).
+    """
     load_before = os.getloadavg()
     has_gpu = harness.gpu_name() is not None
-    peak = gemm_floor.peak_gflops(repeat=settings.peak_repeat)
-    batches = {str(b): bench_batch(b, settings, seed, has_gpu) for b in batch_sizes}
+    peak = gemm_floor.peak_gflops(repeat=settings.peak_repeat) if peak is None else peak
+    batches = {str(b): bench_batch(b, settings, seed, has_gpu, factories) for b in batch_sizes}
     env = harness.environment() | {"load_average_before": load_before}
     return {"environment": env, "settings": vars(settings) | {"threads": threads}, "peak_gflops": peak,
             "flops_per_example": gemm_floor.flops_per_example(), "floor": FLOOR, "batches": batches}

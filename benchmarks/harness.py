@@ -134,6 +134,20 @@ def peak_rss_mib():
     return peak / MIB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
+def child_peak_rss_mib(argv, **popen):
+    """Run ``argv`` to completion: (exit status, its resident-set high-water mark in MiB).
+
+    ``os.wait4`` returns the usage of that one child (with any children it
+    waited for), unlike ``getrusage(RUSAGE_CHILDREN)``, the maximum over
+    every child this process ever waited for. ``popen`` goes to ``subprocess.Popen``.
+    """
+    process = subprocess.Popen(argv, **popen)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
+    peak = usage.ru_maxrss
+    return process.returncode, peak / MIB if sys.platform == "darwin" else peak / 1024
+
+
 def traced_peak_mib(fn):
     """Peak memory allocated during one call of ``fn``, in MiB, as tracemalloc sees it.
 
@@ -192,21 +206,26 @@ def synchronized(fn, runtime):
 # ----- Threads -----
 
 def limit_threads(count):
-    """Cap the thread pools of BLAS, OpenMP (PyTorch) and, for one thread, XLA (JAX).
+    """Cap the thread pools of BLAS, OpenMP (PyTorch), Numba and, for one thread, XLA (JAX).
 
     Environment variables reach libraries loaded later, so call this before
     torch or jax is imported; threadpoolctl caps the ones already loaded
-    (NumPy's BLAS). XLA takes only an on/off switch: ``count > 1`` leaves it
-    on all cores. On a machine shared with other work, fewer threads than
-    cores avoids threads spinning while they wait for a descheduled sibling.
+    (NumPy's BLAS), and ``numba.set_num_threads`` Numba's if it is loaded
+    (up to the pool it started with). XLA takes only an on/off switch:
+    ``count > 1`` leaves it on all cores. On a machine shared with other
+    work, fewer threads than cores avoids threads spinning while they wait
+    for a descheduled sibling.
     """
     from threadpoolctl import threadpool_limits
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[name] = str(count)
     if count == 1:
         flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
     threadpool_limits(count)
+    if "numba" in sys.modules:
+        numba = sys.modules["numba"]
+        numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
 
 
 # ----- Environment -----
@@ -257,6 +276,7 @@ def environment():
         "versions": {name: version for name, version in versions.items() if version},
         "thread_pools": _thread_pools(),
         "torch_threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None,
+        "numba_threads": sys.modules["numba"].get_num_threads() if "numba" in sys.modules else None,
         "thread_variables": {name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ},
         "gpu": gpu_name() or "no GPU",
         "peak_rss_mib": peak_rss_mib(),
@@ -277,29 +297,46 @@ def write_json(report, path):
         out.write("\n")
 
 
+def format_duration(seconds):
+    """'12.3 us', '4.56 ms' or '7.89 s': three significant digits in the largest unit below the value."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds * 1e9:.3g} ns"
+
+
 def _cell(row, floor):
     """'2.41 ms (1.90x, IQR 8%)': median, multiple of the floor, IQR relative to the median."""
-    return (f"{row['median'] * 1e3:.3g} ms ({row['median'] / floor['median']:.2f}x,"
+    return (f"{format_duration(row['median'])} ({row['median'] / floor['median']:.2f}x,"
             f" IQR {100 * row['iqr'] / row['median']:.0f}%)")
 
 
-def markdown_table(report):
-    """Step time per implementation and batch size, as milliseconds and floor multiples."""
-    batches = list(report["batches"])
-    names = list(dict.fromkeys(name for batch in batches for name in report["batches"][batch]))
-    lines = ["| implementation | " + " | ".join(f"batch {b}" for b in batches) + " |",
-             "|---" * (len(batches) + 1) + "|"]
+def floor_table(columns, floor):
+    """(table, notes): Markdown lines, one row per implementation and one column per ``{header: {name: row}}``.
+
+    Each cell is the median, its multiple of the ``floor`` row of the same
+    column, and the IQR; a skipped row reads "skipped", and ``notes`` say why
+    ("- name: reason"), to go below the table.
+    """
+    names = list(dict.fromkeys(name for rows in columns.values() for name in rows))
+    lines = ["| implementation | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     notes = {}
     for name in names:
         cells = []
-        for batch in batches:
-            row = report["batches"][batch].get(name, {"skipped": "not run"})
+        for rows in columns.values():
+            row = rows.get(name, {"skipped": "not run"})
             if "median" in row:
-                cells.append(_cell(row, report["batches"][batch][report["floor"]]))
+                cells.append(_cell(row, rows[floor]))
             else:
                 cells.append("skipped")
                 notes[name] = row["skipped"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines, [f"- {name}: {note}" for name, note in notes.items()]
+
+
+def markdown_table(report):
+    """Step time per implementation and batch size, with floor multiples, the machine and the skip reasons."""
+    lines, notes = floor_table({f"batch {b}": rows for b, rows in report["batches"].items()}, report["floor"])
     env = report["environment"]
     legend = (f"Median per step; Nx = multiple of the {report['floor']} at the same batch size;"
               " IQR = interquartile range over the rounds, relative to the median.")
@@ -310,8 +347,7 @@ def markdown_table(report):
     if env["load_average"][0] > env["cores"] / 2:
         lines.append("Warning: the machine was busy with other work; absolute times are inflated"
                      " and noisy, the interleaved ratios less so.")
-    lines += [f"- {name}: {note}" for name, note in notes.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + notes) + "\n"
 
 
 def write_markdown(report, path):

@@ -52,13 +52,16 @@ def available(name):
     return None
 
 
-def make_step(name, batch_size, seed):
-    """Peer ``name``'s one-step callable, or ``Unavailable`` saying why it cannot run."""
+def make_step(name, batch_size, seed, **options):
+    """Peer ``name``'s one-step callable, or ``Unavailable`` saying why it cannot run.
+
+    ``options`` go to the peer's ``make_step``, e.g. ``device="cuda"`` for torch.
+    """
     reason = available(name)
     if reason:
         raise Unavailable(reason)
     module = importlib.import_module(f"{__name__}.{PEERS[name].module}")
-    return module.make_step(batch_size, seed)
+    return module.make_step(batch_size, seed, **options)
 
 
 def binary_batch(batch_size, seed):

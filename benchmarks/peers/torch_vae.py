@@ -43,16 +43,22 @@ def loss_function(logits, x, mu, logvar):
     return (bce + kld) / x.shape[0]
 
 
-def make_step(batch_size, seed):
-    """One training step per call on a fixed batch (CPU eager work is synchronous)."""
+def make_step(batch_size, seed, device="cpu"):
+    """One training step per call on a fixed batch; on a GPU (``device="cuda"``) it waits for the device.
+
+    CPU eager work is synchronous; CUDA kernels are queued, so the step ends
+    with ``torch.cuda.synchronize()`` to be timed whole.
+    """
     torch.manual_seed(seed)
-    model = VAE()
+    model = VAE().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    x = torch.from_numpy(binary_batch(batch_size, seed))
+    x = torch.from_numpy(binary_batch(batch_size, seed)).to(device)
 
     def step():
         optimizer.zero_grad()
         logits, mu, logvar = model(x)
         loss_function(logits, x, mu, logvar).backward()
         optimizer.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
     return step
