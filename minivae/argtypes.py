@@ -50,3 +50,15 @@ def int_list(text):
     _require(values and all(v > 0 for v in values),
              f"{text!r} needs one or more positive whole numbers, e.g. 400 or 300,300")
     return values
+
+
+def name_list(choices):
+    """An argument type: comma-separated names, each one of ``choices``, e.g. 'numpy,numba'."""
+    def parse(text):
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [name for name in names if name not in choices]
+        _require(names and not unknown,
+                 f"{text!r}: {'unknown ' + ', '.join(unknown) if unknown else 'no names'};"
+                 f" choose among {', '.join(choices)}")
+        return list(dict.fromkeys(names))
+    return parse

@@ -9,6 +9,7 @@ import sys
 from minivae.argtypes import positive_int
 from minivae.backend import BACKEND_NAMES, set_backend
 from minivae import estimators, likelihood, train
+from minivae.benchmarks import suite
 from minivae.errors import MinivaeError
 
 
@@ -67,6 +68,8 @@ COMMANDS = {
     "backends": (add_backends_arguments, run_backends, "list the backends and whether each can run here"),
     "gradcheck": (add_gradcheck_arguments, run_gradcheck,
                   "check every primitive's gradient against finite differences"),
+    "bench": (suite.add_bench_arguments, suite.run_bench,
+              "time the kernels, a training step against PyTorch, JAX and autograd, an epoch, an evaluation"),
 }
 
 

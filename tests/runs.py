@@ -59,12 +59,13 @@ def assert_same_run(path_a, path_b):
         assert meta_a[part] == meta_b[part], part
 
 
-def write_fake_mnist(directory, train_count=40, test_count=10):
-    """The four MNIST IDX files (gzip) with random 6x6 uint8 images; returns ``directory``."""
+def write_fake_mnist(directory, train_count=40, test_count=10, side=6):
+    """The four MNIST IDX files (gzip) with random ``side`` x ``side`` uint8 images; returns ``directory``."""
     rng = np.random.default_rng(0)
     directory.mkdir(parents=True, exist_ok=True)
     for prefix, count in (("train", train_count), ("t10k", test_count)):
-        data.write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 6, 6), np.uint8))
+        images = rng.integers(0, 256, (count, side, side), np.uint8)
+        data.write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
         data.write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count, np.uint8))
     return directory
 

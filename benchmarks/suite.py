@@ -1,0 +1,409 @@
+"""``minivae bench``: the kernels, a training step against the peer frameworks, an epoch, an evaluation, memory.
+
+    minivae bench --quick                   # about a minute here; prints the tables
+    minivae bench --out results/bench       # the full run; writes bench.json, bench.md, bench.png
+
+The parts (``--only``), each timed with ``harness.compare`` (interleaved
+rounds, medians and quartiles):
+
+- ``micro``: every kernel of every backend at the model's shapes (``benchmarks.micro``);
+- ``step``: one training step (forward, backward, Adam) of the 784-400-20
+  Bernoulli VAE at batch 32, 128 and 512, for each minivae backend and each
+  peer framework installed, beside the GEMM floor (``benchmarks.bench_step``);
+- ``epoch``: one epoch of training on Fashion-MNIST at batch 128, per
+  backend, beside the GEMM floor of as many examples;
+- ``iw``: the importance-weighted log-likelihood with K = 5000 samples on
+  1,000 test images (``minivae.likelihood.importance_sampled_log_px``), in
+  GFLOP/s against the machine's peak;
+- ``memory``: the peak resident memory of ``minivae train`` for one epoch, in
+  a subprocess, against the float32 dataset plus 200 MiB.
+
+GPU backends and the PyTorch GPU step appear as rows that say "no GPU" where
+there is none. The report (JSON with every sample, Markdown, and a bar chart
+of step times as multiples of the floor) records the machine, the BLAS and
+thread pools, and the load average before and after: on a machine shared
+with other work, pass ``--threads 1``.
+"""
+import dataclasses
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from minivae import likelihood, train
+from minivae.argtypes import int_list, name_list, non_negative_int, positive_int
+from minivae.backend import BACKEND_NAMES, BackendUnavailable, get_backend, load_backend, set_backend
+from minivae.checkpoint import check_writable
+from minivae.errors import MinivaeError
+
+from . import bench_step, gemm_floor, harness, micro, peers
+from .bench_engine_step import make_step
+
+PARTS = ("micro", "step", "epoch", "iw", "memory")
+GPU_BACKENDS = tuple(micro.GPU_RUNTIMES)
+FLOOR = bench_step.FLOOR
+EPOCH_BATCH = 128
+IW_BATCH = 100  # examples encoded at once, as ``minivae evaluate`` does
+MEMORY_ALLOWANCE_MIB = 200
+DEFAULT_OUT = "results/bench"
+DATA_CHOICES = ("fashion-mnist", "mnist")  # 28x28 images: the 784-400-20 model's
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How much of each part to run."""
+
+    step: bench_step.Settings
+    micro: bench_step.Settings  # its peak_repeat is not used
+    epoch_rounds: int
+    epoch_examples: int | None  # the first N training images; None: all of them
+    iw_rounds: int
+    iw_examples: int
+    parts: tuple  # run when --only does not say
+
+
+QUICK = Plan(step=bench_step.QUICK, micro=bench_step.Settings(rounds=5, warmup=2, min_time=0.005, peak_repeat=3),
+             epoch_rounds=1, epoch_examples=10_000, iw_rounds=1, iw_examples=20, parts=PARTS[:-1])
+FULL = Plan(step=bench_step.FULL, micro=bench_step.Settings(rounds=15, warmup=3, min_time=0.05, peak_repeat=7),
+            epoch_rounds=3, epoch_examples=None, iw_rounds=3, iw_examples=1000, parts=PARTS)
+
+
+# ----- Backends -----
+
+def backend_statuses(names, has_gpu):
+    """{name: None if it can be timed here, else why not in one line}; GPU backends without a GPU say "no GPU"."""
+    statuses = {}
+    for name in names:
+        try:
+            note = load_backend(name).note
+            statuses[name] = f"{note}: not timed" if note else None  # numba-cuda under the CUDA simulator
+        except BackendUnavailable as why:
+            statuses[name] = f"no GPU ({why})" if name in GPU_BACKENDS and not has_gpu else str(why)
+    return statuses
+
+
+def on_backend(name, fn):
+    """``fn`` made to run on backend ``name``: the backend is process-wide, so switch to it first."""
+    def run():
+        if get_backend().name != name:
+            set_backend(name)
+        return fn()
+    return run
+
+
+def _minivae_step(backend, why, batch_size, seed):
+    """``bench_engine_step.make_step`` on ``backend`` (synchronized on a GPU), or ``Unavailable(why)``."""
+    if why:
+        raise harness.Unavailable(why)
+    step = make_step(batch_size, seed, backend=backend)
+    return harness.synchronized(step, micro.GPU_RUNTIMES[backend]) if backend in GPU_BACKENDS else step
+
+
+def step_factories(statuses, with_peers):
+    """The step part's implementations: minivae on each backend, then the peers and PyTorch on a GPU."""
+    factories = {f"minivae {name}": bench_step.Factory(functools.partial(_minivae_step, name, why),
+                                                        gpu=name in GPU_BACKENDS,
+                                                        numpy_buffers=name not in GPU_BACKENDS)
+                 for name, why in statuses.items()}
+    if with_peers:
+        factories |= bench_step.STEP_FACTORIES
+        factories["torch eager GPU"] = bench_step.Factory(
+            functools.partial(peers.make_step, "torch eager", device="cuda"), gpu=True)
+    return factories
+
+
+# ----- Epoch, importance-weighted evaluation, memory -----
+
+def model_config(args):
+    """The 784-400-20 Bernoulli VAE with Adam (lr 1e-3, batch 128) on ``--data``, as ``minivae train`` builds it."""
+    return train.TrainConfig(data=args.data, data_dir=args.data_dir, hidden=(gemm_floor.HIDDEN,),
+                             latent_dim=gemm_floor.LATENT, batch_size=EPOCH_BATCH, lr=peers.LEARNING_RATE,
+                             epochs=1, seed=args.seed)
+
+
+def make_epoch(backend, config, data):
+    """One epoch of ``train.train_epoch`` per call on ``backend``, continuing the same run."""
+    set_backend(backend)
+    model = train.build_model(config, data.train_x.shape[1])
+    optimizer = train.build_optimizer(config, model)
+    rngs = {"data": np.random.default_rng(config.seed), "sample": get_backend().kernels.make_rng(config.seed)}
+    train.train_step(model, optimizer, data.train_x[:config.batch_size], 1, rngs["sample"])  # load the kernels
+    return on_backend(backend, lambda: train.train_epoch(model, optimizer, data, config, 1, rngs, progress=False))
+
+
+def epoch_floor(examples, batch_size, seed):
+    """The GEMM floor of an epoch: the step's products for every full batch and the last, partial one."""
+    full, last = divmod(examples, batch_size)
+    floors = [gemm_floor.make_floor(batch_size, seed)] * full + ([gemm_floor.make_floor(last, seed)] if last else [])
+
+    def floor():
+        for products in floors:
+            products()
+    return floor
+
+
+def bench_epoch(statuses, config, data, rounds):
+    """{name: stats dict or {"skipped": why}}: one epoch per minivae backend and its GEMM floor."""
+    candidates = {FLOOR: epoch_floor(len(data.train_x), config.batch_size, config.seed)}
+    candidates |= {f"minivae {name}": make_epoch(name, config, data) for name, why in statuses.items() if not why}
+    stats = harness.compare(candidates, rounds=rounds, warmup=0, seed=config.seed)
+    return ({name: s.to_dict() for name, s in stats.items()}
+            | {f"minivae {name}": {"skipped": why} for name, why in statuses.items() if why})
+
+
+def iw_flops(examples, k):
+    """FLOP of the products of an importance-weighted evaluation: encode each example once, decode K samples."""
+    encoder, heads, decoder, logits = gemm_floor.products(1)[:4]
+    return examples * (encoder.flops + heads.flops + k * (decoder.flops + logits.flops))
+
+
+def bench_iw(statuses, config, x, k, rounds):
+    """{name: stats dict (with "gflops") or {"skipped": why}}: log p(x) by K importance samples per backend."""
+    candidates = {}
+    for name, why in statuses.items():
+        if not why:
+            set_backend(name)
+            model = train.build_model(config, x.shape[1])
+            candidates[f"minivae {name}"] = on_backend(name, functools.partial(
+                likelihood.importance_sampled_log_px, model, x, k, config.seed, IW_BATCH))
+    stats = harness.compare(candidates, rounds=rounds, warmup=0, seed=config.seed)
+    rows = {name: s.to_dict() | {"gflops": iw_flops(len(x), k) / s.median / 1e9} for name, s in stats.items()}
+    return rows | {f"minivae {name}": {"skipped": why} for name, why in statuses.items() if why}
+
+
+def training_peak_memory(backend, config):
+    """The max RSS (MiB) of ``minivae train`` for one epoch of ``config`` on ``backend``, run in a subprocess.
+
+    A failed run raises ``MinivaeError`` with the last line it printed on stderr.
+    """
+    with tempfile.TemporaryDirectory() as out:
+        argv = [sys.executable, "-m", "minivae.cli", "train", "--backend", backend, "--data", config.data,
+                "--hidden", str(config.hidden[0]), "--latent-dim", str(config.latent_dim),
+                "--batch-size", str(config.batch_size), "--lr", str(config.lr), "--epochs", "1", "--quiet",
+                "--seed", str(config.seed), "--out", out]
+        argv += ["--data-dir", config.data_dir] if config.data_dir else []
+        with open(os.path.join(out, "stderr.txt"), "w+", encoding="utf-8") as stderr:
+            status, peak = harness.child_peak_rss_mib(argv, stdout=subprocess.DEVNULL, stderr=stderr)
+            stderr.seek(0)
+            if status:
+                last = (stderr.read().strip().splitlines() or ["no message"])[-1]
+                raise MinivaeError(f"minivae train failed (status {status}): {last}")
+    return peak
+
+
+def bench_memory(statuses, config, data):
+    """The dataset's float32 size, the budget (dataset + 200 MiB) and each CPU backend's peak RSS."""
+    dataset = (data.train_x.nbytes + data.test_x.nbytes) / harness.MIB
+    rows = {}
+    for name, why in statuses.items():
+        if why or name in GPU_BACKENDS:
+            rows[name] = {"skipped": why or "device memory is not resident-set memory"}
+            continue
+        try:
+            rows[name] = {"peak_rss_mib": training_peak_memory(name, config)}
+        except MinivaeError as failed:
+            rows[name] = {"skipped": str(failed)}
+    return {"dataset_mib": dataset, "budget_mib": dataset + MEMORY_ALLOWANCE_MIB, "rows": rows}
+
+
+# ----- The run -----
+
+def _data_parts(args, plan, parts, statuses):
+    """The epoch, iw and memory parts asked for, each a dict, or {"skipped": why} without the data."""
+    config = model_config(args)
+    try:
+        data = train.prepare_data(config)
+    except MinivaeError as why:
+        return {part: {"skipped": str(why)} for part in parts}
+    results = {}
+    if "epoch" in parts:
+        subset = dataclasses.replace(data, train_x=data.train_x[:plan.epoch_examples],
+                                     train_y=data.train_y[:plan.epoch_examples])
+        results["epoch"] = {"examples": len(subset.train_x), "batch_size": config.batch_size,
+                            "rows": bench_epoch(statuses, config, subset, plan.epoch_rounds)}
+    if "iw" in parts:
+        x = data.test_x[:args.iw_examples or plan.iw_examples]
+        results["iw"] = {"k": args.iw_samples, "examples": len(x),
+                         "rows": bench_iw(statuses, config, x, args.iw_samples, plan.iw_rounds)}
+    if "memory" in parts:
+        results["memory"] = bench_memory(statuses, config, data)
+    return results
+
+
+def run(args, plan):
+    """The report: settings, backends, peak GEMM rate, each part asked for, then the environment."""
+    load_before = os.getloadavg()
+    if load_before[0] > os.cpu_count() / 2 and not args.threads:
+        print(f"minivae bench: the machine is busy (load average {load_before[0]:.1f} on {os.cpu_count()} cores);"
+              " with every core's worth of threads, BLAS and Numba threads will spin: consider --threads 1",
+              file=sys.stderr)
+    has_gpu = harness.gpu_name() is not None
+    parts = args.only or plan.parts
+    statuses = backend_statuses(args.backends, has_gpu)
+    timed = {name: load_backend(name) for name, why in statuses.items() if not why}
+    report = {"settings": {"quick": args.quick, "threads": args.threads, "parts": list(parts),
+                           "peers": not args.skip_peers, "batch_sizes": args.batch_sizes, "data": args.data,
+                           "plan": dataclasses.asdict(plan)},
+              "backends": statuses, "peak_gflops": gemm_floor.peak_gflops(repeat=plan.step.peak_repeat)}
+    started = time.perf_counter()
+    if "micro" in parts:
+        report["micro"] = micro.measure(micro.cases(args.batch_sizes), timed, plan.micro, args.seed)
+    if "step" in parts:
+        report["step"] = bench_step.run(args.batch_sizes, plan.step, args.seed, args.threads,
+                                        step_factories(statuses, not args.skip_peers), report["peak_gflops"])
+    data_parts = [part for part in ("epoch", "iw", "memory") if part in parts]
+    if data_parts:
+        report |= _data_parts(args, plan, data_parts, statuses)
+    report["seconds"] = time.perf_counter() - started
+    report["environment"] = harness.environment() | {"load_average_before": load_before}
+    return report
+
+
+# ----- Report -----
+
+def _thread_pools(env):
+    """'openblas 0.3.27 (2 threads), numba 2 threads': the pools that ran the work."""
+    pools = [f"{pool['prefix']} {pool['version'] or ''}".rstrip() + f" ({pool['num_threads']} threads)"
+             for pool in env["thread_pools"]]
+    pools += [f"{name} {env[key]} threads" for name, key in (("numba", "numba_threads"), ("torch", "torch_threads"))
+              if env.get(key)]
+    return ", ".join(pools) or "none loaded"
+
+
+def machine_lines(report):
+    """Where and how the numbers were measured, the load average before and after, and a warning if busy."""
+    env, settings = report["environment"], report["settings"]
+    before, after = env["load_average_before"][0], env["load_average"][0]
+    versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
+    lines = [(f"- Machine: {env['cpu']}, {env['cores']} cores ({env['usable_cores']} usable), {env['platform']},"
+              f" Python {env['python']}; GPU: {env['gpu']}."),
+             f"- Libraries: {versions}.",
+             f"- Thread pools: {_thread_pools(env)}; --threads {settings['threads'] or 'not given'}.",
+             f"- Peak float32 GEMM (2048-cubed, NumPy): {report['peak_gflops']:.0f} GFLOP/s.",
+             f"- Load average (1 minute): {before:.2f} before, {after:.2f} after, on {env['cores']} cores.",
+             (f"- Run: {'quick' if settings['quick'] else 'full'}, parts {', '.join(settings['parts'])},"
+              f" {report['seconds']:.0f} s, finished {env['time']}.")]
+    if max(before, after) > env["cores"] / 2:
+        lines.append("- **The machine was busy with other work.** With the default thread counts, BLAS, OpenMP"
+                     " and Numba threads spin waiting for descheduled siblings: absolute times are inflated and"
+                     " noisy, the interleaved ratios less so. Rerun when it is idle, or with --threads 1.")
+    backends = ["| backend | status |", "|---|---|"]
+    backends += [f"| {name} | {why or 'timed'} |" for name, why in report["backends"].items()]
+    return lines + [""] + backends
+
+
+def _iw_lines(iw, peak):
+    lines = ["| implementation | time | GFLOP/s | share of peak |", "|---|---|---|---|"]
+    for name, row in iw["rows"].items():
+        if "median" in row:
+            lines.append(f"| {name} | {harness.format_duration(row['median'])} (IQR"
+                         f" {100 * row['iqr'] / row['median']:.0f}%) | {row['gflops']:.1f} |"
+                         f" {100 * row['gflops'] / peak:.0f}% |")
+        else:
+            lines.append(f"| {name} | skipped: {row['skipped']} | | |")
+    legend = (f"GFLOP/s: the products alone ({iw_flops(iw['examples'], iw['k']) / 1e12:.2f} TFLOP:"
+              " encode each image once, decode K samples); share of the peak GEMM rate above.")
+    return [*lines, "", legend]
+
+
+def _epoch_lines(epoch):
+    table, notes = harness.floor_table({"one epoch": epoch["rows"]}, FLOOR)
+    legend = (f"Nx = multiple of the {FLOOR} of the same {epoch['examples']:,} images"
+              f" (the step's products for every batch of {epoch['batch_size']}).")
+    return [*table, "", legend, *notes]
+
+
+def _memory_lines(memory):
+    budget = (f"Dataset in float32: {memory['dataset_mib']:.0f} MiB; budget: dataset + {MEMORY_ALLOWANCE_MIB} MiB"
+              f" = {memory['budget_mib']:.0f} MiB.")
+    lines = [budget, "", "| backend | peak RSS of `minivae train --epochs 1` | within budget |", "|---|---|---|"]
+    for name, row in memory["rows"].items():
+        if "peak_rss_mib" in row:
+            within = "yes" if row["peak_rss_mib"] <= memory["budget_mib"] else "**no**"
+            lines.append(f"| {name} | {row['peak_rss_mib']:.0f} MiB | {within} |")
+        else:
+            lines.append(f"| {name} | skipped: {row['skipped']} | |")
+    return lines
+
+
+def _section(report, part, title, lines):
+    """A titled section, or one line saying why the part was skipped."""
+    body = [f"Skipped: {report[part]['skipped']}"] if "skipped" in report[part] else lines(report[part])
+    return ["", f"## {title}", "", *body]
+
+
+def markdown(report):
+    """The whole report as Markdown: the machine, then each part that ran."""
+    lines = ["# minivae bench", "", *machine_lines(report)]
+    if "step" in report:
+        lines += ["", "## One training step: 784-400-20 Bernoulli VAE, forward, backward, Adam", "",
+                  harness.markdown_table(report["step"]).rstrip()]
+    data = report["settings"]["data"]
+    if "epoch" in report:
+        lines += _section(report, "epoch", f"One epoch of {data} training images, batch {EPOCH_BATCH}", _epoch_lines)
+    if "iw" in report:
+        lines += _section(report, "iw", f"Importance-weighted log-likelihood of {data} test images",
+                          lambda part: [f"K = {part['k']} samples for each of {part['examples']} images.", "",
+                                        *_iw_lines(part, report["peak_gflops"])])
+    if "memory" in report:
+        lines += _section(report, "memory", f"Peak memory of a {data} training run", _memory_lines)
+    if "micro" in report:
+        timed = [name for name, why in report["backends"].items() if not why]
+        lines += ["", "## Kernels", "", *micro.markdown(report["micro"], timed)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report, text, out):
+    """bench.json (every sample), bench.md and, when the step ran, bench.png; returns the paths written."""
+    paths = [out / "bench.json", out / "bench.md"]
+    harness.write_json(report, paths[0])
+    paths[1].write_text(text, encoding="utf-8")
+    if "step" in report:
+        paths.append(out / "bench.png")
+        harness.write_chart(report["step"], paths[2])
+    return paths
+
+
+# ----- minivae bench -----
+
+def add_bench_arguments(parser):
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer rounds, 20 test images for the evaluation, no memory run; prints only")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help=f"write bench.json, bench.md, bench.png here (default {DEFAULT_OUT}; with --quick: none)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="cap BLAS, OpenMP, Numba and XLA threads (default: the libraries' own, usually every"
+                             " core; on a busy machine pass 1)")
+    parser.add_argument("--backends", type=name_list(BACKEND_NAMES), default=list(BACKEND_NAMES),
+                        help=f"comma-separated minivae backends (default: {','.join(BACKEND_NAMES)})")
+    parser.add_argument("--skip-peers", action="store_true", help="time no peer framework (PyTorch, JAX, autograd)")
+    parser.add_argument("--only", type=name_list(PARTS), default=None, metavar="PARTS",
+                        help=f"comma-separated parts among {','.join(PARTS)} (default: all; --quick: all but memory)")
+    parser.add_argument("--batch-sizes", type=int_list, default=list(bench_step.BATCH_SIZES),
+                        help="batch sizes of the kernels and the step, comma-separated (default 32,128,512)")
+    parser.add_argument("--data", choices=DATA_CHOICES, default="fashion-mnist",
+                        help="the 28x28 images of the epoch, evaluation and memory parts (default fashion-mnist)")
+    parser.add_argument("--data-dir", default=None, help="directory of the IDX files (default: where Debian puts them)")
+    parser.add_argument("--iw-samples", type=positive_int, default=5000, metavar="K",
+                        help="importance samples per test image (default 5000)")
+    parser.add_argument("--iw-examples", type=positive_int, default=None, metavar="N",
+                        help="test images to evaluate (default 1000; with --quick 20)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+
+
+def run_bench(args):
+    """Run the parts asked for, print the Markdown report, and write the files (always in a full run)."""
+    out = args.out or (None if args.quick else DEFAULT_OUT)
+    out = check_writable(out) if out else None
+    if args.threads:
+        harness.limit_threads(args.threads)
+    report = run(args, QUICK if args.quick else FULL)
+    text = markdown(report)
+    print(text, end="")
+    if out:
+        print("report written to " + ", ".join(map(str, write_report(report, text, out))))
+    return 0

@@ -1,0 +1,116 @@
+"""``minivae bench``: option checks, a kernel table covering the whole contract, GPU rows, the written report.
+
+Tiny sizes (batch 2, an 8-cubed product, a fake 28x28 MNIST of a few
+hundred images); no peer framework is run and no time is asserted.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minivae.backend import load_backend
+from minivae.benchmarks import bench_step, harness, micro, suite
+from minivae.kernels.reference import KERNEL_NAMES
+from tests.runs import assert_one_line_error, run_cli, write_fake_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+CPU_BACKENDS = ("numpy", "numba")
+TINY = bench_step.Settings(rounds=1, warmup=1, min_time=0.0, peak_repeat=1)
+no_gpu_here = pytest.mark.skipif(harness.gpu_name() is not None, reason="a GPU is present: its rows are timed")
+
+
+@pytest.mark.parametrize("option, value, fragment", [
+    ("--backends", "numpy,tpu", "unknown tpu; choose among numpy, numba, cupy, numba-cuda"),
+    ("--backends", ",", "no names"),
+    ("--only", "micro,macro", "unknown macro; choose among micro, step, epoch, iw, memory"),
+    ("--threads", "0", "must be a positive whole number"),
+    ("--batch-sizes", "32,-1", "positive whole numbers"),
+    ("--data", "digits", "invalid choice"),
+    ("--iw-samples", "0", "must be a positive whole number"),
+])
+def test_bad_options_are_one_line_errors(capsys, option, value, fragment):
+    status, _, err = run_cli(["bench", option, value], capsys)
+    assert_one_line_error(status, err, option, fragment)
+
+
+def test_kernel_table_covers_every_kernel_on_each_cpu_backend():
+    backends = {name: load_backend(name) for name in CPU_BACKENDS}
+    rows = micro.measure(micro.cases([2], cube=8), backends, TINY)
+    assert {row["kernel"] for row in rows} == set(KERNEL_NAMES)
+    assert all(set(row["times"]) == set(CPU_BACKENDS) for row in rows)
+    assert [row["kernel"] for row in rows] == sorted((row["kernel"] for row in rows), key=KERNEL_NAMES.index)
+    work = {row["kernel"]: (row["flops"], row["bytes"]) for row in rows}
+    assert work["matmul"][0] > 0 and work["adam_step"][1] == 7 * 4 * micro.PARAMETERS  # p g m v read, p m v written
+    lines = micro.markdown(rows, list(CPU_BACKENDS))
+    assert lines[0] == "| kernel | size | numpy | numba |"
+    assert all("x numpy" in line for line in lines[2:len(rows) + 2])
+
+
+def test_model_sizes():
+    assert micro.PARAMETERS == 652_824  # 784*400+400 + 400*40+40 + 20*400+400 + 400*784+784
+    assert suite.iw_flops(1, 1) == sum(p.flops for p in bench_step.gemm_floor.products(1)[:4])
+
+
+@no_gpu_here
+def test_gpu_backends_and_the_torch_gpu_step_say_no_gpu():
+    statuses = suite.backend_statuses(["numpy", "cupy", "numba-cuda"], has_gpu=False)
+    assert statuses["numpy"] is None
+    assert statuses["cupy"].startswith("no GPU (cupy: ") and statuses["numba-cuda"].startswith("no GPU (numba-cuda: ")
+    factories = {name: factory for name, factory in suite.step_factories(statuses, with_peers=True).items()
+                 if factory.gpu or name == "minivae numpy"}  # the CPU peers are bench_step's, tested there
+    rows = bench_step.bench_batch(2, TINY, seed=0, has_gpu=False, factories=factories)
+    assert rows["minivae cupy"] == rows["minivae numba-cuda"] == rows["torch eager GPU"] == {"skipped": "no GPU"}
+    assert "median" in rows["minivae numpy"]
+
+
+def test_epoch_floor_runs_every_batch_and_the_last_partial_one(monkeypatch):
+    ran = []
+    monkeypatch.setattr(suite.gemm_floor, "make_floor", lambda batch_size, seed: lambda: ran.append(batch_size))
+    suite.epoch_floor(5, 2, seed=0)()
+    assert ran == [2, 2, 1]
+
+
+@no_gpu_here
+def test_full_report_is_printed_and_written(tmp_path, capsys):
+    data_dir = write_fake_mnist(tmp_path / "mnist", train_count=300, test_count=4, side=28)
+    out = tmp_path / "bench"
+    status, printed, _ = run_cli(["bench", "--quick", "--only", "micro,step,epoch,iw,memory", "--skip-peers",
+                                  "--backends", "numpy,cupy", "--batch-sizes", "2", "--data", "mnist",
+                                  "--data-dir", str(data_dir), "--iw-samples", "3", "--iw-examples", "2",
+                                  "--out", str(out)], capsys)
+    assert status == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert {"environment", "settings", "backends", "micro", "step", "epoch", "iw", "memory"} <= report.keys()
+    assert report["epoch"]["examples"] == 300 and "median" in report["epoch"]["rows"]["GEMM floor"]
+    assert report["iw"]["rows"]["minivae numpy"]["gflops"] > 0
+    assert report["memory"]["rows"]["numpy"]["peak_rss_mib"] > 0
+    assert report["memory"]["budget_mib"] == pytest.approx(report["memory"]["dataset_mib"] + 200)
+    markdown = (out / "bench.md").read_text()
+    assert markdown == printed.split("report written to ")[0]
+    assert "| cupy | no GPU (cupy: " in markdown and "- minivae cupy: no GPU" in markdown
+    assert "Load average (1 minute):" in markdown
+    assert all(f"| {kernel} |" in markdown for kernel in KERNEL_NAMES)
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_run_writes_nothing_without_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, printed, _ = run_cli(["bench", "--quick", "--only", "micro", "--backends", "numpy",
+                                  "--batch-sizes", "2"], capsys)
+    assert status == 0 and "## Kernels" in printed and "report written" not in printed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_data_skips_its_parts_with_the_reason(tmp_path, capsys):
+    status, printed, _ = run_cli(["bench", "--quick", "--only", "epoch,iw", "--backends", "numpy",
+                                  "--data", "mnist", "--data-dir", str(tmp_path)], capsys)
+    assert status == 0
+    assert printed.count("Skipped: ") == 2 and str(tmp_path) in printed
+
+
+def test_drivers_run_from_the_repository_as_modules():
+    for module in ("benchmarks.bench_step", "benchmarks.bench_overhead"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0 and "usage:" in result.stdout, result.stderr
