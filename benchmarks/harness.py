@@ -28,6 +28,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from dataclasses import dataclass
@@ -134,18 +135,34 @@ def peak_rss_mib():
     return peak / MIB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
+# Spawns argv[2:], waits, writes "exit-status max-rss" to the file argv[1]. See ``child_peak_rss_mib``.
+_RSS_LAUNCHER = """\
+import os, sys
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
 def child_peak_rss_mib(argv, **popen):
     """Run ``argv`` to completion: (exit status, its resident-set high-water mark in MiB).
 
-    ``os.wait4`` returns the usage of that one child (with any children it
-    waited for), unlike ``getrusage(RUSAGE_CHILDREN)``, the maximum over
-    every child this process ever waited for. ``popen`` goes to ``subprocess.Popen``.
+    A process's max RSS starts at the high-water mark of the process that
+    spawned it (Linux carries the pre-``exec`` memory's peak into the new
+    program's), so spawning straight from a benchmark holding a dataset and
+    two frameworks would report the benchmark's size. A small Python
+    launcher spawns ``argv`` instead and reads its usage with ``os.wait4``
+    (that one child, unlike ``getrusage(RUSAGE_CHILDREN)``, the maximum over
+    every child ever waited for). ``popen`` goes to ``subprocess.run`` (e.g.
+    ``stdout=subprocess.DEVNULL``); the child inherits its streams.
     """
-    process = subprocess.Popen(argv, **popen)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
-    peak = usage.ru_maxrss
-    return process.returncode, peak / MIB if sys.platform == "darwin" else peak / 1024
+    with tempfile.TemporaryDirectory() as scratch:
+        result = os.path.join(scratch, "usage")
+        subprocess.run([sys.executable, "-c", _RSS_LAUNCHER, result, *argv], check=True, **popen)
+        with open(result, encoding="utf-8") as usage:
+            status, peak = map(int, usage.read().split())
+    return status, peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
 def traced_peak_mib(fn):

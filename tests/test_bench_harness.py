@@ -5,6 +5,7 @@ Fast and framework-free: fake candidates and a fake clock, no peer is run.
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from minivae.benchmarks import bench_step, gemm_floor, harness, peers
@@ -174,3 +175,15 @@ def test_floor_is_the_11_products_of_the_784_400_20_step():
 
 def test_floor_runs_with_the_step_layouts():
     gemm_floor.make_floor(8)()
+
+
+# ----- memory -----
+
+def test_child_peak_rss_is_the_childs_own_not_this_process_size():
+    ballast = np.ones(30_000_000)  # 229 MiB resident here: a child's max RSS must not start from it
+    allocate = "import numpy as np; np.ones(20_000_000); import sys; sys.exit(3)"  # 153 MiB
+    small_status, small = harness.child_peak_rss_mib([sys.executable, "-c", "pass"])
+    large_status, large = harness.child_peak_rss_mib([sys.executable, "-c", allocate])
+    assert (small_status, large_status) == (0, 3)
+    assert small < 100 and 150 < large < 250
+    del ballast
