@@ -86,6 +86,16 @@ def backend_statuses(names, has_gpu):
     return statuses
 
 
+def _short(why):
+    """A backend's reason as a part's row gives it: "no GPU" (the backends table has the rest), or all of it."""
+    return "no GPU" if why.startswith("no GPU") else why
+
+
+def _skipped_rows(statuses):
+    """{"minivae name": {"skipped": why}} for the backends that cannot run here."""
+    return {f"minivae {name}": {"skipped": _short(why)} for name, why in statuses.items() if why}
+
+
 def on_backend(name, fn):
     """``fn`` made to run on backend ``name``: the backend is process-wide, so switch to it first."""
     def run():
@@ -152,7 +162,7 @@ def bench_epoch(statuses, config, data, rounds):
     candidates |= {f"minivae {name}": make_epoch(name, config, data) for name, why in statuses.items() if not why}
     stats = harness.compare(candidates, rounds=rounds, warmup=0, seed=config.seed)
     return ({name: s.to_dict() for name, s in stats.items()}
-            | {f"minivae {name}": {"skipped": why} for name, why in statuses.items() if why})
+            | _skipped_rows(statuses))
 
 
 def iw_flops(examples, k):
@@ -172,7 +182,7 @@ def bench_iw(statuses, config, x, k, rounds):
                 likelihood.importance_sampled_log_px, model, x, k, config.seed, IW_BATCH))
     stats = harness.compare(candidates, rounds=rounds, warmup=0, seed=config.seed)
     rows = {name: s.to_dict() | {"gflops": iw_flops(len(x), k) / s.median / 1e9} for name, s in stats.items()}
-    return rows | {f"minivae {name}": {"skipped": why} for name, why in statuses.items() if why}
+    return rows | _skipped_rows(statuses)
 
 
 def training_peak_memory(backend, config):
@@ -201,7 +211,7 @@ def bench_memory(statuses, config, data):
     rows = {}
     for name, why in statuses.items():
         if why or name in GPU_BACKENDS:
-            rows[name] = {"skipped": why or "device memory is not resident-set memory"}
+            rows[name] = {"skipped": _short(why) if why else "device memory is not resident-set memory"}
             continue
         try:
             rows[name] = {"peak_rss_mib": training_peak_memory(name, config)}
