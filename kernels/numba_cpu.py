@@ -7,18 +7,41 @@
   seed.
 - Every other kernel is one loop written with ``prange`` and compiled twice,
   serial (``prange`` then acts as ``range``) and ``parallel=True``. Below
-  ``PARALLEL_MIN_SIZE`` elements the serial twin runs: there, waking the
-  threads costs more than splitting the work saves. Measured on 2 cores
-  (float32): kernels with an exp or tanh per element (KL, log-likelihoods,
-  log-sum-exp, Adam) break even near 4k elements and gain 1.5-1.9x from 16k;
-  memory-bound ones (relu bias, SGD) break even only near 32k-256k, but lose
-  at most a few microseconds in between.
+  ``PARALLEL_MIN_SIZE`` elements (1M) the serial twin runs, on the calling
+  thread; see "Threads" below for why the bar is that high.
 - fastmath stays off, so results match the reference up to rounding; sums
   accumulate in float64. ``error_model="numpy"`` (what ``parallel=True``
   implies anyway): x / 0 gives inf as in NumPy instead of a checked
   ZeroDivisionError, and the check-free loops vectorize (Adam: 3x faster).
 - Inputs are made C-contiguous (copied only when they are not); in-place
   buffers may be strided. Outputs keep the input dtype (float32 or float64).
+
+Threads. Two thread pools share the cores: NumPy's OpenBLAS runs the matrix
+products, numba runs the ``prange`` loops, and the idle workers of each keep
+a core busy for a while after every call. OpenBLAS's worker spins about
+100 ms after each product (measured: 105 ms of CPU while the caller sleeps);
+numba's default ``omp`` layer (libgomp) spins about 4 ms after each parallel
+loop. A training step alternates products and loops every few tens of
+microseconds, so each pool finds the other's spinning worker on the core it
+needs. On 2 cores, loaded by other work, that made a 128x400 @ 400x784
+product take 4.2 ms instead of 0.5 ms right after a parallel loop, and the
+8x8-digits default training run 15-30x slower than on the numpy backend.
+So this module, when loaded:
+
+- picks numba's ``workqueue`` threading layer, whose workers sleep on a
+  condition variable between loops and never spin (unless the user chose a
+  layer with ``NUMBA_THREADING_LAYER``, or numba's threads already started);
+  it is not safe for parallel loops launched from several Python threads at
+  once, which minivae (one global backend and graph state) never does;
+- runs the parallel twins only from ``PARALLEL_MIN_SIZE`` = 1M elements. With
+  OpenBLAS's worker spinning on the second core the parallel twins gain
+  nothing inside a training step (784-400-20 VAE, batch 128: Adam over 650k
+  parameters 1.04 ms serial, 1.08-1.14 ms parallel; the Bernoulli
+  log-likelihood 1.81 ms either way) and each launch costs 15-60 us of
+  wake-ups, so a step never starts numba's threads. Alone (evaluation over
+  many samples, or with BLAS on one thread) the loops do run 1.9x faster on
+  2 threads from about 16k elements, and a loop of 1M elements or more
+  spends far longer working than waking threads.
 """
 import math
 import types
@@ -30,7 +53,21 @@ from numba import njit, prange
 from minivae.kernels import shared
 from minivae.kernels.reference import LOG_2PI, make_rng, matmul, standard_normal  # noqa: F401 (kernels)
 
-PARALLEL_MIN_SIZE = 1 << 14  # elements; see the module docstring
+PARALLEL_MIN_SIZE = 1 << 20  # elements; see "Threads" in the module docstring
+
+
+def _choose_threading_layer():
+    """Numba's ``workqueue`` layer (no spinning workers) unless a layer was chosen or already runs."""
+    try:
+        numba.threading_layer()
+        return  # numba's threads already started: too late to choose
+    except ValueError:
+        pass
+    if numba.config.THREADING_LAYER == "default":  # NUMBA_THREADING_LAYER not set
+        numba.config.THREADING_LAYER = "workqueue"
+
+
+_choose_threading_layer()
 
 _activate = njit(inline="always")(shared.activate)
 _activate_grad = njit(inline="always")(shared.activate_grad)

@@ -1,6 +1,7 @@
 """The CPU kernel sets against the NumPy reference: one table, kernel x backend x dtype x layout."""
 import importlib
 import inspect
+import os
 import subprocess
 import sys
 
@@ -53,3 +54,16 @@ def test_import_minivae_imports_neither_numba_nor_cupy():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'cupy')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+@pytest.mark.parametrize("chosen, expected", [(None, "workqueue"), ("omp", "omp")])
+def test_numba_kernels_use_a_threading_layer_that_does_not_spin(chosen, expected):
+    """The numba backend picks ``workqueue`` (workers sleep, never spin against BLAS) unless the user chose."""
+    code = ("import numpy as np, numba; from minivae.kernels import numba_cpu as k; "
+            "p = np.zeros(k.PARALLEL_MIN_SIZE, np.float32); k.sgd_step(p, p.copy(), p.copy(), 0.1); "
+            "print(numba.threading_layer())")
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_THREADING_LAYER"}
+    if chosen:
+        env["NUMBA_THREADING_LAYER"] = chosen
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert result.stdout.strip() == expected
