@@ -1,7 +1,7 @@
 """``minivae bench``: the kernels, a training step against the peer frameworks, an epoch, an evaluation, memory.
 
-    minivae bench --quick                   # about a minute here; prints the tables
-    minivae bench --out results/bench       # the full run; writes bench.json, bench.md, bench.png
+    minivae bench --quick                   # half a minute on 2 cores; prints the tables
+    minivae bench --out results/bench       # the full run (15 minutes); bench.json, bench.md, bench.png
 
 The parts (``--only``), each timed with ``harness.compare`` (interleaved
 rounds, medians and quartiles):
@@ -66,9 +66,9 @@ class Plan:
     parts: tuple  # run when --only does not say
 
 
-QUICK = Plan(step=bench_step.QUICK, micro=bench_step.Settings(rounds=5, warmup=2, min_time=0.005, peak_repeat=3),
+QUICK = Plan(step=bench_step.QUICK, micro=bench_step.Settings(rounds=5, warmup=2, min_time=0.005, peak_repeat=0),
              epoch_rounds=1, epoch_examples=10_000, iw_rounds=1, iw_examples=20, parts=PARTS[:-1])
-FULL = Plan(step=bench_step.FULL, micro=bench_step.Settings(rounds=15, warmup=3, min_time=0.05, peak_repeat=7),
+FULL = Plan(step=bench_step.FULL, micro=bench_step.Settings(rounds=15, warmup=3, min_time=0.05, peak_repeat=0),
             epoch_rounds=3, epoch_examples=None, iw_rounds=3, iw_examples=1000, parts=PARTS)
 
 
