@@ -381,8 +381,20 @@ def broadcast_to(a, shape):
 expand = broadcast_to
 
 
+def _is_basic_index(index):
+    """True for NumPy's basic indexing (integers, slices, ``...``, None): it picks each element at most once."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(part, (numbers.Integral, slice)) or part is None or part is Ellipsis
+               for part in parts)
+
+
 def getitem(a, index):
-    """out = a[index] (slices, integers, arrays);  da = zeros with g added at the indexed places."""
+    """out = a[index] (slices, integers, arrays);  da = zeros with g added at the indexed places.
+
+    A basic index (slices, integers) picks each element at most once, so g is
+    simply written into its place; an index array may pick one element twice
+    (``a[[0, 0]]``), so ``add.at`` adds every copy's gradient (it is far slower).
+    """
     a = as_tensor(a)
     if isinstance(index, Tensor):
         index = index.data
@@ -390,11 +402,15 @@ def getitem(a, index):
         out = a.data[index]
     except IndexError as err:
         raise ShapeError(f"getitem: index {index!r} does not fit shape {a.shape} ({err})") from None
+    basic = _is_basic_index(index)
 
     def backward(g):
         xp = _xp()
         grad = xp.zeros_like(a.data)
-        xp.add.at(grad, index, g)
+        if basic:
+            grad[index] = g
+        else:
+            xp.add.at(grad, index, g)
         return (grad,)
     return make_result(out, (a,), backward, "getitem")
 
