@@ -267,6 +267,16 @@ def _version(distribution):
         return None
 
 
+def _git_commit():
+    """``git describe --always --dirty`` of the checkout holding this file, or None outside one."""
+    try:
+        result = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                                timeout=30, check=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip()
+
+
 def _thread_pools():
     """BLAS/OpenMP libraries loaded in this process and their thread counts."""
     from threadpoolctl import threadpool_info
@@ -290,6 +300,7 @@ def environment():
         "load_average": os.getloadavg(),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "commit": _git_commit(),
         "versions": {name: version for name, version in versions.items() if version},
         "thread_pools": _thread_pools(),
         "torch_threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None,

@@ -296,7 +296,7 @@ def machine_lines(report):
              f"- Peak float32 GEMM (2048-cubed, NumPy): {report['peak_gflops']:.0f} GFLOP/s.",
              f"- Load average (1 minute): {before:.2f} before, {after:.2f} after, on {env['cores']} cores.",
              (f"- Run: {'quick' if settings['quick'] else 'full'}, parts {', '.join(settings['parts'])},"
-              f" {report['seconds']:.0f} s, finished {env['time']}.")]
+              f" {report['seconds']:.0f} s, finished {env['time']}, commit {env['commit']}.")]
     if max(before, after) > env["cores"] / 2:
         lines.append("- **The machine was busy with other work.** With the default thread counts, BLAS, OpenMP"
                      " and Numba threads spin waiting for descheduled siblings: absolute times are inflated and"
