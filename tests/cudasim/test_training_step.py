@@ -13,7 +13,9 @@ from minivae.optim import Adam
 from minivae.tensor import Tensor
 from minivae.vae import VAE
 
-pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning")
+# The simulator runs numba's xoroshiro arithmetic on NumPy uint64 scalars, which warn when they wrap (as intended).
+pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning",
+                                        "ignore:overflow encountered:RuntimeWarning")
 
 
 def one_step(backend, x, eps):
