@@ -2,7 +2,9 @@
 
 A backward receives ``g = dL/d(out)`` and returns one gradient per input
 (``None`` where an input takes none), each the vector-Jacobian product
-``g^T (d out / d input)``. Binary operations broadcast like NumPy, and
+``g^T (d out / d input)``. It computes only the gradients of inputs that
+require one (``t.requires_grad``): a constant, like the data or the ``n`` a
+mean divides by, costs nothing backward. Binary operations broadcast like NumPy, and
 ``unbroadcast`` sums each gradient back to its input's shape.
 
 The hot paths (matrix products, bias plus activation, the reparameterized
@@ -99,7 +101,8 @@ def add(a, b):
     a, b = _broadcast_operands("add", a, b)
 
     def backward(g):
-        return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
+        return (unbroadcast(g, a.shape) if a.requires_grad else None,
+                unbroadcast(g, b.shape) if b.requires_grad else None)
     return make_result(a.data + b.data, (a, b), backward, "add")
 
 
@@ -123,7 +126,8 @@ def mul(a, b):
     a, b = _broadcast_operands("mul", a, b)
 
     def backward(g):
-        return unbroadcast(g * b.data, a.shape), unbroadcast(g * a.data, b.shape)
+        return (unbroadcast(g * b.data, a.shape) if a.requires_grad else None,
+                unbroadcast(g * a.data, b.shape) if b.requires_grad else None)
     return make_result(a.data * b.data, (a, b), backward, "mul")
 
 
@@ -132,7 +136,8 @@ def div(a, b):
     a, b = _broadcast_operands("div", a, b)
 
     def backward(g):
-        return unbroadcast(g / b.data, a.shape), unbroadcast(-g * a.data / (b.data * b.data), b.shape)
+        return (unbroadcast(g / b.data, a.shape) if a.requires_grad else None,
+                unbroadcast(-g * a.data / (b.data * b.data), b.shape) if b.requires_grad else None)
     return make_result(a.data / b.data, (a, b), backward, "div")
 
 
@@ -268,7 +273,8 @@ def maximum(a, b):
     share_a = (a.data > b.data) + 0.5 * (a.data == b.data)
 
     def backward(g):
-        return unbroadcast(g * share_a, a.shape), unbroadcast(g * (1 - share_a), b.shape)
+        return (unbroadcast(g * share_a, a.shape) if a.requires_grad else None,
+                unbroadcast(g * (1 - share_a), b.shape) if b.requires_grad else None)
     return make_result(_xp().maximum(a.data, b.data), (a, b), backward, "maximum")
 
 
@@ -279,8 +285,8 @@ def where(condition, a, b):
     xp = _xp()
 
     def backward(g):
-        return (unbroadcast(xp.where(condition, g, 0), a.shape),
-                unbroadcast(xp.where(condition, 0, g), b.shape))
+        return (unbroadcast(xp.where(condition, g, 0), a.shape) if a.requires_grad else None,
+                unbroadcast(xp.where(condition, 0, g), b.shape) if b.requires_grad else None)
     return make_result(xp.where(condition, a.data, b.data), (a, b), backward, "where")
 
 
@@ -461,8 +467,8 @@ def matmul(a, b):
         raise ShapeError(f"matmul: {a.shape} @ {b.shape} (batch dimensions do not broadcast)") from None
 
     def backward(g):
-        return (unbroadcast(xp.matmul(g, xp.swapaxes(b.data, -1, -2)), a.shape),
-                unbroadcast(xp.matmul(xp.swapaxes(a.data, -1, -2), g), b.shape))
+        return (unbroadcast(xp.matmul(g, xp.swapaxes(b.data, -1, -2)), a.shape) if a.requires_grad else None,
+                unbroadcast(xp.matmul(xp.swapaxes(a.data, -1, -2), g), b.shape) if b.requires_grad else None)
     return make_result(out, (a, b), backward, "matmul")
 
 
@@ -479,6 +485,11 @@ def _matmul_2d(a, b):
 # ----- Fused primitives for the VAE's hot paths (backend kernels) -----
 # Each equals a composite of the primitives above; tests check that it does.
 
+def _needed(inputs, grads):
+    """``grads`` with None for each input that requires none (a kernel computes them together)."""
+    return tuple(grad if t.requires_grad else None for t, grad in zip(inputs, grads))
+
+
 def bias_act(x, bias, activation="identity"):
     """out = act(x + bias) for a batch x (B, D) and a bias (D,);  act in identity|relu|tanh|sigmoid."""
     x, bias = as_tensor(x), as_tensor(bias)
@@ -487,8 +498,8 @@ def bias_act(x, bias, activation="identity"):
     kernels = _kernels()
     out = kernels.bias_act(x.data, bias.data, activation)
 
-    def backward(g):
-        return kernels.bias_act_backward(g, out, activation)
+    def backward(g):  # dL/dx is needed for dL/dbias anyway: one kernel computes both
+        return _needed((x, bias), kernels.bias_act_backward(g, out, activation))
     return make_result(out, (x, bias), backward, f"bias_act[{activation}]")
 
 
@@ -505,7 +516,7 @@ def reparameterize(mu, logvar, eps):
     kernels = _kernels()
 
     def backward(g):
-        return kernels.reparameterize_backward(g, logvar.data, eps)
+        return _needed((mu, logvar), kernels.reparameterize_backward(g, logvar.data, eps))
     return make_result(kernels.reparameterize(mu.data, logvar.data, eps), (mu, logvar), backward,
                        "reparameterize")
 
@@ -521,7 +532,7 @@ def kl_normal(mu, logvar):
     kernels = _kernels()
 
     def backward(g):
-        return kernels.kl_normal_backward(g, mu.data, logvar.data)
+        return _needed((mu, logvar), kernels.kl_normal_backward(g, mu.data, logvar.data))
     return make_result(kernels.kl_normal(mu.data, logvar.data), (mu, logvar), backward, "kl_normal")
 
 

@@ -124,25 +124,30 @@ class Tensor:
         grad = to_array(grad, self.dtype)
         if grad.shape != self.shape:
             raise ShapeError(f"backward: grad of shape {grad.shape} for an output of shape {self.shape}")
-        pending = {id(self): grad}
+        pending = {self: grad}  # tensor -> the sum of the gradients it has received so far
         for node in reversed(self._topological_order()):
-            node_grad = pending.pop(id(node), None)
+            node_grad = pending.pop(node, None)
             if node_grad is not None:
                 node._propagate(node_grad, pending)
 
     def _topological_order(self):
-        """Every tensor self depends on (needing grad), parents before children; iterative DFS."""
-        order, visited, stack = [], set(), [(self, False)]
+        """Every tensor self depends on (needing grad), parents before children; iterative DFS.
+
+        The stack holds each unfinished tensor with an iterator over its
+        parents; a tensor is finished, and listed, once all its parents are.
+        (Tensors hash by identity, so they are their own keys in sets and dicts.)
+        """
+        order, visited, stack = [], {self}, [(self, iter(self._parents))]
         while stack:
-            node, parents_done = stack.pop()
-            if parents_done:
+            node, parents = stack[-1]
+            for parent in parents:
+                if parent.requires_grad and parent not in visited:
+                    visited.add(parent)
+                    stack.append((parent, iter(parent._parents)))
+                    break
+            else:
+                stack.pop()
                 order.append(node)
-                continue
-            if id(node) in visited:
-                continue
-            visited.add(id(node))
-            stack.append((node, True))
-            stack.extend((p, False) for p in node._parents if p.requires_grad and id(p) not in visited)
         return order
 
     def _propagate(self, grad, pending):
@@ -153,9 +158,9 @@ class Tensor:
         for parent, parent_grad in zip(self._parents, self._backward(grad)):
             if parent_grad is None or not parent.requires_grad:
                 continue
-            parent_grad = parent_grad.astype(parent.dtype, copy=False)
-            key = id(parent)
-            pending[key] = pending[key] + parent_grad if key in pending else parent_grad
+            if parent_grad.dtype != parent.dtype:
+                parent_grad = parent_grad.astype(parent.dtype)
+            pending[parent] = pending[parent] + parent_grad if parent in pending else parent_grad
 
     def _accumulate(self, grad):
         """grad += g, in place, so a grad that is a view of a flat buffer stays one."""
