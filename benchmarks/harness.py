@@ -267,7 +267,7 @@ def _version(distribution):
         return None
 
 
-def _git_commit():
+def git_commit():
     """``git describe --always --dirty`` of the checkout holding this file, or None outside one."""
     try:
         result = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
@@ -300,7 +300,7 @@ def environment():
         "load_average": os.getloadavg(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "versions": {name: version for name, version in versions.items() if version},
         "thread_pools": _thread_pools(),
         "torch_threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None,

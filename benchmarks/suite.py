@@ -246,7 +246,7 @@ def _data_parts(args, plan, parts, statuses):
 
 def run(args, plan):
     """The report: settings, backends, peak GEMM rate, each part asked for, then the environment."""
-    load_before = os.getloadavg()
+    load_before, commit = os.getloadavg(), harness.git_commit()  # the code this process runs, read at the start
     if load_before[0] > os.cpu_count() / 2 and not args.threads:
         print(f"minivae bench: the machine is busy (load average {load_before[0]:.1f} on {os.cpu_count()} cores);"
               " with every core's worth of threads, BLAS and Numba threads will spin: consider --threads 1",
@@ -269,7 +269,7 @@ def run(args, plan):
     if data_parts:
         report |= _data_parts(args, plan, data_parts, statuses)
     report["seconds"] = time.perf_counter() - started
-    report["environment"] = harness.environment() | {"load_average_before": load_before}
+    report["environment"] = harness.environment() | {"load_average_before": load_before, "commit": commit}
     return report
 
 
