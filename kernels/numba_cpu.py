@@ -164,7 +164,7 @@ def _reparameterize_loop(mu, logvar, eps, z):
     n = mu.size
     for t in prange(eps.size):
         p = t % n
-        z[t] = mu[p] + math.exp(0.5 * logvar[p]) * eps[t]
+        z[t] = mu[p] + math.exp(shared.HALF * logvar[p]) * eps[t]
 
 
 def _reparameterize_backward_loop(g, logvar, eps, g_mu, g_logvar, chunks):
@@ -397,12 +397,12 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
     shared.check_flat("adam_step", p, g, m, v)
     loop, _ = _pick(_ADAM, p.size)
-    loop(p, np.ascontiguousarray(g), m, v, lr / (1 - beta1**step), 1 - beta2**step,
-         beta1, beta2, eps, weight_decay)
+    loop(p, np.ascontiguousarray(g), m, v,
+         *shared.scalars_like(p, lr / (1 - beta1**step), 1 - beta2**step, beta1, beta2, eps, weight_decay))
 
 
 def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
     """SGD with momentum (PyTorch's form), in place over flat buffers: u = mu u + g'; p -= lr u."""
     shared.check_flat("sgd_step", p, g, velocity)
     loop, _ = _pick(_SGD, p.size)
-    loop(p, np.ascontiguousarray(g), velocity, lr, momentum, weight_decay)
+    loop(p, np.ascontiguousarray(g), velocity, *shared.scalars_like(p, lr, momentum, weight_decay))

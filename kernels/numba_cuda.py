@@ -494,8 +494,8 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     xp = _xp(p)
     with shared.contiguous_in_place(xp, p, m, v) as (p_dense, m_dense, v_dense):
         _adam_kernel[_blocks(p.size), THREADS](p_dense, xp.ascontiguousarray(g), m_dense, v_dense,
-                                               lr / (1 - beta1**step), 1 - beta2**step, beta1, beta2, eps,
-                                               weight_decay)
+                                               *shared.scalars_like(p, lr / (1 - beta1**step), 1 - beta2**step,
+                                                                    beta1, beta2, eps, weight_decay))
 
 
 def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
@@ -503,5 +503,5 @@ def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
     shared.check_flat("sgd_step", p, g, velocity)
     xp = _xp(p)
     with shared.contiguous_in_place(xp, p, velocity) as (p_dense, velocity_dense):
-        _sgd_kernel[_blocks(p.size), THREADS](p_dense, xp.ascontiguousarray(g), velocity_dense, lr, momentum,
-                                              weight_decay)
+        _sgd_kernel[_blocks(p.size), THREADS](p_dense, xp.ascontiguousarray(g), velocity_dense,
+                                              *shared.scalars_like(p, lr, momentum, weight_decay))
