@@ -221,10 +221,14 @@ def tanh(a):
     return make_result(out, (a,), backward, "tanh")
 
 
-def _sigmoid_array(x):
-    """1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: no exp overflows, and tiny results keep their digits."""
+def _sigmoid_array(x, e=None):
+    """1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: no exp overflows, and tiny results keep their digits.
+
+    Both are written with e = e^-|x|; pass ``e`` when it is already at hand.
+    """
     xp = _xp()
-    e = xp.exp(-xp.abs(x))
+    if e is None:
+        e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1, e) / (1 + e)
 
 
@@ -251,10 +255,11 @@ def softplus(a):
     """out = ln(1 + e^a) = max(a, 0) + ln(1 + e^-|a|), finite for any a;  da = g * sigmoid(a)."""
     a = as_tensor(a)
     xp = _xp()
-    out = xp.maximum(a.data, 0) + xp.log1p(xp.exp(-xp.abs(a.data)))
+    e = xp.exp(-xp.abs(a.data))
+    out = xp.maximum(a.data, 0) + xp.log1p(e)
 
     def backward(g):
-        return (g * _sigmoid_array(a.data),)
+        return (g * _sigmoid_array(a.data, e),)  # the forward's e^-|a|: no second exp
     return make_result(out, (a,), backward, "softplus")
 
 
