@@ -116,7 +116,7 @@ def build_parser():
     parser.add_argument("--quick", action="store_true", help="fewer rounds: well under a minute")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
     parser.add_argument("--threads", type=int, default=None,
-                        help="cap BLAS/OpenMP/XLA threads (default: the libraries' own, usually all cores)")
+                        help="run on N cores: cap BLAS/OpenMP/Numba threads, pin the process (default: all cores)")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 

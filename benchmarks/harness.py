@@ -223,26 +223,27 @@ def synchronized(fn, runtime):
 # ----- Threads -----
 
 def limit_threads(count):
-    """Cap the thread pools of BLAS, OpenMP (PyTorch), Numba and, for one thread, XLA (JAX).
+    """Run on ``count`` cores: cap the pools of BLAS, OpenMP (PyTorch) and Numba, and pin the process.
 
     Environment variables reach libraries loaded later, so call this before
     torch or jax is imported; threadpoolctl caps the ones already loaded
     (NumPy's BLAS), and ``numba.set_num_threads`` Numba's if it is loaded
-    (up to the pool it started with). XLA takes only an on/off switch:
-    ``count > 1`` leaves it on all cores. On a machine shared with other
-    work, fewer threads than cores avoids threads spinning while they wait
-    for a descheduled sibling.
+    (up to the pool it started with). JAX sizes its thread pool from the CPU
+    affinity and no XLA flag caps it any more (jax-ml/jax#1539), so the
+    process is pinned to its first ``count`` usable cores; threads started
+    later inherit that. On a machine shared with other work, fewer threads
+    than cores avoids threads spinning while they wait for a descheduled
+    sibling.
     """
     from threadpoolctl import threadpool_limits
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[name] = str(count)
-    if count == 1:
-        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
     threadpool_limits(count)
     if "numba" in sys.modules:
         numba = sys.modules["numba"]
         numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:count])
 
 
 # ----- Environment -----

@@ -398,8 +398,8 @@ def add_bench_arguments(parser):
     parser.add_argument("--out", default=None, metavar="DIR",
                         help=f"write bench.json, bench.md, bench.png here (default {DEFAULT_OUT}; with --quick: none)")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="cap BLAS, OpenMP, Numba and XLA threads (default: the libraries' own, usually every"
-                             " core; on a busy machine pass 1)")
+                        help="run on N cores: cap BLAS, OpenMP and Numba threads and pin the process (JAX"
+                             " follows the pinning); default: the libraries' own, every core; on a busy machine, 1")
     parser.add_argument("--backends", type=name_list(BACKEND_NAMES), default=list(BACKEND_NAMES),
                         help=f"comma-separated minivae backends (default: {','.join(BACKEND_NAMES)})")
     parser.add_argument("--skip-peers", action="store_true", help="time no peer framework (PyTorch, JAX, autograd)")

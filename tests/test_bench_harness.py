@@ -3,6 +3,7 @@
 Fast and framework-free: fake candidates and a fake clock, no peer is run.
 """
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -187,3 +188,13 @@ def test_child_peak_rss_is_the_childs_own_not_this_process_size():
     assert (small_status, large_status) == (0, 3)
     assert small < 100 and 150 < large < 250
     del ballast
+
+
+# ----- threads -----
+
+def test_limit_threads_caps_the_pools_and_pins_the_process():
+    probe = ("import os, numpy; from threadpoolctl import threadpool_info; from minivae.benchmarks import harness;"
+             " harness.limit_threads(1);"
+             " print(len(os.sched_getaffinity(0)), {pool['num_threads'] for pool in threadpool_info()})")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.split(maxsplit=1) == ["1", "{1}\n"]
