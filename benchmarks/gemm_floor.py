@@ -1,10 +1,12 @@
 """The GEMM floor: the matrix products of one VAE training step, and nothing else.
 
 The 784-400-20 VAE step does 11 products when the mu and logvar heads are
-fused into one 400x40 layer (as minivae does): 4 forward, 4 weight gradients,
-3 input gradients (the data needs no gradient). pytorch/examples keeps the
-heads apart (fc21, fc22), giving 5 + 5 + 4 = 14 products of the same total
-work. Either way that is 3.28 MFLOP per example (2 FLOP per multiply-add).
+fused into one 400x40 layer: 4 forward, 4 weight gradients, 3 input
+gradients (the data needs no gradient). minivae, like pytorch/examples (fc21,
+fc22) and every peer here, keeps the heads apart, giving 5 + 5 + 4 = 14
+products of the same total work; the floor takes the fused 11, the fewer and
+larger calls, so it is the lower bound. Either way that is 3.28 MFLOP per
+example (2 FLOP per multiply-add).
 
 Weights are stored (in, out) and every operand has the layout the step uses:
 ``x @ W`` forward, ``x.T @ grad`` for a weight, ``grad @ W.T`` for an input.
