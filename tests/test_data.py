@@ -35,6 +35,16 @@ def peak_bytes(function, *args):
         tracemalloc.stop()
 
 
+def traced(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` and the peak memory traced (NumPy buffers included) while it ran."""
+    tracemalloc.start()
+    try:
+        result = function(*args, **kwargs)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 # ----- IDX files -----
 
 
@@ -103,6 +113,67 @@ def test_lying_gz_header_costs_only_the_real_data(tmp_path):
     noise = np.random.default_rng(0).bytes(64 * 1024)  # incompressible: the gz file is ~64 KB
     path = write_bytes(tmp_path / "liar.gz", idx_header((32, 1024, 1024)) + noise)
     assert peak_bytes(data.read_idx, path) < 4_000_000  # the header claims 32 MiB
+
+
+def test_conversion_is_exactly_the_float32_quotient(tmp_path):
+    data.write_idx(tmp_path / "all.gz", np.arange(256, dtype=np.uint8).reshape(16, 4, 4))
+    pixels = data.read_idx(tmp_path / "all.gz", dtype=np.float32, divisor=255)
+    assert pixels.dtype == np.float32 and pixels.shape == (16, 4, 4)
+    expected = np.arange(256, dtype=np.uint8).astype(np.float32)
+    expected /= 255  # how the whole array used to be converted after reading it
+    np.testing.assert_array_equal(pixels.reshape(-1), expected)
+
+
+def test_conversion_swaps_big_endian_elements(tmp_path):
+    array = np.array([[-2, 300], [7, -30000]], dtype=np.int16)
+    data.write_idx(tmp_path / "a.gz", array)
+    np.testing.assert_array_equal(data.read_idx(tmp_path / "a.gz", dtype=np.float64, divisor=2), array / 2)
+    np.testing.assert_array_equal(data.read_idx(tmp_path / "a.gz", dtype=np.int64), array)
+
+
+IMAGES = 4000  # 3.1 MB of uint8 images of 28x28, 12.5 MB as float32: both well above one READ_CHUNK
+
+
+@pytest.mark.parametrize("name, pixels", [
+    ("raw", lambda rng: rng.integers(0, 256, (IMAGES, 28, 28), dtype=np.uint8)),
+    ("noise.gz", lambda rng: rng.integers(0, 256, (IMAGES, 28, 28), dtype=np.uint8)),  # room made at once
+    ("sparse.gz", lambda rng: (rng.random((IMAGES, 28, 28)) < 0.01).astype(np.uint8) * 255),  # grows as it reads
+])
+def test_reading_images_as_float32_holds_only_the_result_and_a_chunk(tmp_path, name, pixels):
+    images = pixels(np.random.default_rng(0))
+    path = tmp_path / name
+    data.write_idx(path, images)
+    loaded, peak = traced(data.read_idx, path, dtype=np.float32, divisor=255)
+    expected = images.astype(np.float32)
+    expected /= 255
+    np.testing.assert_array_equal(loaded, expected)
+    # the file's bytes (3.1 MB) or the uint8 images beside the float32 result would exceed this
+    assert peak <= loaded.nbytes + data.READ_CHUNK + 256 * 1024
+
+
+def test_loading_a_dataset_holds_only_the_result_and_a_chunk(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, count, suffix in [("train", IMAGES, ".gz"), ("t10k", 40, "")]:  # test: less than the train uint8
+        data.write_idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}",
+                       rng.integers(0, 256, (count, 28, 28), dtype=np.uint8))
+        data.write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, count, dtype=np.uint8))
+    dataset, peak = traced(data.load_mnist_like, "mnist", tmp_path)
+    held = sum(array.nbytes for array in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y))
+    assert dataset.train_x.shape == (IMAGES, 784) and dataset.test_x.shape == (40, 784)
+    assert peak <= held + data.READ_CHUNK + 256 * 1024
+
+
+def test_images_that_are_not_uint8_are_refused_before_they_are_read(tmp_path):
+    data.write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 2, 2), dtype=np.int16))
+    data.write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(3, dtype=np.uint8))
+    with pytest.raises(MinivaeError, match=r"should hold uint8 images .* not int16 \(3, 2, 2\) and \(3,\)"):
+        data.load_mnist_like("mnist", tmp_path)
+
+
+def test_read_idx_header_reads_no_data(tmp_path):
+    path = write_bytes(tmp_path / "short.gz", idx_header((1000, 28, 28), type_code=0x0B) + bytes(10))
+    dtype, shape = data.read_idx_header(path)
+    assert dtype == np.dtype(np.int16) and shape == (1000, 28, 28)
 
 
 def test_truncated_gz_refused(tmp_path):
@@ -319,3 +390,38 @@ def test_check_pixels_range_only_for_bernoulli():
     data.check_pixels(np.clip(x, 0, 1), "bernoulli")
     with pytest.raises(MinivaeError, match="unknown likelihood"):
         data.check_pixels(x, "poisson")
+
+
+def test_static_binarization_in_chunks_is_one_draw_of_the_whole_shape(monkeypatch):
+    x = np.random.default_rng(1).random((37, 5), dtype=np.float32)
+    expected = (np.random.default_rng(2).random(x.shape, dtype=np.float32) < x).astype(np.float32)
+    for chunk in (1, 7, 11, 10_000):  # rows of 5: odd numbers of uniforms per chunk, and all at once
+        monkeypatch.setattr(data, "CHUNK_ELEMENTS", chunk)
+        np.testing.assert_array_equal(data.binarize_static(x, np.random.default_rng(2)), expected)
+
+
+def test_static_binarization_holds_only_the_result_and_a_chunk(monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_ELEMENTS", 1 << 16)  # the whole mask alone would be 3.1 MB
+    x = np.full((4000, 784), 0.5, dtype=np.float32)
+    binary, peak = traced(data.binarize_static, x, np.random.default_rng(0))
+    assert binary.dtype == np.float32 and 0.49 < binary.mean() < 0.51
+    assert peak <= binary.nbytes + 4 * data.CHUNK_ELEMENTS + 64 * 1024  # not all the uniforms or a mask besides
+
+
+def test_check_pixels_makes_no_copy_of_valid_data():
+    x = np.random.default_rng(0).random((4000, 784), dtype=np.float32)
+    for likelihood in data.LIKELIHOODS:
+        _, peak = traced(data.check_pixels, x, likelihood)
+        assert peak < 64 * 1024  # a mask of x alone would be 3.1 MB
+
+
+def test_check_pixels_counts_across_chunks(monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_ELEMENTS", 3)
+    x = np.full((4, 5), 0.5)
+    x[0, 1], x[2, 2], x[3, 4] = np.nan, -np.inf, np.inf
+    with pytest.raises(MinivaeError, match="3 NaN or infinite values out of 20"):
+        data.check_pixels(x, "gaussian")
+    x = np.linspace(-1, 2, 20).reshape(4, 5)
+    with pytest.raises(MinivaeError, match=r"14 values outside \[0, 1\] \(min -1, max 2\)"):
+        data.check_pixels(x, "bernoulli")
+    data.check_pixels(np.zeros((0, 5)), "bernoulli")
