@@ -7,7 +7,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from minivae.backend import load_backend
@@ -72,6 +74,23 @@ def test_epoch_floor_runs_every_batch_and_the_last_partial_one(monkeypatch):
     assert ran == [2, 2, 1]
 
 
+def test_memory_budget_is_the_float32_dataset_plus_200_megabytes(monkeypatch):
+    images = SimpleNamespace(train_x=np.zeros((1000, 784), np.float32), test_x=np.zeros((250, 784), np.float32))
+    peaks = {"numpy": 300.0, "numba": 600.0}
+    monkeypatch.setattr(suite, "training_peak_memory", lambda backend, config: peaks[backend])
+    memory = suite.bench_memory({"numpy": None, "numba": None, "cupy": "no GPU (cupy: no device)"}, None, images)
+    dataset = 1250 * 784 * 4
+    assert memory["dataset_mib"] == dataset / 2**20
+    assert memory["budget_mib"] == pytest.approx((dataset + 200_000_000) / 2**20)  # 200 MB, not 200 MiB
+    assert memory["rows"]["cupy"] == {"skipped": "no GPU"}
+    lines = suite._memory_lines(memory)
+    assert lines[0].startswith("Dataset in float32: 3.7 MiB; budget: dataset + 200 MB (190.7 MiB) = 194.5 MiB")
+    assert "| numpy | 300 MiB | **no** (106 MiB over) |" in lines
+    peaks["numpy"] = 150.0
+    lines = suite._memory_lines(suite.bench_memory({"numpy": None}, None, images))
+    assert "| numpy | 150 MiB | yes (44 MiB to spare) |" in lines
+
+
 @no_gpu_here
 def test_full_report_is_printed_and_written(tmp_path, capsys):
     data_dir = write_fake_mnist(tmp_path / "mnist", train_count=300, test_count=4, side=28)
@@ -86,7 +105,7 @@ def test_full_report_is_printed_and_written(tmp_path, capsys):
     assert report["epoch"]["examples"] == 300 and "median" in report["epoch"]["rows"]["GEMM floor"]
     assert report["iw"]["rows"]["minivae numpy"]["gflops"] > 0
     assert report["memory"]["rows"]["numpy"]["peak_rss_mib"] > 0
-    assert report["memory"]["budget_mib"] == pytest.approx(report["memory"]["dataset_mib"] + 200)
+    assert report["memory"]["budget_mib"] == pytest.approx(report["memory"]["dataset_mib"] + 200e6 / 2**20)
     markdown = (out / "bench.md").read_text()
     assert markdown == printed.split("report written to ")[0]
     assert "| cupy | no GPU (cupy: " in markdown and "- minivae cupy: no GPU" in markdown
