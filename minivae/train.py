@@ -43,6 +43,7 @@ CHECKPOINT_NAME = "checkpoint.npz"
 # Room kept free beside a new checkpoint: figures (well under 1 MiB each at
 # 28x28), metrics.jsonl and the checkpoint's JSON metadata.
 OUTPUT_ALLOWANCE = 8 << 20
+FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
 # The options a run's checkpoint fixes: resuming with another value would not continue the same run.
 RESUME_FIELDS = ("data", "hidden", "latent_dim", "activation", "likelihood", "sigma", "logvar_clamp",
                  "samples", "batch_size", "lr", "optimizer", "binarize", "seed")
@@ -276,8 +277,9 @@ def write_figures(out, model, data, epoch, history, seed):
         if history:
             plots.save_loss_curves(out / "loss_curves.png", history)
         if model.config["latent_dim"] == 2:
-            mu, _ = model.encode(Tensor(data.test_x))
-            plots.save_latent_scatter(out / "latent_scatter.png", mu.numpy(), data.test_y)
+            mu = np.concatenate([model.encode(Tensor(data.test_x[start:start + FIGURE_BATCH]))[0].numpy()
+                                 for start in range(0, len(data.test_x), FIGURE_BATCH)])  # not all hidden units at once
+            plots.save_latent_scatter(out / "latent_scatter.png", mu, data.test_y)
             grid = Tensor(plots.manifold_grid(15), dtype=model.dtype)
             plots.save_manifold(out / "manifold.png", model.p_x_given_z(grid).mean.numpy(), data.image_shape, 15)
 
