@@ -314,18 +314,22 @@ def validation_split(x, y, fraction, rng):
 # ----- Minibatches and binarization -----
 
 
-def binarize_static(x, rng):
-    """One Bernoulli(x) draw per pixel, as float32 zeros and ones.
+def binarize_static(x, rng, out=None):
+    """One Bernoulli(x) draw per pixel, as float32 zeros and ones (in ``out`` when given; it may be ``x``).
 
     Static binarization draws once for a whole set and keeps the result, so
     every epoch sees the same binary images. ``batches(binarize="static")``
     draws with a Generator seeded by ``STATIC_SEED``: the same images in every
     run, whatever the shuffling. The uniforms are drawn ``CHUNK_ELEMENTS`` at a
     time (whole rows), in order, so they are the numbers one draw of
-    ``x.shape`` would give, without holding them all beside ``x`` and the result.
+    ``x.shape`` would give, without holding them all beside ``x`` and the
+    result; with ``out=x`` a float32 set is binarized in place, never held twice.
     """
     x = np.asarray(x)
-    out = np.empty(x.shape, dtype=np.float32)
+    if out is None:
+        out = np.empty(x.shape, dtype=np.float32)
+    elif out.shape != x.shape or out.dtype != np.float32:
+        raise ValueError(f"out must be a float32 array of shape {x.shape}, not {out.dtype} {out.shape}")
     if x.ndim == 0:
         np.less(rng.random(dtype=np.float32), x, out=out)
         return out

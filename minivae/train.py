@@ -81,8 +81,8 @@ def prepare_data(config):
     data = load_dataset(config.data, config.data_dir)
     for x in (data.train_x, data.test_x):
         check_pixels(x, config.likelihood)
-    if config.binarize == "static":
-        data = dataclasses.replace(data, train_x=binarize_static(data.train_x, np.random.default_rng(STATIC_SEED)))
+    if config.binarize == "static":  # in place: the gray images are not needed again, and are not held twice
+        binarize_static(data.train_x, np.random.default_rng(STATIC_SEED), out=data.train_x)
     return data
 
 

@@ -400,6 +400,23 @@ def test_static_binarization_in_chunks_is_one_draw_of_the_whole_shape(monkeypatc
         np.testing.assert_array_equal(data.binarize_static(x, np.random.default_rng(2)), expected)
 
 
+def test_static_binarization_in_place_is_the_same_draw(monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_ELEMENTS", 7)
+    x = np.random.default_rng(1).random((37, 5), dtype=np.float32)
+    expected = data.binarize_static(x, np.random.default_rng(2))
+    assert data.binarize_static(x, np.random.default_rng(2), out=x) is x
+    np.testing.assert_array_equal(x, expected)
+    with pytest.raises(ValueError, match="float32 array of shape"):
+        data.binarize_static(x, np.random.default_rng(2), out=np.empty((37, 5)))
+
+
+def test_static_binarization_in_place_holds_no_second_copy(monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_ELEMENTS", 1 << 16)
+    x = np.full((4000, 784), 0.5, dtype=np.float32)
+    _, peak = traced(data.binarize_static, x, np.random.default_rng(0), out=x)
+    assert peak <= 4 * data.CHUNK_ELEMENTS + 64 * 1024
+
+
 def test_static_binarization_holds_only_the_result_and_a_chunk(monkeypatch):
     monkeypatch.setattr(data, "CHUNK_ELEMENTS", 1 << 16)  # the whole mask alone would be 3.1 MB
     x = np.full((4000, 784), 0.5, dtype=np.float32)
@@ -425,3 +442,13 @@ def test_check_pixels_counts_across_chunks(monkeypatch):
     with pytest.raises(MinivaeError, match=r"14 values outside \[0, 1\] \(min -1, max 2\)"):
         data.check_pixels(x, "bernoulli")
     data.check_pixels(np.zeros((0, 5)), "bernoulli")
+
+
+def test_training_binarizes_the_training_set_once_in_place(fake_mnist):
+    from minivae import train
+    gray = data.load_mnist_like("mnist", fake_mnist)
+    config = train.TrainConfig(data="mnist", data_dir=str(fake_mnist), binarize="static")
+    prepared = train.prepare_data(config)
+    expected = data.binarize_static(gray.train_x, np.random.default_rng(data.STATIC_SEED))
+    np.testing.assert_array_equal(prepared.train_x, expected)
+    np.testing.assert_array_equal(prepared.test_x, gray.test_x)  # the test set stays gray
