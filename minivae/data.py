@@ -61,13 +61,18 @@ def read_idx(path, dtype=None, divisor=None):
     """
     with _open_idx(path) as (stream, file_size, is_gzip):
         source, shape = _read_idx_header(stream, path)
+        _check_idx_size(path, file_size, is_gzip, source, shape)
         return _read_idx_payload(stream, path, file_size, is_gzip, source, shape, dtype, divisor)
 
 
 def read_idx_header(path):
-    """The element dtype (native byte order) and the shape an IDX file's header announces; reads no data."""
-    with _open_idx(path) as (stream, _, _):
+    """The element dtype (native byte order) and the shape an IDX file's header announces.
+
+    Reads no data, but refuses a header the file's size contradicts, as ``read_idx`` does.
+    """
+    with _open_idx(path) as (stream, file_size, is_gzip):
         source, shape = _read_idx_header(stream, path)
+        _check_idx_size(path, file_size, is_gzip, source, shape)
     return source.newbyteorder("="), shape
 
 
@@ -87,20 +92,24 @@ def _open_idx(path):
         raise MinivaeError(f"IDX file {path}: cannot read it ({exc}); re-download it") from None
 
 
-def _read_idx_payload(stream, path, file_size, is_gzip, source, shape, dtype, divisor):
-    """Size checks, then the elements of an open IDX stream, converted chunk by chunk into one array."""
-    elements = math.prod(shape)
-    nbytes = elements * source.itemsize
+def _check_idx_size(path, file_size, is_gzip, source, shape):
+    """Refuse a header promising other than a raw file's bytes, or more than a gzip file can hold."""
+    nbytes = math.prod(shape) * source.itemsize
     if is_gzip:
         bound = file_size * MAX_GZIP_RATIO
         if nbytes > bound:
             raise _size_mismatch(path, shape, source, nbytes, f"at most {bound:,}")
-        capacity = min(elements, file_size * GZIP_FIRST_RATIO)
     else:
         available = file_size - 4 - 4 * len(shape)
         if nbytes != available:
             raise _size_mismatch(path, shape, source, nbytes, f"{available:,}")
-        capacity = elements
+
+
+def _read_idx_payload(stream, path, file_size, is_gzip, source, shape, dtype, divisor):
+    """The elements of an open IDX stream whose size was checked, converted chunk by chunk into one array."""
+    elements = math.prod(shape)
+    nbytes = elements * source.itemsize
+    capacity = min(elements, file_size * GZIP_FIRST_RATIO) if is_gzip else elements
     flat = np.empty(capacity, dtype=source.newbyteorder("=") if dtype is None else dtype)
     per_chunk = max(1, READ_CHUNK // source.itemsize)
     for start in range(0, elements, per_chunk):

@@ -170,10 +170,19 @@ def test_images_that_are_not_uint8_are_refused_before_they_are_read(tmp_path):
         data.load_mnist_like("mnist", tmp_path)
 
 
-def test_read_idx_header_reads_no_data(tmp_path):
-    path = write_bytes(tmp_path / "short.gz", idx_header((1000, 28, 28), type_code=0x0B) + bytes(10))
-    dtype, shape = data.read_idx_header(path)
-    assert dtype == np.dtype(np.int16) and shape == (1000, 28, 28)
+def test_read_idx_header_reads_no_data_but_checks_the_size(tmp_path):
+    path = write_bytes(tmp_path / "short.gz", idx_header((10, 28, 28), type_code=0x0B) + bytes(10))
+    dtype, shape = data.read_idx_header(path)  # a gzip file's data is only counted by reading it
+    assert dtype == np.dtype(np.int16) and shape == (10, 28, 28)
+    path = write_bytes(tmp_path / "short", idx_header((1000, 28, 28)) + bytes(10))
+    with pytest.raises(MinivaeError, match="header says 1000x28x28 uint8 .* but the file holds 10 bytes"):
+        data.read_idx_header(path)
+
+
+def test_a_lying_label_header_is_named_before_the_pair_is_compared(fake_mnist):
+    (fake_mnist / "t10k-labels-idx1-ubyte").write_bytes(idx_header((10**9,)) + bytes(6))
+    with pytest.raises(MinivaeError, match=r"header says 1000000000 uint8 \(1,000,000,000 bytes\) but the file"):
+        data.load_mnist_like("mnist", fake_mnist)
 
 
 def test_truncated_gz_refused(tmp_path):
