@@ -9,6 +9,13 @@
   serial (``prange`` then acts as ``range``) and ``parallel=True``. Below
   ``PARALLEL_MIN_SIZE`` elements (1M) the serial twin runs, on the calling
   thread; see "Threads" below for why the bar is that high.
+- A loop that sums a row puts its terms in a row buffer first and then
+  sums the buffer with ``_sum``: 8 float64 accumulators, always in the same
+  order, so results do not depend on threads. With one float64 accumulator
+  each add waits for the one before, and the whole loop stays scalar, since
+  the vectorizer may not reorder a sum; the loop filling the buffer can
+  vectorize (784-pixel Gaussian log-likelihood, batch 128, float32: 0.11 ms
+  before, 0.05 ms).
 - fastmath stays off, so results match the reference up to rounding; sums
   accumulate in float64. ``error_model="numpy"`` (what ``parallel=True``
   implies anyway): x / 0 gives inf as in NumPy instead of a checked
@@ -105,6 +112,43 @@ def _chunk(c, chunks, n):
     (``a[k, p - lo]`` keeps a negative-index check and runs 5x slower).
     """
     return c * n // chunks, (c + 1) * n // chunks
+
+
+@njit(inline="always")
+def _sum(t):
+    """sum(t) in float64 by 8 accumulators: s_q sums t[q], t[q + 8], ...; then ((s_0 + s_1) + ...
+
+    Eight independent chains of adds, which the CPU runs side by side,
+    instead of one, where each add waits for the one before (a row of 784
+    float32 terms, batch 128: 32 us instead of 92 us; LLVM leaves even these
+    scalar, as a loop over an array of 8 or 16 accumulators, which ran
+    slower still). The order is fixed, so the same t always gives the same sum.
+    """
+    n = t.size
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for j in range(0, n - n % 8, 8):
+        s0 += t[j]
+        s1 += t[j + 1]
+        s2 += t[j + 2]
+        s3 += t[j + 3]
+        s4 += t[j + 4]
+        s5 += t[j + 5]
+        s6 += t[j + 6]
+        s7 += t[j + 7]
+    for j in range(n - n % 8, n):
+        s0 += t[j]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+def _row_buffers(chunks, *arrays):
+    """One row buffer per chunk for the terms of a row sum, in the dtype the terms come in.
+
+    Not float64: a loop that computes float32 terms and stores float64 ones
+    vectorizes at the float64 width, 4 lanes instead of 8 (the Bernoulli
+    terms, batch 128: 0.45 ms instead of 0.22 ms). ``_sum`` then adds them in
+    float64.
+    """
+    return np.empty((chunks, arrays[0].shape[-1]), np.result_type(*arrays))
 
 
 # ----- Bias plus activation -----
@@ -213,13 +257,20 @@ def reparameterize_backward(g, logvar, eps):
 
 # ----- KL(N(mu, diag(exp(logvar))) || N(0, I)) (Kingma & Welling, Appendix B) -----
 
-def _kl_loop(mu, logvar, out):
-    """for i: out[i] = -1/2 sum_j (1 + logvar[i, j] - mu[i, j]^2 - exp(logvar[i, j]))"""
-    for i in prange(mu.shape[0]):
-        s = 0.0
-        for j in range(mu.shape[1]):
-            s += _kl_term(mu[i, j], logvar[i, j])
-        out[i] = -0.5 * s
+def _kl_loop(mu, logvar, d, out, terms, chunks):
+    """for i (a chunk of rows per thread): out[i] = -1/2 sum_j (1 + logvar[i, j] - mu[i, j]^2 - exp(logvar[i, j]))
+
+    Rows (of d values, stored flat) are short, the latent size: the chunk's
+    terms are computed in one flat loop over its rows (``terms`` holds them
+    all), then summed row by row.
+    """
+    for c in prange(chunks):
+        lo, hi = _chunk(c, chunks, out.size)
+        mu_c, logvar_c, terms_c = mu[lo * d:hi * d], logvar[lo * d:hi * d], terms[lo * d:hi * d]
+        for q in range((hi - lo) * d):
+            terms_c[q] = _kl_term(mu_c[q], logvar_c[q])
+        for i in range(hi - lo):
+            out[lo + i] = -0.5 * _sum(terms_c[i * d:(i + 1) * d])
 
 
 def _kl_backward_loop(g, mu, logvar, g_mu, g_logvar):
@@ -238,8 +289,9 @@ def kl_normal(mu, logvar):
     """kl[i] = -1/2 sum_j (1 + logvar - mu^2 - exp(logvar)), summed over the last axis."""
     mu2, logvar2 = shared.rows(np, mu), shared.rows(np, logvar)
     out = np.empty(mu2.shape[0], mu.dtype)
-    loop, _ = _pick(_KL, mu2.size)
-    loop(mu2, logvar2, out)
+    loop, chunks = _pick(_KL, mu2.size)
+    loop(mu2.reshape(-1), logvar2.reshape(-1), mu2.shape[1], out, np.empty(mu2.size, np.result_type(mu2, logvar2)),
+         chunks)
     return out.reshape(mu.shape[:-1])
 
 
@@ -254,14 +306,20 @@ def kl_normal_backward(g, mu, logvar):
 
 # ----- Log-likelihoods, summed over the last axis; x broadcasts over leading axes -----
 
-def _bernoulli_loop(x, logits, out):
-    """for i: out[i] = sum_j x[i', j] l[i'', j] - softplus(l[i'', j])   (i' = i mod rows(x), i'' likewise)"""
-    for i in prange(out.shape[0]):
-        x_i, l_i = x[i % x.shape[0]], logits[i % logits.shape[0]]
-        s = 0.0
-        for j in range(x.shape[1]):
-            s += _bernoulli_term(x_i[j], l_i[j])
-        out[i] = s
+def _bernoulli_loop(x, logits, out, buffers):
+    """for i (a chunk of rows per thread): out[i] = sum_j x[i', j] l[i'', j] - softplus(l[i'', j])
+
+    i' = i mod rows(x), i'' likewise; the terms of row i go to the chunk's row of ``buffers``, then ``_sum``.
+    """
+    chunks = buffers.shape[0]
+    for c in prange(chunks):
+        lo, hi = _chunk(c, chunks, out.shape[0])
+        terms = buffers[c]
+        for i in range(lo, hi):
+            x_i, l_i = x[i % x.shape[0]], logits[i % logits.shape[0]]
+            for j in range(x.shape[1]):
+                terms[j] = _bernoulli_term(x_i[j], l_i[j])
+            out[i] = _sum(terms)
 
 
 def _bernoulli_backward_loop(g, x, logits, out):
@@ -272,14 +330,21 @@ def _bernoulli_backward_loop(g, x, logits, out):
             out_i[j] = g[i] * (x_i[j] - _activate(shared.SIGMOID, l_i[j]))
 
 
-def _gaussian_loop(x, mean, sigma, out):
-    """for i: out[i] = -sum_j (x[i', j] - m[i'', j])^2 / (2 sigma^2) - D (log sigma + log(2 pi) / 2)"""
-    for i in prange(out.shape[0]):
-        x_i, m_i = x[i % x.shape[0]], mean[i % mean.shape[0]]
-        s = 0.0
-        for j in range(x.shape[1]):
-            s += (x_i[j] - m_i[j]) ** 2
-        out[i] = -0.5 * s / (sigma * sigma) - x.shape[1] * (math.log(sigma) + 0.5 * LOG_2PI)
+def _gaussian_loop(x, mean, sigma, out, buffers):
+    """for i (a chunk of rows per thread):
+        out[i] = -sum_j (x[i', j] - m[i'', j])^2 / (2 sigma^2) - D (log sigma + log(2 pi) / 2)
+
+    The squares of row i go to the chunk's row of ``buffers``, then ``_sum``.
+    """
+    chunks = buffers.shape[0]
+    for c in prange(chunks):
+        lo, hi = _chunk(c, chunks, out.shape[0])
+        terms = buffers[c]
+        for i in range(lo, hi):
+            x_i, m_i = x[i % x.shape[0]], mean[i % mean.shape[0]]
+            for j in range(x.shape[1]):
+                terms[j] = (x_i[j] - m_i[j]) ** 2
+            out[i] = -0.5 * _sum(terms) / (sigma * sigma) - x.shape[1] * (math.log(sigma) + 0.5 * LOG_2PI)
 
 
 def _gaussian_backward_loop(g, x, mean, sigma, out):
@@ -300,8 +365,8 @@ def _log_prob(twins, x, theta, *args, kernel):
     """Run a row-sum log-likelihood loop; returns one value per row of the broadcast shape."""
     shape = shared.broadcast_rows(x, theta, kernel)
     out = np.empty(shape[:-1], theta.dtype)
-    loop, _ = _pick(twins, math.prod(shape))
-    loop(shared.rows(np, x), shared.rows(np, theta), *args, out.reshape(-1))
+    loop, chunks = _pick(twins, math.prod(shape))
+    loop(shared.rows(np, x), shared.rows(np, theta), *args, out.reshape(-1), _row_buffers(chunks, x, theta))
     return out
 
 
