@@ -24,10 +24,42 @@ INITS = ("pytorch", "glorot", "he")
 
 
 class Parameter(Tensor):
-    """A Tensor a model learns: it always requires grad."""
+    """A Tensor a model learns: it always requires grad, and its gradient resets lazily.
+
+    ``zero_grad`` only marks the gradient stale. The next backward then writes
+    its first contribution over the old values instead of adding it to zeros,
+    and anything that reads ``.grad`` before that finds zeros. Per training
+    step that is one fill and one read of every gradient fewer (PyTorch's
+    ``zero_grad(set_to_none=True)`` saves the same work).
+    """
 
     def __init__(self, data, dtype=None):
+        self._stale = False
         super().__init__(data, requires_grad=True, dtype=dtype)
+
+    @property
+    def grad(self):
+        self._zero_if_stale()
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad, self._stale = value, False
+
+    def zero_grad(self):
+        self._stale = self._grad is not None
+
+    def _zero_if_stale(self):
+        if self._stale:
+            self._grad[...] = 0
+            self._stale = False
+
+    def _accumulate(self, grad):
+        if self._stale:
+            self._grad[...] = grad
+            self._stale = False
+        else:
+            super()._accumulate(grad)
 
 
 def is_positive_int(value):
@@ -245,10 +277,18 @@ class FlatParameters:
 
     Each parameter's ``.data`` and ``.grad`` are views of a slice of these,
     so an optimizer updates every parameter with one pass over ``data``.
+    Read the gradients through ``gradients()``, which zero-fills the slices
+    of parameters whose gradient was reset and not written since.
     """
     data: object
     grad: object
     params: list
+
+    def gradients(self):
+        """The flat gradient, every stale slice zero-filled first (see ``Parameter``)."""
+        for p in self.params:
+            p._zero_if_stale()
+        return self.grad
 
 
 def flatten_parameters(params):

@@ -58,8 +58,9 @@ class Optimizer:
         raise NotImplementedError(f"{type(self).__name__} does not define step")
 
     def zero_grad(self):
-        """Set every parameter's gradient to zero: one fill of the flat gradient."""
-        self.flat.grad.fill(0)
+        """Reset every parameter's gradient to zero, lazily (see ``nn.Parameter``): no pass over memory."""
+        for p in self.flat.params:
+            p.zero_grad()
 
     def clip_grad_norm(self, max_norm):
         """Scale the gradients so their total L2 norm is at most ``max_norm``; return the norm before.
@@ -67,9 +68,10 @@ class Optimizer:
         g <- g * max_norm / (||g|| + 1e-6) when ||g|| > max_norm (PyTorch's clip_grad_norm_).
         """
         max_norm = _checked("clip_grad_norm", "max_norm", max_norm, POSITIVE)
-        total = float(get_backend().xp.linalg.norm(self.flat.grad))
+        grad = self.flat.gradients()
+        total = float(get_backend().xp.linalg.norm(grad))
         if total > max_norm:
-            self.flat.grad *= max_norm / (total + 1e-6)
+            grad *= max_norm / (total + 1e-6)
         return total
 
     # ----- State, so a checkpoint resumes exactly -----
@@ -120,7 +122,7 @@ class SGD(Optimizer):
 
     def step(self):
         self.step_count += 1
-        get_backend().kernels.sgd_step(self.flat.data, self.flat.grad, self.velocity, self.lr,
+        get_backend().kernels.sgd_step(self.flat.data, self.flat.gradients(), self.velocity, self.lr,
                                        self.momentum, self.weight_decay)
 
 
@@ -143,7 +145,7 @@ class Adam(Optimizer):
 
     def step(self):
         self.step_count += 1
-        get_backend().kernels.adam_step(self.flat.data, self.flat.grad, self.m, self.v, self.step_count,
+        get_backend().kernels.adam_step(self.flat.data, self.flat.gradients(), self.m, self.v, self.step_count,
                                         self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
 
 
@@ -161,7 +163,7 @@ class Adagrad(Optimizer):
 
     def step(self):
         self.step_count += 1
-        p, g = self.flat.data, self.flat.grad
+        p, g = self.flat.data, self.flat.gradients()
         if self.weight_decay:
             g = g + self.weight_decay * p
         self.sum_squares += g * g

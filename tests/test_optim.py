@@ -138,15 +138,52 @@ def test_clipping_every_step_matches_the_formula():
     assert_same(engine, values)
 
 
-def test_zero_grad_fills_the_flat_gradient_in_place():
+def test_zero_grad_resets_every_gradient_and_keeps_the_flat_views():
     params = [Parameter(v) for v in initial_values()]
     optimizer = Adam(params)
     views = [p.grad for p in params]
     quadratic_loss(params).backward()
-    assert optimizer.flat.grad.any()
+    assert optimizer.flat.gradients().any()
     optimizer.zero_grad()
-    assert not optimizer.flat.grad.any()
+    assert all(not p.grad.any() for p in params)
+    assert not optimizer.flat.gradients().any()
     assert all(p.grad is view for p, view in zip(params, views))
+
+
+def test_after_zero_grad_backward_writes_the_new_gradient_not_the_sum():
+    """The lazy reset: a stale gradient is overwritten, a parameter backward misses reads zero."""
+    params = [Parameter(v) for v in initial_values()]
+    optimizer = SGD(params, lr=0.1)
+    quadratic_loss(params).backward()
+    optimizer.zero_grad()
+    (0.5 * ops.square(params[0] - TARGETS[0])).sum().backward()  # reaches params[0] only
+    flat = optimizer.flat.gradients()
+    first = params[0].size
+    np.testing.assert_allclose(flat[:first], (params[0].data - TARGETS[0]).ravel())
+    assert not flat[first:].any()
+    np.testing.assert_array_equal(params[1].grad, 0)
+
+
+def test_backward_twice_without_zero_grad_adds_up():
+    params = [Parameter(v) for v in initial_values()]
+    optimizer = SGD(params, lr=0.1)
+    optimizer.zero_grad()
+    quadratic_loss(params).backward()
+    quadratic_loss(params).backward()
+    for p, g in zip(params, numpy_grads([p.data for p in params])):
+        np.testing.assert_allclose(p.grad, 2 * g)
+
+
+def test_a_step_after_zero_grad_alone_sees_zero_gradients():
+    """zero_grad then step (no backward): SGD with zero gradients leaves the parameters where they are."""
+    params = [Parameter(v) for v in initial_values()]
+    optimizer = SGD(params, lr=0.1)
+    quadratic_loss(params).backward()
+    before = [p.data.copy() for p in params]
+    optimizer.zero_grad()
+    optimizer.step()
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p.data, b)
 
 
 def test_float32_parameters_stay_float32():
