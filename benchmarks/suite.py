@@ -207,8 +207,12 @@ def training_peak_memory(backend, config):
 
 
 def bench_memory(statuses, config, data):
-    """The dataset's float32 size, the budget (dataset + 200 MB) and each CPU backend's peak RSS, all in MiB."""
-    dataset_bytes = data.train_x.nbytes + data.test_x.nbytes
+    """The dataset's float32 size, the budget (dataset + 200 MB) and each CPU backend's peak RSS, all in MiB.
+
+    The budget counts the images as float32 (their size as the model reads
+    them), whatever ``data`` holds them as: ``minivae train`` keeps them uint8.
+    """
+    dataset_bytes = (data.train_x.size + data.test_x.size) * np.dtype(np.float32).itemsize
     rows = {}
     for name, why in statuses.items():
         if why or name in GPU_BACKENDS:
@@ -233,8 +237,8 @@ def _data_parts(args, plan, parts, statuses):
         return {part: {"skipped": str(why)} for part in parts}
     results = {}
     if "epoch" in parts:
-        subset = dataclasses.replace(data, train_x=data.train_x[:plan.epoch_examples],
-                                     train_y=data.train_y[:plan.epoch_examples])
+        subset = dataclasses.replace(data, train_x=data.train_x.subset(slice(plan.epoch_examples)),
+                                     train_y=data.train_y[:plan.epoch_examples])  # uint8 as in training
         results["epoch"] = {"examples": len(subset.train_x), "batch_size": config.batch_size,
                             "rows": bench_epoch(statuses, config, subset, plan.epoch_rounds)}
     if "iw" in parts:

@@ -1,4 +1,4 @@
-"""Datasets as float32 pixel rows in [0, 1], minibatches, and binarization.
+"""Datasets as stored integer pixels handed out as float32 rows in [0, 1], minibatches, and binarization.
 
 Three datasets, all pure NumPy:
 
@@ -6,6 +6,10 @@ Three datasets, all pure NumPy:
 - ``mnist`` and ``fashion-mnist``: the four standard IDX files, raw or ``.gz``,
   from a directory you name. Fashion-MNIST is found automatically where
   Debian's ``dataset-fashion-mnist`` package puts it.
+
+The images stay as stored (uint8, a quarter of their float32 size) in
+``Pixels``, which converts only the rows asked for: a batch, an evaluation
+chunk, a figure's images.
 
 Every random choice (validation split, shuffling, binarization) is drawn from
 an explicit ``numpy.random.Generator``.
@@ -193,25 +197,84 @@ def write_idx(path, array):
 # ----- Datasets -----
 
 
+class Pixels:
+    """Images kept as the integers they are stored as, handed out as float32 rows ``stored / divisor``.
+
+    ``pixels[index]`` converts only the rows asked for, into a new float32
+    array: ``np.divide(stored[index], divisor, dtype=np.float32)``, the float32
+    nearest to each quotient (what dividing a float32 array by ``divisor``
+    gives). So a training run holds Fashion-MNIST's 70,000 images in 55 MB
+    (uint8) instead of 220 MB (float32), and converts one batch at a time.
+
+    ``len``, ``shape``, ``min`` and ``max`` are those of the float32 rows,
+    read from ``stored`` without converting it. ``subset(index)`` takes rows
+    still as integers; ``np.asarray(pixels)`` converts the whole set at once
+    (rarely wanted).
+    """
+    dtype = np.dtype(np.float32)  # of the rows handed out; ``stored.dtype`` is what is held
+
+    def __init__(self, stored, divisor):
+        self.stored = np.asarray(stored)
+        self.divisor = divisor
+
+    def __getitem__(self, index):
+        return np.divide(self.stored[index], self.divisor, dtype=np.float32)
+
+    def __len__(self):
+        return len(self.stored)
+
+    @property
+    def shape(self):
+        return self.stored.shape
+
+    @property
+    def ndim(self):
+        return self.stored.ndim
+
+    @property
+    def size(self):
+        return self.stored.size
+
+    def min(self):
+        return np.divide(self.stored.min(), self.divisor, dtype=np.float32)  # dividing keeps the order
+
+    def max(self):
+        return np.divide(self.stored.max(), self.divisor, dtype=np.float32)
+
+    def subset(self, index):
+        """The rows ``index`` as Pixels: still integers, nothing converted."""
+        return Pixels(self.stored[index], self.divisor)
+
+    def __array__(self, dtype=None, copy=None):
+        if copy is False:
+            raise ValueError("Pixels are converted when read: a float32 array of them is always a copy")
+        return self[...] if dtype is None else self[...].astype(dtype)
+
+    def __repr__(self):
+        return f"Pixels({'x'.join(map(str, self.shape))} {self.stored.dtype} / {self.divisor})"
+
+
 @dataclass
 class Dataset:
-    """Images as float32 rows in [0, 1] (reshape a row to ``image_shape``), labels as int64.
+    """Images as ``Pixels`` (index them for float32 rows in [0, 1]; reshape a row to ``image_shape``), labels as int64.
 
     ``valid_x``/``valid_y`` are None unless ``load_dataset`` was asked for a
-    validation split, which is then taken out of the training set.
+    validation split, which is then taken out of the training set. What reads
+    images by rows (``batches``, ``check_pixels``, ``binarize_static``,
+    training and ``train.evaluate_elbo``) takes a float32 array of rows too.
     """
-    train_x: np.ndarray
+    train_x: Pixels
     train_y: np.ndarray
-    test_x: np.ndarray
+    test_x: Pixels
     test_y: np.ndarray
     image_shape: tuple
     name: str
-    valid_x: np.ndarray | None = None
+    valid_x: Pixels | None = None
     valid_y: np.ndarray | None = None
 
 
 def load_digits():
-    """scikit-learn's 1797 bundled 8x8 digits, pixels divided by 16.
+    """scikit-learn's 1797 bundled 8x8 digits: integers 0..16 kept as uint8, divided by 16 when read.
 
     The split is fixed, not random: the first 80% (1438 images) are the
     training set, the last 20% (359 images) the test set.
@@ -219,10 +282,11 @@ def load_digits():
     import sklearn.datasets
 
     bunch = sklearn.datasets.load_digits()
-    x = (bunch.data / 16).astype(np.float32)
+    x = Pixels(bunch.data.astype(np.uint8), divisor=16)  # scikit-learn gives the integers as float64
     y = bunch.target.astype(np.int64)
     n_train = len(x) - round(len(x) * DIGITS_TEST_FRACTION)
-    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], (8, 8), "digits")
+    return Dataset(x.subset(slice(n_train)), y[:n_train], x.subset(slice(n_train, None)), y[n_train:],
+                   (8, 8), "digits")
 
 
 MNIST_LIKE_DIRS = {"mnist": None, "fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
@@ -237,7 +301,7 @@ def load_mnist_like(name, data_dir=None):
 
     With ``data_dir`` None, Fashion-MNIST is read from
     ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
-    Pixels are divided by 255.
+    The images are kept as uint8, divided by 255 when read.
     """
     if name not in MNIST_LIKE_DIRS:
         raise MinivaeError(f"unknown IDX dataset {name!r}; choose one of {', '.join(MNIST_LIKE_DIRS)}")
@@ -254,20 +318,20 @@ def load_mnist_like(name, data_dir=None):
 
 
 def _load_idx_split(name, directory, prefix):
-    """Flattened float32 images, int64 labels and the image shape of one split.
+    """Flattened images as ``Pixels`` (uint8, divisor 255), int64 labels and the image shape of one split.
 
-    The headers are checked first; the images are then decoded straight into
-    their float32 array (``read_idx`` with a divisor), so loading holds the
-    result and one chunk, not the file, the uint8 images and the result.
+    The headers are checked first; the images are then read chunk by chunk
+    straight into their uint8 array, so loading holds the result and one
+    chunk, never the file's bytes beside it, nor a float32 copy.
     """
     images_path = _find_idx_file(name, directory, f"{prefix}-images-idx3-ubyte")
     labels_path = _find_idx_file(name, directory, f"{prefix}-labels-idx1-ubyte")
     (image_dtype, image_shape), (_, label_shape) = read_idx_header(images_path), read_idx_header(labels_path)
     _check_idx_pair(images_path, labels_path, image_dtype, image_shape, label_shape)
     labels = read_idx(labels_path, dtype=np.int64)
-    images = read_idx(images_path, dtype=np.float32, divisor=255)
+    images = read_idx(images_path)
     _check_idx_pair(images_path, labels_path, image_dtype, images.shape, labels.shape)  # unchanged since
-    return images.reshape(len(images), -1), labels, images.shape[1:]
+    return Pixels(images.reshape(len(images), -1), divisor=255), labels, images.shape[1:]
 
 
 def _check_idx_pair(images_path, labels_path, image_dtype, image_shape, label_shape):
@@ -302,10 +366,11 @@ def load_dataset(name="digits", data_dir=None, validation=0.0, seed=0):
         raise MinivaeError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     if validation == 0:
         return data
-    train_x, train_y, valid_x, valid_y = validation_split(
-        data.train_x, data.train_y, validation, np.random.default_rng(seed))
-    return dataclasses.replace(
-        data, train_x=train_x, train_y=train_y, valid_x=valid_x, valid_y=valid_y)
+    train_x, train_y, valid_x, valid_y = validation_split(  # the stored integers: nothing converted
+        data.train_x.stored, data.train_y, validation, np.random.default_rng(seed))
+    divisor = data.train_x.divisor
+    return dataclasses.replace(data, train_x=Pixels(train_x, divisor), train_y=train_y,
+                               valid_x=Pixels(valid_x, divisor), valid_y=valid_y)
 
 
 def validation_split(x, y, fraction, rng):
@@ -324,7 +389,11 @@ def validation_split(x, y, fraction, rng):
 
 
 def binarize_static(x, rng, out=None):
-    """One Bernoulli(x) draw per pixel, as float32 zeros and ones (in ``out`` when given; it may be ``x``).
+    """One Bernoulli(x) draw per pixel, as zeros and ones (in ``out`` when given; it may be ``x``).
+
+    ``x`` is an array of float32 rows, giving a float32 array, or ``Pixels``,
+    giving Pixels of uint8 zeros and ones (divisor 1): a binarized set stays a
+    quarter of its float32 size.
 
     Static binarization draws once for a whole set and keeps the result, so
     every epoch sees the same binary images. ``batches(binarize="static")``
@@ -332,21 +401,32 @@ def binarize_static(x, rng, out=None):
     run, whatever the shuffling. The uniforms are drawn ``CHUNK_ELEMENTS`` at a
     time (whole rows), in order, so they are the numbers one draw of
     ``x.shape`` would give, without holding them all beside ``x`` and the
-    result; with ``out=x`` a float32 set is binarized in place, never held twice.
+    result; with ``out=x`` a set is binarized in place, never held twice.
     """
-    x = np.asarray(x)
+    pixels = isinstance(x, Pixels)
+    x = x if pixels else np.asarray(x)
+    dtype = np.uint8 if pixels else np.float32
     if out is None:
-        out = np.empty(x.shape, dtype=np.float32)
-    elif out.shape != x.shape or out.dtype != np.float32:
-        raise ValueError(f"out must be a float32 array of shape {x.shape}, not {out.dtype} {out.shape}")
+        out = Pixels(np.empty(x.shape, dtype), divisor=1) if pixels else np.empty(x.shape, dtype)
+    binary = out.stored if isinstance(out, Pixels) else out
+    if isinstance(out, Pixels) != pixels or binary.shape != x.shape or binary.dtype != dtype:
+        raise ValueError(f"out must be {'uint8 Pixels' if pixels else 'a float32 array'} of shape {x.shape}, "
+                         f"not {type(out).__name__} {binary.dtype} {binary.shape}")
     if x.ndim == 0:
-        np.less(rng.random(dtype=np.float32), x, out=out)
+        np.less(rng.random(dtype=np.float32), x, out=binary)
         return out
-    rows = max(1, CHUNK_ELEMENTS // max(1, math.prod(x.shape[1:])))
+    rows = _rows_per_chunk(x.shape)
     for start in range(0, len(x), rows):
-        block = out[start:start + rows]
+        block = binary[start:start + rows]
         np.less(rng.random(block.shape, dtype=np.float32), x[start:start + rows], out=block)
+    if pixels:
+        out.divisor = 1  # only now: with out=x, the rows not yet drawn were read as they were
     return out
+
+
+def _rows_per_chunk(shape):
+    """How many whole rows of an array of ``shape`` make about ``CHUNK_ELEMENTS`` elements (at least one)."""
+    return max(1, CHUNK_ELEMENTS // max(1, math.prod(shape[1:])))
 
 
 def binarize_dynamic(x_batch, rng):
@@ -361,8 +441,9 @@ def binarize_dynamic(x_batch, rng):
 def batches(x, y, batch_size, rng, shuffle=True, binarize="none"):
     """Yield ``(x_batch, y_batch)`` covering every example once; the last batch may be smaller.
 
-    ``rng`` shuffles (when ``shuffle``) and draws dynamic binarizations.
-    ``binarize="static"`` binarizes all of ``x`` (with ``STATIC_SEED``) each
+    ``x`` is ``Pixels`` or an array of float32 rows; each ``x_batch`` is a new
+    float32 array. ``rng`` shuffles (when ``shuffle``) and draws dynamic
+    binarizations. ``binarize="static"`` binarizes all of ``x`` (with ``STATIC_SEED``) each
     time it is called; for a large set, binarize once yourself with
     ``binarize_static`` and pass ``binarize="none"``.
     """
@@ -386,13 +467,14 @@ def batches(x, y, batch_size, rng, shuffle=True, binarize="none"):
 def check_pixels(x, likelihood):
     """Refuse NaN or infinite pixels, and pixels outside [0, 1] under a Bernoulli likelihood.
 
-    Valid data costs two reductions and no array the size of ``x``: NaN
-    propagates into both the minimum and the maximum, and an infinity is one
-    of them. Only data about to be refused is counted, in chunks.
+    ``x`` is an array or ``Pixels``. Valid data costs two reductions and no
+    array the size of ``x``: NaN propagates into both the minimum and the
+    maximum, and an infinity is one of them (Pixels take both from their
+    stored integers). Only data about to be refused is counted, in chunks.
     """
     if likelihood not in LIKELIHOODS:
         raise MinivaeError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
-    x = np.asarray(x)
+    x = x if isinstance(x, Pixels) else np.atleast_1d(np.asarray(x))
     if x.size == 0:
         return
     low, high = x.min(), x.max()
@@ -408,7 +490,6 @@ def check_pixels(x, likelihood):
 
 
 def _count(x, predicate):
-    """How many elements of ``x`` satisfy ``predicate`` (elementwise), ``CHUNK_ELEMENTS`` at a time."""
-    flat = x.reshape(-1)  # a view when x is contiguous
-    return sum(int(np.count_nonzero(predicate(flat[start:start + CHUNK_ELEMENTS])))
-               for start in range(0, flat.size, CHUNK_ELEMENTS))
+    """How many elements of ``x`` satisfy ``predicate`` (elementwise), a block of whole rows at a time."""
+    rows = _rows_per_chunk(x.shape)
+    return sum(int(np.count_nonzero(predicate(x[start:start + rows]))) for start in range(0, len(x), rows))

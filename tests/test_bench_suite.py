@@ -14,6 +14,7 @@ import pytest
 
 from minivae.backend import load_backend
 from minivae.benchmarks import bench_step, harness, micro, suite
+from minivae.data import Pixels
 from minivae.kernels.reference import KERNEL_NAMES
 from tests.runs import assert_one_line_error, run_cli, write_fake_mnist
 
@@ -74,8 +75,12 @@ def test_epoch_floor_runs_every_batch_and_the_last_partial_one(monkeypatch):
     assert ran == [2, 2, 1]
 
 
-def test_memory_budget_is_the_float32_dataset_plus_200_megabytes(monkeypatch):
-    images = SimpleNamespace(train_x=np.zeros((1000, 784), np.float32), test_x=np.zeros((250, 784), np.float32))
+@pytest.mark.parametrize("images", [
+    SimpleNamespace(train_x=np.zeros((1000, 784), np.float32), test_x=np.zeros((250, 784), np.float32)),
+    SimpleNamespace(train_x=Pixels(np.zeros((1000, 784), np.uint8), 255),  # counted as float32 all the same
+                    test_x=Pixels(np.zeros((250, 784), np.uint8), 255)),
+], ids=["float32", "uint8 pixels"])
+def test_memory_budget_is_the_float32_dataset_plus_200_megabytes(monkeypatch, images):
     peaks = {"numpy": 300.0, "numba": 600.0}
     monkeypatch.setattr(suite, "training_peak_memory", lambda backend, config: peaks[backend])
     memory = suite.bench_memory({"numpy": None, "numba": None, "cupy": "no GPU (cupy: no device)"}, None, images)

@@ -151,15 +151,19 @@ def test_reading_images_as_float32_holds_only_the_result_and_a_chunk(tmp_path, n
     assert peak <= loaded.nbytes + data.READ_CHUNK + 256 * 1024
 
 
-def test_loading_a_dataset_holds_only_the_result_and_a_chunk(tmp_path):
+def test_loading_a_dataset_holds_the_uint8_images_and_a_chunk(tmp_path):
     rng = np.random.default_rng(0)
-    for prefix, count, suffix in [("train", IMAGES, ".gz"), ("t10k", 40, "")]:  # test: less than the train uint8
+    for prefix, count, suffix in [("train", IMAGES, ".gz"), ("t10k", 40, "")]:
         data.write_idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}",
                        rng.integers(0, 256, (count, 28, 28), dtype=np.uint8))
         data.write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, count, dtype=np.uint8))
     dataset, peak = traced(data.load_mnist_like, "mnist", tmp_path)
-    held = sum(array.nbytes for array in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y))
     assert dataset.train_x.shape == (IMAGES, 784) and dataset.test_x.shape == (40, 784)
+    assert dataset.train_x.stored.dtype == dataset.test_x.stored.dtype == np.uint8
+    assert dataset.train_x.stored.nbytes == IMAGES * 784  # a quarter of the float32 images
+    held = sum(array.nbytes for array in (dataset.train_x.stored, dataset.train_y, dataset.test_x.stored,
+                                          dataset.test_y))
+    # the float32 images alone (4 * IMAGES * 784 = 12.5 MB) would exceed this
     assert peak <= held + data.READ_CHUNK + 256 * 1024
 
 
@@ -250,6 +254,17 @@ def test_load_mnist_like(fake_mnist):
     assert dataset.test_y.shape == (6,)
 
 
+def test_mnist_like_images_stay_uint8_and_read_as_the_float32_images_did(fake_mnist):
+    dataset = data.load_mnist_like("mnist", fake_mnist)
+    assert dataset.train_x.stored.dtype == np.uint8 and dataset.train_x.stored.nbytes == 12 * 20
+    for pixels, name in [(dataset.train_x, "train-images-idx3-ubyte.gz"), (dataset.test_x, "t10k-images-idx3-ubyte")]:
+        before = data.read_idx(fake_mnist / name, dtype=np.float32, divisor=255)  # how the images were held
+        before = before.reshape(len(before), -1)
+        np.testing.assert_array_equal(np.asarray(pixels), before, strict=True)
+        rows = [4, 0, 4]
+        np.testing.assert_array_equal(pixels[rows], before[rows], strict=True)
+
+
 def test_label_count_mismatch(fake_mnist):
     data.write_idx(fake_mnist / "t10k-labels-idx1-ubyte", np.zeros(5, dtype=np.uint8))
     with pytest.raises(MinivaeError, match="holds 6 images but .* holds 5 labels"):
@@ -285,6 +300,47 @@ def test_digits():
     assert dataset.valid_x is None
 
 
+def test_digits_stay_uint8_and_read_as_the_float32_digits_did():
+    import sklearn.datasets
+    before = (sklearn.datasets.load_digits().data / 16).astype(np.float32)  # how the digits were held
+    dataset = data.load_digits()
+    assert dataset.train_x.stored.dtype == np.uint8 and dataset.train_x.stored.nbytes == 1438 * 64
+    assert dataset.train_x.divisor == dataset.test_x.divisor == 16
+    np.testing.assert_array_equal(np.asarray(dataset.train_x), before[:1438], strict=True)
+    np.testing.assert_array_equal(np.asarray(dataset.test_x), before[1438:], strict=True)
+
+
+# ----- Pixels -----
+
+
+def test_pixel_rows_are_float32_quotients_converted_only_when_read():
+    stored = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    pixels = data.Pixels(stored, 255)
+    expected = stored.astype(np.float32)
+    expected /= 255  # float32 division, as the images were decoded before
+    assert len(pixels) == 16 and pixels.shape == (16, 16) and pixels.size == 256 and pixels.ndim == 2
+    for index in (slice(3, 9), [5, 1, 5], np.array([True, False] * 8), 7, (slice(None), 3)):
+        np.testing.assert_array_equal(pixels[index], expected[index], strict=True)
+    np.testing.assert_array_equal(np.asarray(pixels), expected, strict=True)
+    assert np.asarray(pixels, dtype=np.float64).dtype == np.float64
+    assert pixels.min() == 0 and pixels.max() == 1 and pixels.max().dtype == np.float32
+    subset = pixels.subset([2, 3])
+    assert subset.stored.dtype == np.uint8 and subset.divisor == 255
+    np.testing.assert_array_equal(subset[:], expected[[2, 3]], strict=True)
+    pixels[:4][:] = 9  # a row handed out is a new array: the stored integers are untouched
+    np.testing.assert_array_equal(pixels.stored, stored)
+    with pytest.raises(ValueError, match="always a copy"):
+        np.asarray(pixels, copy=False)
+    assert repr(pixels) == "Pixels(16x16 uint8 / 255)"
+
+
+def test_a_batch_of_pixels_converts_only_its_rows():
+    pixels = data.Pixels(np.full((4000, 784), 128, dtype=np.uint8), 255)
+    batch, peak = traced(pixels.__getitem__, np.arange(0, 4000, 40))
+    assert batch.shape == (100, 784) and batch.dtype == np.float32
+    assert peak <= batch.nbytes + 100 * 784 + 64 * 1024  # the rows' integers and floats, not the set's 12.5 MB
+
+
 def test_unknown_dataset_lists_choices():
     with pytest.raises(MinivaeError, match="choose one of digits, mnist, fashion-mnist"):
         data.load_dataset("cifar")
@@ -301,6 +357,17 @@ def test_load_dataset_validation_is_seeded():
     assert first.train_x.shape == (1078, 64) and first.valid_x.shape == (360, 64)
     np.testing.assert_array_equal(first.valid_x, again.valid_x)
     assert first.test_x.shape == (359, 64)
+
+
+def test_validation_split_keeps_the_integers_and_takes_the_same_rows():
+    split = data.load_dataset(validation=0.25, seed=3)
+    assert split.train_x.stored.dtype == split.valid_x.stored.dtype == np.uint8
+    assert split.train_x.divisor == split.valid_x.divisor == 16
+    whole = data.load_dataset()
+    before = data.validation_split(np.asarray(whole.train_x), whole.train_y, 0.25, np.random.default_rng(3))
+    np.testing.assert_array_equal(np.asarray(split.train_x), before[0], strict=True)
+    np.testing.assert_array_equal(np.asarray(split.valid_x), before[2], strict=True)
+    np.testing.assert_array_equal(split.valid_y, before[3])
 
 
 def test_validation_split_deterministic_and_disjoint():
@@ -453,11 +520,64 @@ def test_check_pixels_counts_across_chunks(monkeypatch):
     data.check_pixels(np.zeros((0, 5)), "bernoulli")
 
 
+def gray_pixels(rows=37, columns=5, seed=1):
+    return data.Pixels(np.random.default_rng(seed).integers(0, 256, (rows, columns), dtype=np.uint8), 255)
+
+
+@pytest.mark.parametrize("mode", ["none", "static", "dynamic"])
+def test_batches_of_pixels_are_the_batches_of_their_float32_rows(mode):
+    pixels, y = gray_pixels(23, 6), np.arange(23)
+    from_pixels = epoch(pixels, y, np.random.default_rng(4), binarize=mode)
+    from_floats = epoch(np.asarray(pixels), y, np.random.default_rng(4), binarize=mode)
+    for (x_a, y_a), (x_b, y_b) in zip(from_pixels, from_floats, strict=True):
+        np.testing.assert_array_equal(x_a, x_b, strict=True)
+        np.testing.assert_array_equal(y_a, y_b)
+
+
+def test_static_binarization_of_pixels_is_the_draw_on_their_float32_rows(monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_ELEMENTS", 7)
+    pixels = gray_pixels()
+    expected = data.binarize_static(np.asarray(pixels), np.random.default_rng(2))  # as on float32 images
+    binary = data.binarize_static(pixels, np.random.default_rng(2))
+    assert isinstance(binary, data.Pixels) and binary.stored.dtype == np.uint8 and binary.divisor == 1
+    np.testing.assert_array_equal(binary[:], expected, strict=True)
+    assert data.binarize_static(pixels, np.random.default_rng(2), out=pixels) is pixels  # in place
+    assert pixels.divisor == 1 and set(np.unique(pixels.stored)) == {0, 1}
+    np.testing.assert_array_equal(pixels[:], expected, strict=True)
+    with pytest.raises(ValueError, match=r"uint8 Pixels of shape \(37, 5\), not ndarray float32"):
+        data.binarize_static(gray_pixels(), np.random.default_rng(2), out=np.empty((37, 5), np.float32))
+
+
+def test_static_binarization_of_pixels_in_place_holds_a_chunk_at_a_time(monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_ELEMENTS", 1 << 16)
+    pixels = data.Pixels(np.full((4000, 784), 128, dtype=np.uint8), 255)
+    _, peak = traced(data.binarize_static, pixels, np.random.default_rng(0), out=pixels)
+    assert 0.49 < pixels.stored.mean() < 0.51
+    # a chunk's uniforms and its float32 rows; the set as float32 would be 12.5 MB
+    assert peak <= 2 * 4 * data.CHUNK_ELEMENTS + 64 * 1024
+
+
+def test_check_pixels_reads_pixels_without_converting_them():
+    pixels = data.Pixels(np.random.default_rng(0).integers(0, 256, (4000, 784), dtype=np.uint8), 255)
+    for likelihood in data.LIKELIHOODS:
+        _, peak = traced(data.check_pixels, pixels, likelihood)
+        assert peak < 64 * 1024  # the rows as float32 would be 12.5 MB
+
+
+def test_check_pixels_counts_pixels_above_their_divisor(monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_ELEMENTS", 3)
+    pixels = data.Pixels(np.array([[0, 16, 17], [20, 3, 16]], dtype=np.uint8), 16)
+    with pytest.raises(MinivaeError, match=r"2 values outside \[0, 1\] \(min 0, max 1.25\)"):
+        data.check_pixels(pixels, "bernoulli")
+    data.check_pixels(pixels, "gaussian")
+
+
 def test_training_binarizes_the_training_set_once_in_place(fake_mnist):
     from minivae import train
     gray = data.load_mnist_like("mnist", fake_mnist)
     config = train.TrainConfig(data="mnist", data_dir=str(fake_mnist), binarize="static")
     prepared = train.prepare_data(config)
-    expected = data.binarize_static(gray.train_x, np.random.default_rng(data.STATIC_SEED))
-    np.testing.assert_array_equal(prepared.train_x, expected)
+    expected = data.binarize_static(np.asarray(gray.train_x), np.random.default_rng(data.STATIC_SEED))
+    np.testing.assert_array_equal(prepared.train_x, expected, strict=True)  # the images binarizing float32 gave
+    assert prepared.train_x.stored.dtype == np.uint8 and prepared.train_x.divisor == 1
     np.testing.assert_array_equal(prepared.test_x, gray.test_x)  # the test set stays gray
