@@ -51,7 +51,7 @@ def main(argv=None):
         _, history = train(config, progress=False)
         training_seconds = time.perf_counter() - started
         model, _, x = load_model_and_data(Path(config.out) / CHECKPOINT_NAME)
-        x = x[:args.test_limit]
+        x = x.subset(slice(args.test_limit))  # still uint8: converted batch by batch as it is scored
         started = time.perf_counter()
         log_px = importance_sampled_log_px(model, x, args.iw_samples, seed=config.seed)
         scoring_seconds = time.perf_counter() - started

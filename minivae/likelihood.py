@@ -211,7 +211,7 @@ def kl_q_to_posterior_on_grid(model, x, grid_size=101, extent=5.0):
 # ----- Models and data for the commands -----
 
 def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test"):
-    """(model, config, x): a checkpoint's model (or a fresh one for ``data_name``) and a split's images.
+    """(model, config, x): a checkpoint's model (or a fresh one for ``data_name``) and a split's images (``Pixels``).
 
     A model trained on binarized images (static or dynamic) is evaluated on one
     fixed binarization of the split (seed ``data.STATIC_SEED``), as papers do.
@@ -255,7 +255,7 @@ def add_evaluate_arguments(parser):
 def run_evaluate(args):
     """The test ELBO (K = 1) and, with --iw-samples, the importance-weighted NLL, in nats per example."""
     model, config, x = load_model_and_data(args.checkpoint, None, args.data_dir)
-    x = x[:args.limit]
+    x = x.subset(slice(args.limit))  # still uint8: converted batch by batch as it is evaluated
     started = time.perf_counter()
     elbo, reconstruction, kl = evaluate_elbo(model, x, args.batch_size, samples=1, seed=args.seed)
     print(f"{config.data} test set, {len(x)} examples")

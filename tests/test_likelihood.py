@@ -5,15 +5,17 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from minivae.data import load_digits
+from minivae import train
+from minivae.data import STATIC_SEED, Pixels, binarize_static, load_digits
 from minivae.distributions import DiagonalNormal
 from minivae.errors import MinivaeError
 from minivae.likelihood import (add_bound_gap_arguments, add_evaluate_arguments, bound_gap,
-                                kl_standard_normal_monte_carlo, log_mean_exp_in_chunks, log_px_importance,
-                                log_px_quadrature, posterior_on_grid, run_bound_gap, run_evaluate,
-                                spread_across_seeds, train_small_2d_model)
+                                importance_sampled_log_px, kl_standard_normal_monte_carlo, load_model_and_data,
+                                log_mean_exp_in_chunks, log_px_importance, log_px_quadrature, posterior_on_grid,
+                                run_bound_gap, run_evaluate, spread_across_seeds, train_small_2d_model)
 from minivae.tensor import Tensor, no_grad
 from minivae.vae import VAE
+from tests.runs import skip_figures
 
 EXAMPLES = 6
 
@@ -100,6 +102,25 @@ def test_log_mean_exp_in_chunks_is_stable_far_from_zero():
     chunks = iter(np.array_split(values, [8, 16, 24, 32, 40, 48]))
     result = log_mean_exp_in_chunks(lambda m: next(chunks), 50, 8)
     np.testing.assert_allclose(result, logsumexp(values, axis=0) - np.log(50))
+
+
+def test_test_images_stay_uint8_and_score_as_their_float32_rows(trained):
+    model, _, checkpoint = trained
+    _, _, x = load_model_and_data(checkpoint)
+    assert isinstance(x, Pixels) and x.stored.dtype == np.uint8 and len(x) == 359
+    x = x.subset(slice(20))
+    np.testing.assert_array_equal(importance_sampled_log_px(model, x, 30, seed=0, examples=8),
+                                  importance_sampled_log_px(model, np.asarray(x), 30, seed=0, examples=8))
+
+
+def test_a_binarized_run_is_scored_on_one_fixed_binarization_kept_as_uint8(tmp_path, monkeypatch):
+    skip_figures(monkeypatch)
+    config = train.TrainConfig(hidden=(8,), epochs=1, binarize="dynamic", out=str(tmp_path))
+    train.train(config, progress=False, log=lambda line: None)
+    _, _, x = load_model_and_data(tmp_path / train.CHECKPOINT_NAME)
+    assert x.stored.dtype == np.uint8 and x.divisor == 1
+    expected = binarize_static(np.asarray(load_digits().test_x), np.random.default_rng(STATIC_SEED))
+    np.testing.assert_array_equal(x[:], expected, strict=True)
 
 
 def _run(add_arguments, run, argv):
