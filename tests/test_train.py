@@ -103,6 +103,31 @@ def test_evaluate_elbo_is_repeatable():
     assert first[0] == pytest.approx(first[1] - first[2])
 
 
+def float32_digits():
+    """The digits held as float32 rows, as ``load_digits`` gave them before it kept them as uint8 ``Pixels``."""
+    import sklearn.datasets
+    from minivae.data import load_digits
+    x = (sklearn.datasets.load_digits().data / 16).astype(np.float32)
+    return dataclasses.replace(load_digits(), train_x=x[:1438], test_x=x[1438:])
+
+
+@pytest.mark.parametrize("binarize", ["none", "static", "dynamic"])
+def test_a_run_on_uint8_pixels_is_the_run_on_float32_images(tmp_path, monkeypatch, binarize):
+    skip_figures(monkeypatch)
+    quiet_train(tiny(tmp_path / "pixels", epochs=2, binarize=binarize))
+    monkeypatch.setattr(train, "load_dataset", lambda name, data_dir: float32_digits())
+    quiet_train(tiny(tmp_path / "float32", epochs=2, binarize=binarize))
+    assert_same_run(tmp_path / "pixels" / train.CHECKPOINT_NAME, tmp_path / "float32" / train.CHECKPOINT_NAME)
+
+
+def test_evaluate_elbo_on_pixels_is_the_elbo_of_their_float32_rows():
+    config = train.TrainConfig(hidden=(16,))
+    data = train.prepare_data(config)
+    model = train.build_model(config, data.train_x.shape[1])
+    np.testing.assert_array_equal(train.evaluate_elbo(model, data.test_x, 50, samples=2, seed=3),
+                                  train.evaluate_elbo(model, np.asarray(data.test_x), 50, samples=2, seed=3))
+
+
 # ----- Exact resume -----
 
 def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, tmp_path_factory, monkeypatch):
