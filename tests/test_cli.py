@@ -154,6 +154,7 @@ def test_bad_figure_input_is_one_line_and_status_2(files, capsys, command, optio
 ])
 def test_bad_pixels_are_counted(tmp_path, monkeypatch, capsys, split, size, pixel, message):
     dataset = load_digits()
+    setattr(dataset, split, np.asarray(getattr(dataset, split)))  # float32 rows: uint8 Pixels hold no bad pixel
     getattr(dataset, split)[[1, 50, 300], [0, 10, 20]] = pixel
     monkeypatch.setattr(train, "load_dataset", lambda name, data_dir: dataset)
     status, _, err = run_cli(train_argv(tmp_path, 1), capsys)
