@@ -1,10 +1,11 @@
-"""vecmath's float32 exp and log against float64 truth, in ulps; its float64 path against libm; its special values.
+"""vecmath's float32 exp, log and log1p against float64 truth, in ulps; its float64 path against libm; special values.
 
-The truth is NumPy's float64 exp / log of the same float32 inputs: its own
-error (under a float64 ulp) is 2^-29 of a float32 ulp. An error in ulps is
-|got - truth| over the spacing of float32 numbers at the truth (2^-149 for
-subnormal results). The bound asserted is the one the module promises, 1 ulp;
-a scan of every float32 measured 0.81 (exp) and 0.83 (log).
+The truth is NumPy's float64 exp / log / log1p of the same float32 inputs:
+its own error (under a float64 ulp) is 2^-29 of a float32 ulp. An error in
+ulps is |got - truth| over the spacing of float32 numbers at the truth
+(2^-149 for subnormal results). The bound asserted is the one the module
+promises, 1 ulp; a scan of every float32 measured 0.81 (exp), 0.83 (log) and
+0.84 (log1p).
 """
 import ast
 import inspect
@@ -36,6 +37,12 @@ def _log_loop(x, out):
 
 
 @njit(error_model="numpy")
+def _log1p_loop(x, out):
+    for i in range(x.size):
+        out[i] = vecmath.log1p(x[i])
+
+
+@njit(error_model="numpy")
 def _libm_exp_loop(x, out):
     for i in range(x.size):
         out[i] = math.exp(x[i])
@@ -45,6 +52,12 @@ def _libm_exp_loop(x, out):
 def _libm_log_loop(x, out):
     for i in range(x.size):
         out[i] = math.log(x[i])
+
+
+@njit(error_model="numpy")
+def _libm_log1p_loop(x, out):
+    for i in range(x.size):
+        out[i] = math.log1p(x[i])
 
 
 def compiled(loop, x):
@@ -142,12 +155,60 @@ def test_log_float32_special_values_are_numpys():
     assert got.dtype == np.float32
 
 
-# ----- Any float32, both functions -----
+# ----- log1p -----
+
+def test_log1p_float32_within_one_ulp_over_every_binade():
+    """Every binade of x > 0, subnormals included, and inf; and of -1 < x < 0, from -0 to the float32 above -1."""
+    positive = float32_grid(509)
+    negative = float32_grid(509, negative=True)
+    x = np.concatenate([positive, negative[negative > -1], [np.nextafter(np.float32(-1), np.float32(0))]])
+    assert_within_ulps(compiled(_log1p_loop, x), np.log1p(x.astype(np.float64)), x)
+
+
+def test_log1p_float32_within_one_ulp_where_its_steps_change():
+    """Dense where 1 + x rounds to 1 (|x| near 2^-24), where its exponent changes (1 + x near sqrt(1/2),
+    sqrt(2), 2 and 2^24), and near -1, where 1 + x is tiny and the result large and negative."""
+    eps = np.finfo(np.float32).eps  # 2^-23
+    steps = np.arange(-20_000, 20_001, dtype=np.float32)
+    x = np.concatenate([
+        np.linspace(-1, 2, 3_000_001, dtype=np.float32)[1:],
+        steps * eps / 1024,  # |x| up to 20 ulps of 1, in steps of 2^-33
+        *(np.float32(a) + steps * np.spacing(np.float32(a))  # 20,000 neighbours either side
+          for a in (np.sqrt(0.5) - 1, np.sqrt(2) - 1, 1, 2.0**24, 2.0**24 - 1)),
+        np.float32(-1) + np.arange(1, 20_001, dtype=np.float32) * eps / 2,  # from the float32 above -1
+    ])
+    assert_within_ulps(compiled(_log1p_loop, x), np.log1p(x.astype(np.float64)), x)
+
+
+def test_log1p_float32_tiny_x_is_x():
+    """ln(1 + x) = x - x^2 / 2 + ...: below 2^-25 in magnitude the rounded result is x itself, subnormals too."""
+    x = np.concatenate([float32_grid(4099)[:np.searchsorted(float32_grid(4099), 2.0**-25)],
+                        np.arange(1, 0x800000, 997, dtype=np.int32).view(np.float32)])
+    x = np.concatenate([x, -x])
+    np.testing.assert_array_equal(compiled(_log1p_loop, x), x)
+
+
+def test_log1p_float32_special_values_are_numpys():
+    tiny = np.finfo(np.float32).smallest_subnormal
+    big = np.finfo(np.float32).max
+    x = np.array([0.0, -0.0, tiny, -tiny, np.inf, -np.inf, np.nan, -1.0, -2.0, -1.0000001, -big, big,
+                  np.nextafter(np.float32(-1), np.float32(0)), 1.0, 1e-30, -1e-30], np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.log1p(x)
+    got = compiled(_log1p_loop, x)
+    special = ~np.isfinite(expected) | (np.abs(x) < 1e-20)
+    np.testing.assert_array_equal(got[special], expected[special])
+    assert np.signbit(got[1]) and not np.signbit(got[0])  # -0 stays -0
+    assert got.dtype == np.float32
+
+
+# ----- Any float32, every function -----
 
 @given(hnp.arrays(np.float32, st.integers(1, 64), elements=st.floats(width=32)))
 def test_float32_property_within_one_ulp_or_numpys_special_value(x):
     with np.errstate(all="ignore"):
-        for loop, truth, numpy_f32 in ((_exp_loop, np.exp, np.exp), (_log_loop, np.log, np.log)):
+        for loop, truth, numpy_f32 in ((_exp_loop, np.exp, np.exp), (_log_loop, np.log, np.log),
+                                       (_log1p_loop, np.log1p, np.log1p)):
             got = compiled(loop, x)
             expected = truth(x.astype(np.float64))
             special = ~np.isfinite(expected) | (x == 0)
@@ -164,13 +225,18 @@ def test_float64_is_libm_exactly():
     np.testing.assert_array_equal(compiled(_exp_loop, x), compiled(_libm_exp_loop, x))
     positive = np.concatenate([np.abs(x), np.exp(rng.uniform(-700, 700, 10_000))])
     np.testing.assert_array_equal(compiled(_log_loop, positive), compiled(_libm_log_loop, positive))
+    above_minus_one = np.concatenate([x[x > -1], np.expm1(rng.uniform(-700, 700, 10_000)), [-1.0, -2.0]])
+    np.testing.assert_array_equal(compiled(_log1p_loop, above_minus_one), compiled(_libm_log1p_loop, above_minus_one))
     sample = x[:500]
     np.testing.assert_array_equal(compiled(_exp_loop, sample), [math.exp(v) for v in sample])
     np.testing.assert_array_equal(compiled(_log_loop, positive[:500]), [math.log(v) for v in positive[:500]])
+    sample = above_minus_one[np.isfinite(above_minus_one) & (above_minus_one > -1)][:500]
+    np.testing.assert_array_equal(compiled(_log1p_loop, sample), [math.log1p(v) for v in sample])
 
 
 def test_python_level_functions_are_maths():
     assert vecmath.exp(1.5) == math.exp(1.5) and vecmath.log(1.5) == math.log(1.5)
+    assert vecmath.log1p(1e-20) == math.log1p(1e-20)
     assert vecmath.exp is not math.exp  # its own function, which numba's overload then targets
 
 
