@@ -187,11 +187,11 @@ def logsumexp(a, axis=0):
 def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
     """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
     shared.check_flat("adam_step", p, g, m, v)
-    cp, scalar = _cupy(), p.dtype.type
+    cp = _cupy()
+    a_t, eps_t = shared.adam_step_sizes(step, lr, beta1, beta2, eps)
     with shared.contiguous_in_place(cp, p, m, v) as (p_dense, m_dense, v_dense):
         _launch("adam_step", p, p.size, p_dense, cp.ascontiguousarray(g), m_dense, v_dense, np.int64(p.size),
-                scalar(lr / (1 - beta1**step)), scalar(1 - beta2**step), scalar(beta1), scalar(beta2),
-                scalar(eps), scalar(weight_decay))
+                *shared.scalars_like(p, a_t, eps_t, beta1, beta2, weight_decay))
 
 
 def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):

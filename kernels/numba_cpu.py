@@ -502,11 +502,11 @@ def logsumexp(a, axis=0):
 
 # ----- Fused optimizer steps over one flat parameter buffer -----
 
-def _adam_loop(p, g, m, v, step_size, bias2, beta1, beta2, eps, weight_decay):
+def _adam_loop(p, g, m, v, a_t, eps_t, beta1, beta2, weight_decay):
     """for i: p[i], m[i], v[i] = adam_update(p[i], g[i], m[i], v[i], ...)"""
     for i in prange(p.size):
-        p[i], m[i], v[i] = _adam_update(p[i], g[i], m[i], v[i], step_size, bias2,
-                                        beta1, beta2, eps, weight_decay)
+        p[i], m[i], v[i] = _adam_update(p[i], g[i], m[i], v[i], a_t, eps_t,
+                                        beta1, beta2, weight_decay)
 
 
 def _sgd_loop(p, g, velocity, lr, momentum, weight_decay):
@@ -523,8 +523,8 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
     shared.check_flat("adam_step", p, g, m, v)
     loop, _ = _pick(_ADAM, p.size)
-    loop(p, np.ascontiguousarray(g), m, v,
-         *shared.scalars_like(p, lr / (1 - beta1**step), 1 - beta2**step, beta1, beta2, eps, weight_decay))
+    a_t, eps_t = shared.adam_step_sizes(step, lr, beta1, beta2, eps)
+    loop(p, np.ascontiguousarray(g), m, v, *shared.scalars_like(p, a_t, eps_t, beta1, beta2, weight_decay))
 
 
 def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):

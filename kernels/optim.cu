@@ -1,11 +1,12 @@
 // Fused optimizer steps, in place over flat C-contiguous buffers, one thread per parameter.
 // Launch: ceil(n / blockDim.x) blocks; each thread reads and writes its element once.
 
-// Adam (Kingma & Ba, Algorithm 1, PyTorch's form); step_size = lr / (1 - beta1^t), bias2 = 1 - beta2^t.
-// for i: g' = g + wd p; m = b1 m + (1 - b1) g'; v = b2 v + (1 - b2) g'^2; p -= step_size m / (sqrt(v / bias2) + eps)
+// Adam (Kingma & Ba, Algorithm 1, PyTorch's form, written as in their Section 2):
+// a_t = lr sqrt(1 - beta2^t) / (1 - beta1^t), eps_t = eps sqrt(1 - beta2^t) (shared.adam_step_sizes).
+// for i: g' = g + wd p; m = b1 m + (1 - b1) g'; v = b2 v + (1 - b2) g'^2; p -= a_t m / (sqrt(v) + eps_t)
 template <typename T>
-__device__ void adam_update(T* p, const T* g, T* m, T* v, long long n, T step_size, T bias2,
-                            T beta1, T beta2, T eps, T weight_decay) {
+__device__ void adam_update(T* p, const T* g, T* m, T* v, long long n, T a_t, T eps_t,
+                            T beta1, T beta2, T weight_decay) {
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (i >= n) return;
     T grad = g[i] + weight_decay * p[i];
@@ -13,7 +14,7 @@ __device__ void adam_update(T* p, const T* g, T* m, T* v, long long n, T step_si
     T vi = beta2 * v[i] + (T(1) - beta2) * grad * grad;
     m[i] = mi;
     v[i] = vi;
-    p[i] -= step_size * mi / (sqrt(vi / bias2) + eps);
+    p[i] -= a_t * mi / (sqrt(vi) + eps_t);
 }
 
 // SGD with momentum (PyTorch's form); the velocity is untouched when momentum is 0.
@@ -31,15 +32,15 @@ __device__ void sgd_update(T* p, const T* g, T* velocity, long long n, T lr, T m
 }
 
 extern "C" __global__ void adam_step_f32(float* p, const float* g, float* m, float* v, long long n,
-                                         float step_size, float bias2, float beta1, float beta2,
-                                         float eps, float weight_decay) {
-    adam_update(p, g, m, v, n, step_size, bias2, beta1, beta2, eps, weight_decay);
+                                         float a_t, float eps_t, float beta1, float beta2,
+                                         float weight_decay) {
+    adam_update(p, g, m, v, n, a_t, eps_t, beta1, beta2, weight_decay);
 }
 
 extern "C" __global__ void adam_step_f64(double* p, const double* g, double* m, double* v, long long n,
-                                         double step_size, double bias2, double beta1, double beta2,
-                                         double eps, double weight_decay) {
-    adam_update(p, g, m, v, n, step_size, bias2, beta1, beta2, eps, weight_decay);
+                                         double a_t, double eps_t, double beta1, double beta2,
+                                         double weight_decay) {
+    adam_update(p, g, m, v, n, a_t, eps_t, beta1, beta2, weight_decay);
 }
 
 extern "C" __global__ void sgd_step_f32(float* p, const float* g, float* velocity, long long n,

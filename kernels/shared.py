@@ -78,6 +78,17 @@ def scalars_like(array, *numbers):
     return tuple(array.dtype.type(n) for n in numbers)
 
 
+def adam_step_sizes(step, lr, beta1, beta2, eps):
+    """(a_t, eps_t) for step t of Adam in Kingma & Ba's Section 2 form, p -= a_t m / (sqrt(v) + eps_t).
+
+    a_t = lr sqrt(1 - beta2^t) / (1 - beta1^t) and eps_t = eps sqrt(1 - beta2^t)
+    give the step of Algorithm 1 (PyTorch's form, m-hat / (sqrt(v-hat) + eps))
+    with one division per parameter fewer, as the reference computes it.
+    """
+    root_bias2 = math.sqrt(1 - beta2**step)
+    return lr * root_bias2 / (1 - beta1**step), eps * root_bias2
+
+
 def check_flat(kernel, *buffers):
     """Optimizer steps run over flat 1-D parameter buffers of one length."""
     if any(a.ndim != 1 or a.shape != buffers[0].shape for a in buffers):
@@ -151,15 +162,15 @@ def bernoulli_term(x, logit):
     return x * logit - (max(logit, ZERO) + math.log1p(e))
 
 
-def adam_update(p, g, m, v, step_size, bias2, beta1, beta2, eps, weight_decay):
-    """One element of Adam: the new (p, m, v); step_size = lr / (1 - beta1^t), bias2 = 1 - beta2^t.
+def adam_update(p, g, m, v, a_t, eps_t, beta1, beta2, weight_decay):
+    """One element of Adam: the new (p, m, v); a_t and eps_t from ``adam_step_sizes``.
 
     The numbers come in the buffers' dtype (``scalars_like``), so float32 stays float32.
     """
     g = g + weight_decay * p
     m = beta1 * m + (ONE - beta1) * g
     v = beta2 * v + (ONE - beta2) * g * g
-    return p - step_size * m / (math.sqrt(v / bias2) + eps), m, v
+    return p - a_t * m / (math.sqrt(v) + eps_t), m, v
 
 
 def sgd_update(p, g, u, lr, momentum, weight_decay):
