@@ -24,40 +24,17 @@ ULPS = 1.0
 FLOAT32_MAX_ROUNDED = 3.4028235677973366e38  # float32 max + half an ulp: from here float32 rounds to inf
 
 
-@njit(error_model="numpy")
-def _exp_loop(x, out):
-    for i in range(x.size):
-        out[i] = vecmath.exp(x[i])
+def _elementwise(function):
+    """A compiled loop out[i] = function(x[i]), the way a kernel calls it."""
+    @njit(error_model="numpy")
+    def loop(x, out):
+        for i in range(x.size):
+            out[i] = function(x[i])
+    return loop
 
 
-@njit(error_model="numpy")
-def _log_loop(x, out):
-    for i in range(x.size):
-        out[i] = vecmath.log(x[i])
-
-
-@njit(error_model="numpy")
-def _log1p_loop(x, out):
-    for i in range(x.size):
-        out[i] = vecmath.log1p(x[i])
-
-
-@njit(error_model="numpy")
-def _libm_exp_loop(x, out):
-    for i in range(x.size):
-        out[i] = math.exp(x[i])
-
-
-@njit(error_model="numpy")
-def _libm_log_loop(x, out):
-    for i in range(x.size):
-        out[i] = math.log(x[i])
-
-
-@njit(error_model="numpy")
-def _libm_log1p_loop(x, out):
-    for i in range(x.size):
-        out[i] = math.log1p(x[i])
+_exp_loop, _log_loop, _log1p_loop = map(_elementwise, (vecmath.exp, vecmath.log, vecmath.log1p))
+_libm_exp_loop, _libm_log_loop, _libm_log1p_loop = map(_elementwise, (math.exp, math.log, math.log1p))
 
 
 def compiled(loop, x):
