@@ -414,8 +414,9 @@ def run_train(args):
     except TrainingInterrupted as interrupted:
         print(f"minivae: {interrupted}", file=sys.stderr)
         return 130
+    latent_figures = ", latent_scatter.png, manifold.png" if config.latent_dim == 2 else ""
     print(f"outputs in {config.out}/: {CHECKPOINT_NAME}, metrics.jsonl, reconstruction_{config.epochs}.png, "
-          f"sample_{config.epochs}.png, loss_curves.png")
+          f"sample_{config.epochs}.png, loss_curves.png{latent_figures}")
     return 0
 
 

@@ -42,13 +42,18 @@ def test_resume_through_the_cli_ends_where_an_uninterrupted_run_ends(tmp_path, t
     assert_same_run(checkpoint, reference)
 
 
-def test_a_run_on_idx_files_and_its_figures(files, capsys):
-    status, out, err = run_cli(train_argv(files.tmp / "run", 1, "--data", "mnist", "--data-dir", str(files.mnist),
-                                          "--latent-dim", "3", "--likelihood", "gaussian", "--sigma", "0.5"), capsys)
+@pytest.mark.parametrize("latent_dim, latent_figures", [(3, []), (2, ["latent_scatter.png", "manifold.png"])])
+def test_a_run_on_idx_files_and_its_figures(files, capsys, latent_dim, latent_figures):
+    run = files.tmp / f"run{latent_dim}"
+    status, out, err = run_cli(train_argv(run, 1, "--data", "mnist", "--data-dir", str(files.mnist),
+                                          "--latent-dim", str(latent_dim), "--likelihood", "gaussian",
+                                          "--sigma", "0.5"), capsys)
     assert status == 0, err
-    assert out.splitlines()[-1].startswith(f"outputs in {files.tmp / 'run'}/: checkpoint.npz, metrics.jsonl")
-    assert sorted(p.name for p in (files.tmp / "run").iterdir()) == [
-        "checkpoint.npz", "loss_curves.png", "metrics.jsonl", "reconstruction_1.png", "sample_1.png"]
+    written = sorted(p.name for p in run.iterdir())
+    assert written == sorted(["checkpoint.npz", "loss_curves.png", "metrics.jsonl", "reconstruction_1.png",
+                              "sample_1.png"] + latent_figures)
+    assert out.splitlines()[-1].startswith(f"outputs in {run}/: ")
+    assert sorted(out.splitlines()[-1].split(": ", 1)[1].split(", ")) == written  # the last line lists them all
 
 
 @pytest.mark.parametrize("command, figure", [("sample", "sample_3.png"), ("reconstruct", "reconstruction_3.png")])
