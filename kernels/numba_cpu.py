@@ -90,6 +90,7 @@ def _choose_threading_layer():
 
 _choose_threading_layer()
 
+
 def _on_cpu(formula):
     """A formula of ``shared.py`` compiled for these loops: its ``math`` global bound to ``vecmath``.
 

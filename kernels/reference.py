@@ -131,9 +131,10 @@ def _softplus(t):
     """log(1 + e^t) without overflow: max(t, 0) + log1p(e), e = e^-|t| <= 1.
 
     NumPy's float32 log1p is 3-4x slower than its log, so log1p(e) is
-    log(u) - ((u - 1) - e) / u with u = 1 + e: log of the rounded u, corrected
-    for the rounding to first order, which is exact to the last bit
-    (``shared.bernoulli_term`` explains it).
+    log(u) - ((u - 1) - e) / u with u = 1 + e: u is rounded, off by
+    d = (u - 1) - e (u - 1 itself is exact), and log(1 + e) = log(u - d) =
+    log(u) - d / u to first order in d / u <= eps, i.e. to the last bit; for
+    e below eps, u = 1 and this gives e.
     """
     e = np.exp(-np.abs(t))
     u = 1 + e

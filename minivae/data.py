@@ -51,13 +51,12 @@ READ_CHUNK = 1 << 20
 _READ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
 
 
-def read_idx(path, dtype=None, divisor=None):
+def read_idx(path, dtype=None):
     """The array stored in an IDX file, raw or gzip-compressed (sniffed, not by suffix).
 
-    With ``dtype`` the elements are converted to it, and with ``divisor``
-    divided by it (in ``dtype``), one chunk of ``READ_CHUNK`` bytes at a time
-    straight into the result: the file's bytes and elements are never held in
-    full beside it. The header's sizes are checked against the file before any
+    The elements are read one chunk of ``READ_CHUNK`` bytes at a time straight
+    into the result (converted to ``dtype`` if given): the file's bytes are
+    never held in full beside it. The header's sizes are checked against the file before any
     large allocation: a raw file must hold exactly the bytes the header
     promises, a gzip file cannot promise more than ``MAX_GZIP_RATIO`` times its
     own size, and its result grows as the data arrives, so a lying header
@@ -66,7 +65,7 @@ def read_idx(path, dtype=None, divisor=None):
     with _open_idx(path) as (stream, file_size, is_gzip):
         source, shape = _read_idx_header(stream, path)
         _check_idx_size(path, file_size, is_gzip, source, shape)
-        return _read_idx_payload(stream, path, file_size, is_gzip, source, shape, dtype, divisor)
+        return _read_idx_payload(stream, path, file_size, is_gzip, source, shape, dtype)
 
 
 def read_idx_header(path):
@@ -109,7 +108,7 @@ def _check_idx_size(path, file_size, is_gzip, source, shape):
             raise _size_mismatch(path, shape, source, nbytes, f"{available:,}")
 
 
-def _read_idx_payload(stream, path, file_size, is_gzip, source, shape, dtype, divisor):
+def _read_idx_payload(stream, path, file_size, is_gzip, source, shape, dtype):
     """The elements of an open IDX stream whose size was checked, converted chunk by chunk into one array."""
     elements = math.prod(shape)
     nbytes = elements * source.itemsize
@@ -124,12 +123,8 @@ def _read_idx_payload(stream, path, file_size, is_gzip, source, shape, dtype, di
         if start + count > capacity:  # realloc: large arrays are remapped, not copied
             capacity = min(elements, max(2 * capacity, start + count))
             flat.resize(capacity, refcheck=False)
-        values = np.frombuffer(chunk, dtype=source)
-        if divisor is None:
-            flat[start:start + count] = values
-        else:
-            np.divide(values, divisor, out=flat[start:start + count], dtype=flat.dtype)
-        del chunk, values  # before the next read: one chunk at a time
+        flat[start:start + count] = np.frombuffer(chunk, dtype=source)
+        del chunk  # before the next read: one chunk at a time
     if stream.read(1):
         raise _size_mismatch(path, shape, source, nbytes, f"more than {nbytes:,}")
     return flat.reshape(shape)
