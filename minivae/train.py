@@ -36,7 +36,7 @@ from minivae.data import (BINARIZE_MODES, DATASET_NAMES, STATIC_SEED, batches, b
                           load_dataset)
 from minivae.errors import MinivaeError
 from minivae.tensor import Tensor, no_grad
-from minivae.vae import VAE
+from minivae.vae import VAE, fuse_split_heads_flat
 
 OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD, "adagrad": optim.Adagrad}
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -318,8 +318,11 @@ def _restore(path, config, model, optimizer, rngs):
     if len(meta["history"]) >= config.epochs:
         raise MinivaeError(f"{path} already holds {len(meta['history'])} epochs; pass --epochs above "
                            f"{len(meta['history'])} to train further")
-    model.load_state_dict(_split_arrays(arrays, "model/"))
-    optimizer.load_state_dict(_split_arrays(arrays, "optimizer/"), meta["optimizer"])
+    model_arrays = _split_arrays(arrays, "model/")
+    model.load_state_dict(model_arrays)
+    optimizer_arrays = {name: fuse_split_heads_flat(buffer, model_arrays)  # a checkpoint with the heads apart
+                        for name, buffer in _split_arrays(arrays, "optimizer/").items()}
+    optimizer.load_state_dict(optimizer_arrays, meta["optimizer"])
     for name in rngs:
         rngs[name] = restore_rng(meta["rng"].get(name))
     return meta["history"]
