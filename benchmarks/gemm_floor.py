@@ -1,9 +1,9 @@
 """The GEMM floor: the matrix products of one VAE training step, and nothing else.
 
-The 784-400-20 VAE step does 11 products when the mu and logvar heads are
-fused into one 400x40 layer: 4 forward, 4 weight gradients, 3 input
-gradients (the data needs no gradient). minivae, like pytorch/examples (fc21,
-fc22) and every peer here, keeps the heads apart, giving 5 + 5 + 4 = 14
+The 784-400-20 VAE step does 11 products: 4 forward, 4 weight gradients, 3
+input gradients (the data needs no gradient), the mu and logvar heads fused
+into one 400x40 layer as minivae's encoder has them. The peers here, like
+pytorch/examples (fc21, fc22), keep the heads apart, giving 5 + 5 + 4 = 14
 products of the same total work; the floor takes the fused 11, the fewer and
 larger calls, so it is the lower bound. Either way that is 3.28 MFLOP per
 example (2 FLOP per multiply-add).

@@ -19,8 +19,9 @@ rounds, medians and quartiles):
   a subprocess, against the issue's budget: the float32 dataset plus 200 MB
   (200e6 bytes, 190.7 MiB), reported in MiB.
 
-GPU backends and the PyTorch GPU step appear as rows that say "no GPU" where
-there is none. The report (JSON with every sample, Markdown, and a bar chart
+GPU backends, the cuBLAS floor, the captured CuPy step and PyTorch and JAX
+on the GPU (``benchmarks.gpu_step``) appear as rows that say "no GPU" where
+there is none; ``--batch-sizes 128,1024,8192`` gives the GPU's range. The report (JSON with every sample, Markdown, and a bar chart
 of step times as multiples of the floor) records the machine, the BLAS and
 thread pools, and the load average before and after: on a machine shared
 with other work, pass ``--threads 1``.
@@ -41,7 +42,7 @@ from minivae.backend import BACKEND_NAMES, BackendUnavailable, get_backend, load
 from minivae.checkpoint import check_writable
 from minivae.errors import MinivaeError
 
-from . import bench_step, gemm_floor, harness, micro, peers
+from . import bench_step, gemm_floor, gpu_step, harness, micro, peers
 from .bench_engine_step import make_step
 
 PARTS = ("micro", "step", "epoch", "iw", "memory")
@@ -120,10 +121,13 @@ def step_factories(statuses, with_peers):
                                                         gpu=name in GPU_BACKENDS,
                                                         numpy_buffers=name not in GPU_BACKENDS)
                  for name, why in statuses.items()}
+    factories |= {name: bench_step.Factory(gpu_step.FACTORIES[name], gpu=True)
+                  for name in ("cuBLAS floor", "minivae cupy captured")}
     if with_peers:
         factories |= bench_step.STEP_FACTORIES
         factories["torch eager GPU"] = bench_step.Factory(
             functools.partial(peers.make_step, "torch eager", device="cuda"), gpu=True)
+        factories["jax jit GPU"] = bench_step.Factory(gpu_step.FACTORIES["jax jit GPU"], gpu=True)
     return factories
 
 

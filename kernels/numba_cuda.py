@@ -22,7 +22,11 @@ from minivae.kernels import shared
 from minivae.kernels.reference import LOG_2PI
 
 THREADS = 128  # threads per block of the 1-D launches
-TILE = 16  # the matmul's square tiles: TILE x TILE threads per block
+SIDE = 16  # the matmul's blocks: SIDE x SIDE threads
+PER_THREAD = 4  # each matmul thread computes PER_THREAD x PER_THREAD outputs
+TILE_MN = SIDE * PER_THREAD  # a matmul block's output tile: TILE_MN x TILE_MN
+TILE_K = 8  # the k-width of the matmul's shared tiles of op(a) and op(b)
+LOADS = TILE_K * TILE_MN // (SIDE * SIDE)  # elements of each shared tile one thread loads per slab
 ROW_THREADS = 32  # threads per block of the row sums (one block per row); a power of 2
 # One xoroshiro128+ state per sampling thread. The simulator seeds states in
 # pure Python (about 4 ms each), so it gets one block's worth.
@@ -78,7 +82,7 @@ def _block_sum(partial):
     return partial[0]
 
 
-# ----- Matrix product: shared-memory tiles -----
+# ----- Matrix product: shared-memory tiles, a block of outputs per thread -----
 
 @cuda.jit(device=True)
 def _op_element(a, trans, r, c):
@@ -90,40 +94,79 @@ def _op_element(a, trans, r, c):
     return 0
 
 
-def _tiled_matmul(scalar):
-    """The tiled matmul kernel for one element type (shared arrays need a fixed type)."""
+@cuda.jit(device=True)
+def _tile_place(flat, contiguous_along_k, width):
+    """(kk, x) of the ``flat``-th element of a TILE_K x ``width`` tile, numbered along the operand's rows.
+
+    Consecutive threads take consecutive flat indices, so numbering the tile
+    the way the operand lies in memory makes their global loads coalesced.
+    """
+    if contiguous_along_k:
+        return flat % TILE_K, flat // TILE_K
+    return flat // width, flat % width
+
+
+def _register_tiled_matmul(scalar):
+    """The register-tiled matmul kernel for one element type (shared and local arrays need a fixed type)."""
 
     @cuda.jit
     def matmul_kernel(a, b, out, trans_a, trans_b):
         """for i: for j: out[i, j] = sum_k op(a)[i, k] op(b)[k, j]
 
-        Launch: grid (ceil(N / TILE), ceil(M / TILE)), block (TILE, TILE);
-        thread (x, y) of block (bx, by) owns out[i, j], i = by TILE + y, j = bx TILE + x.
-        For each TILE-wide slab of k: every thread copies one element of op(a)
-        and one of op(b) into shared memory (0 past the edges), syncthreads,
-        adds TILE products from shared memory, syncthreads. One global write.
+        Launch: grid (ceil(N / TILE_MN), ceil(M / TILE_MN)), block (SIDE, SIDE).
+        Block (bx, by) owns the TILE_MN x TILE_MN tile of out at (i0, j0) =
+        (by TILE_MN, bx TILE_MN); thread (x, y) owns the PER_THREAD x PER_THREAD
+        outputs out[i0 + y + SIDE r, j0 + x + SIDE c] in registers (``acc``).
+        For each TILE_K-wide slab of k:
+          load: the block copies op(a)[i0:i0+TILE_MN, k0:k0+TILE_K] into
+            a_tile[kk, i] and op(b)[k0:k0+TILE_K, j0:j0+TILE_MN] into b_tile[kk, j],
+            LOADS elements per thread, numbered the way each operand lies in memory
+            (coalesced whether or not it is transposed), 0 past the edges; syncthreads;
+          for kk: a_reg[r] = a_tile[kk, y + SIDE r]; b_reg[c] = b_tile[kk, x + SIDE c];
+            acc[r, c] += a_reg[r] b_reg[c]  (PER_THREAD^2 products from 2 PER_THREAD
+            shared reads; neighbouring x read neighbouring b_tile columns);
+          syncthreads.
+        Each output is written once; neighbouring threads write neighbouring j.
         """
-        a_tile = cuda.shared.array((TILE, TILE), scalar)
-        b_tile = cuda.shared.array((TILE, TILE), scalar)
+        a_tile = cuda.shared.array((TILE_K, TILE_MN), scalar)
+        b_tile = cuda.shared.array((TILE_K, TILE_MN), scalar)
+        a_reg = cuda.local.array(PER_THREAD, scalar)
+        b_reg = cuda.local.array(PER_THREAD, scalar)
+        acc = cuda.local.array((PER_THREAD, PER_THREAD), scalar)
         x, y = cuda.threadIdx.x, cuda.threadIdx.y
-        i = cuda.blockIdx.y * TILE + y
-        j = cuda.blockIdx.x * TILE + x
+        thread = y * SIDE + x
+        i0, j0 = cuda.blockIdx.y * TILE_MN, cuda.blockIdx.x * TILE_MN
         inner = a.shape[0] if trans_a else a.shape[1]
-        acc = scalar(0)
-        for k0 in range(0, inner, TILE):
-            a_tile[y, x] = _op_element(a, trans_a, i, k0 + x)
-            b_tile[y, x] = _op_element(b, trans_b, k0 + y, j)
+        for r in range(PER_THREAD):
+            for c in range(PER_THREAD):
+                acc[r, c] = 0
+        for k0 in range(0, inner, TILE_K):
+            for load in range(LOADS):
+                flat = thread + load * SIDE * SIDE
+                kk, i = _tile_place(flat, not trans_a, TILE_MN)  # a (M, K) lies along k; a.T along i
+                a_tile[kk, i] = _op_element(a, trans_a, i0 + i, k0 + kk)
+                kk, j = _tile_place(flat, trans_b, TILE_MN)  # b (K, N) lies along j; b.T along k
+                b_tile[kk, j] = _op_element(b, trans_b, k0 + kk, j0 + j)
             cuda.syncthreads()
-            for k in range(TILE):
-                acc += a_tile[y, k] * b_tile[k, x]
+            for kk in range(TILE_K):
+                for r in range(PER_THREAD):
+                    a_reg[r] = a_tile[kk, y + SIDE * r]
+                    b_reg[r] = b_tile[kk, x + SIDE * r]
+                for r in range(PER_THREAD):
+                    for c in range(PER_THREAD):
+                        acc[r, c] += a_reg[r] * b_reg[c]
             cuda.syncthreads()
-        if i < out.shape[0] and j < out.shape[1]:
-            out[i, j] = acc
+        for r in range(PER_THREAD):
+            for c in range(PER_THREAD):
+                i, j = i0 + y + SIDE * r, j0 + x + SIDE * c
+                if i < out.shape[0] and j < out.shape[1]:
+                    out[i, j] = acc[r, c]
 
     return matmul_kernel
 
 
-_MATMUL = {np.dtype(np.float32): _tiled_matmul(float32), np.dtype(np.float64): _tiled_matmul(float64)}
+_MATMUL = {np.dtype(np.float32): _register_tiled_matmul(float32),
+           np.dtype(np.float64): _register_tiled_matmul(float64)}
 
 
 def matmul(a, b, trans_a=False, trans_b=False):
@@ -131,8 +174,8 @@ def matmul(a, b, trans_a=False, trans_b=False):
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
     out = _xp(a).empty((m, n), a.dtype)
-    grid = (_blocks(n, TILE), _blocks(m, TILE))
-    _MATMUL[a.dtype][grid, (TILE, TILE)](a, b, out, trans_a, trans_b)
+    grid = (_blocks(n, TILE_MN), _blocks(m, TILE_MN))
+    _MATMUL[a.dtype][grid, (SIDE, SIDE)](a, b, out, trans_a, trans_b)
     return out
 
 

@@ -10,7 +10,8 @@ written.
 What can go wrong, and what happens (docs/reliability.md has the table):
 
 - a loss, or parameters after an update, that are not finite stop training
-  with the epoch and step (``Diverged``) before anything is saved;
+  with the epoch and step (``Diverged``) before anything is saved (a step
+  replayed from a CUDA graph is checked at the end of its epoch instead);
 - Ctrl-C stops with one line saying which epoch the checkpoint holds and how
   to resume (``TrainingInterrupted``);
 - a kill or a crash at any moment leaves the previous checkpoint, because it
@@ -18,6 +19,7 @@ What can go wrong, and what happens (docs/reliability.md has the table):
 - too little free space is reported before training starts, a failed write
   afterwards names the checkpoint that is still intact.
 """
+import argparse
 import dataclasses
 import json
 import math
@@ -35,8 +37,9 @@ from minivae.checkpoint import check_writable, load_checkpoint, restore_rng, rng
 from minivae.data import (BINARIZE_MODES, DATASET_NAMES, STATIC_SEED, batches, binarize_static, check_pixels,
                           load_dataset)
 from minivae.errors import MinivaeError
+from minivae.graph_step import CAPTURING_BACKENDS, StaticStep
 from minivae.tensor import Tensor, no_grad
-from minivae.vae import VAE
+from minivae.vae import VAE, fuse_split_heads_flat
 
 OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD, "adagrad": optim.Adagrad}
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -136,8 +139,13 @@ def evaluate_elbo(model, x, batch_size, samples, seed):
     return totals / len(x)
 
 
-def train_epoch(model, optimizer, data, config, epoch, rngs, progress):
-    """One pass over the training set; the mean per-example (ELBO, reconstruction, KL)."""
+def train_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step=None):
+    """One pass over the training set; the mean per-example (ELBO, reconstruction, KL).
+
+    With a ``static_step`` (``graph_step.StaticStep``, replaying a CUDA graph)
+    every full batch goes through it, and its losses are checked once, at the
+    end of the epoch; the last, partial batch runs ``train_step``.
+    """
     from tqdm import tqdm
     steps = math.ceil(len(data.train_x) / config.batch_size)
     binarize = "dynamic" if config.binarize == "dynamic" else "none"  # static: done once in prepare_data
@@ -146,6 +154,9 @@ def train_epoch(model, optimizer, data, config, epoch, rngs, progress):
               total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
               disable=not progress) as bar:
         for step, (x_batch, _) in enumerate(bar, start=1):
+            if static_step is not None and len(x_batch) == config.batch_size:
+                static_step(x_batch)
+                continue
             sums = train_step(model, optimizer, x_batch, config.samples, rngs["sample"])
             if sums is None:
                 raise Diverged(f"training diverged at epoch {epoch}, step {step}: "
@@ -154,13 +165,19 @@ def train_epoch(model, optimizer, data, config, epoch, rngs, progress):
             bar.set_postfix(elbo=f"{sums[0] / len(x_batch):.2f}")
             if config.log_interval and step % config.log_interval == 0:
                 bar.write(f"  epoch {epoch} step {step}/{steps}  ELBO {sums[0] / len(x_batch):.3f}")
+    if static_step is not None:
+        sums, finite = static_step.take_sums()
+        if not finite:
+            raise Diverged(f"training diverged in epoch {epoch} (a captured step is checked once an epoch): "
+                           "the loss or the updated parameters are not finite")
+        totals += sums
     return totals / len(data.train_x)
 
 
-def run_epoch(model, optimizer, data, config, epoch, rngs, progress):
+def run_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step=None):
     """Train one epoch and measure the test ELBO; the epoch's metrics row."""
     started = time.perf_counter()
-    train_terms = train_epoch(model, optimizer, data, config, epoch, rngs, progress)
+    train_terms = train_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step)
     with np.errstate(over="ignore", invalid="ignore"):
         test_terms = evaluate_elbo(model, data.test_x, config.batch_size, config.samples, seed=config.seed)
     if not np.isfinite(test_terms).all():
@@ -186,8 +203,12 @@ class Saved:
         return f"the checkpoint {self.path} (epoch {self.epoch}) is intact"
 
 
-def train(config, resume=None, progress=True, log=print):
-    """Train per ``config`` (or continue the checkpoint ``resume``); returns (model, history)."""
+def train(config, resume=None, progress=True, log=print, cuda_graph=None):
+    """Train per ``config`` (or continue the checkpoint ``resume``); returns (model, history).
+
+    ``cuda_graph``: capture the step once and replay it (``make_static_step``);
+    None captures where the backend can.
+    """
     out = check_writable(config.out)
     data = prepare_data(config)
     model = build_model(config, data.train_x.shape[1])
@@ -198,9 +219,10 @@ def train(config, resume=None, progress=True, log=print):
         history = _restore(resume, config, model, optimizer, rngs)
         saved = Saved(Path(resume), len(history))
     check_free_space(out, _checkpoint_payload(model, optimizer, rngs, config, history)[0])
+    static_step = make_static_step(cuda_graph, config, model, optimizer, rngs["sample"], log)
     try:
         for epoch in range(len(history) + 1, config.epochs + 1):
-            history.append(run_epoch(model, optimizer, data, config, epoch, rngs, progress))
+            history.append(run_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step))
             _save(out / CHECKPOINT_NAME, _checkpoint_payload(model, optimizer, rngs, config, history), saved)
             saved = Saved(out / CHECKPOINT_NAME, epoch)
             _write_outputs(out, model, data, config, history, saved)
@@ -211,6 +233,26 @@ def train(config, resume=None, progress=True, log=print):
     except KeyboardInterrupt:
         raise TrainingInterrupted(_interrupted_message(saved)) from None
     return model, history
+
+
+def make_static_step(cuda_graph, config, model, optimizer, rng, log):
+    """A StaticStep capturing the step as a CUDA graph where asked and possible, else None (every step eager).
+
+    ``cuda_graph`` None means where possible: a capturing backend and Adam.
+    Asked for where it is not possible, it says so in one line and trains eagerly.
+    """
+    backend = get_backend().name
+    if cuda_graph is None:
+        cuda_graph = backend in CAPTURING_BACKENDS and config.optimizer == "adam"
+    if not cuda_graph:
+        return None
+    if backend not in CAPTURING_BACKENDS:
+        log(f"--cuda-graph: only the cupy backend captures the training step; training eagerly on {backend}")
+        return None
+    if config.optimizer != "adam":
+        log(f"--cuda-graph: only Adam's step is captured; training eagerly with {config.optimizer}")
+        return None
+    return StaticStep(model, optimizer, config.batch_size, config.samples, rng, capture=True)
 
 
 def _interrupted_message(saved):
@@ -318,8 +360,11 @@ def _restore(path, config, model, optimizer, rngs):
     if len(meta["history"]) >= config.epochs:
         raise MinivaeError(f"{path} already holds {len(meta['history'])} epochs; pass --epochs above "
                            f"{len(meta['history'])} to train further")
-    model.load_state_dict(_split_arrays(arrays, "model/"))
-    optimizer.load_state_dict(_split_arrays(arrays, "optimizer/"), meta["optimizer"])
+    model_arrays = _split_arrays(arrays, "model/")
+    model.load_state_dict(model_arrays)
+    optimizer_arrays = {name: fuse_split_heads_flat(buffer, model_arrays)  # a checkpoint with the heads apart
+                        for name, buffer in _split_arrays(arrays, "optimizer/").items()}
+    optimizer.load_state_dict(optimizer_arrays, meta["optimizer"])
     for name in rngs:
         rngs[name] = restore_rng(meta["rng"].get(name))
     return meta["history"]
@@ -397,6 +442,9 @@ def add_train_arguments(parser):
     parser.add_argument("--resume", default=None, metavar="CHECKPOINT",
                         help="continue a run from its checkpoint.npz (same options; --epochs is the new total)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                        help="capture the training step as a CUDA graph once and replay it for every full "
+                             "batch (default: on with --backend cupy and Adam; other backends train eagerly)")
 
 
 def config_from_args(args):
@@ -410,7 +458,7 @@ def run_train(args):
     """Train; on Ctrl-C, one line on stderr saying how to resume, and exit status 130."""
     config = config_from_args(args)
     try:
-        train(config, resume=args.resume, progress=not args.quiet)
+        train(config, resume=args.resume, progress=not args.quiet, cuda_graph=args.cuda_graph)
     except TrainingInterrupted as interrupted:
         print(f"minivae: {interrupted}", file=sys.stderr)
         return 130

@@ -1,7 +1,7 @@
 """The Variational Autoencoder (Kingma & Welling 2014).
 
-- encoder q(z | x) = N(mu(x), diag(exp(logvar(x)))): a hidden MLP, then two
-  Linear heads ``fc_mu`` and ``fc_logvar``;
+- encoder q(z | x) = N(mu(x), diag(exp(logvar(x)))): a hidden MLP, then one
+  Linear layer ``fc_heads`` giving [mu | logvar] side by side, split by columns;
 - prior p(z) = N(0, I);
 - decoder p(x | z): Bernoulli(sigmoid(logits(z))) or N(mean(z), sigma^2 I).
 
@@ -70,9 +70,12 @@ class VAE(Module):
 
     ``encoder_sizes`` runs from the data to the last hidden layer,
     ``decoder_sizes`` from the first hidden layer to the data. The encoder
-    ends in two Linear heads rather than one head split in half: the names
-    match the paper (mu, logvar), and no slicing is needed (whose backward
-    would scatter into a zero array every step). ``config`` holds the
+    ends in one Linear layer of 2 * latent outputs whose first half is mu and
+    second half logvar: one matrix product for both heads instead of two (and
+    one fewer in each of the two backward products), at the cost of slicing,
+    whose backward writes each half's gradient into its columns. State dicts
+    with the two heads apart (``fc_mu``, ``fc_logvar``) still load: see
+    ``fuse_split_heads``. ``config`` holds the
     constructor arguments, JSON-safe, so ``VAE(**model.config)`` rebuilds it.
 
     ``logvar_clamp=c`` (off by default) clips the encoder's logvar to [-c, c]
@@ -98,22 +101,29 @@ class VAE(Module):
         rng = np.random.default_rng(0) if rng is None else rng
         layer_options = dict(init=init, rng=rng, dtype=dtype)
         self.encoder = MLP(encoder_sizes, activation, final_activation=activation, **layer_options)
-        self.fc_mu = Linear(encoder_sizes[-1], latent_dim, **layer_options)
-        self.fc_logvar = Linear(encoder_sizes[-1], latent_dim, **layer_options)
+        self.fc_heads = Linear(encoder_sizes[-1], 2 * latent_dim, **layer_options)
         self.decoder = MLP([latent_dim] + decoder_sizes, activation, **layer_options)
 
     @property
     def dtype(self):
-        return self.fc_mu.weight.dtype
+        return self.fc_heads.weight.dtype
+
+    def load_state_dict(self, state):
+        """``Module.load_state_dict`` of ``fuse_split_heads(state)``: the separate-heads layout loads too."""
+        super().load_state_dict(fuse_split_heads(state))
 
     def encode(self, x):
-        """x (B, D) -> (mu, logvar), each (B, latent): the parameters of q(z | x); logvar clipped if asked."""
-        hidden = self.encoder(x)
-        logvar = self.fc_logvar(hidden)
+        """x (B, D) -> (mu, logvar), each (B, latent): the parameters of q(z | x); logvar clipped if asked.
+
+        [mu | logvar] = fc_heads(encoder(x)), one product, split by columns.
+        """
+        heads = self.fc_heads(self.encoder(x))
+        latent = self.config["latent_dim"]
+        mu, logvar = heads[:, :latent], heads[:, latent:]
         clamp = self.config["logvar_clamp"]
         if clamp is not None:
             logvar = ops.clip(logvar, -clamp, clamp)
-        return self.fc_mu(hidden), logvar
+        return mu, logvar
 
     def reparameterize(self, mu, logvar, k=1, rng=None, eps=None):
         """z = mu + exp(logvar / 2) * eps, shape (K, B, latent); see ``DiagonalNormal.rsample``."""
@@ -162,3 +172,43 @@ class VAE(Module):
         with no_grad():
             mu, _ = self.encode(x)
             return self.p_x_given_z(mu).mean.numpy()
+
+
+# ----- Checkpoints with the heads apart -----
+
+SPLIT_HEADS = ("fc_mu.weight", "fc_mu.bias", "fc_logvar.weight", "fc_logvar.bias")  # their order in the flat buffer
+
+
+def fuse_split_heads(state):
+    """A state dict with separate heads ``fc_mu.*`` and ``fc_logvar.*`` rewritten to ``fc_heads.*``.
+
+    Models before the heads were fused had mu = h W_mu + b_mu and logvar =
+    h W_logvar + b_logvar; the fused head's columns are the two side by side,
+    W = [W_mu | W_logvar], b = [b_mu | b_logvar], so the ELBO is unchanged.
+    Any other state dict (one lacking a head) is returned as it is.
+    """
+    if not all(name in state for name in SPLIT_HEADS):
+        return state
+    fused = {name: value for name, value in state.items() if name not in SPLIT_HEADS}
+    for kind in ("weight", "bias"):
+        fused[f"fc_heads.{kind}"] = np.concatenate([state[f"fc_mu.{kind}"], state[f"fc_logvar.{kind}"]], axis=-1)
+    return fused
+
+
+def fuse_split_heads_flat(flat, state):
+    """An optimizer's flat buffer (e.g. Adam's m) of the separate-heads model ``state``, in the fused order.
+
+    Both layouts hold the encoder's parameters first, then the heads' in one
+    block of the same length, then the decoder's; only the block's inside
+    differs (W_mu, b_mu, W_logvar, b_logvar before; W, b now).
+    """
+    if not all(name in state for name in SPLIT_HEADS):
+        return flat
+    start = sum(np.size(value) for name, value in state.items() if name.startswith("encoder."))
+    pieces, end = {}, start
+    for name in SPLIT_HEADS:
+        size = np.size(state[name])
+        pieces[name] = flat[end:end + size].reshape(np.shape(state[name]))
+        end += size
+    fused = fuse_split_heads(pieces)
+    return np.concatenate([flat[:start], fused["fc_heads.weight"].ravel(), fused["fc_heads.bias"], flat[end:]])

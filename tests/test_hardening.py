@@ -193,7 +193,7 @@ def test_logvar_clamp_keeps_the_kl_finite_where_exp_logvar_overflows():
     free, clamped = (VAE((6, 5), 2, (5, 6), logvar_clamp=clamp, rng=np.random.default_rng(0)) for clamp in (None, 10))
     clamped.load_state_dict(free.state_dict())
     for model in (free, clamped):
-        model.fc_logvar.bias.data[...] = [200.0, 0.0]  # e^200 overflows float32
+        model.fc_heads.bias.data[2:] = [200.0, 0.0]  # logvar's bias; e^200 overflows float32
     (_, loose), (_, tight) = free.encode(x), clamped.encode(x)
     np.testing.assert_array_equal(tight.numpy(), ops.clip(loose, -10, 10).numpy())
     assert free.config["logvar_clamp"] is None and clamped.config["logvar_clamp"] == 10.0
@@ -392,11 +392,11 @@ def altered(source, target, change):
 
 
 def nan_weight(arrays, meta):
-    arrays["model/fc_mu.weight"][0, 0] = np.nan
+    arrays["model/fc_heads.weight"][0, 0] = np.nan
 
 
 def integer_weights(arrays, meta):
-    arrays["model/fc_mu.bias"] = arrays["model/fc_mu.bias"].astype(np.int64)
+    arrays["model/fc_heads.bias"] = arrays["model/fc_heads.bias"].astype(np.int64)
 
 
 def not_from_training(arrays, meta):
@@ -412,8 +412,8 @@ def unknown_option(arrays, meta):
 
 
 @pytest.mark.parametrize("change, message", [
-    (nan_weight, "model/fc_mu.weight is not an array of finite floats (float32); it is damaged"),
-    (integer_weights, "model/fc_mu.bias is not an array of finite floats (int64)"),
+    (nan_weight, "model/fc_heads.weight is not an array of finite floats (float32); it is damaged"),
+    (integer_weights, "model/fc_heads.bias is not an array of finite floats (int64)"),
     (not_from_training, "is not a checkpoint written by minivae train: its metadata lacks config, model, optimizer, "
                         "rng, history"),
     (epochs_miscounted, "its history does not count epochs 1, 2, ...; it is damaged"),

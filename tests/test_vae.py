@@ -65,7 +65,7 @@ def test_parameters_have_canonical_names():
     names = [name for name, _ in VAE((6, 5, 4), 2, (4, 5, 6)).named_parameters()]
     assert names == [
         "encoder.layers.0.weight", "encoder.layers.0.bias", "encoder.layers.1.weight", "encoder.layers.1.bias",
-        "fc_mu.weight", "fc_mu.bias", "fc_logvar.weight", "fc_logvar.bias",
+        "fc_heads.weight", "fc_heads.bias",
         "decoder.layers.0.weight", "decoder.layers.0.bias", "decoder.layers.1.weight", "decoder.layers.1.bias",
         "decoder.layers.2.weight", "decoder.layers.2.bias"]
 
@@ -128,8 +128,8 @@ def numpy_elbo(model, x, eps):
     """The ELBO written out in NumPy from the model's weights (tanh hidden layers)."""
     w = model.state_dict()
     h = np.tanh(x @ w["encoder.layers.0.weight"] + w["encoder.layers.0.bias"])
-    mu = h @ w["fc_mu.weight"] + w["fc_mu.bias"]
-    logvar = h @ w["fc_logvar.weight"] + w["fc_logvar.bias"]
+    heads = h @ w["fc_heads.weight"] + w["fc_heads.bias"]
+    mu, logvar = np.split(heads, 2, axis=-1)
     z = mu + np.exp(0.5 * logvar) * eps
     hz = np.tanh(z @ w["decoder.layers.0.weight"] + w["decoder.layers.0.bias"])
     out = hz @ w["decoder.layers.1.weight"] + w["decoder.layers.1.bias"]

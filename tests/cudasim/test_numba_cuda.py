@@ -24,15 +24,18 @@ def test_kernel_matches_reference(name, layout, dtype):
     assert_matches_reference(numba_cuda, name, dtype, layout)
 
 
-@pytest.mark.parametrize("dtype, trans_a, trans_b", [
-    (np.float32, False, False), (np.float32, True, False), (np.float32, False, True),
-    (np.float32, True, True), (np.float64, True, False)])
-def test_tiled_matmul_with_ragged_edges(dtype, trans_a, trans_b):
+@pytest.mark.parametrize("dtype, trans_a, trans_b, m, k, n", [
+    (np.float32, False, False, 33, 17, 20), (np.float32, True, False, 33, 17, 20),
+    (np.float32, False, True, 33, 17, 20), (np.float32, True, True, 33, 17, 20),
+    (np.float64, True, False, 33, 17, 20),
+    (np.float32, False, True, numba_cuda.TILE_MN + 3, 5, 2)])  # two blocks, the second 3 rows high
+def test_register_tiled_matmul_with_ragged_edges(dtype, trans_a, trans_b, m, k, n):
+    """Ragged in every dimension: k not a multiple of TILE_K, m and n not of TILE_MN or of SIDE."""
     rng = np.random.default_rng(0)
-    a = rng.uniform(-2, 2, (17, 33) if trans_a else (33, 17)).astype(dtype)
-    b = rng.uniform(-2, 2, (20, 17) if trans_b else (17, 20)).astype(dtype)
+    a = rng.uniform(-2, 2, (k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.uniform(-2, 2, (n, k) if trans_b else (k, n)).astype(dtype)
     got = numba_cuda.matmul(a, b, trans_a, trans_b)
-    assert got.shape == (33, 20) and got.dtype == dtype
+    assert got.shape == (m, n) and got.dtype == dtype
     np.testing.assert_allclose(got, reference.matmul(a, b, trans_a, trans_b), rtol=1e-5, atol=1e-5)
 
 

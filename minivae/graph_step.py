@@ -1,0 +1,145 @@
+"""One whole training step on fixed buffers, so that CUDA can capture it once and replay it.
+
+A CUDA graph is a recording of the kernels a stream runs, with their
+arguments (array addresses and numbers); ``Graph.launch`` replays all of them
+at once, with no Python and no per-kernel launch cost in between. CuPy records
+with ``Stream.begin_capture()`` ... ``Stream.end_capture()``: while capturing,
+kernels are recorded, not run. A step can be replayed only if
+
+- its shapes and buffers are static: every batch is copied into the same input
+  array ``x``; the parameters, their gradients and Adam's moments already live
+  in the optimizer's flat buffers (``nn.flatten_parameters``);
+- every number that changes from step to step lives on the device: Adam's step
+  count ``t`` and its step sizes (``_adam_update``), and the random generator's
+  state (the noise is drawn on the device, which advances the state in place);
+- it never waits for the host: no ``.item()``, ``float()`` or ``bool()`` of a
+  device array, no copy to the host. So the loss is not checked each step, as
+  ``train.train_step`` does with ``loss.item()``: the step adds its ELBO terms
+  into device sums, and ``take_sums`` reads them, and checks them and the
+  parameters for NaN, once an epoch;
+- the memory it allocates does not move: the graph holds the addresses of the
+  step's intermediate arrays, so they come from a private memory pool that
+  nothing else allocates from, kept as long as the graph;
+- nothing is compiled or set up while capturing: the first step runs eagerly
+  (it is a real step, the first batch's), compiling every kernel and filling
+  the pool; the capture that follows reuses the same blocks.
+
+Only the cupy backend captures. On every backend the same step runs eagerly
+when ``capture`` is off, which is how the CPU tests check it against
+``train.train_step``.
+"""
+import numpy as np
+
+from minivae.backend import get_backend
+from minivae.errors import MinivaeError
+from minivae.kernels.shared import scalars_like
+from minivae.optim import Adam
+from minivae.tensor import Tensor
+
+CAPTURING_BACKENDS = ("cupy",)
+
+
+class StaticStep:
+    """One Adam step on -mean ELBO of ``batch_size`` rows copied into a fixed buffer; captured if asked.
+
+    ``step(x_batch)`` copies the batch in and runs the step (replays the graph
+    once captured); ``take_sums()`` returns the summed (elbo, reconstruction,
+    kl) of the steps since the last call and whether they and the parameters
+    are finite.
+    """
+
+    def __init__(self, model, optimizer, batch_size, samples, rng, capture=False):
+        if not isinstance(optimizer, Adam):
+            raise MinivaeError(f"a static training step runs Adam, not {type(optimizer).__name__}; "
+                               "use --optimizer adam or --no-cuda-graph")
+        self.model, self.optimizer, self.samples, self.rng = model, optimizer, samples, rng
+        self.xp = get_backend().xp
+        dtype = optimizer.flat.data.dtype
+        self.x = self.xp.zeros((batch_size, model.config["encoder_sizes"][0]), dtype)
+        self.sums = self.xp.zeros(3, np.float64)
+        self.t = self.xp.zeros((), np.float64)  # Adam's step count, on the device
+        self._t_on_device = None  # the host's step count when t was last written from it
+        self.capture = capture
+        self.graph = self.stream = self.pool = None
+
+    def __call__(self, x_batch):
+        """One step on ``x_batch`` (exactly ``batch_size`` rows): replayed once captured, else run eagerly."""
+        self.x[...] = self.xp.asarray(x_batch)
+        self._sync_step_count()
+        if self.graph is not None:
+            self.graph.launch()  # on CuPy's current stream, after the copy above
+        elif self.capture:
+            self.graph = self._warm_up_and_record()
+        else:
+            self.run()
+        self.optimizer.step_count += 1
+        self._t_on_device += 1
+
+    def run(self):
+        """The step itself: forward, backward, Adam, the terms added into ``sums``; no host sync."""
+        self.optimizer.zero_grad()
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are found by take_sums
+            terms = self.model.elbo(Tensor(self.x), k=self.samples, rng=self.rng)
+            (-terms.elbo.mean()).backward()
+            self._adam_update()
+            self.sums += self.xp.stack([t.data.sum(dtype=np.float64)
+                                        for t in (terms.elbo, terms.reconstruction, terms.kl)])
+
+    def _adam_update(self):
+        """``optim.Adam.step`` with t on the device: t += 1, a_t and eps_t computed there (shared.adam_step_sizes).
+
+        g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  p -= a_t m / (sqrt(v) + eps_t),
+        a_t = lr sqrt(1 - b2^t) / (1 - b1^t),  eps_t = eps sqrt(1 - b2^t); each as the fused kernel
+        rounds it, in the buffers' dtype.
+        """
+        xp, opt = self.xp, self.optimizer
+        p, g, m, v = opt.flat.data, opt.flat.gradients(), opt.m, opt.v
+        one, beta1, beta2, weight_decay = scalars_like(p, 1, opt.beta1, opt.beta2, opt.weight_decay)
+        self.t += 1
+        root_bias2 = xp.sqrt(1 - opt.beta2 ** self.t)
+        a_t = (opt.lr * root_bias2 / (1 - opt.beta1 ** self.t)).astype(p.dtype)
+        eps_t = (opt.eps * root_bias2).astype(p.dtype)
+        if weight_decay:
+            g = g + weight_decay * p
+        m *= beta1
+        m += (one - beta1) * g
+        v *= beta2
+        v += (one - beta2) * g * g
+        p -= a_t * m / (xp.sqrt(v) + eps_t)
+
+    def take_sums(self):
+        """(summed (elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets the sums.
+
+        The one host sync of an epoch: it waits for every replayed step.
+        """
+        backend = get_backend()
+        sums = backend.asnumpy(self.sums).copy()
+        finite = bool(np.isfinite(sums).all()) and bool(self.xp.isfinite(self.optimizer.flat.data).all())
+        self.sums[...] = 0
+        return sums, finite
+
+    def _sync_step_count(self):
+        """Write the host's step count into t when a step outside this one (the last, partial batch) moved it."""
+        if self._t_on_device != self.optimizer.step_count:
+            self.t.fill(self.optimizer.step_count)
+            self._t_on_device = self.optimizer.step_count
+
+    def _warm_up_and_record(self):
+        """Run the step once eagerly, then capture it as a CUDA graph (recorded, not run) on its own stream.
+
+        Both run on a capture stream (CuPy cannot capture its default stream)
+        with the private pool as allocator, so the capture reuses the blocks
+        the eager step left in the pool; the graph then replays on any stream.
+        """
+        cupy = self.xp
+        self.stream, self.pool = cupy.cuda.Stream(), cupy.cuda.MemoryPool()
+        cupy.cuda.get_current_stream().synchronize()  # x and t are written before the capture stream reads them
+        with self.stream, cupy.cuda.using_allocator(self.pool.malloc):
+            self.run()
+            self.stream.begin_capture()
+            try:
+                self.run()
+            finally:
+                graph = self.stream.end_capture()
+        self.stream.synchronize()
+        return graph
