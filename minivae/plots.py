@@ -134,7 +134,7 @@ class Curves:
     ylabel: str
     series: dict
     log_x: bool = True
-    log_y: bool = False
+    yscale: str = "linear"  # or "log", or "symlog" (logarithmic, but defined for values <= 0 too)
 
 
 @dataclasses.dataclass
@@ -202,7 +202,7 @@ def _draw_curves(ax, panel):
         if spread is not None:
             ax.fill_between(x, np.asarray(y) - spread, np.asarray(y) + spread, alpha=0.2)
     ax.set_xscale("log" if panel.log_x else "linear")
-    ax.set_yscale("log" if panel.log_y else "linear")
+    ax.set_yscale(panel.yscale)
     _label(ax, panel)
     ax.legend(fontsize=7)
 
