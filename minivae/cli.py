@@ -8,7 +8,7 @@ import sys
 
 from minivae.argtypes import positive_int
 from minivae.backend import BACKEND_NAMES, set_backend
-from minivae import estimators, likelihood, train
+from minivae import estimators, figures, likelihood, train
 from minivae.benchmarks import suite
 from minivae.errors import MinivaeError
 
@@ -62,6 +62,8 @@ COMMANDS = {
                    "score-function vs reparameterization gradient: means, variances, SNR"),
     "bound-gap": (likelihood.add_bound_gap_arguments, likelihood.run_bound_gap,
                   "ELBO <= IW bound <= exact log p(x) on a 2-D latent model; the gap is KL(q || posterior)"),
+    "figures": (figures.add_figures_arguments, figures.run_figures,
+                "a figure, with the numbers it shows, for each argument of docs/walkthrough.md"),
     "sample": (train.add_figure_arguments, train.run_sample, "decode prior samples from a checkpoint"),
     "reconstruct": (train.add_figure_arguments, train.run_reconstruct,
                     "reconstruct test images with a checkpoint"),

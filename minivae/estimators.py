@@ -50,6 +50,13 @@ from minivae.tensor import Tensor, no_grad
 
 ESTIMATORS = ("score function", "score function + baseline", "reparameterization")
 AGREEMENT_Z = 3.0
+COLUMNS_LEGEND = """columns:
+  total var  sum over the parameters of each one's variance across the N estimates: E||g_hat - g||^2
+  SNR        ||mean of the estimates|| / sqrt(total var)
+  var / RP   total var over the reparameterization estimator's
+  |z|<=3     share of the parameters whose mean is within 3 joint standard errors of reparameterization's,
+             z = (mean - RP mean) / sqrt(se^2 + se_RP^2): about 99.7% when both estimate the same gradient
+  mean z^2   the mean of z^2 over the parameters: about 1 when both estimate the same gradient"""
 
 
 @dataclass
@@ -353,6 +360,7 @@ def run_estimators(args):
     print(f"gradient of sum_b ELBO(x_b) over {len(x)} examples w.r.t. the encoder's "
           f"{sum(p.size for p in problem.parameters.values())} parameters, KL {args.kl}; "
           f"N = {args.samples_n} estimates each")
+    print(COLUMNS_LEGEND)
     totals = {}
     for k in args.k:
         names = estimators_for(k)
@@ -386,12 +394,17 @@ def _plot_variances(out, totals):
     from minivae import plots
     from minivae.checkpoint import check_writable
     check_writable(out)
+    path = out / "estimator_variance.png"
+    plots.save_curves(path, variance_curves(totals), "K, samples per estimate", "log10 total variance of the estimate",
+                      "variance of the encoder gradient estimators against K (log-log)")
+    return path
+
+
+def variance_curves(totals):
+    """{estimator: (K values, log10 total variance, None)} from {K: {estimator: total variance}}."""
     series = {}
     for name in ESTIMATORS:
         ks = [k for k in totals if name in totals[k]]
         if ks:
             series[name] = (ks, [math.log10(totals[k][name]) for k in ks], None)
-    path = out / "estimator_variance.png"
-    plots.save_curves(path, series, "K, samples per estimate", "log10 total variance of the estimate",
-                      "variance of the encoder gradient estimators against K (log-log)")
-    return path
+    return series

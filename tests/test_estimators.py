@@ -92,3 +92,13 @@ def test_estimators_command_refuses_one_estimate(tmp_path):
     add_estimators_arguments(parser)
     with pytest.raises(MinivaeError, match="at least 2"):
         run_estimators(parser.parse_args(["--samples-n", "1", "--out", str(tmp_path)]))
+
+
+def test_estimators_command_explains_its_columns(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_estimators_arguments(parser)
+    assert run_estimators(parser.parse_args(["--samples-n", "2", "--k", "2", "--batch-size", "2",
+                                             "--out", str(tmp_path)])) == 0
+    legend = capsys.readouterr().out.split("\nK = ")[0]
+    for column in ("total var", "SNR", "var / RP", "|z|<=3", "mean z^2"):
+        assert f"\n  {column} " in legend, column
