@@ -9,7 +9,6 @@ Saving is atomic: a crash or a full disk mid-write leaves the previous
 checkpoint as it was.
 """
 import json
-import os
 import tempfile
 import zipfile
 import zlib
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from minivae.errors import MinivaeError
+from minivae.files import write_atomically
 
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
@@ -39,7 +39,7 @@ def save_checkpoint(path, arrays, meta):
     path = Path(path)
     payload = _payload(path, arrays, meta)
     try:
-        _write_atomically(path, payload)
+        write_atomically(path, lambda f: np.savez(f, **payload))
     except OSError as exc:
         raise MinivaeError(
             f"cannot write checkpoint {path} ({exc}); check free space and permissions") from None
@@ -61,32 +61,6 @@ def _payload(path, arrays, meta):
             f"checkpoint {path}: meta is not JSON-serialisable ({exc}); store plain "
             "numbers, strings, lists and dicts (NumPy scalars via .item())") from None
     return {**arrays, META_KEY: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
-
-
-def _write_atomically(path, payload):
-    """Temporary file, fsync, rename over ``path``, fsync the directory."""
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory):
-    """Make a rename in ``directory`` durable (POSIX; other systems skip it)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path):
