@@ -9,6 +9,7 @@ never more threads than the cores the load average leaves free. The counts
 are set with threadpoolctl (BLAS already loaded) and ``numba.set_num_threads``,
 not with environment variables, which a library reads only when it loads.
 """
+import contextlib
 import os
 import sys
 
@@ -54,8 +55,17 @@ def use_threads(count):
         numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
 
 
-def configure_threads(requested, multiply_adds=None):
-    """``choose_threads`` then ``use_threads``; returns the reason, for the command's first line."""
-    count, reason = choose_threads(requested, multiply_adds)
-    use_threads(count)
-    return reason
+@contextlib.contextmanager
+def threads_limited(count):
+    """BLAS and numba (if loaded) capped at ``count`` threads inside the block, as they were after it."""
+    from threadpoolctl import threadpool_limits
+    numba = sys.modules.get("numba")
+    before = numba.get_num_threads() if numba else None
+    with threadpool_limits(count):
+        if numba:
+            numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+        try:
+            yield
+        finally:
+            if numba:
+                numba.set_num_threads(before)
