@@ -316,16 +316,16 @@ def load_mnist_like(name, data_dir=None, splits=SPLITS):
     directory = Path(data_dir) if data_dir is not None else MNIST_LIKE_DIRS[name]
     if directory is None:
         raise MinivaeError(f"{name} has no default location; {MNIST_LIKE_HINTS[name]}")
-    test_x, test_y, image_shape = _load_idx_split(name, directory, "t10k")
-    train_x = train_y = None
+    train_x = train_y = image_shape = None
     if "train" in splits:
-        train_x, train_y, train_shape = _load_idx_split(name, directory, "train")
-        if train_shape != image_shape:
-            raise MinivaeError(
-                f"{name} in {directory}: train images are {train_shape} but test images are "
-                f"{image_shape}; re-download the files")
+        train_x, train_y, image_shape = _load_idx_split(name, directory, "train")
+    test_x, test_y, test_shape = _load_idx_split(name, directory, "t10k")
+    if image_shape not in (None, test_shape):
+        raise MinivaeError(
+            f"{name} in {directory}: train images are {image_shape} but test images are "
+            f"{test_shape}; re-download the files")
     test_images = _find_idx_file(name, directory, "t10k-images-idx3-ubyte")
-    return Dataset(train_x, train_y, test_x, test_y, image_shape, name, source=str(directory.resolve()),
+    return Dataset(train_x, train_y, test_x, test_y, test_shape, name, source=str(directory.resolve()),
                    test_fingerprint=file_fingerprint(test_images))
 
 
