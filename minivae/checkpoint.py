@@ -165,6 +165,9 @@ def _decode_meta(path, encoded):
 def check_writable(directory):
     """Create ``directory`` if needed and make sure a file can be written there; returns it as a Path."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise MinivaeError(f"{directory} is a file, not a directory; choose a directory for the output "
+                           "(it is created if missing)")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
@@ -204,6 +207,6 @@ def restore_rng(state):
     bit_generator = getattr(np.random, name)()
     try:
         bit_generator.state = state
-    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+    except (TypeError, ValueError, KeyError, OverflowError, IndexError) as exc:  # IndexError: a short MT19937 key
         raise MinivaeError(f"random state for {name} is corrupt ({exc}); resume from another checkpoint") from None
     return np.random.Generator(bit_generator)

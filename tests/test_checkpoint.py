@@ -98,6 +98,7 @@ def test_rng_state_is_json_safe_for_every_bit_generator(name):
     {"bit_generator": "Evil"},
     {"bit_generator": "PCG64"},
     {"bit_generator": "PCG64", "state": {"state": "x", "inc": 1}, "has_uint32": 0, "uinteger": 0},
+    {"bit_generator": "MT19937", "state": {"key": [1, 2, 3], "pos": 624}},  # a key of 624 words, cut short
 ])
 def test_restore_rng_refuses_bad_state(state):
     with pytest.raises(MinivaeError, match="random state"):
