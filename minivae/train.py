@@ -399,17 +399,17 @@ def check_training_meta(path, meta, headers):
     if unknown:
         raise MinivaeError(f"checkpoint {path}: unexpected array {unknown[0]!r}, which minivae train never "
                            "writes; use the checkpoint.npz a training run wrote")
+    stored = sum(math.prod(shape) for name, (shape, _) in headers.items() if name.startswith("model/"))
+    if stored != count:
+        raise MinivaeError(f"checkpoint {path}: its metadata describes a model of {count:,} parameters but its "
+                           f"arrays hold {stored:,}; it is damaged, use another checkpoint")
     for name, (shape, dtype) in headers.items():
         if dtype.kind != "f":
             raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats ({dtype}); "
                                "it is damaged, use another checkpoint")
         if name.startswith("optimizer/") and shape != (count,):
             raise MinivaeError(f"checkpoint {path}: {name} has shape {shape}, not ({count},) for the "
-                               f"{count} parameters its metadata describes; use another checkpoint")
-    stored = sum(math.prod(shape) for name, (shape, _) in headers.items() if name.startswith("model/"))
-    if stored != count:
-        raise MinivaeError(f"checkpoint {path}: its metadata describes a model of {count:,} parameters but its "
-                           f"arrays hold {stored:,}; it is damaged, use another checkpoint")
+                               f"{count:,} parameters its metadata describes; use another checkpoint")
 
 
 def _train_config(path, meta):
