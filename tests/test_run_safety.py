@@ -24,16 +24,9 @@ from minivae import data, threads, train
 from minivae.checkpoint import load_checkpoint, save_checkpoint
 from minivae.rundir import LOCK_NAME
 from tests.runs import assert_one_line_error, reference_checkpoint, run_cli, skip_figures, train_argv, write_fake_mnist
+from tests.test_hardening import altered
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def altered(source, target, change):
-    """A copy of the checkpoint ``source`` with ``change(arrays, meta)`` applied, saved at ``target``."""
-    arrays, meta = load_checkpoint(source)
-    change(arrays, meta)
-    save_checkpoint(target, arrays, meta)
-    return target
 
 
 # ----- A run directory is owned -----
