@@ -93,7 +93,7 @@ def test_ctrl_c_exits_130_with_how_to_resume(tmp_path, monkeypatch, capsys):
 BAD_TRAIN_INPUT = {
     # id: (options after `minivae train` tiny settings, what the line must say)
     "missing data dir": (["--data", "mnist", "--data-dir", "{tmp}/nowhere"],
-                         "mnist: no t10k-images-idx3-ubyte[.gz] in {tmp}/nowhere"),
+                         "mnist: no train-images-idx3-ubyte[.gz] in {tmp}/nowhere"),
     "no data dir for mnist": (["--data", "mnist"], "mnist has no default location"),
     "data dir for digits": (["--data-dir", "{tmp}"], "digits ships with scikit-learn and reads no --data-dir"),
     "corrupt IDX file": (["--data", "mnist", "--data-dir", "{corrupt}"],
@@ -144,7 +144,7 @@ def test_bad_train_input_is_one_line_and_status_2(files, capsys, options, messag
     (["{truncated}"], "truncated.npz is unreadable or corrupt"),
     (["{tmp}/absent.npz"], "no checkpoint at {tmp}/absent.npz"),
     (["{good}", "--seed", "-1"], "argument --seed: -1 must be zero or more"),
-    (["{good}", "--out", "{tmp}/a-file"], "cannot write to directory {tmp}/a-file"),
+    (["{good}", "--out", "{tmp}/a-file"], "{tmp}/a-file is a file, not a directory"),
     ([], "the following arguments are required: checkpoint"),
 ], ids=["truncated checkpoint", "missing checkpoint", "negative seed", "unwritable --out", "no checkpoint"])
 @pytest.mark.parametrize("command", ["sample", "reconstruct"])
