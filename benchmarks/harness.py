@@ -235,13 +235,10 @@ def limit_threads(count):
     than cores avoids threads spinning while they wait for a descheduled
     sibling.
     """
-    from threadpoolctl import threadpool_limits
+    from minivae.threads import use_threads
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[name] = str(count)
-    threadpool_limits(count)
-    if "numba" in sys.modules:
-        numba = sys.modules["numba"]
-        numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    use_threads(count)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:count])
 

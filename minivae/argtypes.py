@@ -36,6 +36,23 @@ def positive_float(text):
     return value
 
 
+def bounded_float(low, high, why):
+    """An argument type: a number in [low, high], refused with ``why`` (the reason for the bounds)."""
+    def parse(text):
+        value = _parse(text, float, "a number")
+        _require(low <= value <= high, f"{text} must be between {low:g} and {high:g} ({why})")
+        return value
+    return parse
+
+
+# The Gaussian decoder's standard deviation: its log-likelihood divides by sigma^2, which float32 holds
+# only for sigma roughly within [1e-19, 1e19]; pixels lie in [0, 1], so useful values are far inside.
+sigma = bounded_float(1e-6, 1e6, "pixels are in [0, 1]; e.g. 0.1")
+# The quadrature grid's half-width in prior standard deviations: beyond about 38 the prior density
+# exp(-z^2 / 2) underflows float64 at the grid's edge, and the integral loses all its points.
+extent = bounded_float(1e-3, 30, "in prior standard deviations; e.g. 5")
+
+
 def fraction(text):
     """A number in [0, 1)."""
     value = _parse(text, float, "a number")

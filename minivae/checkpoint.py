@@ -17,7 +17,7 @@ Saving is atomic: a crash or a full disk mid-write leaves the previous
 checkpoint as it was.
 """
 import json
-import os
+import math
 import tempfile
 import zipfile
 import zlib
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from minivae.errors import MinivaeError
+from minivae.files import write_atomically
 
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
@@ -47,7 +48,7 @@ def save_checkpoint(path, arrays, meta):
     path = Path(path)
     payload = _payload(path, arrays, meta)
     try:
-        _write_atomically(path, payload)
+        write_atomically(path, lambda f: np.savez(f, **payload))
     except OSError as exc:
         raise MinivaeError(
             f"cannot write checkpoint {path} ({exc}); check free space and permissions") from None
@@ -71,53 +72,88 @@ def _payload(path, arrays, meta):
     return {**arrays, META_KEY: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
 
 
-def _write_atomically(path, payload):
-    """Temporary file, fsync, rename over ``path``, fsync the directory."""
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+def load_checkpoint(path, check=None):
+    """``(arrays, meta)`` from a file written by ``save_checkpoint``; never unpickles.
 
-
-def _fsync_directory(directory):
-    """Make a rename in ``directory`` durable (POSIX; other systems skip it)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def load_checkpoint(path):
-    """``(arrays, meta)`` from a file written by ``save_checkpoint``; never unpickles."""
+    Nothing is trusted before it is checked: the metadata and every array's
+    header (shape and dtype, from its ``.npy`` header inside the zip) are read
+    first, and ``check(meta, headers)``, if given, refuses the file by raising
+    before any array is loaded. So an array the caller did not expect, or a
+    metadata claiming a huge model, costs nothing. Compressed members are
+    refused (``save_checkpoint`` never compresses), so every array loaded is at
+    most as large as the file.
+    """
     path = Path(path)
     try:
-        arrays = _read_npz(path)
+        with open(path, "rb") as f:
+            _check_is_npz(path, f.read(len(NPY_MAGIC)))
+        with zipfile.ZipFile(path) as archive:
+            members = _members(path, archive)
+            if META_KEY not in members:
+                raise MinivaeError(f"{path} has no {META_KEY} entry, so it is not a minivae checkpoint; "
+                                   "check the path")
+            meta = _decode_meta(path, _read_member(archive, members.pop(META_KEY)))
+            headers = {name: _read_header(path, archive, info) for name, info in members.items()}
+            if check is not None:
+                check(meta, headers)
+            arrays = {name: _read_member(archive, info) for name, info in members.items()}
     except FileNotFoundError:
         raise MinivaeError(f"no checkpoint at {path}; check the path") from None
+    except IsADirectoryError:
+        raise MinivaeError(f"{path} is a directory, not a checkpoint; pass the checkpoint.npz inside it") from None
     except _LOAD_ERRORS as exc:
         raise MinivaeError(f"checkpoint {path} is unreadable or corrupt ({exc}); use another checkpoint") from None
-    if META_KEY not in arrays:
-        raise MinivaeError(f"{path} has no {META_KEY} entry, so it is not a minivae checkpoint; check the path")
-    return arrays, _decode_meta(path, arrays.pop(META_KEY))
+    return arrays, meta
 
 
-def _read_npz(path):
-    """Every array of an ``.npz`` file, read in full."""
-    loaded = np.load(path, allow_pickle=False)
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _check_is_npz(path, start):
+    """Refuse a file that is not a zip archive (what np.load would try to unpickle) by its first bytes."""
+    if start.startswith(NPY_MAGIC):
         raise MinivaeError(f"{path} holds a single .npy array, not a minivae checkpoint; check the path")
-    with loaded:
-        return {name: loaded[name] for name in loaded.files}
+    if not start.startswith(ZIP_MAGIC):
+        raise MinivaeError(f"{path} is not a minivae checkpoint (not an .npz file: it does not start like a "
+                           "zip archive); pass the checkpoint.npz a training run wrote")
+
+
+def _members(path, archive):
+    """{array name: ZipInfo} of an ``.npz``, refusing compressed members."""
+    members = {}
+    for info in archive.infolist():
+        name = info.filename.removesuffix(".npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise MinivaeError(f"checkpoint {path}: array {name!r} is compressed, and minivae writes checkpoints "
+                               "uncompressed; use the checkpoint.npz a training run wrote")
+        members[name] = info
+    return members
+
+
+def _read_header(path, archive, info):
+    """(shape, dtype) of one member from its .npy header; refuses object arrays and sizes the member cannot hold."""
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"{info.filename}: unsupported .npy version {version}")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        header_size = f.tell()
+    name = info.filename.removesuffix(".npy")
+    if dtype.hasobject:
+        raise MinivaeError(f"checkpoint {path}: array {name!r} holds Python objects, which only pickle could "
+                           "load, and minivae never unpickles; use another checkpoint")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes != info.file_size - header_size:
+        raise MinivaeError(f"checkpoint {path}: array {name!r} claims {nbytes:,} bytes but holds "
+                           f"{info.file_size - header_size:,}; it is damaged, use another checkpoint")
+    return tuple(shape), dtype
+
+
+def _read_member(archive, info):
+    with archive.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
 
 
 def _decode_meta(path, encoded):
@@ -137,6 +173,9 @@ def _decode_meta(path, encoded):
 def check_writable(directory):
     """Create ``directory`` if needed and make sure a file can be written there; returns it as a Path."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise MinivaeError(f"{directory} is a file, not a directory; choose a directory for the output "
+                           "(it is created if missing)")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
@@ -176,6 +215,6 @@ def restore_rng(state):
     bit_generator = getattr(np.random, name)()
     try:
         bit_generator.state = state
-    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+    except (TypeError, ValueError, KeyError, OverflowError, IndexError) as exc:  # IndexError: a short MT19937 key
         raise MinivaeError(f"random state for {name} is corrupt ({exc}); resume from another checkpoint") from None
     return np.random.Generator(bit_generator)

@@ -1,23 +1,26 @@
 """The ``minivae`` command: one subcommand per job, nothing done at import.
 
-Every subcommand takes ``--backend``. A ``MinivaeError`` (bad input, a
-backend that cannot run here) prints one line and exits with status 2.
+Every subcommand takes ``--backend`` and (but ``bench``, which has its own)
+``--threads``. A ``MinivaeError`` (bad input, a backend that cannot run here)
+prints one line and exits with status 2; a result that is not finite, with
+status 3; Ctrl-C, with status 130.
 """
 import argparse
 import sys
 
-from minivae.argtypes import positive_int
+from minivae import __version__, estimators, figures, likelihood, train
+from minivae.argtypes import non_negative_int, positive_int
 from minivae.backend import BACKEND_NAMES, set_backend
-from minivae import estimators, figures, likelihood, train
 from minivae.benchmarks import suite
-from minivae.errors import MinivaeError
+from minivae.errors import MinivaeError, NonFiniteResult
+from minivae.threads import choose_threads, use_threads
 
 
 # ----- minivae gradcheck -----
 
 def add_gradcheck_arguments(parser):
     parser.add_argument("--trials", type=positive_int, default=3, help="random draws per primitive (default 3)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random inputs")
     parser.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
     parser.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance (default 1e-8)")
 
@@ -75,6 +78,9 @@ COMMANDS = {
 }
 
 
+OWN_THREADS = ("bench",)  # commands that set threads their own way
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Reports a bad option in one line (pointing to --help) instead of the whole usage block."""
 
@@ -82,24 +88,46 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to an option's help unless the help already gives its default, or it has none."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in help_text or unset or not action.option_strings:
+            return help_text
+        shown = ",".join(map(str, action.default)) if isinstance(action.default, list) else action.default
+        return f"{help_text} (default: {shown})".lstrip()
+
+
 def build_parser():
     parser = OneLineParser(prog="minivae", description="A VAE from scratch: train, verify, benchmark.")
+    parser.add_argument("--version", action="version", version=f"minivae {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add_arguments, _, summary) in COMMANDS.items():
-        sub = commands.add_parser(name, help=summary, description=summary)
+        sub = commands.add_parser(name, help=summary, description=summary, formatter_class=DefaultsHelpFormatter)
         sub.add_argument("--backend", choices=BACKEND_NAMES, default=None,
                          help="array backend (default: $MINIVAE_BACKEND or numpy)")
+        if name not in OWN_THREADS:
+            sub.add_argument("--threads", type=positive_int, default=None,
+                             help="BLAS and numba threads (default: one for small models, else the cores "
+                                  "the load average leaves free)")
         add_arguments(sub)
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    _, run, _ = COMMANDS[args.command]
     try:
+        args = build_parser().parse_args(argv)
+        _, run, _ = COMMANDS[args.command]
         if args.backend:
             set_backend(args.backend)
+        if args.command not in OWN_THREADS:
+            use_threads(choose_threads(args.threads)[0])  # train and evaluate narrow it to their model
         return run(args)
+    except NonFiniteResult as err:
+        print(f"minivae: {err}", file=sys.stderr)
+        return 3
     except MinivaeError as err:
         print(f"minivae: {err}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ an explicit ``numpy.random.Generator``.
 import contextlib
 import dataclasses
 import gzip
+import hashlib
 import math
 import os
 import struct
@@ -31,6 +32,8 @@ from minivae.errors import MinivaeError
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist")
 DIGITS_TEST_FRACTION = 0.2
 BINARIZE_MODES = ("none", "static", "dynamic")
+SPLITS = ("train", "test")
+FINGERPRINT_BYTES = 1 << 20
 STATIC_SEED = 0
 LIKELIHOODS = ("bernoulli", "gaussian")
 CHUNK_ELEMENTS = 1 << 20  # elements per block where a whole-set pass would otherwise make a same-sized temporary
@@ -126,6 +129,9 @@ def _read_idx_payload(stream, path, file_size, is_gzip, source, shape, dtype):
         flat[start:start + count] = np.frombuffer(chunk, dtype=source)
         del chunk  # before the next read: one chunk at a time
     if stream.read(1):
+        if is_gzip:  # damaged deflate data often decodes to too many bytes: its CRC check is the true cause
+            while stream.read(READ_CHUNK):  # an OSError (CRC failure) here becomes "cannot read it"
+                pass
         raise _size_mismatch(path, shape, source, nbytes, f"more than {nbytes:,}")
     return flat.reshape(shape)
 
@@ -254,18 +260,24 @@ class Dataset:
     """Images as ``Pixels`` (index them for float32 rows in [0, 1]; reshape a row to ``image_shape``), labels as int64.
 
     ``valid_x``/``valid_y`` are None unless ``load_dataset`` was asked for a
-    validation split, which is then taken out of the training set. What reads
+    validation split, which is then taken out of the training set; ``train_x``
+    and ``train_y`` are None when only the test split was asked for.
+    ``source`` says where the images were read (a directory, as an absolute
+    path); ``test_fingerprint`` identifies the test images file (None for the
+    bundled digits), so a checkpoint can tell whether it meets its own test set. What reads
     images by rows (``batches``, ``check_pixels``, ``binarize_static``,
     training and ``train.evaluate_elbo``) takes a float32 array of rows too.
     """
-    train_x: Pixels
-    train_y: np.ndarray
+    train_x: Pixels | None
+    train_y: np.ndarray | None
     test_x: Pixels
     test_y: np.ndarray
     image_shape: tuple
     name: str
     valid_x: Pixels | None = None
     valid_y: np.ndarray | None = None
+    source: str = "scikit-learn (bundled)"
+    test_fingerprint: dict | None = None
 
 
 def load_digits():
@@ -291,25 +303,38 @@ MNIST_LIKE_HINTS = {
 }
 
 
-def load_mnist_like(name, data_dir=None):
+def load_mnist_like(name, data_dir=None, splits=SPLITS):
     """MNIST or Fashion-MNIST from the standard four IDX files (raw or ``.gz``) in ``data_dir``.
 
     With ``data_dir`` None, Fashion-MNIST is read from
     ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
-    The images are kept as uint8, divided by 255 when read.
+    The images are kept as uint8, divided by 255 when read. With
+    ``splits=("test",)`` the training files are neither read nor needed.
     """
     if name not in MNIST_LIKE_DIRS:
         raise MinivaeError(f"unknown IDX dataset {name!r}; choose one of {', '.join(MNIST_LIKE_DIRS)}")
     directory = Path(data_dir) if data_dir is not None else MNIST_LIKE_DIRS[name]
     if directory is None:
         raise MinivaeError(f"{name} has no default location; {MNIST_LIKE_HINTS[name]}")
-    train_x, train_y, image_shape = _load_idx_split(name, directory, "train")
+    train_x = train_y = image_shape = None
+    if "train" in splits:
+        train_x, train_y, image_shape = _load_idx_split(name, directory, "train")
     test_x, test_y, test_shape = _load_idx_split(name, directory, "t10k")
-    if test_shape != image_shape:
+    if image_shape not in (None, test_shape):
         raise MinivaeError(
             f"{name} in {directory}: train images are {image_shape} but test images are "
             f"{test_shape}; re-download the files")
-    return Dataset(train_x, train_y, test_x, test_y, image_shape, name)
+    test_images = _find_idx_file(name, directory, "t10k-images-idx3-ubyte")
+    return Dataset(train_x, train_y, test_x, test_y, test_shape, name, source=str(directory.resolve()),
+                   test_fingerprint=file_fingerprint(test_images))
+
+
+def file_fingerprint(path):
+    """A file's name, size and the SHA-256 of its first MiB: tells two datasets apart without reading them whole."""
+    with open(path, "rb") as f:
+        head = f.read(FINGERPRINT_BYTES)
+        size = os.fstat(f.fileno()).st_size
+    return {"file": Path(path).name, "bytes": size, "sha256_first_mib": hashlib.sha256(head).hexdigest()}
 
 
 def _load_idx_split(name, directory, prefix):
@@ -335,6 +360,9 @@ def _check_idx_pair(images_path, labels_path, image_dtype, image_shape, label_sh
         raise MinivaeError(
             f"{images_path} and {labels_path} should hold uint8 images (N, H, W) and labels (N,), "
             f"not {image_dtype} {tuple(image_shape)} and {tuple(label_shape)}; check the file names")
+    if 0 in image_shape:
+        raise MinivaeError(f"{images_path} holds {'x'.join(map(str, image_shape))} images, that is none; "
+                           "re-download it or check the path")
     if image_shape[0] != label_shape[0]:
         raise MinivaeError(
             f"{images_path} holds {image_shape[0]} images but {labels_path} holds {label_shape[0]} "
@@ -349,14 +377,17 @@ def _find_idx_file(name, directory, stem):
     raise MinivaeError(f"{name}: no {stem}[.gz] in {directory}; {MNIST_LIKE_HINTS[name]}")
 
 
-def load_dataset(name="digits", data_dir=None, validation=0.0, seed=0):
-    """The dataset called ``name``, with a ``validation`` fraction of train held out (seeded)."""
+def load_dataset(name="digits", data_dir=None, validation=0.0, seed=0, splits=SPLITS):
+    """The dataset called ``name``, with a ``validation`` fraction of train held out (seeded).
+
+    ``splits=("test",)`` reads only the test split of an IDX dataset (the bundled digits come whole).
+    """
     if name == "digits":
         if data_dir is not None:
             raise MinivaeError("digits ships with scikit-learn and reads no --data-dir; drop it")
         data = load_digits()
     elif name in MNIST_LIKE_DIRS:
-        data = load_mnist_like(name, data_dir)
+        data = load_mnist_like(name, data_dir, splits)
     else:
         raise MinivaeError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     if validation == 0:

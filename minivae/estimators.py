@@ -37,14 +37,14 @@ sum_b ELBO(x_b); averaging instead only divides every number by B.
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from minivae import ops
 from minivae.backend import get_backend
 from minivae.distributions import DiagonalNormal
-from minivae.errors import MinivaeError
+from minivae.checkpoint import check_writable
+from minivae.errors import MinivaeError, check_finite
 from minivae.likelihood import load_model_and_data, log_joint
 from minivae.tensor import Tensor, no_grad
 
@@ -332,7 +332,7 @@ def gradient_statistics(problem, k, n, rng, estimators=None):
 # ----- minivae estimators -----
 
 def add_estimators_arguments(parser):
-    from minivae.argtypes import int_list, positive_int
+    from minivae.argtypes import int_list, non_negative_int, positive_int
     from minivae.data import DATASET_NAMES
     parser.add_argument("--checkpoint", default=None, help="a trained model's checkpoint.npz (default: a fresh model)")
     parser.add_argument("--data", choices=DATASET_NAMES, default=None,
@@ -345,14 +345,15 @@ def add_estimators_arguments(parser):
     parser.add_argument("--kl", choices=("closed", "sampled"), default="closed",
                         help="closed: estimate E_q[log p(x|z)], KL exact (as training does); "
                              "sampled: estimate all of E_q[log p(x,z) - log q(z|x)] (default closed)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="results", help="directory for estimator_variance.png")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the noise")
+    parser.add_argument("--out", default="results", help="directory for estimator_variance.png (default: results)")
 
 
 def run_estimators(args):
     """Print the estimators' statistics per K and parameter group; plot total variance against K."""
     if args.samples_n < 2:
         raise MinivaeError(f"--samples-n {args.samples_n}: a variance needs at least 2 estimates; use e.g. 200")
+    out = check_writable(args.out)  # before the work, not after it
     model, _, x = load_model_and_data(args.checkpoint, args.data, args.data_dir, split="train")
     x = x[:args.batch_size]
     problem = elbo_problem(model, x, args.kl)
@@ -367,7 +368,9 @@ def run_estimators(args):
         stats = gradient_statistics(problem, k, args.samples_n, rng, names)
         _print_table(k, stats, names)
         totals[k] = {name: stats["all"][name].total_variance for name in names}
-    path = _plot_variances(Path(args.out), totals)
+        check_finite(f"the total variance at K = {k}", list(totals[k].values()),
+                     "the checkpoint's weights are too large; use another checkpoint")
+    path = _plot_variances(out, totals)
     print(f"figure: {path}")
     return 0
 
@@ -392,8 +395,6 @@ def _print_table(k, stats, names):
 def _plot_variances(out, totals):
     """log10 of the total variance (all encoder parameters) against K, one line per estimator."""
     from minivae import plots
-    from minivae.checkpoint import check_writable
-    check_writable(out)
     path = out / "estimator_variance.png"
     plots.save_curves(path, variance_curves(totals), "K, samples per estimate", "log10 total variance of the estimate",
                       "variance of the encoder gradient estimators against K (log-log)")

@@ -24,11 +24,14 @@ from minivae import plots
 from minivae.backend import get_backend
 from minivae.data import STATIC_SEED, binarize_static, load_dataset
 from minivae.distributions import DiagonalNormal
-from minivae.errors import MinivaeError
+from minivae.errors import MinivaeError, check_finite
 from minivae.tensor import Tensor, no_grad
-from minivae.train import TrainConfig, build_model, evaluate_elbo, load_trained, prepare_data, train
+from minivae.threads import choose_threads, product_size, use_threads
+from minivae.train import (TrainConfig, build_model, check_same_data, evaluate_elbo, load_trained, prepare_data,
+                           train)
 
 DEFAULT_CHUNK = 500
+WEIGHTS_ADVICE = "the checkpoint's weights are too large to evaluate; use another checkpoint"
 CHUNK_ROWS = 20_000  # decoded (sample, example) rows alive at once in ``minivae evaluate``
 SAMPLE_COUNTS = (1, 10, 100, 1000, 10_000)
 QUADRATURE_DIMS = (1, 2)
@@ -215,14 +218,18 @@ def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test")
 
     A model trained on binarized images (static or dynamic) is evaluated on one
     fixed binarization of the split (seed ``data.STATIC_SEED``), as papers do.
+    Only that split is read; its test images must be the checkpoint's. Prints
+    where the images were read.
     """
     if checkpoint is None:
-        config = TrainConfig(data=data_name or "digits")
+        config, meta = TrainConfig(data=data_name or "digits"), {}
     else:
-        model, config, _ = load_trained(checkpoint)
+        model, config, meta = load_trained(checkpoint)
         if data_name not in (None, config.data):
             raise MinivaeError(f"{checkpoint} was trained on {config.data}, not {data_name}; drop --data")
-    data = prepare_data(dataclasses.replace(config, data_dir=data_dir or config.data_dir))
+    data = prepare_data(dataclasses.replace(config, data_dir=data_dir or config.data_dir), splits=(split,))
+    check_same_data(checkpoint, meta, data)
+    print(f"{data.name} {split} images from {data.source}")
     x = data.train_x if split == "train" else data.test_x
     if checkpoint is None:
         model = build_model(config, x.shape[1])
@@ -238,35 +245,41 @@ def train_small_2d_model(out, epochs=40, seed=1, **options):
     """
     fields = dict(data="digits", hidden=(64,), latent_dim=2, batch_size=64, lr=1e-2, plot_interval=0)
     config = TrainConfig(**{**fields, **options}, epochs=epochs, seed=seed, out=str(out))
-    model, _ = train(config, progress=False, log=lambda line: None)
+    model, _ = train(config, progress=False, log=lambda line: None, overwrite=True)
     return model, config
 
 
 # ----- minivae evaluate -----
 
 def add_evaluate_arguments(parser):
-    from minivae.argtypes import positive_int
+    from minivae.argtypes import non_negative_int, positive_int
     parser.add_argument("checkpoint", help="checkpoint.npz written by minivae train")
     parser.add_argument("--iw-samples", type=positive_int, default=None, metavar="K",
                         help="also report the importance-sampled NLL with K samples (papers use 5000)")
     parser.add_argument("--data-dir", default=None, help="directory of the IDX files (default: the checkpoint's)")
     parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test examples")
     parser.add_argument("--batch-size", type=positive_int, default=100, help="examples per pass (default 100)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the noise")
 
 
 def run_evaluate(args):
     """The test ELBO (K = 1) and, with --iw-samples, the importance-weighted NLL, in nats per example."""
     model, config, x = load_model_and_data(args.checkpoint, None, args.data_dir)
     x = x.subset(slice(args.limit))  # still uint8: converted batch by batch as it is evaluated
+    count, reason = choose_threads(args.threads, product_size(args.batch_size, model.config["encoder_sizes"]))
+    use_threads(count)
     started = time.perf_counter()
-    elbo, reconstruction, kl = evaluate_elbo(model, x, args.batch_size, samples=1, seed=args.seed)
-    print(f"{config.data} test set, {len(x)} examples")
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        elbo, reconstruction, kl = evaluate_elbo(model, x, args.batch_size, samples=1, seed=args.seed)
+    check_finite("the test ELBO", [elbo, reconstruction, kl], WEIGHTS_ADVICE)
+    print(f"{config.data} test set, {len(x)} examples; {reason}")
     print(f"test ELBO (K=1): {elbo:.3f} nats per example (reconstruction {reconstruction:.3f}, KL {kl:.3f}) "
           f"[{time.perf_counter() - started:.1f} s]")
     if args.iw_samples:
         started = time.perf_counter()
-        log_px = importance_sampled_log_px(model, x, args.iw_samples, args.seed, args.batch_size)
+        with np.errstate(over="ignore", invalid="ignore"):
+            log_px = importance_sampled_log_px(model, x, args.iw_samples, args.seed, args.batch_size)
+        check_finite("the importance-sampled log p(x)", log_px, WEIGHTS_ADVICE)
         print(f"test NLL, importance sampling with K={args.iw_samples} (Burda et al. 2016): "
               f"{-log_px.mean():.3f} +- {_standard_error(log_px):.3f} nats per example "
               f"(standard error over examples) [{time.perf_counter() - started:.1f} s]")
@@ -358,17 +371,17 @@ def spread_across_seeds(estimator, model, x, sample_counts, seeds):
 
 
 def add_bound_gap_arguments(parser):
-    from minivae.argtypes import positive_float, positive_int
+    from minivae.argtypes import extent, non_negative_int, positive_int
     parser.add_argument("--checkpoint", default=None,
                         help="a model with a 1-D or 2-D latent space (default: train one on digits in seconds)")
     parser.add_argument("--data-dir", default=None, help="directory of the IDX files (default: the checkpoint's)")
     parser.add_argument("--examples", type=positive_int, default=8, help="test examples to compare (default 8)")
     parser.add_argument("--grid-size", type=positive_int, default=101, help="grid points per latent axis (default 101)")
-    parser.add_argument("--extent", type=positive_float, default=5.0, help="the grid covers [-extent, extent]^L")
+    parser.add_argument("--extent", type=extent, default=5.0, help="the grid covers [-extent, extent]^L")
     parser.add_argument("--max-samples", type=positive_int, default=10_000,
                         help="largest sample count n (counts are 1, 10, 100, ... up to it; default 10000)")
     parser.add_argument("--seeds", type=positive_int, default=10, help="repetitions for the spread (default 10)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the noise")
     parser.add_argument("--out", default="results", help="directory for bound_gap.png (and the trained model)")
 
 
@@ -387,7 +400,12 @@ def run_bound_gap(args):
     latent_grid(model.config["latent_dim"], args.grid_size, args.extent)  # refuse other dimensions up front
     x = x[:args.examples]
     counts = [10**i for i in range(int(math.log10(args.max_samples)) + 1)]
-    result = bound_gap(model, x, args.grid_size, args.extent, counts, args.seeds, seed=args.seed)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked just below
+        result = bound_gap(model, x, args.grid_size, args.extent, counts, args.seeds, seed=args.seed)
+    for quantity, values in (("log p(x) on the grid", result.exact), ("the ELBO", result.elbo),
+                             ("the importance-weighted bound", result.bound), ("KL(q || p(z|x))", result.kl)):
+        check_finite(quantity, values, "the weights or --extent are too large; use another checkpoint or "
+                                       "the default --extent 5")
     _print_bounds(result, args.grid_size)
     _print_kl_check(model, x, get_backend().kernels.make_rng(args.seed))
     _print_spreads(result)

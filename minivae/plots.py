@@ -1,7 +1,9 @@
 """Figures as PNG files, drawn with matplotlib's Agg backend (no display needed).
 
 Every function takes plain NumPy arrays and a path, so it can be used on any
-model's output; matplotlib is imported only when a figure is drawn.
+model's output; matplotlib is imported only when a figure is drawn. Every
+figure is drawn through ``_pyplot``, whose backend (``minivae.atomic_agg``)
+writes each PNG to a temporary file and renames it over the target.
 """
 import dataclasses
 import statistics
@@ -12,8 +14,9 @@ MANIFOLD_CELL_PIXELS = 30  # screen pixels per decoded image of the manifold, at
 
 
 def _pyplot():
+    """pyplot on Agg, saving PNG files atomically (``minivae.atomic_agg``)."""
     import matplotlib
-    matplotlib.use("Agg")
+    matplotlib.use("module://minivae.atomic_agg")
     import matplotlib.pyplot as plt
     return plt
 

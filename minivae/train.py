@@ -12,8 +12,11 @@ What can go wrong, and what happens (docs/reliability.md has the table):
 - a loss, or parameters after an update, that are not finite stop training
   with the epoch and step (``Diverged``) before anything is saved (a step
   replayed from a CUDA graph is checked at the end of its epoch instead);
-- Ctrl-C stops with one line saying which epoch the checkpoint holds and how
-  to resume (``TrainingInterrupted``);
+- Ctrl-C (or SIGTERM) stops with one line saying which epoch the checkpoint
+  holds and how to resume (``TrainingInterrupted``);
+- the output directory is owned (``rundir.own_run_directory``): a second run
+  on it refuses at once, and a run never replaces another's checkpoint unless
+  told to (``--overwrite``);
 - a kill or a crash at any moment leaves the previous checkpoint, because it
   is only ever replaced by a rename;
 - too little free space is reported before training starts, a failed write
@@ -23,8 +26,8 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -34,12 +37,15 @@ import numpy as np
 from minivae import optim, plots
 from minivae.backend import get_backend
 from minivae.checkpoint import check_writable, load_checkpoint, restore_rng, rng_state, save_checkpoint
-from minivae.data import (BINARIZE_MODES, DATASET_NAMES, STATIC_SEED, batches, binarize_static, check_pixels,
-                          load_dataset)
+from minivae.data import (BINARIZE_MODES, DATASET_NAMES, SPLITS, STATIC_SEED, batches, binarize_static,
+                          check_pixels, load_dataset)
 from minivae.errors import MinivaeError
+from minivae.files import write_atomically
 from minivae.graph_step import CAPTURING_BACKENDS, StaticStep
+from minivae.rundir import own_run_directory
 from minivae.tensor import Tensor, no_grad
-from minivae.vae import VAE, fuse_split_heads_flat
+from minivae.threads import choose_threads, product_size, threads_limited
+from minivae.vae import VAE, fuse_split_heads_flat, parameter_count
 
 OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD, "adagrad": optim.Adagrad}
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -79,14 +85,27 @@ class TrainConfig:
         return (input_dim, *self.hidden), (*reversed(self.hidden), input_dim)
 
 
-def prepare_data(config):
-    """The dataset, both splits checked for the likelihood; with static binarization, binarized once here."""
-    data = load_dataset(config.data, config.data_dir)
+def prepare_data(config, splits=SPLITS):
+    """The dataset's ``splits``, checked for the likelihood; with static binarization, train binarized once here."""
+    data = load_dataset(config.data, config.data_dir, splits=splits)
     for x in (data.train_x, data.test_x):
-        check_pixels(x, config.likelihood)
-    if config.binarize == "static":  # in place: the gray images are not needed again, and are not held twice
+        if x is not None:
+            check_pixels(x, config.likelihood)
+    if config.binarize == "static" and data.train_x is not None:  # in place: the gray images are not held twice
         binarize_static(data.train_x, np.random.default_rng(STATIC_SEED), out=data.train_x)
     return data
+
+
+def check_same_data(path, meta, data):
+    """Refuse ``data`` unless its test images are those the checkpoint at ``path`` was trained beside."""
+    trained_on = meta.get("data")
+    if not isinstance(trained_on, dict) or trained_on.get("test_images") == data.test_fingerprint:
+        return
+    expected, found = trained_on.get("test_images") or {}, data.test_fingerprint or {}
+    raise MinivaeError(f"{path} was trained with the test images in {trained_on.get('source')} "
+                       f"({expected.get('file')}, {expected.get('bytes')} bytes), but {data.source} holds other "
+                       f"ones ({found.get('file')}, {found.get('bytes')} bytes); pass --data-dir "
+                       f"{trained_on.get('source')} or a copy of it")
 
 
 def build_model(config, input_dim):
@@ -203,27 +222,43 @@ class Saved:
         return f"the checkpoint {self.path} (epoch {self.epoch}) is intact"
 
 
-def train(config, resume=None, progress=True, log=print, cuda_graph=None):
+def train(config, resume=None, progress=True, log=print, overwrite=False, threads=None, cuda_graph=None):
     """Train per ``config`` (or continue the checkpoint ``resume``); returns (model, history).
 
+    The output directory is held for the whole run (``own_run_directory``):
+    it must not hold another run's checkpoint unless ``overwrite``. ``threads``
+    (None: chosen for the model and the machine) caps BLAS and numba while it runs.
     ``cuda_graph``: capture the step once and replay it (``make_static_step``);
     None captures where the backend can.
     """
+    if config.data_dir is not None:  # stored absolute: a checkpoint finds its data from any directory
+        config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).resolve()))
     out = check_writable(config.out)
-    data = prepare_data(config)
+    with own_run_directory(out, CHECKPOINT_NAME, resume, overwrite, log):
+        data = prepare_data(config)
+        sizes = (data.train_x.shape[1], *config.hidden)
+        count, reason = choose_threads(threads, product_size(config.batch_size, sizes))
+        log(f"{data.name} from {data.source}: {len(data.train_x)} training and {len(data.test_x)} test images; "
+            f"{get_backend().name} backend, {reason}")
+        with threads_limited(count):
+            return _train(config, data, out, resume, progress, log, cuda_graph)
+
+
+def _train(config, data, out, resume, progress, log, cuda_graph):
+    """The run itself, once ``train`` owns ``out`` and has the data."""
     model = build_model(config, data.train_x.shape[1])
     optimizer = build_optimizer(config, model)
     rngs = {"data": np.random.default_rng([config.seed, 0]), "sample": get_backend().kernels.make_rng(config.seed)}
     history, saved = [], Saved()
     if resume is not None:
-        history = _restore(resume, config, model, optimizer, rngs)
+        history = _restore(resume, config, model, optimizer, rngs, data)
         saved = Saved(Path(resume), len(history))
-    check_free_space(out, _checkpoint_payload(model, optimizer, rngs, config, history)[0])
+    check_free_space(out, _checkpoint_payload(model, optimizer, rngs, config, history, data)[0])
     static_step = make_static_step(cuda_graph, config, model, optimizer, rngs["sample"], log)
     try:
         for epoch in range(len(history) + 1, config.epochs + 1):
             history.append(run_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step))
-            _save(out / CHECKPOINT_NAME, _checkpoint_payload(model, optimizer, rngs, config, history), saved)
+            _save(out / CHECKPOINT_NAME, _checkpoint_payload(model, optimizer, rngs, config, history, data), saved)
             saved = Saved(out / CHECKPOINT_NAME, epoch)
             _write_outputs(out, model, data, config, history, saved)
             log(_epoch_line(history[-1]))
@@ -299,7 +334,8 @@ def _save(path, payload, saved):
 def _write_outputs(out, model, data, config, history, saved):
     """metrics.jsonl every epoch; figures every ``plot_interval`` epochs and at the last."""
     try:
-        _write_text_atomically(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+        metrics = "".join(json.dumps(row) + "\n" for row in history).encode()
+        write_atomically(out / "metrics.jsonl", lambda f: f.write(metrics))
         epoch = history[-1]["epoch"]
         if epoch == config.epochs or (config.plot_interval and epoch % config.plot_interval == 0):
             write_figures(out, model, data, epoch, history, seed=config.seed)
@@ -326,23 +362,14 @@ def write_figures(out, model, data, epoch, history, seed):
             plots.save_manifold(out / "manifold.png", model.p_x_given_z(grid).mean.numpy(), data.image_shape, 15)
 
 
-def _write_text_atomically(path, text):
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _checkpoint_payload(model, optimizer, rngs, config, history):
+def _checkpoint_payload(model, optimizer, rngs, config, history, data):
     arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
     optimizer_arrays, optimizer_scalars = optimizer.state_dict()
     arrays.update({f"optimizer/{name}": value for name, value in optimizer_arrays.items()})
     meta = {"config": dataclasses.asdict(config), "model": model.config, "history": history,
             "optimizer": optimizer_scalars, "rng": {name: rng_state(r) for name, r in rngs.items()},
-            "backend": get_backend().name}
+            "backend": get_backend().name, "image_shape": list(data.image_shape),
+            "data": {"source": data.source, "test_images": data.test_fingerprint}}
     return arrays, meta
 
 
@@ -350,9 +377,10 @@ def _split_arrays(arrays, prefix):
     return {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
 
 
-def _restore(path, config, model, optimizer, rngs):
+def _restore(path, config, model, optimizer, rngs, data):
     """Load a checkpoint into a freshly built run; returns its history."""
     arrays, meta, trained = read_training_checkpoint(path)
+    check_same_data(path, meta, data)
     for field in RESUME_FIELDS:
         if getattr(trained, field) != getattr(config, field):
             raise MinivaeError(f"{path} was trained with {field}={getattr(trained, field)!r}, not "
@@ -373,10 +401,29 @@ def _restore(path, config, model, optimizer, rngs):
 def read_training_checkpoint(path):
     """(arrays, meta, TrainConfig) of a checkpoint written by ``train``, or a one-line MinivaeError.
 
-    Beyond ``load_checkpoint``'s checks: the metadata has the fields ``train``
-    writes, and every array holds finite floats (training never saves NaN).
+    Beyond ``load_checkpoint``'s checks, and before any array is loaded
+    (``check_training_meta``): the metadata has the fields ``train`` writes,
+    the arrays are those a model of the stored sizes and its optimizer hold,
+    no more. After loading, every array must hold finite floats (training
+    never saves NaN).
     """
-    arrays, meta = load_checkpoint(path)
+    arrays, meta = load_checkpoint(path, check=lambda meta, headers: check_training_meta(path, meta, headers))
+    for name, array in arrays.items():
+        if not np.isfinite(array).all():
+            raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats; "
+                               "it is damaged, use another checkpoint")
+    return arrays, meta, _train_config(path, meta)
+
+
+def check_training_meta(path, meta, headers):
+    """Refuse metadata ``train`` did not write, or array headers ((shape, dtype) by name) that do not fit it.
+
+    The model's parameter count follows from its stored sizes
+    (``vae.parameter_count``); the model's arrays must hold exactly that many
+    floats and each optimizer buffer one per parameter. So a metadata claiming
+    a huge model is refused unless the file holds its weights, and an array
+    nobody asked for is never loaded.
+    """
     parts = {"config": dict, "model": dict, "optimizer": dict, "rng": dict, "history": list}
     wrong = [name for name, kind in parts.items() if not isinstance(meta.get(name), kind)]
     if wrong:
@@ -385,16 +432,35 @@ def read_training_checkpoint(path):
     if any(not isinstance(row, dict) or row.get("epoch") != n for n, row in enumerate(meta["history"], 1)):
         raise MinivaeError(f"checkpoint {path}: its history does not count epochs 1, 2, ...; "
                            "it is damaged, use another checkpoint")
-    for name, array in arrays.items():
-        if array.dtype.kind != "f" or not np.isfinite(array).all():
-            raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats ({array.dtype}); "
-                               "it is damaged, use another checkpoint")
+    _train_config(path, meta)
+    model = meta["model"]
     try:
-        config = TrainConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
+        count = parameter_count(model.get("encoder_sizes"), model.get("latent_dim"), model.get("decoder_sizes"))
+    except MinivaeError as err:
+        raise MinivaeError(f"checkpoint {path}: {err}; it is damaged, use another checkpoint") from None
+    unknown = [name for name in headers if not name.startswith(("model/", "optimizer/"))]
+    if unknown:
+        raise MinivaeError(f"checkpoint {path}: unexpected array {unknown[0]!r}, which minivae train never "
+                           "writes; use the checkpoint.npz a training run wrote")
+    stored = sum(math.prod(shape) for name, (shape, _) in headers.items() if name.startswith("model/"))
+    if stored != count:
+        raise MinivaeError(f"checkpoint {path}: its metadata describes a model of {count:,} parameters but its "
+                           f"arrays hold {stored:,}; it is damaged, use another checkpoint")
+    for name, (shape, dtype) in headers.items():
+        if dtype.kind != "f":
+            raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats ({dtype}); "
+                               "it is damaged, use another checkpoint")
+        if name.startswith("optimizer/") and shape != (count,):
+            raise MinivaeError(f"checkpoint {path}: {name} has shape {shape}, not ({count},) for the "
+                               f"{count:,} parameters its metadata describes; use another checkpoint")
+
+
+def _train_config(path, meta):
+    try:
+        return TrainConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
     except (KeyError, TypeError) as exc:
         raise MinivaeError(f"{path}: its training options do not fit this minivae ({exc}); "
                            "use a checkpoint this version wrote") from None
-    return arrays, meta, config
 
 
 def load_trained(path):
@@ -412,28 +478,33 @@ def load_trained(path):
 # ----- minivae train -----
 
 def add_train_arguments(parser):
-    from minivae.argtypes import int_list, non_negative_int, positive_float, positive_int
+    from minivae.argtypes import int_list, non_negative_int, positive_float, positive_int, sigma
     defaults = TrainConfig()
     parser.add_argument("--data", choices=DATASET_NAMES, default=defaults.data,
                         help="dataset (default: digits, bundled with scikit-learn)")
     parser.add_argument("--data-dir", default=None, help="directory holding the IDX files (mnist, fashion-mnist)")
     parser.add_argument("--hidden", type=int_list, default=list(defaults.hidden),
                         help="hidden layer sizes, comma-separated (default 256)")
-    parser.add_argument("--latent-dim", type=positive_int, default=defaults.latent_dim)
-    parser.add_argument("--activation", choices=("relu", "tanh"), default=defaults.activation)
-    parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=defaults.likelihood)
-    parser.add_argument("--sigma", type=positive_float, default=defaults.sigma,
+    parser.add_argument("--latent-dim", type=positive_int, default=defaults.latent_dim, help="size of z")
+    parser.add_argument("--activation", choices=("relu", "tanh"), default=defaults.activation,
+                        help="the hidden layers' activation")
+    parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=defaults.likelihood,
+                        help="the decoder's distribution p(x|z)")
+    parser.add_argument("--sigma", type=sigma, default=defaults.sigma,
                         help="the Gaussian decoder's fixed standard deviation (default 0.1)")
     parser.add_argument("--logvar-clamp", type=positive_float, default=defaults.logvar_clamp, metavar="C",
                         help="clip the encoder's logvar to [-C, C] so exp(logvar) stays finite (default: off)")
     parser.add_argument("--samples", type=positive_int, default=defaults.samples,
                         help="K, samples of z per example (default 1)")
-    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
-    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs)
-    parser.add_argument("--lr", type=positive_float, default=defaults.lr)
-    parser.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=defaults.optimizer)
-    parser.add_argument("--binarize", choices=BINARIZE_MODES, default=defaults.binarize)
-    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed)
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="examples per step")
+    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs,
+                        help="epochs in all (with --resume: the new total)")
+    parser.add_argument("--lr", type=positive_float, default=defaults.lr, help="learning rate")
+    parser.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=defaults.optimizer, help="the update rule")
+    parser.add_argument("--binarize", choices=BINARIZE_MODES, default=defaults.binarize,
+                        help="binarize the images: not at all, once (static) or every batch (dynamic)")
+    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed,
+                        help="seeds the weights, the shuffling and the noise")
     parser.add_argument("--log-interval", type=non_negative_int, default=defaults.log_interval,
                         help="print every N steps (default 0: once per epoch)")
     parser.add_argument("--plot-interval", type=non_negative_int, default=defaults.plot_interval,
@@ -441,10 +512,14 @@ def add_train_arguments(parser):
     parser.add_argument("--out", default=defaults.out, help="output directory (default: results)")
     parser.add_argument("--resume", default=None, metavar="CHECKPOINT",
                         help="continue a run from its checkpoint.npz (same options; --epochs is the new total)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run whose checkpoint.npz is already in --out (default: refuse)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                         help="capture the training step as a CUDA graph once and replay it for every full "
                              "batch (default: on with --backend cupy and Adam; other backends train eagerly)")
+    parser.add_argument("--progress", action="store_true",
+                        help="show the progress bar even when stderr is not a terminal (default: only on one)")
 
 
 def config_from_args(args):
@@ -454,14 +529,23 @@ def config_from_args(args):
     return TrainConfig(**values)
 
 
+def _interrupt_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_train(args):
-    """Train; on Ctrl-C, one line on stderr saying how to resume, and exit status 130."""
+    """Train; on Ctrl-C or SIGTERM, one line on stderr saying how to resume, and exit status 130."""
     config = config_from_args(args)
+    progress = args.progress or (not args.quiet and sys.stderr.isatty())
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
-        train(config, resume=args.resume, progress=not args.quiet, cuda_graph=args.cuda_graph)
+        train(config, resume=args.resume, progress=progress, overwrite=args.overwrite, threads=args.threads,
+              cuda_graph=args.cuda_graph)
     except TrainingInterrupted as interrupted:
         print(f"minivae: {interrupted}", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     latent_figures = ", latent_scatter.png, manifold.png" if config.latent_dim == 2 else ""
     print(f"outputs in {config.out}/: {CHECKPOINT_NAME}, metrics.jsonl, reconstruction_{config.epochs}.png, "
           f"sample_{config.epochs}.png, loss_curves.png{latent_figures}")
@@ -474,14 +558,14 @@ def add_figure_arguments(parser):
     from minivae.argtypes import non_negative_int
     parser.add_argument("checkpoint", help="a checkpoint.npz written by minivae train")
     parser.add_argument("--out", default=None, help="where to write the figure (default: beside the checkpoint)")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the prior samples (sample)")
 
 
 def _figure_job(args):
+    """(model, config, meta, out), the output directory checked before the checkpoint is read."""
+    out = check_writable(Path(args.out) if args.out else Path(args.checkpoint).parent)
     model, config, meta = load_trained(args.checkpoint)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent
-    check_writable(out)
-    return model, config, len(meta["history"]), out
+    return model, config, meta, out
 
 
 def _write_figure(save, path, *arguments):
@@ -493,20 +577,36 @@ def _write_figure(save, path, *arguments):
     print(f"wrote {path}")
 
 
+def image_shape(path, model, meta):
+    """The images' (height, width): stored by train; for older checkpoints, square if the input size is."""
+    pixels = model.config["encoder_sizes"][0]
+    shape = meta.get("image_shape")
+    if isinstance(shape, list) and len(shape) == 2 and all(isinstance(n, int) for n in shape) \
+            and math.prod(shape) == pixels:
+        return tuple(shape)
+    side = math.isqrt(pixels)
+    if side * side != pixels:
+        raise MinivaeError(f"{path} does not say its images' shape and {pixels} pixels are not a square; "
+                           "retrain it with this minivae, which stores the shape")
+    return side, side
+
+
 def run_sample(args):
-    """Decode samples from the prior into sample_{epoch}.png."""
-    model, _, epoch, out = _figure_job(args)
-    side = round(math.sqrt(model.config["encoder_sizes"][0]))
-    _write_figure(plots.save_samples, out / f"sample_{epoch}.png",
-                  model.sample(64, np.random.default_rng(args.seed)), (side, side))
+    """Decode samples from the prior into sample_epoch{E}_seed{S}.png (never a training run's sample_{E}.png)."""
+    model, _, meta, out = _figure_job(args)
+    shape = image_shape(args.checkpoint, model, meta)
+    _write_figure(plots.save_samples, out / f"sample_epoch{len(meta['history'])}_seed{args.seed}.png",
+                  model.sample(64, np.random.default_rng(args.seed)), shape)
     return 0
 
 
 def run_reconstruct(args):
-    """Test images over their reconstructions into reconstruction_{epoch}.png."""
-    model, config, epoch, out = _figure_job(args)
-    data = load_dataset(config.data, config.data_dir)
+    """Test images over their reconstructions into reconstruction_epoch{E}.png (never reconstruction_{E}.png)."""
+    model, config, meta, out = _figure_job(args)
+    data = prepare_data(config, splits=("test",))
+    check_same_data(args.checkpoint, meta, data)
+    print(f"{data.name} test images from {data.source}")
     originals = data.test_x[:8]
-    _write_figure(plots.save_reconstructions, out / f"reconstruction_{epoch}.png", originals,
+    _write_figure(plots.save_reconstructions, out / f"reconstruction_epoch{len(meta['history'])}.png", originals,
                   model.reconstruct(Tensor(originals, dtype=model.dtype)), data.image_shape)
     return 0

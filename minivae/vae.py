@@ -174,6 +174,21 @@ class VAE(Module):
             return self.p_x_given_z(mu).mean.numpy()
 
 
+def parameter_count(encoder_sizes, latent_dim, decoder_sizes):
+    """How many numbers ``VAE(encoder_sizes, latent_dim, decoder_sizes)`` holds, without building it.
+
+    Each Linear(a, b) holds a * b weights and b biases: the encoder's layers,
+    the fused mu|logvar head (hidden -> 2 x latent), the decoder's layers
+    from the latent space. A MinivaeError if a size is not a positive integer.
+    """
+    encoder_sizes = _checked_sizes("encoder_sizes", encoder_sizes)
+    decoder_sizes = _checked_sizes("decoder_sizes", decoder_sizes)
+    check_positive_int("VAE", "latent_dim", latent_dim)
+    layers = [*zip(encoder_sizes, encoder_sizes[1:]), (encoder_sizes[-1], 2 * latent_dim),
+              *zip([latent_dim] + decoder_sizes, decoder_sizes)]
+    return sum(a * b + b for a, b in layers)
+
+
 # ----- Checkpoints with the heads apart -----
 
 SPLIT_HEADS = ("fc_mu.weight", "fc_mu.bias", "fc_logvar.weight", "fc_logvar.bias")  # their order in the flat buffer

@@ -1,18 +1,15 @@
 """log p(x) three ways on a trained 2-D latent VAE: the bounds' order, the gap identity, the samplers' spreads."""
-import argparse
-
 import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from minivae import train
+from minivae import cli, train
 from minivae.data import STATIC_SEED, Pixels, binarize_static, load_digits
 from minivae.distributions import DiagonalNormal
 from minivae.errors import MinivaeError
-from minivae.likelihood import (add_bound_gap_arguments, add_evaluate_arguments, bound_gap,
-                                importance_sampled_log_px, kl_standard_normal_monte_carlo, load_model_and_data,
-                                log_mean_exp_in_chunks, log_px_importance, log_px_quadrature, posterior_on_grid,
-                                run_bound_gap, run_evaluate, spread_across_seeds, train_small_2d_model)
+from minivae.likelihood import (bound_gap, importance_sampled_log_px, kl_standard_normal_monte_carlo,
+                                load_model_and_data, log_mean_exp_in_chunks, log_px_importance, log_px_quadrature,
+                                posterior_on_grid, spread_across_seeds, train_small_2d_model)
 from minivae.tensor import Tensor, no_grad
 from minivae.vae import VAE
 from tests.runs import skip_figures
@@ -123,26 +120,26 @@ def test_a_binarized_run_is_scored_on_one_fixed_binarization_kept_as_uint8(tmp_p
     np.testing.assert_array_equal(x[:], expected, strict=True)
 
 
-def _run(add_arguments, run, argv):
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+def _run(argv):
+    """``minivae ARGV`` in this process; its exit status."""
+    return cli.main(argv)
 
 
 def test_evaluate_reports_elbo_and_importance_sampled_nll(trained, capsys):
     _, _, checkpoint = trained
-    assert _run(add_evaluate_arguments, run_evaluate, [str(checkpoint), "--limit", "20", "--iw-samples", "50"]) == 0
+    assert _run(["evaluate", str(checkpoint), "--limit", "20", "--iw-samples", "50"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    elbo = float(lines[1].split(": ")[1].split()[0])
-    nll = float(lines[2].split(": ")[1].split()[0])
-    assert "20 examples" in lines[0] and 0 < nll < -elbo
+    elbo = float(lines[2].split(": ")[1].split()[0])
+    nll = float(lines[3].split(": ")[1].split()[0])
+    assert lines[0] == "digits test images from scikit-learn (bundled)"
+    assert "20 examples; 1 thread" in lines[1] and 0 < nll < -elbo
 
 
 def test_bound_gap_command_writes_its_figure(trained, tmp_path, capsys):
     _, _, checkpoint = trained
-    argv = ["--checkpoint", str(checkpoint), "--examples", "3", "--max-samples", "100", "--seeds", "3",
+    argv = ["bound-gap", "--checkpoint", str(checkpoint), "--examples", "3", "--max-samples", "100", "--seeds", "3",
             "--grid-size", "51", "--out", str(tmp_path)]
-    assert _run(add_bound_gap_arguments, run_bound_gap, argv) == 0
+    assert _run(argv) == 0
     assert "KL(q || p(z|x)) within tol for 3/3" in capsys.readouterr().out
     assert (tmp_path / "bound_gap.png").stat().st_size > 0
     assert (tmp_path / "bound_gap_spread.png").stat().st_size > 0

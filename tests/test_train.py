@@ -47,7 +47,8 @@ def ctrl_c(optimizer):
 def test_a_run_logs_and_saves_its_history(tmp_path, monkeypatch):
     skip_figures(monkeypatch)
     _, history, lines = quiet_train(tiny(tmp_path))
-    assert [row["epoch"] for row in history] == [1, 2, 3] and len(lines) == 3
+    assert [row["epoch"] for row in history] == [1, 2, 3] and len(lines) == 4
+    assert lines[0].startswith("digits from scikit-learn (bundled): 1438 training and 359 test images; numpy backend")
     for row in history:
         assert row["train_elbo"] == pytest.approx(row["train_reconstruction"] - row["train_kl"])
         assert row["test_elbo"] == pytest.approx(row["test_reconstruction"] - row["test_kl"])
@@ -115,7 +116,7 @@ def float32_digits():
 def test_a_run_on_uint8_pixels_is_the_run_on_float32_images(tmp_path, monkeypatch, binarize):
     skip_figures(monkeypatch)
     quiet_train(tiny(tmp_path / "pixels", epochs=2, binarize=binarize))
-    monkeypatch.setattr(train, "load_dataset", lambda name, data_dir: float32_digits())
+    monkeypatch.setattr(train, "load_dataset", lambda name, data_dir, **_: float32_digits())
     quiet_train(tiny(tmp_path / "float32", epochs=2, binarize=binarize))
     assert_same_run(tmp_path / "pixels" / train.CHECKPOINT_NAME, tmp_path / "float32" / train.CHECKPOINT_NAME)
 
@@ -135,7 +136,7 @@ def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, tmp_p
     skip_figures(monkeypatch)
     quiet_train(tiny(tmp_path, epochs=1))
     _, history, lines = quiet_train(tiny(tmp_path), resume=tmp_path / train.CHECKPOINT_NAME)
-    assert [row["epoch"] for row in history] == [1, 2, 3] and len(lines) == 2
+    assert [row["epoch"] for row in history] == [1, 2, 3] and len(lines) == 3
     assert_same_run(tmp_path / train.CHECKPOINT_NAME, reference)
 
 

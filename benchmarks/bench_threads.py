@@ -1,0 +1,52 @@
+"""Threads for the default digits run: ``minivae train``'s own choice against 1 and 2 threads.
+
+Target: the default no slower than the best of 1 and 2 threads by more than
+10%, on a quiet or a busy machine. Each setting trains the default model
+(digits, 256 hidden units, batch 128) for ``--epochs`` epochs, settings
+interleaved over ``--rounds`` rounds; the time is the sum of the epochs'
+own times (training and the test ELBO, not the figures), median over rounds.
+
+    python -m minivae.benchmarks.bench_threads [--epochs 10] [--rounds 3]
+"""
+import argparse
+import statistics
+import tempfile
+
+from minivae.threads import choose_threads, free_cores, product_size
+from minivae.train import TrainConfig, train
+
+TARGET = 1.10
+SETTINGS = {"default": None, "1 thread": 1, "2 threads": 2}
+
+
+def training_seconds(threads, epochs, out):
+    """Seconds of ``epochs`` epochs of the default run with ``threads`` (None: minivae's choice)."""
+    config = TrainConfig(epochs=epochs, plot_interval=0, out=out)
+    _, history = train(config, progress=False, log=lambda line: None, overwrite=True, threads=threads)
+    return sum(row["seconds"] for row in history)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    defaults = TrainConfig()
+    _, reason = choose_threads(None, product_size(defaults.batch_size, (64, *defaults.hidden)))
+    print(f"default choice: {reason}; free cores by load average: {free_cores()}")
+    times = {name: [] for name in SETTINGS}
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(args.rounds):
+            for name, threads in SETTINGS.items():
+                times[name].append(training_seconds(threads, args.epochs, out))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, seconds in medians.items():
+        print(f"{name:<10} {seconds:7.2f} s for {args.epochs} epochs (median of {args.rounds})")
+    ratio = medians["default"] / min(medians["1 thread"], medians["2 threads"])
+    print(f"default / best of 1 and 2 threads: {ratio:.2f} (target <= {TARGET:.2f}: "
+          f"{'met' if ratio <= TARGET else 'MISSED'})")
+    return 0 if ratio <= TARGET else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
