@@ -77,6 +77,7 @@ def test_resuming_an_old_layout_checkpoint_continues_the_run_exactly(tmp_path, t
     config = train.TrainConfig(hidden=(16,), epochs=1, plot_interval=0, out=str(tmp_path))
     train.train(config, progress=False, log=lambda line: None)
     old = split_heads_layout(tmp_path / train.CHECKPOINT_NAME, tmp_path / "old.npz")
-    train.train(train.TrainConfig(hidden=(16,), epochs=3, plot_interval=0, out=str(tmp_path)), resume=old,
+    resumed = tmp_path / "resumed"
+    train.train(train.TrainConfig(hidden=(16,), epochs=3, plot_interval=0, out=str(resumed)), resume=old,
                 progress=False, log=lambda line: None)
-    assert_same_run(tmp_path / train.CHECKPOINT_NAME, reference)
+    assert_same_run(resumed / train.CHECKPOINT_NAME, reference)
