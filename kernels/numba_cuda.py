@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import config, cuda, float32, float64
-from numba.cuda.random import (create_xoroshiro128p_states, xoroshiro128p_normal_float32,
+from numba.cuda.random import (create_xoroshiro128p_states, xoroshiro128p_dtype, xoroshiro128p_normal_float32,
                                xoroshiro128p_normal_float64)
 
+from minivae.errors import MinivaeError
 from minivae.kernels import shared
 from minivae.kernels.reference import LOG_2PI
 
@@ -195,9 +196,34 @@ class DeviceRNG:
     states: object
 
 
+GENERATOR = "xoroshiro128+"
+
+
 def make_rng(seed):
     """A DeviceRNG seeded with ``seed``: state s starts 2^64 draws after state s - 1."""
     return DeviceRNG(create_xoroshiro128p_states(RNG_STATES, seed=seed))
+
+
+def rng_state(rng):
+    """The DeviceRNG's states copied to the host: ``states`` (RNG_STATES, 2) uint64, the words s0, s1 of each."""
+    host = rng.states.copy_to_host()
+    return {"generator": GENERATOR, "states": np.stack([host["s0"], host["s1"]], axis=1)}
+
+
+def restore_rng(state):
+    """A new DeviceRNG holding the states ``rng_state`` copied out, so draws continue exactly."""
+    state = state if isinstance(state, dict) else {}
+    if state.get("generator") != GENERATOR:
+        found = state.get("generator", state.get("bit_generator"))
+        raise MinivaeError(f"random state is from generator {found!r}, not numba-cuda's {GENERATOR}")
+    words = state.get("states")
+    if not isinstance(words, np.ndarray) or words.dtype != np.uint64 or words.shape != (RNG_STATES, 2):
+        shape = getattr(words, "shape", None)
+        raise MinivaeError(f"random state of numba-cuda's {GENERATOR} has shape {shape}, not ({RNG_STATES}, 2) "
+                           "uint64 (saved under the simulator, or damaged); resume where it was saved")
+    host = np.empty(RNG_STATES, dtype=xoroshiro128p_dtype)
+    host["s0"], host["s1"] = words[:, 0], words[:, 1]
+    return DeviceRNG(cuda.to_device(host))
 
 
 @cuda.jit
@@ -216,7 +242,10 @@ def _standard_normal_kernel(states, double, out):
 
 
 def standard_normal(rng, shape, dtype=np.float32):
-    """eps ~ N(0, I) of the given shape, drawn on the device from (and advancing) ``rng``."""
+    """eps ~ N(0, I) of the given shape, drawn on the device from (and advancing) ``rng``, a DeviceRNG."""
+    if not isinstance(rng, DeviceRNG):
+        raise TypeError(f"numba-cuda standard_normal draws from a DeviceRNG, got {type(rng).__name__}; "
+                        "make it with get_backend().kernels.make_rng(seed)")
     out = _device_module().empty(math.prod(shape), dtype)
     blocks = min(RNG_STATES // THREADS, _blocks(out.size))
     _standard_normal_kernel[blocks, THREADS](rng.states, out.dtype == np.float64, out)

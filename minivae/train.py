@@ -31,10 +31,11 @@ import numpy as np
 
 from minivae import optim, plots
 from minivae.backend import get_backend
-from minivae.checkpoint import check_writable, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from minivae.checkpoint import check_writable, load_checkpoint, save_checkpoint
 from minivae.data import (BINARIZE_MODES, DATASET_NAMES, STATIC_SEED, batches, binarize_static, check_pixels,
                           load_dataset)
 from minivae.errors import MinivaeError
+from minivae.kernels import reference
 from minivae.tensor import Tensor, no_grad
 from minivae.vae import VAE
 
@@ -45,7 +46,7 @@ CHECKPOINT_NAME = "checkpoint.npz"
 OUTPUT_ALLOWANCE = 8 << 20
 FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
 # The options a run's checkpoint fixes: resuming with another value would not continue the same run.
-RESUME_FIELDS = ("data", "hidden", "latent_dim", "activation", "likelihood", "sigma", "logvar_clamp",
+RESUME_FIELDS = ("data", "train_examples", "hidden", "latent_dim", "activation", "likelihood", "sigma", "logvar_clamp",
                  "samples", "batch_size", "lr", "optimizer", "binarize", "seed")
 
 
@@ -54,6 +55,7 @@ class TrainConfig:
     """Everything that defines a run; saved in every checkpoint."""
     data: str = "digits"
     data_dir: str | None = None
+    train_examples: int | None = None  # train on the first N training images only (None: all)
     hidden: tuple = (256,)
     latent_dim: int = 2
     activation: str = "relu"
@@ -77,8 +79,15 @@ class TrainConfig:
 
 
 def prepare_data(config):
-    """The dataset, both splits checked for the likelihood; with static binarization, binarized once here."""
+    """The dataset (its first ``train_examples`` training images), both splits checked for the likelihood;
+    with static binarization, binarized once here."""
     data = load_dataset(config.data, config.data_dir)
+    if config.train_examples is not None:
+        if config.train_examples > len(data.train_x):
+            raise MinivaeError(f"--train-examples {config.train_examples}: {config.data} has only "
+                               f"{len(data.train_x)} training images; ask for at most that many")
+        data = dataclasses.replace(data, train_x=data.train_x.subset(slice(config.train_examples)),
+                                   train_y=data.train_y[:config.train_examples])
     for x in (data.train_x, data.test_x):
         check_pixels(x, config.likelihood)
     if config.binarize == "static":  # in place: the gray images are not needed again, and are not held twice
@@ -272,7 +281,7 @@ def write_figures(out, model, data, epoch, history, seed):
         originals = data.test_x[:8]
         plots.save_reconstructions(out / f"reconstruction_{epoch}.png", originals,
                                    model.reconstruct(originals), data.image_shape)
-        plots.save_samples(out / f"sample_{epoch}.png", model.sample(64, np.random.default_rng(seed)),
+        plots.save_samples(out / f"sample_{epoch}.png", model.sample(64, get_backend().kernels.make_rng(seed)),
                            data.image_shape)
         if history:
             plots.save_loss_curves(out / "loss_curves.png", history)
@@ -298,10 +307,26 @@ def _checkpoint_payload(model, optimizer, rngs, config, history):
     arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
     optimizer_arrays, optimizer_scalars = optimizer.state_dict()
     arrays.update({f"optimizer/{name}": value for name, value in optimizer_arrays.items()})
+    rng_meta, rng_arrays = _rng_states(rngs)
+    arrays.update(rng_arrays)
     meta = {"config": dataclasses.asdict(config), "model": model.config, "history": history,
-            "optimizer": optimizer_scalars, "rng": {name: rng_state(r) for name, r in rngs.items()},
-            "backend": get_backend().name}
+            "optimizer": optimizer_scalars, "rng": rng_meta, "backend": get_backend().name}
     return arrays, meta
+
+
+def _rng_kernels():
+    """The kernel set owning each generator: NumPy shuffles the host-held data, the backend draws the noise."""
+    return {"data": reference, "sample": get_backend().kernels}
+
+
+def _rng_states(rngs):
+    """Each generator's ``rng_state``: its JSON values for the metadata, its arrays as ``rng/NAME/KEY``."""
+    meta, arrays = {}, {}
+    for name, kernels in _rng_kernels().items():
+        state = kernels.rng_state(rngs[name])
+        meta[name] = {key: value for key, value in state.items() if not isinstance(value, np.ndarray)}
+        arrays.update({f"rng/{name}/{key}": value for key, value in state.items() if isinstance(value, np.ndarray)})
+    return meta, arrays
 
 
 def _split_arrays(arrays, prefix):
@@ -320,8 +345,15 @@ def _restore(path, config, model, optimizer, rngs):
                            f"{len(meta['history'])} to train further")
     model.load_state_dict(_split_arrays(arrays, "model/"))
     optimizer.load_state_dict(_split_arrays(arrays, "optimizer/"), meta["optimizer"])
-    for name in rngs:
-        rngs[name] = restore_rng(meta["rng"].get(name))
+    for name, kernels in _rng_kernels().items():
+        state = meta["rng"].get(name)
+        if isinstance(state, dict):
+            state = {**state, **_split_arrays(arrays, f"rng/{name}/")}
+        try:
+            rngs[name] = kernels.restore_rng(state)
+        except MinivaeError as err:
+            raise MinivaeError(f"{path}: {err}; it was written with --backend {meta.get('backend', 'numpy')}, "
+                               "resume with that backend") from None
     return meta["history"]
 
 
@@ -341,6 +373,8 @@ def read_training_checkpoint(path):
         raise MinivaeError(f"checkpoint {path}: its history does not count epochs 1, 2, ...; "
                            "it is damaged, use another checkpoint")
     for name, array in arrays.items():
+        if name.startswith("rng/"):  # a device generator's states: integers, checked when restored
+            continue
         if array.dtype.kind != "f" or not np.isfinite(array).all():
             raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats ({array.dtype}); "
                                "it is damaged, use another checkpoint")
@@ -372,6 +406,8 @@ def add_train_arguments(parser):
     parser.add_argument("--data", choices=DATASET_NAMES, default=defaults.data,
                         help="dataset (default: digits, bundled with scikit-learn)")
     parser.add_argument("--data-dir", default=None, help="directory holding the IDX files (mnist, fashion-mnist)")
+    parser.add_argument("--train-examples", type=positive_int, default=defaults.train_examples, metavar="N",
+                        help="train on the first N training images only, e.g. for a quick smoke run (default: all)")
     parser.add_argument("--hidden", type=int_list, default=list(defaults.hidden),
                         help="hidden layer sizes, comma-separated (default 256)")
     parser.add_argument("--latent-dim", type=positive_int, default=defaults.latent_dim)
@@ -450,7 +486,7 @@ def run_sample(args):
     model, _, epoch, out = _figure_job(args)
     side = round(math.sqrt(model.config["encoder_sizes"][0]))
     _write_figure(plots.save_samples, out / f"sample_{epoch}.png",
-                  model.sample(64, np.random.default_rng(args.seed)), (side, side))
+                  model.sample(64, get_backend().kernels.make_rng(args.seed)), (side, side))
     return 0
 
 
