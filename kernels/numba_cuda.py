@@ -26,8 +26,9 @@ THREADS = 128  # threads per block of the 1-D launches
 TILE = 16  # the matmul's square tiles: TILE x TILE threads per block
 ROW_THREADS = 32  # threads per block of the row sums (one block per row); a power of 2
 # One xoroshiro128+ state per sampling thread. The simulator seeds states in
-# pure Python (about 4 ms each), so it gets one block's worth.
-RNG_STATES = THREADS if config.ENABLE_CUDASIM else 256 * THREADS
+# pure Python (about 4 ms each), so it gets one warp's worth.
+RNG_STATES = 32 if config.ENABLE_CUDASIM else 256 * THREADS
+RNG_THREADS = min(THREADS, RNG_STATES)  # threads per block of the sampling kernel
 
 _activate = cuda.jit(device=True)(shared.activate)
 _activate_grad = cuda.jit(device=True)(shared.activate_grad)
@@ -50,6 +51,16 @@ def _device_module():
 def _xp(a):
     """The array module of ``a``: numpy for host arrays, cupy for device arrays."""
     return np if isinstance(a, np.ndarray) else _device_module()
+
+
+def _dense(xp, a):
+    """``a`` C-contiguous, copied only when it must be; under the simulator also writable.
+
+    A simulated launch copies every argument back to the host afterwards, and a
+    gradient broadcast over a length-1 axis is a read-only contiguous view.
+    """
+    a = xp.ascontiguousarray(a)
+    return a.copy() if config.ENABLE_CUDASIM and not a.flags.writeable else a
 
 
 def _blocks(n, threads=THREADS):
@@ -173,7 +184,7 @@ def bias_act(x, b, act):
     xp = _xp(x)
     x2 = shared.rows(xp, x)
     out = xp.empty_like(x2)
-    _bias_act_kernel[_blocks(out.size), THREADS](x2, xp.ascontiguousarray(b), code, out)
+    _bias_act_kernel[_blocks(out.size), THREADS](x2, _dense(xp, b), code, out)
     return out.reshape(x.shape)
 
 
@@ -181,7 +192,7 @@ def bias_act_backward(g, y, act):
     """(dL/dx, dL/db) for y = act(x + b): dL/dx = g act'(x + b), dL/db = sum_i dL/dx[i]."""
     code = shared.act_code(act, "bias_act_backward")
     xp = _xp(g)
-    g2, y2 = shared.rows(xp, g), shared.rows(xp, y)
+    g2, y2 = _dense(xp, g).reshape(-1, g.shape[-1]), shared.rows(xp, y)
     gx = xp.empty_like(g2)
     gb = xp.empty(g2.shape[1], g.dtype)
     _bias_act_backward_kernel[_blocks(gb.size), THREADS](g2, y2, code, gx, gb)
@@ -230,7 +241,7 @@ def restore_rng(state):
 def _standard_normal_kernel(states, double, out):
     """for t: out[t] = N(0, 1) drawn from state s = t mod S (S threads in all)
 
-    Launch: at most RNG_STATES / THREADS blocks of THREADS; thread s fills
+    Launch: at most RNG_STATES / RNG_THREADS blocks of RNG_THREADS; thread s fills
     t = s, s + S, s + 2S, ... (a grid-stride loop), so its state is its own.
     """
     s = cuda.grid(1)
@@ -247,8 +258,8 @@ def standard_normal(rng, shape, dtype=np.float32):
         raise TypeError(f"numba-cuda standard_normal draws from a DeviceRNG, got {type(rng).__name__}; "
                         "make it with get_backend().kernels.make_rng(seed)")
     out = _device_module().empty(math.prod(shape), dtype)
-    blocks = min(RNG_STATES // THREADS, _blocks(out.size))
-    _standard_normal_kernel[blocks, THREADS](rng.states, out.dtype == np.float64, out)
+    blocks = min(RNG_STATES // RNG_THREADS, _blocks(out.size, RNG_THREADS))
+    _standard_normal_kernel[blocks, RNG_THREADS](rng.states, out.dtype == np.float64, out)
     return out.reshape(shape)
 
 
@@ -289,8 +300,8 @@ def reparameterize(mu, logvar, eps):
     xp = _xp(mu)
     z = xp.empty((samples, mu.size), mu.dtype)
     _reparameterize_kernel[_blocks(z.size), THREADS](
-        xp.ascontiguousarray(mu).ravel(), xp.ascontiguousarray(logvar).ravel(),
-        xp.ascontiguousarray(eps).reshape(samples, -1), z)
+        _dense(xp, mu).ravel(), _dense(xp, logvar).ravel(),
+        _dense(xp, eps).reshape(samples, -1), z)
     return z.reshape(eps.shape)
 
 
@@ -301,8 +312,8 @@ def reparameterize_backward(g, logvar, eps):
     g_mu = xp.empty(logvar.size, g.dtype)
     g_logvar = xp.empty(logvar.size, g.dtype)
     _reparameterize_backward_kernel[_blocks(g_mu.size), THREADS](
-        xp.ascontiguousarray(g).reshape(samples, -1), xp.ascontiguousarray(logvar).ravel(),
-        xp.ascontiguousarray(eps).reshape(samples, -1), g_mu, g_logvar)
+        _dense(xp, g).reshape(samples, -1), _dense(xp, logvar).ravel(),
+        _dense(xp, eps).reshape(samples, -1), g_mu, g_logvar)
     return g_mu.reshape(logvar.shape), g_logvar.reshape(logvar.shape)
 
 
@@ -354,7 +365,7 @@ def kl_normal_backward(g, mu, logvar):
     mu2, logvar2 = shared.rows(xp, mu), shared.rows(xp, logvar)
     g_mu, g_logvar = xp.empty_like(mu2), xp.empty_like(mu2)
     _kl_backward_kernel[_blocks(mu2.size), THREADS](
-        xp.ascontiguousarray(g).ravel(), mu2, logvar2, g_mu, g_logvar)
+        _dense(xp, g).ravel(), mu2, logvar2, g_mu, g_logvar)
     return g_mu.reshape(mu.shape), g_logvar.reshape(mu.shape)
 
 
@@ -435,7 +446,7 @@ def _log_prob_backward(kernel, g, x, theta, *args, name):
     shape = shared.broadcast_rows(x, theta, name)
     xp = _xp(theta)
     out = xp.empty(shape, theta.dtype)
-    kernel[_blocks(out.size), THREADS](xp.ascontiguousarray(g).ravel(), shared.rows(xp, x),
+    kernel[_blocks(out.size), THREADS](_dense(xp, g).ravel(), shared.rows(xp, x),
                                        shared.rows(xp, theta), *args, out.reshape(-1, shape[-1]))
     return out
 
@@ -486,7 +497,7 @@ def _logsumexp_kernel(a, out):
 def logsumexp(a, axis=0):
     """log sum_k exp(a_k) along ``axis``, shifted by the max for stability."""
     xp = _xp(a)
-    front = xp.ascontiguousarray(xp.moveaxis(a, axis, 0))
+    front = _dense(xp, xp.moveaxis(a, axis, 0))
     out = xp.empty(front.shape[1:], a.dtype)
     _logsumexp_kernel[_blocks(out.size), THREADS](front.reshape(front.shape[0], -1), out.reshape(-1))
     return out
@@ -523,7 +534,7 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     xp = _xp(p)
     a_t, eps_t = shared.adam_step_sizes(step, lr, beta1, beta2, eps)
     with shared.contiguous_in_place(xp, p, m, v) as (p_dense, m_dense, v_dense):
-        _adam_kernel[_blocks(p.size), THREADS](p_dense, xp.ascontiguousarray(g), m_dense, v_dense,
+        _adam_kernel[_blocks(p.size), THREADS](p_dense, _dense(xp, g), m_dense, v_dense,
                                                *shared.scalars_like(p, a_t, eps_t, beta1, beta2, weight_decay))
 
 
@@ -532,5 +543,5 @@ def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
     shared.check_flat("sgd_step", p, g, velocity)
     xp = _xp(p)
     with shared.contiguous_in_place(xp, p, velocity) as (p_dense, velocity_dense):
-        _sgd_kernel[_blocks(p.size), THREADS](p_dense, xp.ascontiguousarray(g), velocity_dense,
+        _sgd_kernel[_blocks(p.size), THREADS](p_dense, _dense(xp, g), velocity_dense,
                                               *shared.scalars_like(p, lr, momentum, weight_decay))

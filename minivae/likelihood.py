@@ -234,7 +234,8 @@ def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test")
         model, config, _ = load_trained(checkpoint)
         if data_name not in (None, config.data):
             raise MinivaeError(f"{checkpoint} was trained on {config.data}, not {data_name}; drop --data")
-    data = prepare_data(dataclasses.replace(config, data_dir=data_dir or config.data_dir))
+    data = prepare_data(dataclasses.replace(config, data_dir=data_dir or config.data_dir,  # every image
+                                            train_examples=None, test_examples=None))
     x = data.train_x if split == "train" else data.test_x
     if checkpoint is None:
         model = build_model(config, x.shape[1])

@@ -46,7 +46,7 @@ CHECKPOINT_NAME = "checkpoint.npz"
 OUTPUT_ALLOWANCE = 8 << 20
 FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
 # The options a run's checkpoint fixes: resuming with another value would not continue the same run.
-RESUME_FIELDS = ("data", "train_examples", "hidden", "latent_dim", "activation", "likelihood", "sigma", "logvar_clamp",
+RESUME_FIELDS = ("data", "train_examples", "test_examples", "hidden", "latent_dim", "activation", "likelihood", "sigma", "logvar_clamp",
                  "samples", "batch_size", "lr", "optimizer", "binarize", "seed")
 
 
@@ -56,6 +56,7 @@ class TrainConfig:
     data: str = "digits"
     data_dir: str | None = None
     train_examples: int | None = None  # train on the first N training images only (None: all)
+    test_examples: int | None = None  # measure the test ELBO, and draw figures, on the first N test images
     hidden: tuple = (256,)
     latent_dim: int = 2
     activation: str = "relu"
@@ -79,20 +80,25 @@ class TrainConfig:
 
 
 def prepare_data(config):
-    """The dataset (its first ``train_examples`` training images), both splits checked for the likelihood;
-    with static binarization, binarized once here."""
+    """The dataset (the first ``train_examples`` and ``test_examples`` of each split), both splits checked
+    for the likelihood; with static binarization, binarized once here."""
     data = load_dataset(config.data, config.data_dir)
-    if config.train_examples is not None:
-        if config.train_examples > len(data.train_x):
-            raise MinivaeError(f"--train-examples {config.train_examples}: {config.data} has only "
-                               f"{len(data.train_x)} training images; ask for at most that many")
-        data = dataclasses.replace(data, train_x=data.train_x.subset(slice(config.train_examples)),
-                                   train_y=data.train_y[:config.train_examples])
+    data = dataclasses.replace(data, **_first(config.train_examples, "train", data),
+                               **_first(config.test_examples, "test", data))
     for x in (data.train_x, data.test_x):
         check_pixels(x, config.likelihood)
     if config.binarize == "static":  # in place: the gray images are not needed again, and are not held twice
         binarize_static(data.train_x, np.random.default_rng(STATIC_SEED), out=data.train_x)
     return data
+
+
+def _first(n, split, data):
+    """The fields of ``data`` holding the first ``n`` images of ``split`` and their labels (all when n is None)."""
+    x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+    if n is not None and n > len(x):
+        raise MinivaeError(f"--{split}-examples {n}: {data.name} has only {len(x)} {split} images; "
+                           "ask for at most that many")
+    return {f"{split}_x": x.subset(slice(n)), f"{split}_y": y[:n]}
 
 
 def build_model(config, input_dim):
@@ -408,6 +414,8 @@ def add_train_arguments(parser):
     parser.add_argument("--data-dir", default=None, help="directory holding the IDX files (mnist, fashion-mnist)")
     parser.add_argument("--train-examples", type=positive_int, default=defaults.train_examples, metavar="N",
                         help="train on the first N training images only, e.g. for a quick smoke run (default: all)")
+    parser.add_argument("--test-examples", type=positive_int, default=defaults.test_examples, metavar="N",
+                        help="measure the test ELBO and draw the figures on the first N test images (default: all)")
     parser.add_argument("--hidden", type=int_list, default=list(defaults.hidden),
                         help="hidden layer sizes, comma-separated (default 256)")
     parser.add_argument("--latent-dim", type=positive_int, default=defaults.latent_dim)
