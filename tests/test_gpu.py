@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 
+from end_to_end import check_user_path
 from kernel_cases import CASES, LAYOUTS, assert_matches_reference, assert_rng_state_round_trips
 from minivae import backend
 from minivae.backend import BackendUnavailable, available_backends, load_backend
@@ -151,6 +152,14 @@ def test_numba_cuda_standard_normal_is_seeded_and_normal(dtype):
 def test_numba_cuda_rng_state_round_trips_through_the_host():
     import cupy
     assert_rng_state_round_trips(numba_cuda_on_device(), cupy.asnumpy)
+
+
+# ----- The user's commands end to end (the simulator runs the numba-cuda one in CI) -----
+
+@needs_gpu
+@pytest.mark.parametrize("name", ["cupy", "numba-cuda"])
+def test_train_resume_evaluate_sample_reconstruct(name, tmp_path, capsys, monkeypatch):
+    check_user_path(name, tmp_path, capsys, monkeypatch)
 
 
 # ----- The registry says why a backend cannot run (no GPU needed) -----
