@@ -32,8 +32,8 @@ import numpy as np
 from minivae import optim, plots
 from minivae.backend import get_backend
 from minivae.checkpoint import check_writable, load_checkpoint, save_checkpoint
-from minivae.data import (BINARIZE_MODES, DATASET_NAMES, STATIC_SEED, batches, binarize_static, check_pixels,
-                          load_dataset)
+from minivae.data import (BINARIZE_MODES, DATASET_NAMES, STATIC_SEED, Pixels, batches, binarize_static,
+                          check_pixels, load_dataset)
 from minivae.errors import MinivaeError
 from minivae.kernels import reference
 from minivae.tensor import Tensor, no_grad
@@ -93,12 +93,14 @@ def prepare_data(config):
 
 
 def _first(n, split, data):
-    """The fields of ``data`` holding the first ``n`` images of ``split`` and their labels (all when n is None)."""
+    """The fields of ``data`` to replace so that ``split`` keeps its first ``n`` images (none when n is None)."""
+    if n is None:
+        return {}
     x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
-    if n is not None and n > len(x):
+    if n > len(x):
         raise MinivaeError(f"--{split}-examples {n}: {data.name} has only {len(x)} {split} images; "
                            "ask for at most that many")
-    return {f"{split}_x": x.subset(slice(n)), f"{split}_y": y[:n]}
+    return {f"{split}_x": x.subset(slice(n)) if isinstance(x, Pixels) else x[:n], f"{split}_y": y[:n]}
 
 
 def build_model(config, input_dim):
