@@ -46,8 +46,8 @@ CHECKPOINT_NAME = "checkpoint.npz"
 OUTPUT_ALLOWANCE = 8 << 20
 FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
 # The options a run's checkpoint fixes: resuming with another value would not continue the same run.
-RESUME_FIELDS = ("data", "train_examples", "test_examples", "hidden", "latent_dim", "activation", "likelihood", "sigma", "logvar_clamp",
-                 "samples", "batch_size", "lr", "optimizer", "binarize", "seed")
+RESUME_FIELDS = ("data", "train_examples", "test_examples", "hidden", "latent_dim", "activation", "likelihood",
+                 "sigma", "logvar_clamp", "samples", "batch_size", "lr", "optimizer", "binarize", "seed")
 
 
 @dataclasses.dataclass
