@@ -11,7 +11,8 @@ by its own):
   product;
 - every other kernel in GB/s of memory traffic: each input array read once,
   each result (and each buffer updated in place) written once;
-- ``make_rng`` in time only.
+- ``make_rng``, ``rng_state`` and ``restore_rng`` in time only (saving and
+  restoring a device generator copies its states between host and device).
 
 Shapes at batch B, float32: hidden activations (B, 400) with ReLU; latents
 (B, 20) with one sample (1, B, 20); pixels (B, 784) with logits (1, B, 784);
@@ -48,11 +49,12 @@ class Array(NamedTuple):
 
 
 RNG = "rng"  # stands for the backend's own generator, ``kernels.make_rng(seed)``
+RNG_STATE = "rng state"  # stands for that generator's ``kernels.rng_state``
 
 
 @dataclass(frozen=True)
 class Case:
-    """Calls of one kernel timed together; ``Array`` and ``RNG`` arguments are made on each backend."""
+    """Calls of one kernel timed together; ``Array``, ``RNG`` and ``RNG_STATE`` arguments are made on each backend."""
 
     kernel: str
     size: str
@@ -101,6 +103,8 @@ def fixed_cases(cube=CUBE):
         Case("matmul", f"{cube} x {cube} x {cube}", ((Array((cube, cube)), Array((cube, cube))),),
              flops=2 * cube**3),
         Case("make_rng", "one generator", ((0,),)),
+        Case("rng_state", "one generator", ((RNG,),)),
+        Case("restore_rng", "one generator", ((RNG_STATE,),)),
         Case("adam_step", size, ((flat, flat, flat, squares, 1, 1e-3),), written=(0, 2, 3)),
         Case("sgd_step", size, ((flat, flat, flat, 1e-3, 0.9),), written=(0, 2)),
     ]
@@ -128,6 +132,8 @@ def _arguments(case, backend, seed):
     def make(argument):
         if isinstance(argument, Array):
             return backend.xp.asarray(_draw(argument, rng))
+        if argument == RNG_STATE:
+            return backend.kernels.rng_state(backend.kernels.make_rng(seed))
         return backend.kernels.make_rng(seed) if argument == RNG else argument
     return [tuple(map(make, call)) for call in case.calls]
 

@@ -413,8 +413,8 @@ def add_bench_arguments(parser):
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="run on N cores: cap BLAS, OpenMP and Numba threads and pin the process (JAX"
                              " follows the pinning); default: the libraries' own, every core; on a busy machine, 1")
-    parser.add_argument("--backends", type=name_list(BACKEND_NAMES), default=list(BACKEND_NAMES),
-                        help=f"comma-separated minivae backends (default: {','.join(BACKEND_NAMES)})")
+    parser.add_argument("--backends", type=name_list(BACKEND_NAMES), default=None,
+                        help=f"comma-separated minivae backends (default: --backend's, else {','.join(BACKEND_NAMES)})")
     parser.add_argument("--skip-peers", action="store_true", help="time no peer framework (PyTorch, JAX, autograd)")
     parser.add_argument("--only", type=name_list(PARTS), default=None, metavar="PARTS",
                         help=f"comma-separated parts among {','.join(PARTS)} (default: all; --quick: all but memory)")
@@ -434,6 +434,7 @@ def run_bench(args):
     """Run the parts asked for, print the Markdown report, and write the files (always in a full run)."""
     out = args.out or (None if args.quick else DEFAULT_OUT)
     out = check_writable(out) if out else None
+    args.backends = args.backends or ([args.backend] if args.backend else list(BACKEND_NAMES))
     if args.threads:
         harness.limit_threads(args.threads)
     report = run(args, QUICK if args.quick else FULL)

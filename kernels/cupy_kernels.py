@@ -6,7 +6,9 @@
   (the CUDA C twins of ``shared``'s formulas) as their preamble.
 - Log-sum-exp and the optimizer steps are ``cupy.RawKernel``s loaded from
   ``reduce.cu`` and ``optim.cu``.
-- Sampling uses ``cupy.random.default_rng`` (a ``cupy.random.Generator``).
+- Sampling uses ``cupy.random.default_rng`` (a ``cupy.random.Generator``);
+  its state is the cuRAND XORWOW states CuPy keeps on the device in
+  ``bit_generator._state``, which ``rng_state`` copies out as bytes.
 
 CuPy is imported on first use, so this module imports on machines without it;
 each kernel compiles on its first launch. Arrays in and out are CuPy arrays.
@@ -18,6 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from minivae.errors import MinivaeError
 from minivae.kernels import shared
 from minivae.kernels.reference import LOG_2PI
 
@@ -112,9 +115,39 @@ def make_rng(seed):
     return _cupy().random.default_rng(seed)
 
 
+GENERATOR = "XORWOW"
+
+
 def standard_normal(rng, shape, dtype=np.float32):
-    """eps ~ N(0, I) of the given shape, drawn on the device from (and advancing) ``rng``."""
+    """eps ~ N(0, I) of the given shape, drawn on the device from (and advancing) ``rng``, a CuPy Generator."""
+    if not isinstance(rng, _cupy().random.Generator):
+        raise TypeError(f"cupy standard_normal draws from a cupy.random.Generator, got {type(rng).__name__}; "
+                        "make it with get_backend().kernels.make_rng(seed)")
     return rng.standard_normal(shape, dtype=dtype)
+
+
+def rng_state(rng):
+    """The Generator's cuRAND XORWOW states copied to the host: ``states``, their raw bytes (int8)."""
+    return {"generator": GENERATOR, "states": _cupy().asnumpy(rng.bit_generator._state)}
+
+
+def restore_rng(state):
+    """A new Generator holding the states ``rng_state`` copied out, so draws continue exactly.
+
+    CuPy sizes the states by the device's multiprocessor count, so they
+    restore only onto the same GPU model.
+    """
+    state = state if isinstance(state, dict) else {}
+    if state.get("generator") != GENERATOR:
+        found = state.get("generator", state.get("bit_generator"))
+        raise MinivaeError(f"random state is from generator {found!r}, not CuPy's {GENERATOR}")
+    rng = make_rng(0)
+    target, saved = rng.bit_generator._state, state.get("states")
+    if not isinstance(saved, np.ndarray) or saved.dtype != target.dtype or saved.shape != target.shape:
+        raise MinivaeError(f"random state of CuPy's {GENERATOR} has shape {getattr(saved, 'shape', None)}, but "
+                           f"this GPU's has {target.shape}; resume on the GPU model that saved it")
+    target[...] = _cupy().asarray(saved)
+    return rng
 
 
 # ----- Reparameterization: z = mu + sigma * eps (Kingma & Welling, eq. 10) -----

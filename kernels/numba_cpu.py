@@ -2,7 +2,7 @@
 
 - Matrix products stay with NumPy: ``a @ b`` on transposed views calls BLAS
   GEMM, the floor that no loop written here can beat.
-- Sampling reuses NumPy's PCG64 generator (``reference.make_rng``), so the
+- Sampling reuses NumPy's PCG64 generator (``reference.make_rng``, ``rng_state``), so the
   numpy and numba backends draw the same stream and train identically for a
   seed.
 - Every other kernel is one loop written with ``prange`` and compiled twice,
@@ -72,7 +72,8 @@ import numpy as np
 from numba import njit, prange
 
 from minivae.kernels import shared, vecmath
-from minivae.kernels.reference import LOG_2PI, make_rng, matmul, standard_normal  # noqa: F401 (kernels)
+from minivae.kernels.reference import (LOG_2PI, make_rng, matmul, restore_rng, rng_state,  # noqa: F401 (kernels)
+                                       standard_normal)
 
 PARALLEL_MIN_SIZE = 1 << 20  # elements; see "Threads" in the module docstring
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import config, cuda, float32, float64
-from numba.cuda.random import (create_xoroshiro128p_states, xoroshiro128p_normal_float32,
+from numba.cuda.random import (create_xoroshiro128p_states, xoroshiro128p_dtype, xoroshiro128p_normal_float32,
                                xoroshiro128p_normal_float64)
 
+from minivae.errors import MinivaeError
 from minivae.kernels import shared
 from minivae.kernels.reference import LOG_2PI
 
@@ -29,8 +30,9 @@ TILE_K = 8  # the k-width of the matmul's shared tiles of op(a) and op(b)
 LOADS = TILE_K * TILE_MN // (SIDE * SIDE)  # elements of each shared tile one thread loads per slab
 ROW_THREADS = 32  # threads per block of the row sums (one block per row); a power of 2
 # One xoroshiro128+ state per sampling thread. The simulator seeds states in
-# pure Python (about 4 ms each), so it gets one block's worth.
-RNG_STATES = THREADS if config.ENABLE_CUDASIM else 256 * THREADS
+# pure Python (about 4 ms each), so it gets one warp's worth.
+RNG_STATES = 32 if config.ENABLE_CUDASIM else 256 * THREADS
+RNG_THREADS = min(THREADS, RNG_STATES)  # threads per block of the sampling kernel
 
 _activate = cuda.jit(device=True)(shared.activate)
 _activate_grad = cuda.jit(device=True)(shared.activate_grad)
@@ -53,6 +55,16 @@ def _device_module():
 def _xp(a):
     """The array module of ``a``: numpy for host arrays, cupy for device arrays."""
     return np if isinstance(a, np.ndarray) else _device_module()
+
+
+def _dense(xp, a):
+    """``a`` C-contiguous, copied only when it must be; under the simulator also writable.
+
+    A simulated launch copies every argument back to the host afterwards, and a
+    gradient broadcast over a length-1 axis is a read-only contiguous view.
+    """
+    a = xp.ascontiguousarray(a)
+    return a.copy() if config.ENABLE_CUDASIM and not a.flags.writeable else a
 
 
 def _blocks(n, threads=THREADS):
@@ -215,7 +227,7 @@ def bias_act(x, b, act):
     xp = _xp(x)
     x2 = shared.rows(xp, x)
     out = xp.empty_like(x2)
-    _bias_act_kernel[_blocks(out.size), THREADS](x2, xp.ascontiguousarray(b), code, out)
+    _bias_act_kernel[_blocks(out.size), THREADS](x2, _dense(xp, b), code, out)
     return out.reshape(x.shape)
 
 
@@ -223,7 +235,7 @@ def bias_act_backward(g, y, act):
     """(dL/dx, dL/db) for y = act(x + b): dL/dx = g act'(x + b), dL/db = sum_i dL/dx[i]."""
     code = shared.act_code(act, "bias_act_backward")
     xp = _xp(g)
-    g2, y2 = shared.rows(xp, g), shared.rows(xp, y)
+    g2, y2 = _dense(xp, g).reshape(-1, g.shape[-1]), shared.rows(xp, y)
     gx = xp.empty_like(g2)
     gb = xp.empty(g2.shape[1], g.dtype)
     _bias_act_backward_kernel[_blocks(gb.size), THREADS](g2, y2, code, gx, gb)
@@ -238,16 +250,41 @@ class DeviceRNG:
     states: object
 
 
+GENERATOR = "xoroshiro128+"
+
+
 def make_rng(seed):
     """A DeviceRNG seeded with ``seed``: state s starts 2^64 draws after state s - 1."""
     return DeviceRNG(create_xoroshiro128p_states(RNG_STATES, seed=seed))
+
+
+def rng_state(rng):
+    """The DeviceRNG's states copied to the host: ``states`` (RNG_STATES, 2) uint64, the words s0, s1 of each."""
+    host = rng.states.copy_to_host()
+    return {"generator": GENERATOR, "states": np.stack([host["s0"], host["s1"]], axis=1)}
+
+
+def restore_rng(state):
+    """A new DeviceRNG holding the states ``rng_state`` copied out, so draws continue exactly."""
+    state = state if isinstance(state, dict) else {}
+    if state.get("generator") != GENERATOR:
+        found = state.get("generator", state.get("bit_generator"))
+        raise MinivaeError(f"random state is from generator {found!r}, not numba-cuda's {GENERATOR}")
+    words = state.get("states")
+    if not isinstance(words, np.ndarray) or words.dtype != np.uint64 or words.shape != (RNG_STATES, 2):
+        shape = getattr(words, "shape", None)
+        raise MinivaeError(f"random state of numba-cuda's {GENERATOR} has shape {shape}, not ({RNG_STATES}, 2) "
+                           "uint64 (saved under the simulator, or damaged); resume where it was saved")
+    host = np.empty(RNG_STATES, dtype=xoroshiro128p_dtype)
+    host["s0"], host["s1"] = words[:, 0], words[:, 1]
+    return DeviceRNG(cuda.to_device(host))
 
 
 @cuda.jit
 def _standard_normal_kernel(states, double, out):
     """for t: out[t] = N(0, 1) drawn from state s = t mod S (S threads in all)
 
-    Launch: at most RNG_STATES / THREADS blocks of THREADS; thread s fills
+    Launch: at most RNG_STATES / RNG_THREADS blocks of RNG_THREADS; thread s fills
     t = s, s + S, s + 2S, ... (a grid-stride loop), so its state is its own.
     """
     s = cuda.grid(1)
@@ -259,10 +296,13 @@ def _standard_normal_kernel(states, double, out):
 
 
 def standard_normal(rng, shape, dtype=np.float32):
-    """eps ~ N(0, I) of the given shape, drawn on the device from (and advancing) ``rng``."""
+    """eps ~ N(0, I) of the given shape, drawn on the device from (and advancing) ``rng``, a DeviceRNG."""
+    if not isinstance(rng, DeviceRNG):
+        raise TypeError(f"numba-cuda standard_normal draws from a DeviceRNG, got {type(rng).__name__}; "
+                        "make it with get_backend().kernels.make_rng(seed)")
     out = _device_module().empty(math.prod(shape), dtype)
-    blocks = min(RNG_STATES // THREADS, _blocks(out.size))
-    _standard_normal_kernel[blocks, THREADS](rng.states, out.dtype == np.float64, out)
+    blocks = min(RNG_STATES // RNG_THREADS, _blocks(out.size, RNG_THREADS))
+    _standard_normal_kernel[blocks, RNG_THREADS](rng.states, out.dtype == np.float64, out)
     return out.reshape(shape)
 
 
@@ -303,8 +343,8 @@ def reparameterize(mu, logvar, eps):
     xp = _xp(mu)
     z = xp.empty((samples, mu.size), mu.dtype)
     _reparameterize_kernel[_blocks(z.size), THREADS](
-        xp.ascontiguousarray(mu).ravel(), xp.ascontiguousarray(logvar).ravel(),
-        xp.ascontiguousarray(eps).reshape(samples, -1), z)
+        _dense(xp, mu).ravel(), _dense(xp, logvar).ravel(),
+        _dense(xp, eps).reshape(samples, -1), z)
     return z.reshape(eps.shape)
 
 
@@ -315,8 +355,8 @@ def reparameterize_backward(g, logvar, eps):
     g_mu = xp.empty(logvar.size, g.dtype)
     g_logvar = xp.empty(logvar.size, g.dtype)
     _reparameterize_backward_kernel[_blocks(g_mu.size), THREADS](
-        xp.ascontiguousarray(g).reshape(samples, -1), xp.ascontiguousarray(logvar).ravel(),
-        xp.ascontiguousarray(eps).reshape(samples, -1), g_mu, g_logvar)
+        _dense(xp, g).reshape(samples, -1), _dense(xp, logvar).ravel(),
+        _dense(xp, eps).reshape(samples, -1), g_mu, g_logvar)
     return g_mu.reshape(logvar.shape), g_logvar.reshape(logvar.shape)
 
 
@@ -368,7 +408,7 @@ def kl_normal_backward(g, mu, logvar):
     mu2, logvar2 = shared.rows(xp, mu), shared.rows(xp, logvar)
     g_mu, g_logvar = xp.empty_like(mu2), xp.empty_like(mu2)
     _kl_backward_kernel[_blocks(mu2.size), THREADS](
-        xp.ascontiguousarray(g).ravel(), mu2, logvar2, g_mu, g_logvar)
+        _dense(xp, g).ravel(), mu2, logvar2, g_mu, g_logvar)
     return g_mu.reshape(mu.shape), g_logvar.reshape(mu.shape)
 
 
@@ -449,7 +489,7 @@ def _log_prob_backward(kernel, g, x, theta, *args, name):
     shape = shared.broadcast_rows(x, theta, name)
     xp = _xp(theta)
     out = xp.empty(shape, theta.dtype)
-    kernel[_blocks(out.size), THREADS](xp.ascontiguousarray(g).ravel(), shared.rows(xp, x),
+    kernel[_blocks(out.size), THREADS](_dense(xp, g).ravel(), shared.rows(xp, x),
                                        shared.rows(xp, theta), *args, out.reshape(-1, shape[-1]))
     return out
 
@@ -500,7 +540,7 @@ def _logsumexp_kernel(a, out):
 def logsumexp(a, axis=0):
     """log sum_k exp(a_k) along ``axis``, shifted by the max for stability."""
     xp = _xp(a)
-    front = xp.ascontiguousarray(xp.moveaxis(a, axis, 0))
+    front = _dense(xp, xp.moveaxis(a, axis, 0))
     out = xp.empty(front.shape[1:], a.dtype)
     _logsumexp_kernel[_blocks(out.size), THREADS](front.reshape(front.shape[0], -1), out.reshape(-1))
     return out
@@ -537,7 +577,7 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     xp = _xp(p)
     a_t, eps_t = shared.adam_step_sizes(step, lr, beta1, beta2, eps)
     with shared.contiguous_in_place(xp, p, m, v) as (p_dense, m_dense, v_dense):
-        _adam_kernel[_blocks(p.size), THREADS](p_dense, xp.ascontiguousarray(g), m_dense, v_dense,
+        _adam_kernel[_blocks(p.size), THREADS](p_dense, _dense(xp, g), m_dense, v_dense,
                                                *shared.scalars_like(p, a_t, eps_t, beta1, beta2, weight_decay))
 
 
@@ -546,5 +586,5 @@ def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
     shared.check_flat("sgd_step", p, g, velocity)
     xp = _xp(p)
     with shared.contiguous_in_place(xp, p, velocity) as (p_dense, velocity_dense):
-        _sgd_kernel[_blocks(p.size), THREADS](p_dense, xp.ascontiguousarray(g), velocity_dense,
+        _sgd_kernel[_blocks(p.size), THREADS](p_dense, _dense(xp, g), velocity_dense,
                                               *shared.scalars_like(p, lr, momentum, weight_decay))

@@ -10,6 +10,9 @@ The list (see ``KERNEL_NAMES``):
 - ``matmul(a, b, trans_a, trans_b)``: ``op(a) @ op(b)``, 2-D.
 - ``bias_act(x, b, act)`` / ``bias_act_backward(g, y, act)``: ``y = act(x + b)``.
 - ``make_rng(seed)`` / ``standard_normal(rng, shape, dtype)``: seeded N(0, 1).
+- ``rng_state(rng)`` / ``restore_rng(state)``: the generator's state as plain data (a dict of
+  JSON values and NumPy arrays, which a checkpoint stores), and a new generator continuing
+  exactly from it.
 - ``reparameterize(mu, logvar, eps)`` / ``reparameterize_backward(g, logvar, eps)``.
 - ``kl_normal(mu, logvar)`` / ``kl_normal_backward(g, mu, logvar)``.
 - ``bernoulli_log_prob(x, logits)`` / ``bernoulli_log_prob_backward(g, x, logits)``.
@@ -23,6 +26,8 @@ import math
 
 import numpy as np
 
+from minivae.errors import MinivaeError
+
 ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid")
 
 KERNEL_NAMES = (
@@ -31,6 +36,8 @@ KERNEL_NAMES = (
     "bias_act_backward",
     "make_rng",
     "standard_normal",
+    "rng_state",
+    "restore_rng",
     "reparameterize",
     "reparameterize_backward",
     "kl_normal",
@@ -45,6 +52,7 @@ KERNEL_NAMES = (
 )
 
 LOG_2PI = math.log(2.0 * math.pi)
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 
 
 # ----- Matrix product -----
@@ -96,6 +104,36 @@ def make_rng(seed):
 def standard_normal(rng, shape, dtype=np.float32):
     """eps ~ N(0, I) of the given shape, drawn from (and advancing) ``rng``."""
     return rng.standard_normal(shape, dtype=dtype)
+
+
+def rng_state(rng):
+    """The state of a NumPy Generator as a JSON-safe dict (arrays as lists, big ints kept)."""
+    return _json_safe(rng.bit_generator.state)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def restore_rng(state):
+    """A new Generator continuing exactly where the one ``rng_state`` described stopped."""
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if name not in BIT_GENERATORS:
+        raise MinivaeError(
+            f"random state names bit generator {name!r}; expected one of {', '.join(BIT_GENERATORS)} "
+            "(was it saved with rng_state?)")
+    bit_generator = getattr(np.random, name)()
+    try:
+        bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError, IndexError) as exc:  # IndexError: a short MT19937 key
+        raise MinivaeError(f"random state for {name} is corrupt ({exc}); resume from another checkpoint") from None
+    return np.random.Generator(bit_generator)
 
 
 # ----- Reparameterization: z = mu + sigma * eps (Kingma & Welling, eq. 10) -----

@@ -1,9 +1,10 @@
 """Checkpoints: named arrays plus a JSON ``meta`` dict in one ``.npz`` file, no pickle.
 
 ``meta`` holds whatever resumes a run: the config, the epoch, optimizer
-scalars, the random generator's state (``rng_state``). It is stored as UTF-8
-JSON bytes in a uint8 array named ``__meta__``, wrapped as
-``{"format_version": 1, "meta": meta}`` so a future format can be told apart.
+scalars, the random generators' states (each kernel set's ``rng_state``; a
+device generator's states go in as arrays). It is stored as UTF-8 JSON bytes
+in a uint8 array named ``__meta__``, wrapped as ``{"format_version": 1,
+"meta": meta}`` so a future format can be told apart.
 
 The arrays of a model are named as its parameters (``model/fc_heads.weight``).
 Checkpoints written before the encoder's mu and logvar heads were fused into
@@ -30,7 +31,6 @@ from minivae.files import write_atomically
 
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
-BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 # What np.load and zipfile raise on a damaged file. RuntimeError covers zipfile's
 # "encrypted" and NotImplementedError ("compression method not supported");
 # MemoryError a damaged header that claims a huge array.
@@ -185,36 +185,3 @@ def check_writable(directory):
             f"cannot write to directory {directory} ({exc.strerror}); choose another output "
             "directory or fix its permissions") from None
     return directory
-
-
-# ----- Random generator state -----
-
-
-def rng_state(rng):
-    """The state of a NumPy Generator as a JSON-safe dict (arrays as lists, big ints kept)."""
-    return _json_safe(rng.bit_generator.state)
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def restore_rng(state):
-    """A new Generator continuing exactly where the one ``rng_state`` described stopped."""
-    name = state.get("bit_generator") if isinstance(state, dict) else None
-    if name not in BIT_GENERATORS:
-        raise MinivaeError(
-            f"random state names bit generator {name!r}; expected one of {', '.join(BIT_GENERATORS)} "
-            "(was it saved with rng_state?)")
-    bit_generator = getattr(np.random, name)()
-    try:
-        bit_generator.state = state
-    except (TypeError, ValueError, KeyError, OverflowError, IndexError) as exc:  # IndexError: a short MT19937 key
-        raise MinivaeError(f"random state for {name} is corrupt ({exc}); resume from another checkpoint") from None
-    return np.random.Generator(bit_generator)

@@ -12,7 +12,9 @@
   itself, and KL(q(z|x) || p(z|x)) = log p(x) - ELBO.
 
 Sums of probabilities are log-sum-exps, taken over chunks of samples so that
-memory stays bounded whatever the number of samples.
+memory stays bounded whatever the number of samples. Samples are drawn and
+reduced on the active backend (on a GPU, on the device); results come back as
+NumPy float64 arrays.
 """
 import dataclasses
 import math
@@ -25,6 +27,7 @@ from minivae.backend import get_backend
 from minivae.data import STATIC_SEED, binarize_static, load_dataset
 from minivae.distributions import DiagonalNormal
 from minivae.errors import MinivaeError, check_finite
+from minivae.kernels import reference
 from minivae.tensor import Tensor, no_grad
 from minivae.threads import choose_threads, product_size, use_threads
 from minivae.train import (TrainConfig, build_model, check_same_data, evaluate_elbo, load_trained, prepare_data,
@@ -51,16 +54,22 @@ def log_joint(model, x, z):
 
 
 def log_likelihood_each(model, x, z):
-    """log p(x_b | z_i) for every example b and every shared latent point z_i (M, L): shape (B, M).
+    """log p(x_b | z_i) for every example b and every shared latent point z_i (M, L): shape (B, M), float64.
 
     The M points are decoded once, then scored against each example in turn.
+    The result is an array of the active backend.
     """
     likelihood = model.p_x_given_z(z)
-    return np.stack([_numpy(likelihood.log_prob(row)) for row in x.data])
+    return get_backend().xp.stack([_float64(likelihood.log_prob(row)) for row in x.data])
 
 
 def _numpy(tensor):
     return np.asarray(tensor.numpy(), dtype=np.float64)
+
+
+def _float64(tensor):
+    """The values as a float64 array of the active backend: log-sum-exps of many terms are taken in float64."""
+    return tensor.data.astype(np.float64)
 
 
 def _as_input(model, x):
@@ -72,17 +81,20 @@ def _as_input(model, x):
 def log_mean_exp_in_chunks(log_terms, n, chunk):
     """log (1/n) sum_i exp(a_i) per example, where ``log_terms(m)`` returns the next m values a as (m, B).
 
-    Each chunk is reduced to its log-sum-exp right away (at most ``chunk``
-    samples are alive at once); the chunks' results are combined by one more
-    log-sum-exp: log sum_i e^a_i = log sum_chunks e^(log sum_chunk e^a_i).
+    ``log_terms`` returns arrays of the active backend; each chunk is reduced
+    to its log-sum-exp right away, there (at most ``chunk`` samples are alive
+    at once); the chunks' results are combined by one more log-sum-exp:
+    log sum_i e^a_i = log sum_chunks e^(log sum_chunk e^a_i). The result is a
+    NumPy float64 array (B,).
     """
     if n < 1 or chunk < 1:
         raise MinivaeError(f"need at least one sample and a chunk of at least one (got n={n}, chunk={chunk})")
-    logsumexp = get_backend().kernels.logsumexp
+    backend = get_backend()
     partial = []
     for start in range(0, n, chunk):
-        partial.append(logsumexp(log_terms(min(chunk, n - start)), axis=0))
-    return logsumexp(np.stack(partial), axis=0) - math.log(n)
+        partial.append(backend.kernels.logsumexp(log_terms(min(chunk, n - start)), axis=0))
+    total = backend.kernels.logsumexp(backend.xp.stack(partial), axis=0)
+    return np.asarray(backend.asnumpy(total), dtype=np.float64) - math.log(n)
 
 
 def log_px_prior_sampling(model, x, n, rng, batch=DEFAULT_CHUNK):
@@ -113,7 +125,7 @@ def log_px_importance(model, x, k, rng, batch=DEFAULT_CHUNK):
 
         def log_terms(m):
             z = q.rsample(m, rng)
-            return _numpy(log_joint(model, x, z) - q.log_prob(z))
+            return _float64(log_joint(model, x, z) - q.log_prob(z))
         return log_mean_exp_in_chunks(log_terms, k, batch)
 
 
@@ -186,10 +198,10 @@ def posterior_on_grid(model, x, grid_size=101, extent=5.0, batch=4096):
     x = _as_input(model, x)
     points, log_weights = latent_grid(model.config["latent_dim"], grid_size, extent)
     with no_grad():
-        chunks = [log_likelihood_each(model, x, Tensor(points[i:i + batch], dtype=model.dtype))
+        chunks = [get_backend().asnumpy(log_likelihood_each(model, x, Tensor(points[i:i + batch], dtype=model.dtype)))
                   for i in range(0, len(points), batch)]
     joint = np.concatenate(chunks, axis=1) + _numpy(log_prior(Tensor(points)))
-    log_px = get_backend().kernels.logsumexp(joint + log_weights, axis=1)
+    log_px = reference.logsumexp(joint + log_weights, axis=1)  # host arrays: the NumPy kernel
     return GridPosterior(points, log_weights, joint, log_px)
 
 
@@ -227,7 +239,8 @@ def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test")
         model, config, meta = load_trained(checkpoint)
         if data_name not in (None, config.data):
             raise MinivaeError(f"{checkpoint} was trained on {config.data}, not {data_name}; drop --data")
-    data = prepare_data(dataclasses.replace(config, data_dir=data_dir or config.data_dir), splits=(split,))
+    data = prepare_data(dataclasses.replace(config, data_dir=data_dir or config.data_dir,  # every image
+                                            train_examples=None, test_examples=None), splits=(split,))
     check_same_data(checkpoint, meta, data)
     print(f"{data.name} {split} images from {data.source}")
     x = data.train_x if split == "train" else data.test_x

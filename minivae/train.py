@@ -36,12 +36,13 @@ import numpy as np
 
 from minivae import optim, plots
 from minivae.backend import get_backend
-from minivae.checkpoint import check_writable, load_checkpoint, restore_rng, rng_state, save_checkpoint
-from minivae.data import (BINARIZE_MODES, DATASET_NAMES, SPLITS, STATIC_SEED, batches, binarize_static,
+from minivae.checkpoint import check_writable, load_checkpoint, save_checkpoint
+from minivae.data import (BINARIZE_MODES, DATASET_NAMES, SPLITS, STATIC_SEED, Pixels, batches, binarize_static,
                           check_pixels, load_dataset)
 from minivae.errors import MinivaeError
 from minivae.files import write_atomically
 from minivae.graph_step import CAPTURING_BACKENDS, StaticStep
+from minivae.kernels import reference
 from minivae.rundir import own_run_directory
 from minivae.tensor import Tensor, no_grad
 from minivae.threads import choose_threads, product_size, threads_limited
@@ -54,8 +55,8 @@ CHECKPOINT_NAME = "checkpoint.npz"
 OUTPUT_ALLOWANCE = 8 << 20
 FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
 # The options a run's checkpoint fixes: resuming with another value would not continue the same run.
-RESUME_FIELDS = ("data", "hidden", "latent_dim", "activation", "likelihood", "sigma", "logvar_clamp",
-                 "samples", "batch_size", "lr", "optimizer", "binarize", "seed")
+RESUME_FIELDS = ("data", "train_examples", "test_examples", "hidden", "latent_dim", "activation", "likelihood",
+                 "sigma", "logvar_clamp", "samples", "batch_size", "lr", "optimizer", "binarize", "seed")
 
 
 @dataclasses.dataclass
@@ -63,6 +64,8 @@ class TrainConfig:
     """Everything that defines a run; saved in every checkpoint."""
     data: str = "digits"
     data_dir: str | None = None
+    train_examples: int | None = None  # train on the first N training images only (None: all)
+    test_examples: int | None = None  # measure the test ELBO, and draw figures, on the first N test images
     hidden: tuple = (256,)
     latent_dim: int = 2
     activation: str = "relu"
@@ -86,8 +89,11 @@ class TrainConfig:
 
 
 def prepare_data(config, splits=SPLITS):
-    """The dataset's ``splits``, checked for the likelihood; with static binarization, train binarized once here."""
+    """The dataset's ``splits`` (the first ``train_examples`` and ``test_examples`` of each), checked for the
+    likelihood; with static binarization, train binarized once here."""
     data = load_dataset(config.data, config.data_dir, splits=splits)
+    data = dataclasses.replace(data, **_first(config.train_examples, "train", data),
+                               **_first(config.test_examples, "test", data))
     for x in (data.train_x, data.test_x):
         if x is not None:
             check_pixels(x, config.likelihood)
@@ -106,6 +112,17 @@ def check_same_data(path, meta, data):
                        f"({expected.get('file')}, {expected.get('bytes')} bytes), but {data.source} holds other "
                        f"ones ({found.get('file')}, {found.get('bytes')} bytes); pass --data-dir "
                        f"{trained_on.get('source')} or a copy of it")
+
+
+def _first(n, split, data):
+    """The fields of ``data`` to replace so that ``split`` keeps its first ``n`` images (none when n is None)."""
+    x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+    if n is None or x is None:
+        return {}
+    if n > len(x):
+        raise MinivaeError(f"--{split}-examples {n}: {data.name} has only {len(x)} {split} images; "
+                           "ask for at most that many")
+    return {f"{split}_x": x.subset(slice(n)) if isinstance(x, Pixels) else x[:n], f"{split}_y": y[:n]}
 
 
 def build_model(config, input_dim):
@@ -350,7 +367,7 @@ def write_figures(out, model, data, epoch, history, seed):
         originals = data.test_x[:8]
         plots.save_reconstructions(out / f"reconstruction_{epoch}.png", originals,
                                    model.reconstruct(originals), data.image_shape)
-        plots.save_samples(out / f"sample_{epoch}.png", model.sample(64, np.random.default_rng(seed)),
+        plots.save_samples(out / f"sample_{epoch}.png", model.sample(64, get_backend().kernels.make_rng(seed)),
                            data.image_shape)
         if history:
             plots.save_loss_curves(out / "loss_curves.png", history)
@@ -366,11 +383,28 @@ def _checkpoint_payload(model, optimizer, rngs, config, history, data):
     arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
     optimizer_arrays, optimizer_scalars = optimizer.state_dict()
     arrays.update({f"optimizer/{name}": value for name, value in optimizer_arrays.items()})
+    rng_meta, rng_arrays = _rng_states(rngs)
+    arrays.update(rng_arrays)
     meta = {"config": dataclasses.asdict(config), "model": model.config, "history": history,
-            "optimizer": optimizer_scalars, "rng": {name: rng_state(r) for name, r in rngs.items()},
-            "backend": get_backend().name, "image_shape": list(data.image_shape),
+            "optimizer": optimizer_scalars, "rng": rng_meta, "backend": get_backend().name,
+            "image_shape": list(data.image_shape),
             "data": {"source": data.source, "test_images": data.test_fingerprint}}
     return arrays, meta
+
+
+def _rng_kernels():
+    """The kernel set owning each generator: NumPy shuffles the host-held data, the backend draws the noise."""
+    return {"data": reference, "sample": get_backend().kernels}
+
+
+def _rng_states(rngs):
+    """Each generator's ``rng_state``: its JSON values for the metadata, its arrays as ``rng/NAME/KEY``."""
+    meta, arrays = {}, {}
+    for name, kernels in _rng_kernels().items():
+        state = kernels.rng_state(rngs[name])
+        meta[name] = {key: value for key, value in state.items() if not isinstance(value, np.ndarray)}
+        arrays.update({f"rng/{name}/{key}": value for key, value in state.items() if isinstance(value, np.ndarray)})
+    return meta, arrays
 
 
 def _split_arrays(arrays, prefix):
@@ -393,8 +427,15 @@ def _restore(path, config, model, optimizer, rngs, data):
     optimizer_arrays = {name: fuse_split_heads_flat(buffer, model_arrays)  # a checkpoint with the heads apart
                         for name, buffer in _split_arrays(arrays, "optimizer/").items()}
     optimizer.load_state_dict(optimizer_arrays, meta["optimizer"])
-    for name in rngs:
-        rngs[name] = restore_rng(meta["rng"].get(name))
+    for name, kernels in _rng_kernels().items():
+        state = meta["rng"].get(name)
+        if isinstance(state, dict):
+            state = {**state, **_split_arrays(arrays, f"rng/{name}/")}
+        try:
+            rngs[name] = kernels.restore_rng(state)
+        except MinivaeError as err:
+            raise MinivaeError(f"{path}: {err}; it was written with --backend {meta.get('backend', 'numpy')}, "
+                               "resume with that backend") from None
     return meta["history"]
 
 
@@ -409,7 +450,7 @@ def read_training_checkpoint(path):
     """
     arrays, meta = load_checkpoint(path, check=lambda meta, headers: check_training_meta(path, meta, headers))
     for name, array in arrays.items():
-        if not np.isfinite(array).all():
+        if not name.startswith("rng/") and not np.isfinite(array).all():  # rng/: integer states, checked on restore
             raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats; "
                                "it is damaged, use another checkpoint")
     return arrays, meta, _train_config(path, meta)
@@ -438,7 +479,7 @@ def check_training_meta(path, meta, headers):
         count = parameter_count(model.get("encoder_sizes"), model.get("latent_dim"), model.get("decoder_sizes"))
     except MinivaeError as err:
         raise MinivaeError(f"checkpoint {path}: {err}; it is damaged, use another checkpoint") from None
-    unknown = [name for name in headers if not name.startswith(("model/", "optimizer/"))]
+    unknown = [name for name in headers if not name.startswith(("model/", "optimizer/", "rng/"))]
     if unknown:
         raise MinivaeError(f"checkpoint {path}: unexpected array {unknown[0]!r}, which minivae train never "
                            "writes; use the checkpoint.npz a training run wrote")
@@ -447,12 +488,24 @@ def check_training_meta(path, meta, headers):
         raise MinivaeError(f"checkpoint {path}: its metadata describes a model of {count:,} parameters but its "
                            f"arrays hold {stored:,}; it is damaged, use another checkpoint")
     for name, (shape, dtype) in headers.items():
-        if dtype.kind != "f":
+        if name.startswith("rng/"):
+            _check_rng_header(path, name, shape, dtype)
+        elif dtype.kind != "f":
             raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats ({dtype}); "
                                "it is damaged, use another checkpoint")
         if name.startswith("optimizer/") and shape != (count,):
             raise MinivaeError(f"checkpoint {path}: {name} has shape {shape}, not ({count},) for the "
                                f"{count:,} parameters its metadata describes; use another checkpoint")
+
+
+MAX_RNG_WORDS = 1 << 26  # far above any generator's state (numba-cuda: 128k uint64 words; CuPy: a few MB of bytes)
+
+
+def _check_rng_header(path, name, shape, dtype):
+    """A generator's state array holds unsigned integers, and no more of them than any backend keeps."""
+    if dtype.kind not in "ui" or math.prod(shape) > MAX_RNG_WORDS:
+        raise MinivaeError(f"checkpoint {path}: {name} is not a random generator's state ({dtype}, shape {shape}); "
+                           "it is damaged, use another checkpoint")
 
 
 def _train_config(path, meta):
@@ -483,6 +536,10 @@ def add_train_arguments(parser):
     parser.add_argument("--data", choices=DATASET_NAMES, default=defaults.data,
                         help="dataset (default: digits, bundled with scikit-learn)")
     parser.add_argument("--data-dir", default=None, help="directory holding the IDX files (mnist, fashion-mnist)")
+    parser.add_argument("--train-examples", type=positive_int, default=defaults.train_examples, metavar="N",
+                        help="train on the first N training images only, e.g. for a quick smoke run (default: all)")
+    parser.add_argument("--test-examples", type=positive_int, default=defaults.test_examples, metavar="N",
+                        help="measure the test ELBO and draw the figures on the first N test images (default: all)")
     parser.add_argument("--hidden", type=int_list, default=list(defaults.hidden),
                         help="hidden layer sizes, comma-separated (default 256)")
     parser.add_argument("--latent-dim", type=positive_int, default=defaults.latent_dim, help="size of z")
@@ -596,7 +653,7 @@ def run_sample(args):
     model, _, meta, out = _figure_job(args)
     shape = image_shape(args.checkpoint, model, meta)
     _write_figure(plots.save_samples, out / f"sample_epoch{len(meta['history'])}_seed{args.seed}.png",
-                  model.sample(64, np.random.default_rng(args.seed)), shape)
+                  model.sample(64, get_backend().kernels.make_rng(args.seed)), shape)
     return 0
 
 

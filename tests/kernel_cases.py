@@ -5,6 +5,9 @@ A case builds its inputs from an ``Arrays`` factory; building them twice with
 the same seed gives the same values, once contiguous for the reference and once
 in the layout under test for the kernel set.
 """
+import io
+import json
+
 import numpy as np
 
 from minivae.kernels import reference
@@ -130,7 +133,8 @@ def case_sgd_step(arr, kernels):
         yield (arr((n,)), arr((n,)), arr((n,)), 0.1), {"momentum": momentum, "weight_decay": weight_decay}
 
 
-CASES = {name: globals()["case_" + name] for name in reference.KERNEL_NAMES}
+STATE_KERNELS = ("rng_state", "restore_rng")  # checked by a round trip (below), not against the reference
+CASES = {name: globals()["case_" + name] for name in reference.KERNEL_NAMES if name not in STATE_KERNELS}
 
 
 # ----- The check -----
@@ -173,3 +177,32 @@ def _assert_close(got, want, dtype, what, to_host):
     assert got.shape == want.shape, f"{what}: shape {got.shape}, reference {want.shape}"
     assert got.dtype == want.dtype == dtype, f"{what}: dtype {got.dtype}, reference {want.dtype}"
     np.testing.assert_allclose(got, want, err_msg=what, **TOLERANCE[dtype])
+
+
+# ----- The generator's state, through a checkpoint and back -----
+
+def assert_rng_state_round_trips(kernels, to_host=np.asarray):
+    """A generator restored from ``rng_state``, after the trip a checkpoint makes, draws what the original draws next.
+
+    Also: the restored stream is not the fresh one (the state saved is the advanced one).
+    """
+    rng = kernels.make_rng(7)
+    first = to_host(kernels.standard_normal(rng, (B, D), np.float32))
+    state = _through_a_checkpoint(kernels.rng_state(rng))
+    expected = to_host(kernels.standard_normal(rng, (B, D), np.float32))
+    got = to_host(kernels.standard_normal(kernels.restore_rng(state), (B, D), np.float32))
+    np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(got, first)
+
+
+def _through_a_checkpoint(state):
+    """``state`` after the trip a checkpoint makes: its arrays through an .npz file, the rest through JSON."""
+    arrays = {key: value for key, value in state.items() if isinstance(value, np.ndarray)}
+    assert all(value.dtype.kind in "iuf" for value in arrays.values()), "states must be plain numeric arrays"
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as loaded:
+        arrays = {key: loaded[key] for key in loaded.files}
+    plain = {key: value for key, value in state.items() if key not in arrays}
+    return {**json.loads(json.dumps(plain)), **arrays}

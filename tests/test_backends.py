@@ -55,3 +55,48 @@ def test_numba_trains_along_the_numpy_curve(tmp_path, capsys, monkeypatch):
     numba_curve = elbo_curve(tmp_path / "numba", "numba", capsys)
     np.testing.assert_allclose(numba_curve, numpy_curve, rtol=1e-4)
     assert numpy_curve[-1][0] > numpy_curve[0][0]  # and the curve is a real training curve
+
+
+# ----- Versions that do not work together, found without a device -----
+
+def fake_numba_cuda_with_numpy_2_5(monkeypatch, version="0.30.4"):
+    """Pretend numba-cuda ``version`` is installed beside a numpy without np.row_stack (as numpy 2.5 is)."""
+    monkeypatch.setattr(backend, "installed_version", lambda package: version if package == "numba-cuda" else None)
+    monkeypatch.delattr(backend.np, "row_stack", raising=False)
+    monkeypatch.setattr(backend.np, "__version__", "2.5.2")
+
+
+def test_backends_reports_numba_cuda_too_old_for_numpy_in_one_line(monkeypatch, capsys):
+    fake_numba_cuda_with_numpy_2_5(monkeypatch)
+    status, out, _ = run_cli(["backends"], capsys)
+    line = dict(line.split(None, 1) for line in out.splitlines())["numba-cuda"]
+    assert status == 0
+    for fragment in ("numba-cuda 0.30.4 needs numpy < 2.5", "np.row_stack", "numpy 2.5.2",
+                     "pip install 'numpy<2.5'", "minivae[gpu-cuda12]"):
+        assert fragment in line, line
+
+
+def test_train_on_that_combination_is_refused_in_one_line(monkeypatch, tmp_path, capsys):
+    fake_numba_cuda_with_numpy_2_5(monkeypatch)
+    status, _, err = run_cli(train_argv(tmp_path, 1, "--backend", "numba-cuda"), capsys)
+    assert_one_line_error(status, err, "needs numpy < 2.5", "pip install 'numpy<2.5'")
+
+
+@pytest.mark.parametrize("version, has_row_stack", [("0.31.0", False), ("0.30.4", True), (None, False)])
+def test_other_combinations_are_not_flagged(monkeypatch, version, has_row_stack):
+    fake_numba_cuda_with_numpy_2_5(monkeypatch, version)
+    if has_row_stack:
+        monkeypatch.setattr(backend.np, "row_stack", np.vstack, raising=False)
+    assert backend.numpy_too_new_for_numba_cuda() is None
+
+
+def test_a_kernel_failing_to_compile_on_row_stack_gives_the_same_line(monkeypatch):
+    fake_numba_cuda_with_numpy_2_5(monkeypatch)
+
+    def jit(signature):
+        def compile_now(function):
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+        return compile_now
+    with pytest.raises(backend.BackendUnavailable) as refused:
+        backend.check_numba_cuda_compiles(jit)
+    assert str(refused.value) == backend.numpy_too_new_for_numba_cuda()

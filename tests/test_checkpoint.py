@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minivae import checkpoint
+from minivae.kernels import reference
 from strategies import mutated
 from minivae.errors import MinivaeError
 
@@ -79,18 +80,18 @@ def test_round_trip(tmp_path):
 def test_rng_state_restores_the_stream(tmp_path):
     rng = np.random.default_rng(5)
     rng.random(7)
-    checkpoint.save_checkpoint(tmp_path / "c.npz", {}, {"rng": checkpoint.rng_state(rng)})
+    checkpoint.save_checkpoint(tmp_path / "c.npz", {}, {"rng": reference.rng_state(rng)})
     expected = rng.standard_normal(10)
     _, meta = checkpoint.load_checkpoint(tmp_path / "c.npz")
-    np.testing.assert_array_equal(checkpoint.restore_rng(meta["rng"]).standard_normal(10), expected)
+    np.testing.assert_array_equal(reference.restore_rng(meta["rng"]).standard_normal(10), expected)
 
 
-@pytest.mark.parametrize("name", checkpoint.BIT_GENERATORS)
+@pytest.mark.parametrize("name", reference.BIT_GENERATORS)
 def test_rng_state_is_json_safe_for_every_bit_generator(name):
     rng = np.random.Generator(getattr(np.random, name)(11))
     rng.random(3)
-    state = json.loads(json.dumps(checkpoint.rng_state(rng)))
-    np.testing.assert_array_equal(checkpoint.restore_rng(state).random(5), rng.random(5))
+    state = json.loads(json.dumps(reference.rng_state(rng)))
+    np.testing.assert_array_equal(reference.restore_rng(state).random(5), rng.random(5))
 
 
 @pytest.mark.parametrize("state", [
@@ -102,7 +103,7 @@ def test_rng_state_is_json_safe_for_every_bit_generator(name):
 ])
 def test_restore_rng_refuses_bad_state(state):
     with pytest.raises(MinivaeError, match="random state"):
-        checkpoint.restore_rng(state)
+        reference.restore_rng(state)
 
 
 # ----- Refusing bad files -----

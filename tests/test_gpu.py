@@ -10,13 +10,13 @@ import re
 import numpy as np
 import pytest
 
-from kernel_cases import LAYOUTS, assert_matches_reference
+from end_to_end import check_user_path
+from kernel_cases import CASES, LAYOUTS, assert_matches_reference, assert_rng_state_round_trips
 from minivae import backend
 from minivae.backend import BackendUnavailable, available_backends, load_backend
-from minivae.kernels.reference import KERNEL_NAMES
 
 RNG_KERNELS = ("make_rng", "standard_normal")  # other streams than NumPy's: checked statistically
-TABLE = [name for name in KERNEL_NAMES if name not in RNG_KERNELS]
+TABLE = [name for name in CASES if name not in RNG_KERNELS]
 
 
 @functools.cache
@@ -91,6 +91,18 @@ def test_cupy_standard_normal_is_seeded_and_normal(dtype):
     assert_moments_normal(eps)
 
 
+@needs_gpu
+def test_cupy_rng_state_round_trips_through_the_host():
+    import cupy
+    assert_rng_state_round_trips(load_backend("cupy").kernels, cupy.asnumpy)
+
+
+@needs_gpu
+def test_cupy_standard_normal_refuses_a_numpy_generator():
+    with pytest.raises(TypeError, match="cupy.random.Generator, got Generator"):
+        load_backend("cupy").kernels.standard_normal(np.random.default_rng(0), (2, 2))
+
+
 # ----- Numba CUDA on the device, fed CuPy arrays through __cuda_array_interface__ -----
 
 @needs_gpu
@@ -134,6 +146,20 @@ def test_numba_cuda_standard_normal_is_seeded_and_normal(dtype):
     assert eps.dtype == dtype and eps.shape == (256, 100)
     assert bool((eps == again).all())
     assert_moments_normal(eps)
+
+
+@needs_gpu
+def test_numba_cuda_rng_state_round_trips_through_the_host():
+    import cupy
+    assert_rng_state_round_trips(numba_cuda_on_device(), cupy.asnumpy)
+
+
+# ----- The user's commands end to end (the simulator runs the numba-cuda one in CI) -----
+
+@needs_gpu
+@pytest.mark.parametrize("name", ["cupy", "numba-cuda"])
+def test_train_resume_evaluate_sample_reconstruct(name, tmp_path, capsys, monkeypatch):
+    check_user_path(name, tmp_path, capsys, monkeypatch)
 
 
 # ----- The registry says why a backend cannot run (no GPU needed) -----

@@ -8,14 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from kernel_cases import LAYOUTS, assert_matches_reference
+from kernel_cases import CASES, LAYOUTS, assert_matches_reference, assert_rng_state_round_trips
 from minivae.kernels import numba_cpu, reference
 from minivae.kernels.reference import KERNEL_NAMES
 
 KERNEL_SETS = ("reference", "numba_cpu", "numba_cuda", "cupy_kernels")
 RNG_KERNELS = ("make_rng", "standard_normal")  # no array inputs: one layout is enough
-CASES = [(name, layout) for name in KERNEL_NAMES
-         for layout in (LAYOUTS[:1] if name in RNG_KERNELS else LAYOUTS)]
+TABLE = [(name, layout) for name in CASES for layout in (LAYOUTS[:1] if name in RNG_KERNELS else LAYOUTS)]
 
 
 @pytest.fixture(params=["numpy", "numba", "numba-parallel"])
@@ -29,9 +28,13 @@ def kernels(request, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name, layout", CASES)
+@pytest.mark.parametrize("name, layout", TABLE)
 def test_kernel_matches_reference(kernels, name, layout, dtype):
     assert_matches_reference(kernels, name, dtype, layout)
+
+
+def test_rng_state_round_trips(kernels):
+    assert_rng_state_round_trips(kernels)
 
 
 @pytest.mark.parametrize("module", KERNEL_SETS)

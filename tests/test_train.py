@@ -6,10 +6,12 @@ import math
 import numpy as np
 import pytest
 
-from minivae import train
+from minivae import data, train
+from minivae.checkpoint import load_checkpoint
 from minivae.errors import MinivaeError
 from minivae.tensor import Tensor
-from tests.runs import assert_same_run, reference_checkpoint, skip_figures
+from tests.runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
+                        train_argv)
 
 TINY = train.TrainConfig(hidden=(16,), epochs=3, plot_interval=0)
 STEPS_PER_EPOCH = math.ceil(1438 / TINY.batch_size)  # digits: 1438 training images
@@ -142,7 +144,7 @@ def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, tmp_p
 
 CHANGED = {"hidden": (32,), "latent_dim": 3, "activation": "tanh", "likelihood": "gaussian", "sigma": 0.5,
            "logvar_clamp": 5.0, "samples": 2, "batch_size": 64, "lr": 1e-3, "optimizer": "sgd",
-           "binarize": "dynamic", "seed": 2}
+           "binarize": "dynamic", "seed": 2, "train_examples": 100, "test_examples": 50}
 
 
 def test_every_option_that_shapes_the_run_is_checked_on_resume():
@@ -225,3 +227,25 @@ def test_a_non_finite_test_elbo_stops_before_the_checkpoint(tmp_path, monkeypatc
                                              r"no checkpoint was written yet$"):
         quiet_train(tiny(tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_examples_and_test_examples_take_the_first_images(tmp_path, capsys, monkeypatch):
+    skip_figures(monkeypatch)
+    seen = []
+    step = train.train_step
+    monkeypatch.setattr(train, "train_step", lambda model, optimizer, x, *rest: seen.append(x) or step(
+        model, optimizer, x, *rest))
+    status, _, err = run_cli(train_argv(tmp_path, 1, "--train-examples", "20", "--test-examples", "7",
+                                        "--batch-size", "8"), capsys)
+    assert status == 0, err
+    assert sorted(len(x) for x in seen) == [4, 8, 8]
+    first = data.load_dataset("digits").train_x[:20]
+    assert sorted(map(bytes, np.concatenate(seen))) == sorted(map(bytes, first))
+    _, meta = load_checkpoint(tmp_path / train.CHECKPOINT_NAME)
+    assert (meta["config"]["train_examples"], meta["config"]["test_examples"]) == (20, 7)
+
+
+@pytest.mark.parametrize("option", ["--train-examples", "--test-examples"])
+def test_more_examples_than_the_split_holds_is_refused_in_one_line(option, tmp_path, capsys):
+    status, _, err = run_cli(train_argv(tmp_path, 1, option, "5000"), capsys)
+    assert_one_line_error(status, err, f"{option} 5000", "digits has only", "ask for at most")

@@ -3,18 +3,20 @@
 The simulator runs each CUDA thread as a Python thread (about 1 s per 16 x 16
 block with barriers), so shapes stay at a few blocks, with ragged edges.
 """
+import re
+
 import numpy as np
 import pytest
 
-from kernel_cases import assert_matches_reference
+from kernel_cases import CASES, assert_matches_reference, assert_rng_state_round_trips
+from minivae.errors import MinivaeError
 from minivae.kernels import numba_cuda, reference
-from minivae.kernels.reference import KERNEL_NAMES
 
 # Seeding xoroshiro states runs numba's CPU seeding code in object mode under the simulator.
 pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning",
                                         "ignore:overflow encountered:RuntimeWarning")
 
-TABLE = [name for name in KERNEL_NAMES if name not in ("matmul", "make_rng", "standard_normal")]
+TABLE = [name for name in CASES if name not in ("matmul", "make_rng", "standard_normal")]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -62,3 +64,22 @@ def test_standard_normal_keeps_dtype_shape_and_seed(draws):
     np.testing.assert_array_equal(first, again)  # same seed, same stream
     assert not np.allclose(first, second)  # the state advanced
     assert abs(np.corrcoef(first.ravel()[:-1], first.ravel()[1:])[0, 1]) < 4 / np.sqrt(first.size)
+
+
+def test_rng_state_round_trips_through_the_host():
+    assert_rng_state_round_trips(numba_cuda)
+
+
+def test_standard_normal_refuses_a_numpy_generator():
+    with pytest.raises(TypeError, match="DeviceRNG, got Generator.*make_rng"):
+        numba_cuda.standard_normal(np.random.default_rng(0), (2, 2))
+
+
+@pytest.mark.parametrize("state, fragment", [
+    (reference.rng_state(np.random.default_rng(0)), "generator 'PCG64'"),
+    ({"generator": numba_cuda.GENERATOR, "states": np.zeros((3, 2), np.uint64)}, "shape (3, 2)"),
+    (None, "generator None"),
+])
+def test_restore_rng_refuses_another_generators_state(state, fragment):
+    with pytest.raises(MinivaeError, match=re.escape(fragment)):
+        numba_cuda.restore_rng(state)
