@@ -23,7 +23,7 @@ def check_user_path(name, tmp_path, capsys, monkeypatch):
     try:
         checkpoint = check_exact_resume(name, tmp_path, capsys)
         check_evaluate(name, checkpoint, capsys)
-        for command, figure in (("sample", "sample_2.png"), ("reconstruct", "reconstruction_2.png")):
+        for command, figure in (("sample", "sample_epoch2_seed0.png"), ("reconstruct", "reconstruction_epoch2.png")):
             status, out, err = run_cli([command, str(checkpoint), "--backend", name], capsys)
             assert status == 0, err
             assert (checkpoint.parent / figure).stat().st_size > 0, out
