@@ -71,7 +71,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from minivae.kernels import shared, vecmath
+from minivae.kernels import reference, shared, vecmath
 from minivae.kernels.reference import LOG_2PI, make_rng, matmul, standard_normal  # noqa: F401 (kernels)
 
 PARALLEL_MIN_SIZE = 1 << 20  # elements; see "Threads" in the module docstring
@@ -524,7 +524,7 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
     shared.check_flat("adam_step", p, g, m, v)
     loop, _ = _pick(_ADAM, p.size)
-    a_t, eps_t = shared.adam_step_sizes(step, lr, beta1, beta2, eps)
+    a_t, eps_t = reference.adam_step_sizes(step, lr, beta1, beta2, eps)
     loop(p, np.ascontiguousarray(g), m, v, *shared.scalars_like(p, a_t, eps_t, beta1, beta2, weight_decay))
 
 

@@ -78,17 +78,6 @@ def scalars_like(array, *numbers):
     return tuple(array.dtype.type(n) for n in numbers)
 
 
-def adam_step_sizes(step, lr, beta1, beta2, eps):
-    """(a_t, eps_t) for step t of Adam in Kingma & Ba's Section 2 form, p -= a_t m / (sqrt(v) + eps_t).
-
-    a_t = lr sqrt(1 - beta2^t) / (1 - beta1^t) and eps_t = eps sqrt(1 - beta2^t)
-    give the step of Algorithm 1 (PyTorch's form, m-hat / (sqrt(v-hat) + eps))
-    with one division per parameter fewer, as the reference computes it.
-    """
-    root_bias2 = math.sqrt(1 - beta2**step)
-    return lr * root_bias2 / (1 - beta1**step), eps * root_bias2
-
-
 def check_flat(kernel, *buffers):
     """Optimizer steps run over flat 1-D parameter buffers of one length."""
     if any(a.ndim != 1 or a.shape != buffers[0].shape for a in buffers):
@@ -119,12 +108,7 @@ ZERO, HALF, ONE = _constants()
 
 
 def activate(code, t):
-    """act(t) for the activation with this code.
-
-    sigmoid(t) = 1 / (1 + e^-t), written with e = e^-|t| <= 1 so nothing
-    overflows: 1 / (1 + e) for t >= 0, e / (1 + e) below. (One exp is about
-    5x cheaper than the reference's tanh form in compiled scalar code.)
-    """
+    """act(t) for the activation with this code; sigmoid as ``reference.sigmoid``, one element at a time."""
     if code == RELU:
         return max(t, ZERO)
     if code == TANH:
@@ -163,7 +147,7 @@ def bernoulli_term(x, logit):
 
 
 def adam_update(p, g, m, v, a_t, eps_t, beta1, beta2, weight_decay):
-    """One element of Adam: the new (p, m, v); a_t and eps_t from ``adam_step_sizes``.
+    """One element of Adam: the new (p, m, v); a_t and eps_t from ``reference.adam_step_sizes``.
 
     The numbers come in the buffers' dtype (``scalars_like``), so float32 stays float32.
     """

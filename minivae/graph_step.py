@@ -86,7 +86,7 @@ class StaticStep:
                                         for t in (terms.elbo, terms.reconstruction, terms.kl)])
 
     def _adam_update(self):
-        """``optim.Adam.step`` with t on the device: t += 1, a_t and eps_t computed there (shared.adam_step_sizes).
+        """``optim.Adam.step`` with t on the device: t += 1, a_t and eps_t computed there (reference.adam_step_sizes).
 
         g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  p -= a_t m / (sqrt(v) + eps_t),
         a_t = lr sqrt(1 - b2^t) / (1 - b1^t),  eps_t = eps sqrt(1 - b2^t); each as the fused kernel
