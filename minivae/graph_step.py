@@ -8,7 +8,7 @@ kernels are recorded, not run. A step can be replayed only if
 
 - its shapes and buffers are static: every batch is copied into the same input
   array ``x``; the parameters, their gradients and Adam's moments already live
-  in the optimizer's flat buffers (``nn.flatten_parameters``);
+  in the optimizer's flat buffers (``optim.flatten_parameters``);
 - every number that changes from step to step lives on the device: Adam's step
   count ``t`` and its step sizes (``_adam_update``), and the random generator's
   state (the noise is drawn on the device, which advances the state in place);
