@@ -63,10 +63,7 @@ def matmul(a, b, trans_a=False, trans_b=False):
 # ----- Sigmoid and softplus (the engine's ops.sigmoid and ops.softplus too) -----
 
 def sigmoid(t):
-    """1 / (1 + e^-t) = e^min(t, 0) / (1 + e^-|t|): 1 / (1 + e^-t) for t >= 0, e^t / (1 + e^t) below.
-
-    No exp overflows, and a tiny result (t far below 0) keeps its digits.
-    """
+    """1 / (1 + e^-t) as e^min(t, 0) / (1 + e^-|t|): no exp overflows, a tiny result (t << 0) keeps its digits."""
     return np.exp(np.minimum(t, 0)) / (1 + np.exp(-np.abs(t)))
 
 
@@ -184,11 +181,7 @@ def logsumexp(a, axis=0):
 # ----- Fused optimizer steps over one flat parameter buffer -----
 
 def adam_step_sizes(step, lr, beta1, beta2, eps):
-    """(a_t, eps_t) = (lr sqrt(1 - beta2^t) / (1 - beta1^t), eps sqrt(1 - beta2^t)) (Kingma & Ba, Section 2).
-
-    With them p -= a_t m / (sqrt(v) + eps_t) is Algorithm 1's bias-corrected
-    step p -= lr m-hat / (sqrt(v-hat) + eps), one division per parameter fewer.
-    """
+    """(a_t, eps_t) = (lr sqrt(1 - b2^t) / (1 - b1^t), eps sqrt(1 - b2^t)): the bias correction (K&B, Sec. 2)."""
     root_bias2 = math.sqrt(1 - beta2**step)
     return lr * root_bias2 / (1 - beta1**step), eps * root_bias2
 

@@ -88,17 +88,8 @@ def check_flat(kernel, *buffers):
 # ----- Per-element formulas, compiled per target -----
 
 def _constants():
-    """The formulas' constants 0, 1/2 and 1: float32 numbers when compiled, Python floats when simulated.
-
-    Compiled, a float64 literal such as 1.0 would make numba compute a float32
-    kernel in float64 (its typing promotes float32 with float64), at half the
-    SIMD width or without SIMD (Adam over 650k float32 parameters: 1.0 ms
-    instead of 0.3 ms); a float32 constant is promoted instead when the data is
-    float64, and 0, 1/2 and 1 are exact in both precisions. Numba's CUDA
-    simulator runs the formulas as Python, where ``math.exp`` returns a Python
-    float and NumPy's rules would round it to a float32 constant's precision:
-    there the constants stay Python floats, as those rules expect.
-    """
+    """0, 1/2 and 1 as float32 when compiled (a float64 literal would turn float32 kernels float64), Python floats
+    under the CUDA simulator, which runs the formulas as Python (see docs/performance.md)."""
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         return 0.0, 0.5, 1.0
     return np.float32(0), np.float32(0.5), np.float32(1)
@@ -136,12 +127,7 @@ def kl_term(mu, logvar):
 
 
 def bernoulli_term(x, logit):
-    """x l - softplus(l), softplus(l) = max(l, 0) + log1p(e) with e = e^-|l| <= 1 (no overflow).
-
-    log1p(e), not log(1 + e): 1 + e rounds away the bits of e below eps, all
-    of them for e < eps, which log1p keeps. CUDA has a fast ``log1pf``; on
-    the CPU, vecmath's float32 log1p is a polynomial the loop vectorizes.
-    """
+    """x l - softplus(l), softplus(l) = max(l, 0) + log1p(e^-|l|) as in ``reference.softplus`` (no overflow)."""
     e = math.exp(-abs(logit))
     return x * logit - (max(logit, ZERO) + math.log1p(e))
 

@@ -74,10 +74,7 @@ def _broadcast_operands(op, a, b):
 
 
 def _broadcastable(shape_a, shape_b):
-    """NumPy's rule, read from the last axis: each pair of sizes is equal or one of them is 1.
-
-    (Plain Python: ``xp.broadcast_shapes`` costs a few microseconds, more than a small add.)
-    """
+    """NumPy's rule, read from the last axis: each pair of sizes is equal or one of them is 1 (plain Python: fast)."""
     return shape_a == shape_b or all(m == n or m == 1 or n == 1
                                      for m, n in zip(reversed(shape_a), reversed(shape_b)))
 

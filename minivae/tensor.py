@@ -190,11 +190,7 @@ class Tensor:
         self._grad_is_stale = False
 
     def zero_grad(self):
-        """Reset the gradient to zero, lazily: the next backward writes over it, a read before that finds zeros.
-
-        A training step then never fills the gradients with zeros only to add to them
-        (PyTorch's ``zero_grad(set_to_none=True)`` saves the same pass over memory).
-        """
+        """Reset the gradient to zero, lazily: the next backward writes over it, a read before then finds zeros."""
         self._grad_is_stale = self._grad is not None
 
     def _zero_if_stale(self):
