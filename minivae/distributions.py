@@ -14,10 +14,9 @@ import numbers
 from minivae import ops
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
+from minivae.kernels.reference import LOG_2PI
 from minivae.nn import check_positive_int
 from minivae.tensor import ShapeError, no_grad, to_array
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 def _as_data(x, params):

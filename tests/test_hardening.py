@@ -1,7 +1,7 @@
-"""Hardening (issue 7): numerical extremes, the gradient checker in float32, the logvar clamp,
+"""Hardening: numerical extremes, the gradient checker in float32, the logvar clamp,
 divergence, faults (SIGKILL, SIGINT, a full disk) and hostile checkpoints.
 
-Bad options and files at the command line (issue 3) are in test_cli.py, the
+Bad options and files at the command line are in test_cli.py, the
 training loop's own stops in test_train.py, hostile files at the library
 level in test_data.py and test_checkpoint.py. docs/reliability.md maps each
 case to its test.
@@ -23,15 +23,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from checkpoint_files import UNPICKLED, Trap, encoded_meta, write_npz
 from minivae import cli, ops, train
 from minivae.checkpoint import load_checkpoint, save_checkpoint
 from minivae.gradcheck import GradcheckError, check_grads
 from minivae.ops import make_result
 from minivae.tensor import Tensor
 from minivae.vae import VAE
-from tests.runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
+from runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
                         train_argv)
-from tests.test_checkpoint import UNPICKLED, Trap, encoded_meta, write_npz
 
 # ----- Numerical extremes: logits up to +-1e4, logvar from -50 to 50, against 40-digit mpmath -----
 #

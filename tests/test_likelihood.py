@@ -15,7 +15,7 @@ from minivae.likelihood import (add_bound_gap_arguments, add_evaluate_arguments,
                                 run_bound_gap, run_evaluate, spread_across_seeds, train_small_2d_model)
 from minivae.tensor import Tensor, no_grad
 from minivae.vae import VAE
-from tests.runs import skip_figures
+from runs import skip_figures
 
 EXAMPLES = 6
 

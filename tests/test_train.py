@@ -9,7 +9,7 @@ import pytest
 from minivae import train
 from minivae.errors import MinivaeError
 from minivae.tensor import Tensor
-from tests.runs import assert_same_run, reference_checkpoint, skip_figures
+from runs import assert_same_run, reference_checkpoint, skip_figures
 
 TINY = train.TrainConfig(hidden=(16,), epochs=3, plot_interval=0)
 STEPS_PER_EPOCH = math.ceil(1438 / TINY.batch_size)  # digits: 1438 training images
