@@ -1,25 +1,18 @@
 """Numba CPU kernels: the ``reference`` contract compiled with ``@njit(cache=True)``.
 
-- Matrix products stay with NumPy (BLAS GEMM on transposed views), and
-  sampling reuses NumPy's PCG64 generator, so the numpy and numba backends
-  draw the same stream and train identically for a seed.
-- Every other kernel is one ``prange`` loop compiled twice, serial and
-  ``parallel=True``; the serial twin runs below ``PARALLEL_MIN_SIZE``
-  elements, and numba's ``workqueue`` threading layer (workers that sleep,
-  never spin) is chosen when this module loads: a training step alternates
-  BLAS products and these loops, and spinning workers of either pool slow
-  the other.
-- ``shared.py``'s formulas are compiled with their ``math`` bound to
-  ``vecmath``, whose float32 exp, log and log1p the loop vectorizer can use.
-- A row sum fills a row buffer, then ``_sum`` adds it in float64 in a fixed
-  order: the filling loop vectorizes, and results do not depend on threads.
-- fastmath stays off, so results match the reference up to rounding;
-  ``error_model="numpy"`` makes x / 0 inf, as in NumPy. Inputs are made
-  C-contiguous (copied only when they are not); outputs keep the input dtype.
+Matrix products stay with NumPy (BLAS GEMM), and sampling reuses NumPy's
+PCG64 generator, so the numpy and numba backends train identically for a
+seed. Every other kernel is one ``prange`` loop compiled twice, serial and
+parallel (from ``PARALLEL_MIN_SIZE`` elements), on numba's ``workqueue``
+threads, which sleep between loops instead of spinning beside BLAS's.
+``shared.py``'s formulas compile with their ``math`` bound to ``vecmath``
+(float32 exp, log and log1p that vectorize); row sums fill a row buffer,
+then ``_sum`` adds it in float64 in a fixed order, whatever the threads.
+fastmath stays off, so results match the reference up to rounding.
 
-The measurements behind each choice are in docs/performance.md. Numba's
-on-disk cache checks only this file: after editing ``shared.py`` or
-``vecmath.py``, delete ``kernels/__pycache__`` so the kernels recompile.
+Why each choice, with measurements: docs/performance.md. Numba's cache
+checks only this file: after editing ``shared.py`` or ``vecmath.py``, delete
+``kernels/__pycache__``.
 """
 import math
 import types
@@ -87,11 +80,7 @@ def _chunk(c, chunks, n):
 
 @njit(inline="always")
 def _sum(t):
-    """sum(t) in float64 by 8 accumulators: s_q sums t[q], t[q + 8], ...; then ((s_0 + s_1) + ...
-
-    Eight independent chains of adds run side by side on the CPU, where one
-    chain waits on each add; the order is fixed, so the same t always gives the same sum.
-    """
+    """sum(t) in float64 by 8 add chains (s_q sums t[q], t[q + 8], ...) run side by side, in a fixed order."""
     n = t.size
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     for j in range(0, n - n % 8, 8):
@@ -168,9 +157,7 @@ def bias_act(x, b, act):
 def bias_act_backward(g, y, act):
     """(dL/dx, dL/db) for y = act(x + b): dL/dx = g act'(x + b), dL/db = sum_i dL/dx[i].
 
-    For the identity dL/dx is g itself, as in the reference: only the sums
-    are computed (no copy of g; the VAE's 128 x 784 logits layer).
-    """
+    For the identity dL/dx is g itself, as in the reference: only the sums are computed."""
     code = shared.act_code(act, "bias_act_backward")
     g2, y2 = shared.rows(np, g), shared.rows(np, y)
     gb = np.empty(g2.shape[1], g.dtype)
@@ -249,10 +236,8 @@ def reparameterize_backward(g, logvar, eps):
 def _kl_loop(mu, logvar, d, out, terms, chunks):
     """for i (a chunk of rows per thread): out[i] = -1/2 sum_j (1 + logvar[i, j] - mu[i, j]^2 - exp(logvar[i, j]))
 
-    Rows (of d values, stored flat) are short, the latent size: the chunk's
-    terms are computed in one flat loop over its rows (``terms`` holds them
-    all), then summed row by row.
-    """
+    Rows (d values each, stored flat) are short, the latent size: one flat loop fills
+    ``terms`` for all the chunk's rows, then each row is summed."""
     for c in prange(chunks):
         lo, hi = _chunk(c, chunks, out.size)
         mu_c, logvar_c, terms_c = mu[lo * d:hi * d], logvar[lo * d:hi * d], terms[lo * d:hi * d]
@@ -298,8 +283,7 @@ def kl_normal_backward(g, mu, logvar):
 def _bernoulli_loop(x, logits, out, buffers):
     """for i (a chunk of rows per thread): out[i] = sum_j x[i', j] l[i'', j] - softplus(l[i'', j])
 
-    i' = i mod rows(x), i'' likewise; the terms of row i go to the chunk's row of ``buffers``, then ``_sum``.
-    """
+    i' = i mod rows(x), i'' likewise; the terms of row i go to the chunk's row of ``buffers``, then ``_sum``."""
     chunks = buffers.shape[0]
     for c in prange(chunks):
         lo, hi = _chunk(c, chunks, out.shape[0])
@@ -323,8 +307,7 @@ def _gaussian_loop(x, mean, sigma, out, buffers):
     """for i (a chunk of rows per thread):
         out[i] = -sum_j (x[i', j] - m[i'', j])^2 / (2 sigma^2) - D (log sigma + log(2 pi) / 2)
 
-    The squares of row i go to the chunk's row of ``buffers``, then ``_sum``.
-    """
+    The squares of row i go to the chunk's row of ``buffers``, then ``_sum``."""
     chunks = buffers.shape[0]
     for c in prange(chunks):
         lo, hi = _chunk(c, chunks, out.shape[0])
@@ -396,9 +379,7 @@ def _logsumexp_loop(a, out, chunks):
     """for p (a chunk per thread):
         m = max_k a[k, p] (0 if not finite);  out[p] = m + log sum_k exp(a[k, p] - m)
 
-    The exps of row k go to a buffer in a's dtype before they join the
-    float64 sums, so the exp loop vectorizes at the float32 width.
-    """
+    The exps of row k go to a buffer in a's dtype before joining the float64 sums (so they vectorize)."""
     for c in prange(chunks):
         lo, hi = _chunk(c, chunks, a.shape[1])
         top = np.full(hi - lo, -np.inf, a.dtype)  # this chunk's own maxima,
