@@ -16,7 +16,7 @@ rounds, medians and quartiles):
   1,000 test images (``minivae.likelihood.importance_sampled_log_px``), in
   GFLOP/s against the machine's peak;
 - ``memory``: the peak resident memory of ``minivae train`` for one epoch, in
-  a subprocess, against the issue's budget: the float32 dataset plus 200 MB
+  a subprocess, against its budget: the float32 dataset plus 200 MB
   (200e6 bytes, 190.7 MiB), reported in MiB.
 
 GPU backends, the cuBLAS floor, the captured CuPy step and PyTorch and JAX
@@ -50,7 +50,7 @@ GPU_BACKENDS = tuple(micro.GPU_RUNTIMES)
 FLOOR = bench_step.FLOOR
 EPOCH_BATCH = 128
 IW_BATCH = 100  # examples encoded at once, as ``minivae evaluate`` does
-MEMORY_ALLOWANCE_BYTES = 200_000_000  # the "plus 200 MB": decimal megabytes, not MiB
+MEMORY_ALLOWANCE_BYTES = 200_000_000  # the budget's "plus 200 MB": decimal megabytes, not MiB
 DEFAULT_OUT = "results/bench"
 DATA_CHOICES = ("fashion-mnist", "mnist")  # 28x28 images: the 784-400-20 model's
 

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from minivae.errors import MinivaeError
-from minivae.kernels import shared
+from minivae.kernels import reference, shared
 from minivae.kernels.reference import LOG_2PI
 
 SOURCES = Path(__file__).parent
@@ -221,7 +221,7 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
     shared.check_flat("adam_step", p, g, m, v)
     cp = _cupy()
-    a_t, eps_t = shared.adam_step_sizes(step, lr, beta1, beta2, eps)
+    a_t, eps_t = reference.adam_step_sizes(step, lr, beta1, beta2, eps)
     with shared.contiguous_in_place(cp, p, m, v) as (p_dense, m_dense, v_dense):
         _launch("adam_step", p, p.size, p_dense, cp.ascontiguousarray(g), m_dense, v_dense, np.int64(p.size),
                 *shared.scalars_like(p, a_t, eps_t, beta1, beta2, weight_decay))

@@ -1,68 +1,19 @@
 """Numba CPU kernels: the ``reference`` contract compiled with ``@njit(cache=True)``.
 
-- Matrix products stay with NumPy: ``a @ b`` on transposed views calls BLAS
-  GEMM, the floor that no loop written here can beat.
-- Sampling reuses NumPy's PCG64 generator (``reference.make_rng``, ``rng_state``), so the
-  numpy and numba backends draw the same stream and train identically for a
-  seed.
-- Every other kernel is one loop written with ``prange`` and compiled twice,
-  serial (``prange`` then acts as ``range``) and ``parallel=True``. Below
-  ``PARALLEL_MIN_SIZE`` elements (1M) the serial twin runs, on the calling
-  thread; see "Threads" below for why the bar is that high.
-- The formulas of ``shared.py`` are written against ``math``; here each is
-  compiled with its ``math`` global bound to ``vecmath`` (``_on_cpu``),
-  whose float32 exp, log and log1p are polynomials LLVM's loop vectorizer
-  can use (``math.exp`` compiles to a libm call, which keeps a loop scalar;
-  numba's SVML vector versions no longer work with llvmlite >= 0.45).
-  float64 still calls libm. The loops' own exp and log calls use ``vecmath`` too.
-- A loop that sums a row puts its terms in a row buffer first and then
-  sums the buffer with ``_sum``: 8 float64 accumulators, always in the same
-  order, so results do not depend on threads. With one float64 accumulator
-  each add waits for the one before, and the whole loop stays scalar, since
-  the vectorizer may not reorder a sum; the loop filling the buffer can
-  vectorize (784 pixels, batch 128, float32: the Gaussian log-likelihood
-  0.11 ms before, 0.05 ms; the Bernoulli one, with vecmath's exp and log1p
-  too, 0.91 ms before, 0.25 ms).
-- fastmath stays off in the loops, so results match the reference up to
-  rounding; sums accumulate in float64. (vecmath compiles its float32
-  functions with fused multiply-adds allowed, ``fastmath={"contract"}``,
-  and bounds their error itself; the same flag on the loops gained under
-  3%.) ``error_model="numpy"`` (what ``parallel=True`` implies anyway):
-  x / 0 gives inf as in NumPy instead of a checked ZeroDivisionError, and
-  the check-free loops vectorize (Adam: 3x faster).
-- Inputs are made C-contiguous (copied only when they are not); in-place
-  buffers may be strided. Outputs keep the input dtype (float32 or float64).
+Matrix products stay with NumPy (BLAS GEMM), and sampling reuses NumPy's
+PCG64 generator (with its ``rng_state`` and ``restore_rng``), so the numpy and
+numba backends train identically for a seed. Every other kernel is one
+``prange`` loop compiled twice, serial and
+parallel (from ``PARALLEL_MIN_SIZE`` elements), on numba's ``workqueue``
+threads, which sleep between loops instead of spinning beside BLAS's.
+``shared.py``'s formulas compile with their ``math`` bound to ``vecmath``
+(float32 exp, log and log1p that vectorize); row sums fill a row buffer,
+then ``_sum`` adds it in float64 in a fixed order, whatever the threads.
+fastmath stays off, so results match the reference up to rounding.
 
-Threads. Two thread pools share the cores: NumPy's OpenBLAS runs the matrix
-products, numba runs the ``prange`` loops, and the idle workers of each keep
-a core busy for a while after every call. OpenBLAS's worker spins about
-100 ms after each product (measured: 105 ms of CPU while the caller sleeps);
-numba's default ``omp`` layer (libgomp) spins about 4 ms after each parallel
-loop. A training step alternates products and loops every few tens of
-microseconds, so each pool finds the other's spinning worker on the core it
-needs. On 2 cores, loaded by other work, that made a 128x400 @ 400x784
-product take 4.2 ms instead of 0.5 ms right after a parallel loop, and the
-8x8-digits default training run 15-30x slower than on the numpy backend.
-So this module, when loaded:
-
-- picks numba's ``workqueue`` threading layer, whose workers sleep on a
-  condition variable between loops and never spin (unless the user chose a
-  layer with ``NUMBA_THREADING_LAYER``, or numba's threads already started);
-  it is not safe for parallel loops launched from several Python threads at
-  once, which minivae (one global backend and graph state) never does;
-- runs the parallel twins only from ``PARALLEL_MIN_SIZE`` = 1M elements. With
-  OpenBLAS's worker spinning on the second core the parallel twins gain
-  nothing inside a training step (784-400-20 VAE, batch 128: Adam over 650k
-  parameters 1.04 ms serial, 1.08-1.14 ms parallel; the Bernoulli
-  log-likelihood 1.81 ms either way) and each launch costs 15-60 us of
-  wake-ups, so a step never starts numba's threads. Alone (evaluation over
-  many samples, or with BLAS on one thread) the loops do run 1.9x faster on
-  2 threads from about 16k elements, and a loop of 1M elements or more
-  spends far longer working than waking threads.
-
-Numba's on-disk cache (``cache=True``) checks only this file: after editing
-``shared.py`` or ``vecmath.py``, delete ``kernels/__pycache__`` so the
-kernels recompile.
+Why each choice, with measurements: docs/performance.md. Numba's cache
+checks only this file: after editing ``shared.py`` or ``vecmath.py``, delete
+``kernels/__pycache__``.
 """
 import math
 import types
@@ -71,11 +22,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from minivae.kernels import shared, vecmath
+from minivae.kernels import reference, shared, vecmath
 from minivae.kernels.reference import (LOG_2PI, make_rng, matmul, restore_rng, rng_state,  # noqa: F401 (kernels)
                                        standard_normal)
 
-PARALLEL_MIN_SIZE = 1 << 20  # elements; see "Threads" in the module docstring
+PARALLEL_MIN_SIZE = 1 << 20  # elements; see "Threads" in docs/performance.md
 
 
 def _choose_threading_layer():
@@ -93,11 +44,7 @@ _choose_threading_layer()
 
 
 def _on_cpu(formula):
-    """A formula of ``shared.py`` compiled for these loops: its ``math`` global bound to ``vecmath``.
-
-    The copy shares the formula's code and its module's other globals; only
-    the name ``math`` means something else, so the formula stays written once.
-    """
+    """A formula of ``shared.py`` compiled inline, its ``math`` global (only that name) bound to ``vecmath``."""
     bound = types.FunctionType(formula.__code__, {**formula.__globals__, "math": vecmath}, formula.__name__,
                                formula.__defaults__, formula.__closure__)
     bound.__qualname__, bound.__doc__ = formula.__qualname__, formula.__doc__
@@ -113,11 +60,7 @@ _sgd_update = _on_cpu(shared.sgd_update)
 
 
 def _twins(loop):
-    """(serial, parallel) compilations of one ``prange`` loop.
-
-    The parallel twin is a copy with its own name: numba's on-disk cache files
-    entries by function name, not by compile flags.
-    """
+    """(serial, parallel) compilations of one ``prange`` loop; the twin is renamed for numba's cache (keyed by name)."""
     twin = types.FunctionType(loop.__code__, loop.__globals__, loop.__name__ + "_parallel")
     twin.__qualname__ = loop.__qualname__ + "_parallel"
     return (njit(cache=True, error_model="numpy")(loop),
@@ -133,25 +76,13 @@ def _pick(twins, size):
 
 @njit(inline="always")
 def _chunk(c, chunks, n):
-    """The index range [lo, hi) of chunk c when 0..n is cut into ``chunks`` near-equal pieces.
-
-    Loops then work on slices ``a[k, lo:hi]`` indexed by q = p - lo from 0:
-    indices numba knows are non-negative, so the inner loops vectorize
-    (``a[k, p - lo]`` keeps a negative-index check and runs 5x slower).
-    """
+    """[lo, hi) of chunk c of 0..n cut in ``chunks``; loops index ``a[lo:hi]`` from 0, so they vectorize."""
     return c * n // chunks, (c + 1) * n // chunks
 
 
 @njit(inline="always")
 def _sum(t):
-    """sum(t) in float64 by 8 accumulators: s_q sums t[q], t[q + 8], ...; then ((s_0 + s_1) + ...
-
-    Eight independent chains of adds, which the CPU runs side by side,
-    instead of one, where each add waits for the one before (a row of 784
-    float32 terms, batch 128: 32 us instead of 92 us; LLVM leaves even these
-    scalar, as a loop over an array of 8 or 16 accumulators, which ran
-    slower still). The order is fixed, so the same t always gives the same sum.
-    """
+    """sum(t) in float64 by 8 add chains (s_q sums t[q], t[q + 8], ...) run side by side, in a fixed order."""
     n = t.size
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     for j in range(0, n - n % 8, 8):
@@ -169,13 +100,7 @@ def _sum(t):
 
 
 def _row_buffers(chunks, *arrays):
-    """One row buffer per chunk for the terms of a row sum, in the dtype the terms come in.
-
-    Not float64: a loop that computes float32 terms and stores float64 ones
-    vectorizes at the float64 width, 4 lanes instead of 8 (the Bernoulli
-    terms, batch 128: 0.45 ms instead of 0.22 ms). ``_sum`` then adds them in
-    float64.
-    """
+    """One row buffer per chunk, in the terms' own dtype (float32 stores keep the loop 8 lanes wide)."""
     return np.empty((chunks, arrays[0].shape[-1]), np.result_type(*arrays))
 
 
@@ -234,9 +159,7 @@ def bias_act(x, b, act):
 def bias_act_backward(g, y, act):
     """(dL/dx, dL/db) for y = act(x + b): dL/dx = g act'(x + b), dL/db = sum_i dL/dx[i].
 
-    For the identity dL/dx is g itself, as in the reference: only the sums
-    are computed (no copy of g; the VAE's 128 x 784 logits layer).
-    """
+    For the identity dL/dx is g itself, as in the reference: only the sums are computed."""
     code = shared.act_code(act, "bias_act_backward")
     g2, y2 = shared.rows(np, g), shared.rows(np, y)
     gb = np.empty(g2.shape[1], g.dtype)
@@ -315,10 +238,8 @@ def reparameterize_backward(g, logvar, eps):
 def _kl_loop(mu, logvar, d, out, terms, chunks):
     """for i (a chunk of rows per thread): out[i] = -1/2 sum_j (1 + logvar[i, j] - mu[i, j]^2 - exp(logvar[i, j]))
 
-    Rows (of d values, stored flat) are short, the latent size: the chunk's
-    terms are computed in one flat loop over its rows (``terms`` holds them
-    all), then summed row by row.
-    """
+    Rows (d values each, stored flat) are short, the latent size: one flat loop fills
+    ``terms`` for all the chunk's rows, then each row is summed."""
     for c in prange(chunks):
         lo, hi = _chunk(c, chunks, out.size)
         mu_c, logvar_c, terms_c = mu[lo * d:hi * d], logvar[lo * d:hi * d], terms[lo * d:hi * d]
@@ -364,8 +285,7 @@ def kl_normal_backward(g, mu, logvar):
 def _bernoulli_loop(x, logits, out, buffers):
     """for i (a chunk of rows per thread): out[i] = sum_j x[i', j] l[i'', j] - softplus(l[i'', j])
 
-    i' = i mod rows(x), i'' likewise; the terms of row i go to the chunk's row of ``buffers``, then ``_sum``.
-    """
+    i' = i mod rows(x), i'' likewise; the terms of row i go to the chunk's row of ``buffers``, then ``_sum``."""
     chunks = buffers.shape[0]
     for c in prange(chunks):
         lo, hi = _chunk(c, chunks, out.shape[0])
@@ -389,8 +309,7 @@ def _gaussian_loop(x, mean, sigma, out, buffers):
     """for i (a chunk of rows per thread):
         out[i] = -sum_j (x[i', j] - m[i'', j])^2 / (2 sigma^2) - D (log sigma + log(2 pi) / 2)
 
-    The squares of row i go to the chunk's row of ``buffers``, then ``_sum``.
-    """
+    The squares of row i go to the chunk's row of ``buffers``, then ``_sum``."""
     chunks = buffers.shape[0]
     for c in prange(chunks):
         lo, hi = _chunk(c, chunks, out.shape[0])
@@ -462,11 +381,7 @@ def _logsumexp_loop(a, out, chunks):
     """for p (a chunk per thread):
         m = max_k a[k, p] (0 if not finite);  out[p] = m + log sum_k exp(a[k, p] - m)
 
-    The exps of row k go to a buffer in a's dtype before they join the
-    float64 sums: a loop storing float32 exps straight into float64 sums
-    would vectorize at the float64 width (500 x 128 float32: 0.15 ms, 0.09 ms
-    split).
-    """
+    The exps of row k go to a buffer in a's dtype before joining the float64 sums (so they vectorize)."""
     for c in prange(chunks):
         lo, hi = _chunk(c, chunks, a.shape[1])
         top = np.full(hi - lo, -np.inf, a.dtype)  # this chunk's own maxima,
@@ -525,7 +440,7 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
     shared.check_flat("adam_step", p, g, m, v)
     loop, _ = _pick(_ADAM, p.size)
-    a_t, eps_t = shared.adam_step_sizes(step, lr, beta1, beta2, eps)
+    a_t, eps_t = reference.adam_step_sizes(step, lr, beta1, beta2, eps)
     loop(p, np.ascontiguousarray(g), m, v, *shared.scalars_like(p, a_t, eps_t, beta1, beta2, weight_decay))
 
 

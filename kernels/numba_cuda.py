@@ -19,7 +19,7 @@ from numba.cuda.random import (create_xoroshiro128p_states, xoroshiro128p_dtype,
                                xoroshiro128p_normal_float64)
 
 from minivae.errors import MinivaeError
-from minivae.kernels import shared
+from minivae.kernels import reference, shared
 from minivae.kernels.reference import LOG_2PI
 
 THREADS = 128  # threads per block of the 1-D launches
@@ -575,7 +575,7 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
     shared.check_flat("adam_step", p, g, m, v)
     xp = _xp(p)
-    a_t, eps_t = shared.adam_step_sizes(step, lr, beta1, beta2, eps)
+    a_t, eps_t = reference.adam_step_sizes(step, lr, beta1, beta2, eps)
     with shared.contiguous_in_place(xp, p, m, v) as (p_dense, m_dense, v_dense):
         _adam_kernel[_blocks(p.size), THREADS](p_dense, _dense(xp, g), m_dense, v_dense,
                                                *shared.scalars_like(p, a_t, eps_t, beta1, beta2, weight_decay))

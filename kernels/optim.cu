@@ -2,7 +2,7 @@
 // Launch: ceil(n / blockDim.x) blocks; each thread reads and writes its element once.
 
 // Adam (Kingma & Ba, Algorithm 1, PyTorch's form, written as in their Section 2):
-// a_t = lr sqrt(1 - beta2^t) / (1 - beta1^t), eps_t = eps sqrt(1 - beta2^t) (shared.adam_step_sizes).
+// a_t = lr sqrt(1 - beta2^t) / (1 - beta1^t), eps_t = eps sqrt(1 - beta2^t) (reference.adam_step_sizes).
 // for i: g' = g + wd p; m = b1 m + (1 - b1) g'; v = b2 v + (1 - b2) g'^2; p -= a_t m / (sqrt(v) + eps_t)
 template <typename T>
 __device__ void adam_update(T* p, const T* g, T* m, T* v, long long n, T a_t, T eps_t,

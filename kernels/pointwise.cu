@@ -1,4 +1,5 @@
-// Per-element formulas for the CuPy kernels: the CUDA C twins of shared.py.
+// Per-element formulas for the CuPy kernels: the CUDA C twins of shared.py,
+// which they mirror line for line (CUDA C cannot compile the Python ones).
 // cupy_kernels.py passes this file as the preamble of its ElementwiseKernels
 // and ReductionKernels, which instantiate the templates for float or double.
 #ifndef MINIVAE_POINTWISE_CU

@@ -20,7 +20,10 @@ The list (see ``KERNEL_NAMES``):
 - ``logsumexp(a, axis)``.
 - ``adam_step(...)`` and ``sgd_step(...)``: in place over flat float buffers.
 
-Nothing here imports the autodiff engine.
+This file is the specification: each formula is written once, plainly, and
+the autodiff engine (``minivae/ops.py``) links here for the gradient of each
+fused primitive. Speed tricks belong to the fast kernel sets. ``sigmoid`` and
+``softplus`` are the engine's too. Nothing here imports the autodiff engine.
 """
 import math
 
@@ -51,6 +54,9 @@ KERNEL_NAMES = (
     "sgd_step",
 )
 
+# Not kernels: formulas the engine and the other kernel sets call from here.
+FORMULAS = ("sigmoid", "softplus", "adam_step_sizes")
+
 LOG_2PI = math.log(2.0 * math.pi)
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 
@@ -62,6 +68,18 @@ def matmul(a, b, trans_a=False, trans_b=False):
     return (a.T if trans_a else a) @ (b.T if trans_b else b)
 
 
+# ----- Sigmoid and softplus (the engine's ops.sigmoid and ops.softplus too) -----
+
+def sigmoid(t):
+    """1 / (1 + e^-t) as e^min(t, 0) / (1 + e^-|t|): no exp overflows, a tiny result (t << 0) keeps its digits."""
+    return np.exp(np.minimum(t, 0)) / (1 + np.exp(-np.abs(t)))
+
+
+def softplus(t):
+    """log(1 + e^t) = max(t, 0) + log1p(e^-|t|): no exp overflows, log1p keeps the digits of a tiny e^-|t|."""
+    return np.maximum(t, 0) + np.log1p(np.exp(-np.abs(t)))
+
+
 # ----- Bias plus activation -----
 
 def bias_act(x, b, act):
@@ -70,11 +88,11 @@ def bias_act(x, b, act):
     if act == "identity":
         return pre
     if act == "relu":
-        return np.maximum(pre, 0, out=pre)
+        return np.maximum(pre, 0)
     if act == "tanh":
-        return np.tanh(pre, out=pre)
+        return np.tanh(pre)
     if act == "sigmoid":
-        return 0.5 * (1 + np.tanh(0.5 * pre))
+        return sigmoid(pre)
     raise ValueError(f"bias_act: unknown activation {act!r}; use one of {ACTIVATIONS}")
 
 
@@ -165,29 +183,14 @@ def kl_normal_backward(g, mu, logvar):
 
 # ----- Log-likelihoods, summed over the last axis -----
 
-def _softplus(t):
-    """log(1 + e^t) without overflow: max(t, 0) + log1p(e), e = e^-|t| <= 1.
-
-    NumPy's float32 log1p is 3-4x slower than its log, so log1p(e) is
-    log(u) - ((u - 1) - e) / u with u = 1 + e: u is rounded, off by
-    d = (u - 1) - e (u - 1 itself is exact), and log(1 + e) = log(u - d) =
-    log(u) - d / u to first order in d / u <= eps, i.e. to the last bit; for
-    e below eps, u = 1 and this gives e.
-    """
-    e = np.exp(-np.abs(t))
-    u = 1 + e
-    log1p_e = np.log(u) - ((u - 1) - e) / u
-    return np.maximum(t, 0) + log1p_e
-
-
 def bernoulli_log_prob(x, logits):
     """lp[..] = sum_j x_j * l_j - softplus(l_j)  (log Bernoulli(x | sigmoid(l)))."""
-    return (x * logits - _softplus(logits)).sum(axis=-1)
+    return (x * logits - softplus(logits)).sum(axis=-1)
 
 
 def bernoulli_log_prob_backward(g, x, logits):
     """dlp/dl_j = x_j - sigmoid(l_j), scaled by g."""
-    return g[..., None] * (x - 0.5 * (1 + np.tanh(0.5 * logits)))
+    return g[..., None] * (x - sigmoid(logits))
 
 
 def gaussian_log_prob(x, mean, sigma):
@@ -215,39 +218,23 @@ def logsumexp(a, axis=0):
 
 # ----- Fused optimizer steps over one flat parameter buffer -----
 
+def adam_step_sizes(step, lr, beta1, beta2, eps):
+    """(a_t, eps_t) = (lr sqrt(1 - b2^t) / (1 - b1^t), eps sqrt(1 - b2^t)): the bias correction (K&B, Sec. 2)."""
+    root_bias2 = math.sqrt(1 - beta2**step)
+    return lr * root_bias2 / (1 - beta1**step), eps * root_bias2
+
+
 def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-    """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place; step counts from 1.
+    """Adam (Kingma & Ba 2015, Algorithm 1, PyTorch's form), updating p, m and v in place; step counts from 1.
 
-    g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
-    p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
-
-    Every operation writes into p, m, v or one scratch array ``t``
-    (``out=`` and in-place operators): written as one expression, each
-    step would allocate and fill half a dozen parameter-sized temporaries
-    (4.5x slower at 650k parameters). The last line is computed in the
-    equivalent order of Kingma & Ba, Section 2, one pass fewer:
-    p -= a_t m / (sqrt(v) + eps_t), a_t = lr sqrt(1 - b2^t) / (1 - b1^t),
-    eps_t = eps sqrt(1 - b2^t).
+    g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  p -= a_t m / (sqrt(v) + eps_t).
     """
     if weight_decay:
         g = g + weight_decay * p
-    t = np.empty_like(p)
-    # m = b1 m + (1 - b1) g
-    m *= beta1
-    np.multiply(g, 1 - beta1, out=t)
-    m += t
-    # v = b2 v + (1 - b2) g^2
-    v *= beta2
-    np.multiply(g, g, out=t)
-    t *= 1 - beta2
-    v += t
-    # p -= a_t m / (sqrt(v) + eps_t)
-    root_bias2 = math.sqrt(1 - beta2**step)
-    np.sqrt(v, out=t)
-    t += eps * root_bias2
-    np.divide(m, t, out=t)
-    t *= lr * root_bias2 / (1 - beta1**step)
-    p -= t
+    a_t, eps_t = adam_step_sizes(step, lr, beta1, beta2, eps)
+    m[...] = beta1 * m + (1 - beta1) * g
+    v[...] = beta2 * v + (1 - beta2) * (g * g)
+    p[...] = p - m / (np.sqrt(v) + eps_t) * a_t
 
 
 def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
@@ -255,7 +242,6 @@ def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
     if weight_decay:
         g = g + weight_decay * p
     if momentum:
-        velocity *= momentum
-        velocity += g
+        velocity[...] = momentum * velocity + g
         g = velocity
-    p -= lr * g
+    p[...] = p - lr * g

@@ -78,17 +78,6 @@ def scalars_like(array, *numbers):
     return tuple(array.dtype.type(n) for n in numbers)
 
 
-def adam_step_sizes(step, lr, beta1, beta2, eps):
-    """(a_t, eps_t) for step t of Adam in Kingma & Ba's Section 2 form, p -= a_t m / (sqrt(v) + eps_t).
-
-    a_t = lr sqrt(1 - beta2^t) / (1 - beta1^t) and eps_t = eps sqrt(1 - beta2^t)
-    give the step of Algorithm 1 (PyTorch's form, m-hat / (sqrt(v-hat) + eps))
-    with one division per parameter fewer, as the reference computes it.
-    """
-    root_bias2 = math.sqrt(1 - beta2**step)
-    return lr * root_bias2 / (1 - beta1**step), eps * root_bias2
-
-
 def check_flat(kernel, *buffers):
     """Optimizer steps run over flat 1-D parameter buffers of one length."""
     if any(a.ndim != 1 or a.shape != buffers[0].shape for a in buffers):
@@ -99,17 +88,8 @@ def check_flat(kernel, *buffers):
 # ----- Per-element formulas, compiled per target -----
 
 def _constants():
-    """The formulas' constants 0, 1/2 and 1: float32 numbers when compiled, Python floats when simulated.
-
-    Compiled, a float64 literal such as 1.0 would make numba compute a float32
-    kernel in float64 (its typing promotes float32 with float64), at half the
-    SIMD width or without SIMD (Adam over 650k float32 parameters: 1.0 ms
-    instead of 0.3 ms); a float32 constant is promoted instead when the data is
-    float64, and 0, 1/2 and 1 are exact in both precisions. Numba's CUDA
-    simulator runs the formulas as Python, where ``math.exp`` returns a Python
-    float and NumPy's rules would round it to a float32 constant's precision:
-    there the constants stay Python floats, as those rules expect.
-    """
+    """0, 1/2 and 1 as float32 when compiled (a float64 literal would turn float32 kernels float64), Python floats
+    under the CUDA simulator, which runs the formulas as Python (see docs/performance.md)."""
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         return 0.0, 0.5, 1.0
     return np.float32(0), np.float32(0.5), np.float32(1)
@@ -119,12 +99,7 @@ ZERO, HALF, ONE = _constants()
 
 
 def activate(code, t):
-    """act(t) for the activation with this code.
-
-    sigmoid(t) = 1 / (1 + e^-t), written with e = e^-|t| <= 1 so nothing
-    overflows: 1 / (1 + e) for t >= 0, e / (1 + e) below. (One exp is about
-    5x cheaper than the reference's tanh form in compiled scalar code.)
-    """
+    """act(t) for the activation with this code; sigmoid as ``reference.sigmoid``, one element at a time."""
     if code == RELU:
         return max(t, ZERO)
     if code == TANH:
@@ -152,18 +127,13 @@ def kl_term(mu, logvar):
 
 
 def bernoulli_term(x, logit):
-    """x l - softplus(l), softplus(l) = max(l, 0) + log1p(e) with e = e^-|l| <= 1 (no overflow).
-
-    log1p(e), not log(1 + e): 1 + e rounds away the bits of e below eps, all
-    of them for e < eps, which log1p keeps. CUDA has a fast ``log1pf``; on
-    the CPU, vecmath's float32 log1p is a polynomial the loop vectorizes.
-    """
+    """x l - softplus(l), softplus(l) = max(l, 0) + log1p(e^-|l|) as in ``reference.softplus`` (no overflow)."""
     e = math.exp(-abs(logit))
     return x * logit - (max(logit, ZERO) + math.log1p(e))
 
 
 def adam_update(p, g, m, v, a_t, eps_t, beta1, beta2, weight_decay):
-    """One element of Adam: the new (p, m, v); a_t and eps_t from ``adam_step_sizes``.
+    """One element of Adam: the new (p, m, v); a_t and eps_t from ``reference.adam_step_sizes``.
 
     The numbers come in the buffers' dtype (``scalars_like``), so float32 stays float32.
     """

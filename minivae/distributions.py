@@ -14,10 +14,9 @@ import numbers
 from minivae import ops
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
+from minivae.kernels.reference import LOG_2PI
 from minivae.nn import check_positive_int
 from minivae.tensor import ShapeError, no_grad, to_array
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 def _as_data(x, params):
@@ -65,10 +64,7 @@ class DiagonalNormal:
         return (0.5 * (1 + LOG_2PI) + 0.5 * self.logvar).sum(axis=-1)
 
     def kl_standard_normal(self):
-        """KL(q || N(0, I)) = -1/2 sum_j (1 + logvar_j - mu_j^2 - exp(logvar_j)), per row.
-
-        Closed form: Kingma & Welling (2014), Appendix B.
-        """
+        """KL(q || N(0, I)) = -1/2 sum_j (1 + logvar_j - mu_j^2 - exp(logvar_j)) per row (K&W 2014, App. B)."""
         return ops.kl_normal(self.mu, self.logvar)
 
 

@@ -19,7 +19,7 @@ from minivae.backend import get_backend
 from minivae.distributions import DiagonalNormal
 from minivae.errors import MinivaeError
 from minivae.estimators import elbo_problem, gradient_statistics, variance_curves
-from minivae.likelihood import (bound_gap, bound_gap_panels, elbo_with_error, kl_q_to_posterior_on_grid,
+from minivae.likelihood import (bound_gap, bound_gap_panels, kl_q_to_posterior_on_grid,
                                 log_px_importance, log_px_prior_sampling, log_px_quadrature, posterior_on_grid,
                                 spread_across_seeds, train_small_2d_model)
 from minivae.tensor import Tensor, no_grad
@@ -128,7 +128,7 @@ def figure_pixel_distance(ctx, path):
     diagonal = distances["moved 1 px right, 1 down"]
     plots.save_panels(path, [[
         plots.Images("a test 2 and three changed copies", tiles, ctx.digits.image_shape, 4, tuple(labels)),
-        plots.Scatter(f"every test 2: moved (y) against erased (x)", "d(erased, original)",
+        plots.Scatter("every test 2: moved (y) against erased (x)", "d(erased, original)",
                       "d(moved 1 px right and down, original)", erased[twos], diagonal[twos])]],
         panel_size=(5.5, 3.3))
     return {"distances": np.stack(list(distances.values())), "example": tiles}

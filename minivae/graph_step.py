@@ -8,7 +8,7 @@ kernels are recorded, not run. A step can be replayed only if
 
 - its shapes and buffers are static: every batch is copied into the same input
   array ``x``; the parameters, their gradients and Adam's moments already live
-  in the optimizer's flat buffers (``nn.flatten_parameters``);
+  in the optimizer's flat buffers (``optim.flatten_parameters``);
 - every number that changes from step to step lives on the device: Adam's step
   count ``t`` and its step sizes (``_adam_update``), and the random generator's
   state (the noise is drawn on the device, which advances the state in place);
@@ -86,7 +86,7 @@ class StaticStep:
                                         for t in (terms.elbo, terms.reconstruction, terms.kl)])
 
     def _adam_update(self):
-        """``optim.Adam.step`` with t on the device: t += 1, a_t and eps_t computed there (shared.adam_step_sizes).
+        """``optim.Adam.step`` with t on the device: t += 1, a_t and eps_t computed there (reference.adam_step_sizes).
 
         g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  p -= a_t m / (sqrt(v) + eps_t),
         a_t = lr sqrt(1 - b2^t) / (1 - b1^t),  eps_t = eps sqrt(1 - b2^t); each as the fused kernel

@@ -1,4 +1,4 @@
-"""Layers: Parameter, Module, Linear, MLP, activations, and the flat parameter buffer.
+"""Layers: Parameter, Module, Linear, MLP and activations.
 
 A ``Module`` finds its parameters and sub-modules by looking at its own
 attributes (a Parameter, a Module, or a list of Modules), so a model is
@@ -10,7 +10,6 @@ and one fused bias-plus-activation kernel (``ops.bias_act``) per layer.
 """
 import math
 import numbers
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,42 +23,10 @@ INITS = ("pytorch", "glorot", "he")
 
 
 class Parameter(Tensor):
-    """A Tensor a model learns: it always requires grad, and its gradient resets lazily.
-
-    ``zero_grad`` only marks the gradient stale. The next backward then writes
-    its first contribution over the old values instead of adding it to zeros,
-    and anything that reads ``.grad`` before that finds zeros. Per training
-    step that is one fill and one read of every gradient fewer (PyTorch's
-    ``zero_grad(set_to_none=True)`` saves the same work).
-    """
+    """A Tensor a model learns: it always requires grad."""
 
     def __init__(self, data, dtype=None):
-        self._stale = False
         super().__init__(data, requires_grad=True, dtype=dtype)
-
-    @property
-    def grad(self):
-        self._zero_if_stale()
-        return self._grad
-
-    @grad.setter
-    def grad(self, value):
-        self._grad, self._stale = value, False
-
-    def zero_grad(self):
-        self._stale = self._grad is not None
-
-    def _zero_if_stale(self):
-        if self._stale:
-            self._grad[...] = 0
-            self._stale = False
-
-    def _accumulate(self, grad):
-        if self._stale:
-            self._grad[...] = grad
-            self._stale = False
-        else:
-            super()._accumulate(grad)
 
 
 def is_positive_int(value):
@@ -267,61 +234,3 @@ class Tanh(Module):
 class Sigmoid(Module):
     def forward(self, x):
         return ops.sigmoid(x)
-
-
-# ----- One flat buffer for every parameter -----
-
-@dataclass
-class FlatParameters:
-    """All parameters in one contiguous ``data`` array, their gradients in ``grad``.
-
-    Each parameter's ``.data`` and ``.grad`` are views of a slice of these,
-    so an optimizer updates every parameter with one pass over ``data``.
-    Read the gradients through ``gradients()``, which zero-fills the slices
-    of parameters whose gradient was reset and not written since.
-    """
-    data: object
-    grad: object
-    params: list
-
-    def gradients(self):
-        """The flat gradient, every stale slice zero-filled first (see ``Parameter``)."""
-        for p in self.params:
-            p._zero_if_stale()
-        return self.grad
-
-
-def flatten_parameters(params):
-    """Copy ``params`` into one flat buffer and rebind each ``.data`` / ``.grad`` to views of it.
-
-    The gradient views start at zero; backward adds into them in place
-    (``Tensor._accumulate``), so they fill the flat ``grad`` directly.
-    """
-    params = list(params)
-    _check_flattenable(params)
-    xp = get_backend().xp
-    total = sum(p.size for p in params)
-    data = xp.empty(total, dtype=params[0].dtype)
-    grad = xp.zeros(total, dtype=params[0].dtype)
-    offset = 0
-    for p in params:
-        end = offset + p.size
-        data[offset:end] = p.data.ravel()
-        p.data = data[offset:end].reshape(p.shape)
-        p.grad = grad[offset:end].reshape(p.shape)
-        offset = end
-    return FlatParameters(data, grad, params)
-
-
-def _check_flattenable(params):
-    """A one-line MinivaeError unless params are distinct Tensors of one float dtype."""
-    if not params:
-        raise MinivaeError("no parameters to optimize; pass model.parameters()")
-    for i, p in enumerate(params):
-        if not isinstance(p, Tensor):
-            raise MinivaeError(f"parameter {i} is a {type(p).__name__}, not a Tensor; pass model.parameters()")
-    if len({id(p) for p in params}) != len(params):
-        raise MinivaeError("a parameter appears twice in the list; pass each parameter once")
-    dtypes = sorted({str(p.dtype) for p in params})
-    if len(dtypes) > 1:
-        raise MinivaeError(f"parameters have mixed dtypes ({', '.join(dtypes)}); one flat buffer needs one dtype")

@@ -7,10 +7,11 @@ require one (``t.requires_grad``): a constant, like the data or the ``n`` a
 mean divides by, costs nothing backward. Binary operations broadcast like NumPy, and
 ``unbroadcast`` sums each gradient back to its input's shape.
 
+Everything here computes with the active backend's array module ``xp``.
 The hot paths (matrix products, bias plus activation, the reparameterized
-sample, the KL and the log-likelihoods) call the active backend's kernels
-(``minivae.kernels``); everything else uses its array module ``xp``. This
-file never imports numba or cupy.
+sample, the KL and the log-likelihoods) run the backend's kernels instead;
+they are in ``kernel_ops.py`` and imported at the end, so ``ops`` is the one
+place to call every primitive from. This file never imports numba or cupy.
 """
 import itertools
 import math
@@ -19,15 +20,12 @@ import numbers
 import numpy as np
 
 from minivae.backend import get_backend
+from minivae.kernels import reference
 from minivae.tensor import ShapeError, Tensor, is_grad_enabled
 
 
 def _xp():
     return get_backend().xp
-
-
-def _kernels():
-    return get_backend().kernels
 
 
 def as_tensor(value):
@@ -70,10 +68,7 @@ def _broadcast_operands(op, a, b):
 
 
 def _broadcastable(shape_a, shape_b):
-    """NumPy's rule, read from the last axis: each pair of sizes is equal or one of them is 1.
-
-    (Plain Python: ``xp.broadcast_shapes`` costs a few microseconds, more than a small add.)
-    """
+    """NumPy's rule, read from the last axis: each pair of sizes is equal or one of them is 1 (plain Python: fast)."""
     return shape_a == shape_b or all(m == n or m == 1 or n == 1
                                      for m, n in zip(reversed(shape_a), reversed(shape_b)))
 
@@ -221,21 +216,10 @@ def tanh(a):
     return make_result(out, (a,), backward, "tanh")
 
 
-def _sigmoid_array(x, e=None):
-    """1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: no exp overflows, and tiny results keep their digits.
-
-    Both are written with e = e^-|x|; pass ``e`` when it is already at hand.
-    """
-    xp = _xp()
-    if e is None:
-        e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1, e) / (1 + e)
-
-
 def sigmoid(a):
-    """out = 1 / (1 + e^-a), computed by ``_sigmoid_array``;  da = g out (1 - out)."""
+    """out = 1 / (1 + e^-a), without overflow (``reference.sigmoid``);  da = g out (1 - out)."""
     a = as_tensor(a)
-    out = _sigmoid_array(a.data)
+    out = reference.sigmoid(a.data)
 
     def backward(g):
         return (g * out * (1 - out),)
@@ -252,15 +236,12 @@ def relu(a):
 
 
 def softplus(a):
-    """out = ln(1 + e^a) = max(a, 0) + ln(1 + e^-|a|), finite for any a;  da = g * sigmoid(a)."""
+    """out = ln(1 + e^a), finite for any a (``reference.softplus``);  da = g * sigmoid(a)."""
     a = as_tensor(a)
-    xp = _xp()
-    e = xp.exp(-xp.abs(a.data))
-    out = xp.maximum(a.data, 0) + xp.log1p(e)
 
     def backward(g):
-        return (g * _sigmoid_array(a.data, e),)  # the forward's e^-|a|: no second exp
-    return make_result(out, (a,), backward, "softplus")
+        return (g * reference.sigmoid(a.data),)
+    return make_result(reference.softplus(a.data), (a,), backward, "softplus")
 
 
 def clip(a, low, high):
@@ -455,122 +436,6 @@ def stack(tensors, axis=0):
     return make_result(out, tensors, backward, "stack")
 
 
-# ----- Matrix product (a backend kernel) -----
-
-def matmul(a, b):
-    """out = a @ b over the last two axes, batch axes broadcast;  da = g b^T, db = a^T g."""
-    a, b = as_tensor(a), as_tensor(b)
-    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
-        raise ShapeError(f"matmul: {a.shape} @ {b.shape} (needs 2-D or batched operands with "
-                         "a's last dimension equal to b's second-to-last)")
-    if a.ndim == 2 and b.ndim == 2:
-        return _matmul_2d(a, b)
-    xp = _xp()
-    try:
-        out = xp.matmul(a.data, b.data)
-    except ValueError:
-        raise ShapeError(f"matmul: {a.shape} @ {b.shape} (batch dimensions do not broadcast)") from None
-
-    def backward(g):
-        return (unbroadcast(xp.matmul(g, xp.swapaxes(b.data, -1, -2)), a.shape) if a.requires_grad else None,
-                unbroadcast(xp.matmul(xp.swapaxes(a.data, -1, -2), g), b.shape) if b.requires_grad else None)
-    return make_result(out, (a, b), backward, "matmul")
-
-
-def _matmul_2d(a, b):
-    """The 2-D product through the backend's kernel, transposes passed as flags."""
-    kernels = _kernels()
-
-    def backward(g):
-        return (kernels.matmul(g, b.data, trans_b=True) if a.requires_grad else None,
-                kernels.matmul(a.data, g, trans_a=True) if b.requires_grad else None)
-    return make_result(kernels.matmul(a.data, b.data), (a, b), backward, "matmul")
-
-
-# ----- Fused primitives for the VAE's hot paths (backend kernels) -----
-# Each equals a composite of the primitives above; tests check that it does.
-
-def _needed(inputs, grads):
-    """``grads`` with None for each input that requires none (a kernel computes them together)."""
-    return tuple(grad if t.requires_grad else None for t, grad in zip(inputs, grads))
-
-
-def bias_act(x, bias, activation="identity"):
-    """out = act(x + bias) for a batch x (B, D) and a bias (D,);  act in identity|relu|tanh|sigmoid."""
-    x, bias = as_tensor(x), as_tensor(bias)
-    if x.ndim != 2 or bias.shape != (x.shape[1],):
-        raise ShapeError(f"bias_act: x {x.shape} + bias {bias.shape} (needs x (B, D) and bias (D,))")
-    kernels = _kernels()
-    out = kernels.bias_act(x.data, bias.data, activation)
-
-    def backward(g):  # dL/dx is needed for dL/dbias anyway: one kernel computes both
-        return _needed((x, bias), kernels.bias_act_backward(g, out, activation))
-    return make_result(out, (x, bias), backward, f"bias_act[{activation}]")
-
-
-def reparameterize(mu, logvar, eps):
-    """z = mu + exp(logvar / 2) * eps (Kingma & Welling, eq. 10), eps (K, B, D) fixed for the backward.
-
-    dz/dmu = 1, dz/dlogvar = eps * exp(logvar / 2) / 2, both summed over the K samples.
-    """
-    mu, logvar = as_tensor(mu), as_tensor(logvar)
-    eps = eps.data if isinstance(eps, Tensor) else eps
-    if mu.shape != logvar.shape or eps.shape[1:] != mu.shape:
-        raise ShapeError(f"reparameterize: mu {mu.shape}, logvar {logvar.shape}, eps {eps.shape} "
-                         "(needs mu and logvar (B, D) and eps (K, B, D))")
-    kernels = _kernels()
-
-    def backward(g):
-        return _needed((mu, logvar), kernels.reparameterize_backward(g, logvar.data, eps))
-    return make_result(kernels.reparameterize(mu.data, logvar.data, eps), (mu, logvar), backward,
-                       "reparameterize")
-
-
-def kl_normal(mu, logvar):
-    """KL(N(mu, exp(logvar)) || N(0, I)) per row = -1/2 sum(1 + logvar - mu^2 - exp(logvar)).
-
-    Kingma & Welling (2014), Appendix B. d/dmu = mu, d/dlogvar = (exp(logvar) - 1) / 2.
-    """
-    mu, logvar = as_tensor(mu), as_tensor(logvar)
-    if mu.shape != logvar.shape:
-        raise ShapeError(f"kl_normal: mu {mu.shape} and logvar {logvar.shape} differ")
-    kernels = _kernels()
-
-    def backward(g):
-        return _needed((mu, logvar), kernels.kl_normal_backward(g, mu.data, logvar.data))
-    return make_result(kernels.kl_normal(mu.data, logvar.data), (mu, logvar), backward, "kl_normal")
-
-
-def bernoulli_log_prob(x, logits):
-    """log Bernoulli(x | sigmoid(l)) summed over the last axis = sum(x l - softplus(l));  dl = g (x - sigmoid(l)).
-
-    x is data (no gradient); logits may carry extra leading axes (K samples) that x broadcasts over.
-    """
-    logits = as_tensor(logits)
-    x = x.data if isinstance(x, Tensor) else _xp().asarray(x)
-    _check_data_shape("bernoulli_log_prob", x, logits)
-    kernels = _kernels()
-
-    def backward(g):
-        return (kernels.bernoulli_log_prob_backward(g, x, logits.data),)
-    return make_result(kernels.bernoulli_log_prob(x, logits.data), (logits,), backward,
-                       "bernoulli_log_prob")
-
-
-def gaussian_log_prob(x, mean, sigma):
-    """log N(x | mean, sigma^2 I) summed over the last axis, sigma a fixed number;  dmean = g (x - mean) / sigma^2."""
-    mean = as_tensor(mean)
-    x = x.data if isinstance(x, Tensor) else _xp().asarray(x)
-    _check_data_shape("gaussian_log_prob", x, mean)
-    kernels = _kernels()
-
-    def backward(g):
-        return (kernels.gaussian_log_prob_backward(g, x, mean.data, sigma),)
-    return make_result(kernels.gaussian_log_prob(x, mean.data, sigma), (mean,), backward,
-                       "gaussian_log_prob")
-
-
-def _check_data_shape(op, x, params):
-    if x.shape != params.shape[params.ndim - x.ndim:]:
-        raise ShapeError(f"{op}: data {x.shape} does not match parameters {params.shape} "
-                         "(the data's shape must end the parameters' shape)")
+# The primitives the backend's kernels compute (kernel_ops builds on the helpers above).
+from minivae.kernel_ops import (bernoulli_log_prob, bias_act, gaussian_log_prob, kl_normal,  # noqa: E402,F401
+                                matmul, reparameterize)

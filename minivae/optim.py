@@ -1,7 +1,7 @@
 """Optimizers over one flat parameter buffer: SGD, Adam, Adagrad.
 
 Constructing an optimizer copies the parameters into one contiguous buffer
-(``nn.flatten_parameters``) whose slices the parameters then view, so a step
+(``flatten_parameters``) whose slices the parameters then view, so a step
 is one fused pass over every parameter at once instead of a loop of small
 array operations. Usage reads like PyTorch::
 
@@ -13,10 +13,70 @@ a second one over the same parameters moves them into a new buffer.
 """
 import math
 import numbers
+from dataclasses import dataclass
 
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
-from minivae.nn import flatten_parameters
+from minivae.tensor import Tensor
+
+
+# ----- One flat buffer for every parameter -----
+
+@dataclass
+class FlatParameters:
+    """All parameters in one contiguous ``data`` array, their gradients in ``grad``.
+
+    Each parameter's ``.data`` and ``.grad`` are views of a slice of these,
+    so an optimizer updates every parameter with one pass over ``data``.
+    Read the gradients through ``gradients()``, which zero-fills the slices
+    of parameters whose gradient was reset and not written since.
+    """
+    data: object
+    grad: object
+    params: list
+
+    def gradients(self):
+        """The flat gradient, every reset slice zero-filled first (see ``Tensor.zero_grad``)."""
+        for p in self.params:
+            p._zero_if_stale()
+        return self.grad
+
+
+def flatten_parameters(params):
+    """Copy ``params`` into one flat buffer and rebind each ``.data`` / ``.grad`` to views of it.
+
+    The gradient views start at zero; backward adds into them in place
+    (``Tensor._accumulate``), so they fill the flat ``grad`` directly.
+    """
+    params = list(params)
+    _check_flattenable(params)
+    xp = get_backend().xp
+    total = sum(p.size for p in params)
+    data = xp.empty(total, dtype=params[0].dtype)
+    grad = xp.zeros(total, dtype=params[0].dtype)
+    offset = 0
+    for p in params:
+        end = offset + p.size
+        data[offset:end] = p.data.ravel()
+        p.data = data[offset:end].reshape(p.shape)
+        p.grad = grad[offset:end].reshape(p.shape)
+        offset = end
+    return FlatParameters(data, grad, params)
+
+
+def _check_flattenable(params):
+    """A one-line MinivaeError unless params are distinct Tensors of one float dtype."""
+    if not params:
+        raise MinivaeError("no parameters to optimize; pass model.parameters()")
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise MinivaeError(f"parameter {i} is a {type(p).__name__}, not a Tensor; pass model.parameters()")
+    if len({id(p) for p in params}) != len(params):
+        raise MinivaeError("a parameter appears twice in the list; pass each parameter once")
+    dtypes = sorted({str(p.dtype) for p in params})
+    if len(dtypes) > 1:
+        raise MinivaeError(f"parameters have mixed dtypes ({', '.join(dtypes)}); one flat buffer needs one dtype")
+
 
 # Each rule: what a valid value is, in words, and the test.
 POSITIVE = ("a finite number > 0", lambda v: 0 < v < math.inf)
@@ -58,7 +118,7 @@ class Optimizer:
         raise NotImplementedError(f"{type(self).__name__} does not define step")
 
     def zero_grad(self):
-        """Reset every parameter's gradient to zero, lazily (see ``nn.Parameter``): no pass over memory."""
+        """Reset every parameter's gradient to zero, lazily (see ``Tensor.zero_grad``): no pass over memory."""
         for p in self.flat.params:
             p.zero_grad()
 

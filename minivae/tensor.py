@@ -5,7 +5,8 @@ function: given dL/d(out), it returns dL/d(parent) for each parent (the
 vector-Jacobian product). ``backward()`` visits the graph in reverse
 topological order, found without recursion, and adds up every contribution a
 tensor receives: a tensor used twice (``mu`` is, in the KL and in the sample)
-gets both.
+gets both. Gradients accumulate across backward calls too, until
+``zero_grad`` resets them.
 """
 import contextlib
 
@@ -56,7 +57,8 @@ class Tensor:
     def __init__(self, data, requires_grad=False, dtype=None):
         self.data = to_array(data, dtype)
         self.requires_grad = requires_grad
-        self.grad = None
+        self._grad = None
+        self._grad_is_stale = False  # zero_grad was called: _grad holds old values that stand for zeros
         self._parents = ()
         self._backward = None
         self._op = ""
@@ -162,17 +164,40 @@ class Tensor:
                 parent_grad = parent_grad.astype(parent.dtype)
             pending[parent] = pending[parent] + parent_grad if parent in pending else parent_grad
 
+    # ----- The gradient: accumulated by backward, reset by zero_grad -----
+
+    @property
+    def grad(self):
+        """dL/d(self) summed over every backward since the last ``zero_grad``; None before the first."""
+        self._zero_if_stale()
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad, self._grad_is_stale = value, False
+
     def _accumulate(self, grad):
-        """grad += g, in place, so a grad that is a view of a flat buffer stays one."""
-        if self.grad is None:
-            self.grad = grad.copy()
+        """grad += g, in place, so a grad that views the optimizer's flat buffer stays one.
+
+        Right after ``zero_grad`` the old values stand for zeros, so g is written over them.
+        """
+        if self._grad is None:
+            self._grad = grad.copy()
+        elif self._grad_is_stale:
+            self._grad[...] = grad
         else:
-            self.grad += grad
+            self._grad += grad
+        self._grad_is_stale = False
 
     def zero_grad(self):
-        """Reset the gradient to zero (in place, keeping any flat-buffer view)."""
-        if self.grad is not None:
-            self.grad[...] = 0
+        """Reset the gradient to zero, lazily: the next backward writes over it, a read before then finds zeros."""
+        self._grad_is_stale = self._grad is not None
+
+    def _zero_if_stale(self):
+        """Write the zeros a reset gradient stands for (before anything reads it)."""
+        if self._grad_is_stale:
+            self._grad[...] = 0
+            self._grad_is_stale = False
 
     # ----- Python operators (each is one primitive of minivae.ops) -----
 

@@ -1,4 +1,10 @@
-"""Hypothesis profiles (``default`` locally, ``ci``: derandomized, no deadline, when CI=true) and shared fixtures."""
+"""Hypothesis profiles (``default`` locally, ``ci``: derandomized, no deadline, when CI=true) and shared fixtures.
+
+Test helpers (``strategies``, ``runs``, ``kernel_cases``, ``checkpoint_files``) are imported by their
+plain names: loading this file puts its directory on ``sys.path`` (pytest's default import mode),
+so they import the same way under ``pytest`` and ``python -m pytest``, from tests/cudasim too.
+No test module imports another test module.
+"""
 import os
 
 import pytest

@@ -1,21 +1,37 @@
 """Inputs for every kernel of ``KERNEL_NAMES`` and the check against the NumPy reference.
 
-Shared by ``test_kernels.py`` (CPU kernel sets) and ``cudasim/test_numba_cuda.py``.
+Shared by ``test_kernels.py`` (CPU kernel sets), ``test_gpu.py`` and ``cudasim/test_numba_cuda.py``,
+with ``needs_gpu``, the mark of every test that needs a CUDA device.
 A case builds its inputs from an ``Arrays`` factory; building them twice with
 the same seed gives the same values, once contiguous for the reference and once
 in the layout under test for the kernel set.
 """
+import functools
 import io
 import json
 
 import numpy as np
+import pytest
 
+from minivae.backend import available_backends
 from minivae.kernels import reference
 from minivae.kernels.reference import ACTIVATIONS
 
 LAYOUTS = ("contiguous", "strided", "transposed")
 TOLERANCE = {np.float32: {"rtol": 2e-5, "atol": 2e-6}, np.float64: {"rtol": 1e-11, "atol": 1e-12}}
 B, D, K = 7, 13, 3  # batch, features, samples: odd on purpose
+
+
+@functools.cache
+def gpu_missing():
+    """None when CuPy runs on a CUDA device here, else why not (probed once)."""
+    return available_backends()["cupy"]
+
+
+def needs_gpu(test):
+    """Mark ``gpu``; skip with the registry's reason where CuPy has no device."""
+    reason = gpu_missing()
+    return pytest.mark.gpu(pytest.mark.skipif(reason is not None, reason=str(reason))(test))
 
 
 class Arrays:

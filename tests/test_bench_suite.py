@@ -16,7 +16,7 @@ from minivae.backend import load_backend
 from minivae.benchmarks import bench_step, harness, micro, suite
 from minivae.data import Pixels
 from minivae.kernels.reference import KERNEL_NAMES
-from tests.runs import assert_one_line_error, run_cli, write_fake_mnist
+from runs import assert_one_line_error, run_cli, write_fake_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_BACKENDS = ("numpy", "numba")

@@ -7,23 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from checkpoint_files import UNPICKLED, Trap, encoded_meta, write_npz
 from minivae import checkpoint
+from minivae.errors import MinivaeError
 from minivae.kernels import reference
 from strategies import mutated
-from minivae.errors import MinivaeError
-
-UNPICKLED = []
-
-
-def record_unpickling():
-    UNPICKLED.append(True)
-
-
-class Trap:
-    """An object whose unpickling runs code: what pickle allows and a checkpoint must not."""
-
-    def __reduce__(self):
-        return record_unpickling, ()
 
 
 def sample_arrays():
@@ -52,17 +40,6 @@ def assert_bitwise_equal(loaded, arrays):
     for name, array in arrays.items():
         assert loaded[name].dtype == array.dtype and loaded[name].shape == array.shape
         assert loaded[name].tobytes() == array.tobytes(), name
-
-
-def write_npz(path, **arrays):
-    """An .npz written by plain np.savez (which pickles object arrays)."""
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-    return path
-
-
-def encoded_meta(document):
-    return np.frombuffer(json.dumps(document).encode(), dtype=np.uint8)
 
 
 # ----- Round trips -----

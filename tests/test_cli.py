@@ -9,7 +9,7 @@ import pytest
 
 from minivae import train
 from minivae.data import load_digits
-from tests.runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
+from runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
                         train_argv, write_fake_mnist)
 
 

@@ -12,7 +12,7 @@ from minivae.checkpoint import load_checkpoint, save_checkpoint
 from minivae.kernels.reference import make_rng
 from minivae.tensor import Tensor
 from minivae.vae import VAE
-from tests.runs import assert_same_run, reference_checkpoint, skip_figures
+from runs import assert_same_run, reference_checkpoint, skip_figures
 
 
 def split_heads(state, latent):

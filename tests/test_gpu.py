@@ -4,31 +4,18 @@ Tests marked ``gpu`` need a CUDA device with CuPy; where there is none they
 are skipped with the registry's own one-line reason, and they run for real
 wherever there is one. The registry tests at the end run everywhere.
 """
-import functools
 import re
 
 import numpy as np
 import pytest
 
 from end_to_end import check_user_path
-from kernel_cases import CASES, LAYOUTS, assert_matches_reference, assert_rng_state_round_trips
+from kernel_cases import CASES, LAYOUTS, assert_matches_reference, assert_rng_state_round_trips, needs_gpu
 from minivae import backend
 from minivae.backend import BackendUnavailable, available_backends, load_backend
 
 RNG_KERNELS = ("make_rng", "standard_normal")  # other streams than NumPy's: checked statistically
 TABLE = [name for name in CASES if name not in RNG_KERNELS]
-
-
-@functools.cache
-def gpu_missing():
-    """None when CuPy runs on a CUDA device here, else why not (probed once)."""
-    return available_backends()["cupy"]
-
-
-def needs_gpu(test):
-    """Mark ``gpu``; skip with the registry's reason where CuPy has no device."""
-    reason = gpu_missing()
-    return pytest.mark.gpu(pytest.mark.skipif(reason is not None, reason=str(reason))(test))
 
 
 def numba_cuda_on_device():

@@ -8,14 +8,14 @@ import dataclasses
 import numpy as np
 import pytest
 
+from kernel_cases import needs_gpu
 from minivae import set_backend, train
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
 from minivae.graph_step import StaticStep
 from minivae.optim import SGD, Adam
 from minivae.vae import VAE
-from tests.runs import run_cli, skip_figures, train_argv
-from tests.test_gpu import needs_gpu
+from runs import run_cli, skip_figures, train_argv
 
 BATCH, STEPS = 8, 10
 

@@ -1,7 +1,7 @@
-"""Hardening (issue 7): numerical extremes, the gradient checker in float32, the logvar clamp,
+"""Hardening: numerical extremes, the gradient checker in float32, the logvar clamp,
 divergence, faults (SIGKILL, SIGINT, a full disk) and hostile checkpoints.
 
-Bad options and files at the command line (issue 3) are in test_cli.py, the
+Bad options and files at the command line are in test_cli.py, the
 training loop's own stops in test_train.py, hostile files at the library
 level in test_data.py and test_checkpoint.py. docs/reliability.md maps each
 case to its test.
@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import types
-from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -23,15 +22,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from checkpoint_files import UNPICKLED, Trap, altered, encoded_meta, write_npz
 from minivae import cli, ops, train
-from minivae.checkpoint import load_checkpoint, save_checkpoint
 from minivae.gradcheck import GradcheckError, check_grads
 from minivae.ops import make_result
 from minivae.tensor import Tensor
 from minivae.vae import VAE
-from tests.runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
+from runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
                         train_argv)
-from tests.test_checkpoint import UNPICKLED, Trap, encoded_meta, write_npz
 
 # ----- Numerical extremes: logits up to +-1e4, logvar from -50 to 50, against 40-digit mpmath -----
 #
@@ -382,14 +380,6 @@ def test_a_pickled_checkpoint_is_refused_without_unpickling(tmp_path, capsys):
         assert_one_line_error(status, err, "evil.npz: array 'trap' holds Python objects, which only pickle could "
                               "load, and minivae never unpickles")
     assert UNPICKLED == []
-
-
-def altered(source, target, change):
-    """A copy of the checkpoint ``source`` with ``change(arrays, meta)`` applied, saved at ``target``."""
-    arrays, meta = load_checkpoint(source)
-    change(arrays, meta)
-    save_checkpoint(target, arrays, meta)
-    return target
 
 
 def nan_weight(arrays, meta):

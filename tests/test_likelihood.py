@@ -12,7 +12,7 @@ from minivae.likelihood import (bound_gap, importance_sampled_log_px, kl_standar
                                 posterior_on_grid, spread_across_seeds, train_small_2d_model)
 from minivae.tensor import Tensor, no_grad
 from minivae.vae import VAE
-from tests.runs import skip_figures
+from runs import skip_figures
 
 EXAMPLES = 6
 

@@ -1,4 +1,4 @@
-"""nn: layers against NumPy, init statistics, state dicts, the flat buffer, functional_call, bias_act."""
+"""nn: layers against NumPy, init statistics, state dicts, functional_call, bias_act."""
 import math
 
 import numpy as np
@@ -6,8 +6,7 @@ import pytest
 
 from minivae import ops
 from minivae.errors import MinivaeError
-from minivae.nn import (MLP, Linear, Module, Parameter, ReLU, Sigmoid, Tanh, flatten_parameters,
-                        functional_call)
+from minivae.nn import MLP, Linear, Module, Parameter, ReLU, Sigmoid, Tanh, functional_call
 from minivae.tensor import ShapeError, Tensor
 
 NUMPY_ACTIVATIONS = {
@@ -187,47 +186,6 @@ def test_load_state_dict_writes_in_place():
     weight = model.first.layers[0].weight.data
     model.load_state_dict(TwoLayers().state_dict())
     assert model.first.layers[0].weight.data is weight
-
-
-# ----- The flat parameter buffer -----
-
-def test_flatten_copies_values_and_rebinds_views():
-    model = TwoLayers()
-    before = model.state_dict()
-    flat = flatten_parameters(model.parameters())
-    assert flat.data.shape == flat.grad.shape == (sum(p.size for p in model.parameters()),)
-    for name, p in model.named_parameters():
-        np.testing.assert_array_equal(p.numpy(), before[name])
-        assert np.shares_memory(p.data, flat.data) and np.shares_memory(p.grad, flat.grad)
-    assert not flat.grad.any()
-    flat.data[...] = 2
-    assert all((p.numpy() == 2).all() for p in model.parameters())
-
-
-def test_backward_writes_into_the_flat_grad_buffer():
-    layer = Linear(3, 2, dtype=np.float64)
-    flat = flatten_parameters(layer.parameters())
-    x = normal((4, 3))
-    layer(x).sum().backward()
-    np.testing.assert_allclose(flat.grad[:6].reshape(3, 2), x.sum(axis=0)[:, None].repeat(2, axis=1))
-    np.testing.assert_allclose(flat.grad[6:], [4, 4])
-    layer(x).sum().backward()  # accumulates, still in the buffer
-    np.testing.assert_allclose(flat.grad[6:], [8, 8])
-
-
-def one_parameter():
-    return Parameter(np.zeros(2))
-
-
-@pytest.mark.parametrize("make_params, message", [
-    (lambda: [], "no parameters to optimize"),
-    (lambda: [np.zeros(2)], "parameter 0 is a ndarray, not a Tensor"),
-    (lambda: [one_parameter()] * 2, "a parameter appears twice"),
-    (lambda: [one_parameter(), Parameter(np.zeros(2), dtype=np.float32)], r"mixed dtypes \(float32, float64\)"),
-])
-def test_flatten_rejects_what_one_buffer_cannot_hold(make_params, message):
-    with pytest.raises(MinivaeError, match=message):
-        flatten_parameters(make_params())
 
 
 # ----- functional_call -----

@@ -1,4 +1,4 @@
-"""Optimizers against hand-written NumPy loops of the published formulas, state round trips, validation."""
+"""Optimizers against hand-written NumPy loops of the published formulas, state round trips, validation, the flat buffer."""
 import json
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 
 from minivae import ops
 from minivae.errors import MinivaeError
-from minivae.nn import Parameter
-from minivae.optim import SGD, Adagrad, Adam
+from minivae.nn import MLP, Linear, Parameter
+from minivae.optim import SGD, Adagrad, Adam, flatten_parameters
 
 STEPS = 6
 SHAPES = [(3, 2), (4,)]
@@ -274,3 +274,44 @@ def test_clip_grad_norm_rejects_a_bad_max_norm():
     optimizer = SGD([Parameter(np.zeros(2))], lr=0.1)
     with pytest.raises(MinivaeError, match="clip_grad_norm: max_norm must be a finite number > 0, got 0"):
         optimizer.clip_grad_norm(0)
+
+
+# ----- The flat parameter buffer -----
+
+def test_flatten_copies_values_and_rebinds_views():
+    model = MLP((3, 4, 2), rng=np.random.default_rng(0))
+    before = model.state_dict()
+    flat = flatten_parameters(model.parameters())
+    assert flat.data.shape == flat.grad.shape == (sum(p.size for p in model.parameters()),)
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.numpy(), before[name])
+        assert np.shares_memory(p.data, flat.data) and np.shares_memory(p.grad, flat.grad)
+    assert not flat.grad.any()
+    flat.data[...] = 2
+    assert all((p.numpy() == 2).all() for p in model.parameters())
+
+
+def test_backward_writes_into_the_flat_grad_buffer():
+    layer = Linear(3, 2, dtype=np.float64)
+    flat = flatten_parameters(layer.parameters())
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    layer(x).sum().backward()
+    np.testing.assert_allclose(flat.grad[:6].reshape(3, 2), x.sum(axis=0)[:, None].repeat(2, axis=1))
+    np.testing.assert_allclose(flat.grad[6:], [4, 4])
+    layer(x).sum().backward()  # accumulates, still in the buffer
+    np.testing.assert_allclose(flat.grad[6:], [8, 8])
+
+
+def one_parameter():
+    return Parameter(np.zeros(2))
+
+
+@pytest.mark.parametrize("make_params, message", [
+    (lambda: [], "no parameters to optimize"),
+    (lambda: [np.zeros(2)], "parameter 0 is a ndarray, not a Tensor"),
+    (lambda: [one_parameter()] * 2, "a parameter appears twice"),
+    (lambda: [one_parameter(), Parameter(np.zeros(2), dtype=np.float32)], r"mixed dtypes \(float32, float64\)"),
+])
+def test_flatten_rejects_what_one_buffer_cannot_hold(make_params, message):
+    with pytest.raises(MinivaeError, match=message):
+        flatten_parameters(make_params())

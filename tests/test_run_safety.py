@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from checkpoint_files import altered
 from minivae import data, threads, train
 from minivae.checkpoint import load_checkpoint, save_checkpoint
 from minivae.rundir import LOCK_NAME
-from tests.runs import assert_one_line_error, reference_checkpoint, run_cli, skip_figures, train_argv, write_fake_mnist
-from tests.test_hardening import altered
+from runs import assert_one_line_error, reference_checkpoint, run_cli, skip_figures, train_argv, write_fake_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 

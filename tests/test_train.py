@@ -10,8 +10,8 @@ from minivae import data, train
 from minivae.checkpoint import load_checkpoint
 from minivae.errors import MinivaeError
 from minivae.tensor import Tensor
-from tests.runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
-                        train_argv)
+from runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
+                  train_argv)
 
 TINY = train.TrainConfig(hidden=(16,), epochs=3, plot_interval=0)
 STEPS_PER_EPOCH = math.ceil(1438 / TINY.batch_size)  # digits: 1438 training images
