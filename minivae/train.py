@@ -1,8 +1,11 @@
 """Training: maximise the ELBO by minibatch gradient ascent, with figures, metrics and exact resume.
 
 One step (Kingma & Welling, Algorithm 1): draw a minibatch x and noise eps,
-compute the ELBO with z = mu + sigma * eps, backpropagate, update. After each
-epoch the test ELBO is measured, a checkpoint holding everything needed to
+compute the ELBO with z = mu + sigma * eps, backpropagate, update. Or, with
+``objective="iwae"``, the same for the importance-weighted bound L_K (Burda et
+al. 2016). ``beta`` weighs the KL term of the objective (``kl_weight``: fixed,
+or warmed up linearly from 0); the test ELBO is always the true one (beta = 1).
+After each epoch the test ELBO is measured, a checkpoint holding everything needed to
 continue (weights, optimizer state, both random generators, history) replaces
 the previous one atomically, and then ``metrics.jsonl`` and the figures are
 written.
@@ -36,9 +39,10 @@ from minivae.data import (BINARIZE_MODES, DATASET_NAMES, STATIC_SEED, batches, b
                           load_dataset)
 from minivae.errors import MinivaeError
 from minivae.tensor import Tensor, no_grad
-from minivae.vae import VAE
+from minivae.vae import VAE, ElboTerms
 
 OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD, "adagrad": optim.Adagrad}
+OBJECTIVES = ("elbo", "iwae")
 CHECKPOINT_NAME = "checkpoint.npz"
 # Room kept free beside a new checkpoint: figures (well under 1 MiB each at
 # 28x28), metrics.jsonl and the checkpoint's JSON metadata.
@@ -46,7 +50,7 @@ OUTPUT_ALLOWANCE = 8 << 20
 FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
 # The options a run's checkpoint fixes: resuming with another value would not continue the same run.
 RESUME_FIELDS = ("data", "hidden", "latent_dim", "activation", "likelihood", "sigma", "logvar_clamp",
-                 "samples", "batch_size", "lr", "optimizer", "binarize", "seed")
+                 "objective", "samples", "beta", "kl_warmup", "batch_size", "lr", "optimizer", "binarize", "seed")
 
 
 @dataclasses.dataclass
@@ -60,7 +64,10 @@ class TrainConfig:
     likelihood: str = "bernoulli"
     sigma: float = 0.1
     logvar_clamp: float | None = None
+    objective: str = "elbo"
     samples: int = 1
+    beta: float = 1.0
+    kl_warmup: int = 0
     batch_size: int = 128
     epochs: int = 150
     lr: float = 3e-3
@@ -103,23 +110,51 @@ class Diverged(MinivaeError):
     """The loss or the parameters became NaN or infinite; nothing of that epoch was saved."""
 
 
-def train_step(model, optimizer, x_batch, samples, rng):
-    """One gradient step on -mean ELBO; returns the batch's per-example (elbo, reconstruction, kl) sums.
+def train_step(model, optimizer, x_batch, samples, rng, objective="elbo", beta=1.0):
+    """One gradient step on -mean objective; returns the batch's per-example (objective, elbo, reconstruction, kl) sums.
 
     Returns None when the loss, or a parameter after the update, is not
     finite: the caller stops, and must not save this model.
     """
     optimizer.zero_grad()
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are checked for below
-        terms = model.elbo(Tensor(x_batch), k=samples, rng=rng)
-        loss = -terms.elbo.mean()
+        maximized, terms = objective_and_terms(model, Tensor(x_batch), objective, samples, rng, beta)
+        loss = -maximized.mean()
         if not math.isfinite(loss.item()):
             return None
         loss.backward()
         optimizer.step()
     if not get_backend().xp.isfinite(optimizer.flat.data).all():
         return None
-    return _sums(terms)
+    return np.concatenate([[float(maximized.data.sum())], _sums(terms)])
+
+
+def objective_and_terms(model, x, objective, samples, rng, beta):
+    """The per-example objective training maximizes, and the ELBO's ``ElboTerms`` from the same samples.
+
+    elbo: reconstruction - beta * KL (the ELBO at beta = 1); iwae: ``VAE.iwae``'s
+    L_K, its log weights' log p(z) - log q(z | x) scaled by beta (L_K at beta = 1).
+    """
+    if objective == "iwae":
+        terms = model.iwae(x, k=samples, rng=rng, beta=beta)
+        return terms.bound, ElboTerms(terms.reconstruction - terms.kl, terms.reconstruction, terms.kl)
+    terms = model.elbo(x, k=samples, rng=rng)
+    return terms.reconstruction - beta * terms.kl, terms
+
+
+def kl_weight(config, epoch, step, steps_per_epoch):
+    """beta at a step: B min(1, t / (E S)), t the step's number in the run (1, 2, ...), S steps per epoch.
+
+    With ``kl_warmup`` E > 0, beta rises linearly step by step from B / (E S)
+    at the first step to B at the last step of epoch E (so B e / E at the end
+    of epoch e), then stays at B (``beta``); with E = 0 it is B throughout.
+    It depends only on the step's place in the run, so a resumed run
+    continues the same schedule.
+    """
+    if config.kl_warmup == 0:
+        return config.beta
+    t = (epoch - 1) * steps_per_epoch + step
+    return config.beta * min(1.0, t / (config.kl_warmup * steps_per_epoch))
 
 
 def _sums(terms):
@@ -137,35 +172,36 @@ def evaluate_elbo(model, x, batch_size, samples, seed):
 
 
 def train_epoch(model, optimizer, data, config, epoch, rngs, progress):
-    """One pass over the training set; the mean per-example (ELBO, reconstruction, KL)."""
+    """One pass over the training set: the mean per-example (objective, ELBO, reconstruction, KL), and the last beta."""
     from tqdm import tqdm
     steps = math.ceil(len(data.train_x) / config.batch_size)
     binarize = "dynamic" if config.binarize == "dynamic" else "none"  # static: done once in prepare_data
-    totals = np.zeros(3)
+    totals = np.zeros(4)
     with tqdm(batches(data.train_x, data.train_y, config.batch_size, rngs["data"], binarize=binarize),
               total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
               disable=not progress) as bar:
         for step, (x_batch, _) in enumerate(bar, start=1):
-            sums = train_step(model, optimizer, x_batch, config.samples, rngs["sample"])
+            beta = kl_weight(config, epoch, step, steps)
+            sums = train_step(model, optimizer, x_batch, config.samples, rngs["sample"], config.objective, beta)
             if sums is None:
                 raise Diverged(f"training diverged at epoch {epoch}, step {step}: "
                                "the loss or the updated parameters are not finite")
             totals += sums
-            bar.set_postfix(elbo=f"{sums[0] / len(x_batch):.2f}")
+            bar.set_postfix(elbo=f"{sums[1] / len(x_batch):.2f}")
             if config.log_interval and step % config.log_interval == 0:
-                bar.write(f"  epoch {epoch} step {step}/{steps}  ELBO {sums[0] / len(x_batch):.3f}")
-    return totals / len(data.train_x)
+                bar.write(f"  epoch {epoch} step {step}/{steps}  ELBO {sums[1] / len(x_batch):.3f}")
+    return totals / len(data.train_x), beta
 
 
 def run_epoch(model, optimizer, data, config, epoch, rngs, progress):
     """Train one epoch and measure the test ELBO; the epoch's metrics row."""
     started = time.perf_counter()
-    train_terms = train_epoch(model, optimizer, data, config, epoch, rngs, progress)
+    train_terms, beta = train_epoch(model, optimizer, data, config, epoch, rngs, progress)
     with np.errstate(over="ignore", invalid="ignore"):
         test_terms = evaluate_elbo(model, data.test_x, config.batch_size, config.samples, seed=config.seed)
     if not np.isfinite(test_terms).all():
         raise Diverged(f"training diverged at epoch {epoch}: the test ELBO is {test_terms[0]:g}")
-    return _metrics_row(epoch, train_terms, test_terms, time.perf_counter() - started)
+    return _metrics_row(epoch, beta, train_terms, test_terms, time.perf_counter() - started)
 
 
 # ----- The run -----
@@ -230,9 +266,11 @@ def check_free_space(out, arrays):
                            f"about {needed / 2**20:.1f} MiB; free some space or choose another --out")
 
 
-def _metrics_row(epoch, train_terms, test_terms, seconds):
-    row = {"epoch": epoch}
-    for split, terms in (("train", train_terms), ("test", test_terms)):
+def _metrics_row(epoch, beta, train_terms, test_terms, seconds):
+    """The epoch's row of metrics.jsonl: beta at its last step, the training objective (with that
+    schedule's betas), and the train and test ELBO terms (beta = 1)."""
+    row = {"epoch": epoch, "beta": beta, "train_objective": float(train_terms[0])}
+    for split, terms in (("train", train_terms[1:]), ("test", test_terms)):
         row.update({f"{split}_{key}": float(v) for key, v in zip(("elbo", "reconstruction", "kl"), terms)})
     row["seconds"] = round(seconds, 3)
     return row
@@ -241,7 +279,7 @@ def _metrics_row(epoch, train_terms, test_terms, seconds):
 def _epoch_line(row):
     return (f"epoch {row['epoch']:3d}  train ELBO {row['train_elbo']:9.3f} "
             f"(recon {row['train_reconstruction']:9.3f}, KL {row['train_kl']:7.3f})  "
-            f"test ELBO {row['test_elbo']:9.3f}  [{row['seconds']:.2f} s]")
+            f"test ELBO {row['test_elbo']:9.3f}  beta {row['beta']:.3g}  [{row['seconds']:.2f} s]")
 
 
 # ----- Outputs: metrics, figures, checkpoints -----
@@ -381,8 +419,14 @@ def add_train_arguments(parser):
                         help="the Gaussian decoder's fixed standard deviation (default 0.1)")
     parser.add_argument("--logvar-clamp", type=positive_float, default=defaults.logvar_clamp, metavar="C",
                         help="clip the encoder's logvar to [-C, C] so exp(logvar) stays finite (default: off)")
+    parser.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective,
+                        help="elbo, or iwae: the importance-weighted bound L_K with K = --samples (default elbo)")
     parser.add_argument("--samples", type=positive_int, default=defaults.samples,
                         help="K, samples of z per example (default 1)")
+    parser.add_argument("--beta", type=positive_float, default=defaults.beta, metavar="B",
+                        help="weight of the KL term in the training objective (default 1: the bound itself)")
+    parser.add_argument("--kl-warmup", type=non_negative_int, default=defaults.kl_warmup, metavar="E",
+                        help="raise beta linearly, step by step, from 0 to B over the first E epochs (default 0: off)")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     parser.add_argument("--epochs", type=positive_int, default=defaults.epochs)
     parser.add_argument("--lr", type=positive_float, default=defaults.lr)
