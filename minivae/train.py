@@ -43,6 +43,7 @@ from minivae.vae import VAE, ElboTerms
 
 OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD, "adagrad": optim.Adagrad}
 OBJECTIVES = ("elbo", "iwae")
+LR_SCHEDULES = ("constant", "burda")
 CHECKPOINT_NAME = "checkpoint.npz"
 # Room kept free beside a new checkpoint: figures (well under 1 MiB each at
 # 28x28), metrics.jsonl and the checkpoint's JSON metadata.
@@ -50,7 +51,8 @@ OUTPUT_ALLOWANCE = 8 << 20
 FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
 # The options a run's checkpoint fixes: resuming with another value would not continue the same run.
 RESUME_FIELDS = ("data", "hidden", "latent_dim", "activation", "likelihood", "sigma", "logvar_clamp",
-                 "objective", "samples", "beta", "kl_warmup", "batch_size", "lr", "optimizer", "binarize", "seed")
+                 "objective", "samples", "beta", "kl_warmup", "batch_size", "lr", "lr_schedule", "optimizer",
+                 "binarize", "seed")
 
 
 @dataclasses.dataclass
@@ -71,6 +73,7 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 150
     lr: float = 3e-3
+    lr_schedule: str = "constant"
     optimizer: str = "adam"
     binarize: str = "none"
     seed: int = 1
@@ -142,6 +145,21 @@ def objective_and_terms(model, x, objective, samples, rng, beta):
     return terms.reconstruction - beta * terms.kl, terms
 
 
+def learning_rate(config, epoch):
+    """The epoch's learning rate: ``lr``, or with ``lr_schedule="burda"`` lr 10^(-i/7) in stage i = 0, 1, ...
+
+    Stage i lasts 3^i epochs (Burda et al. 2016, section 5: epochs 1, 2-4, 5-13,
+    ...; stages 0 to 7 make their 3280 epochs; later stages go on decaying).
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    stage, last_epoch = 0, 1
+    while epoch > last_epoch:
+        stage += 1
+        last_epoch += 3 ** stage
+    return config.lr * 10 ** (-stage / 7)
+
+
 def kl_weight(config, epoch, step, steps_per_epoch):
     """beta at a step: B min(1, t / (E S)), t the step's number in the run (1, 2, ...), S steps per epoch.
 
@@ -196,6 +214,7 @@ def train_epoch(model, optimizer, data, config, epoch, rngs, progress):
 def run_epoch(model, optimizer, data, config, epoch, rngs, progress):
     """Train one epoch and measure the test ELBO; the epoch's metrics row."""
     started = time.perf_counter()
+    optimizer.lr = learning_rate(config, epoch)
     train_terms, beta = train_epoch(model, optimizer, data, config, epoch, rngs, progress)
     with np.errstate(over="ignore", invalid="ignore"):
         test_terms = evaluate_elbo(model, data.test_x, config.batch_size, config.samples, seed=config.seed)
@@ -430,6 +449,8 @@ def add_train_arguments(parser):
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     parser.add_argument("--epochs", type=positive_int, default=defaults.epochs)
     parser.add_argument("--lr", type=positive_float, default=defaults.lr)
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
+                        help="constant, or burda: lr 10^(-i/7) for 3^i epochs, i = 0, 1, ... (default constant)")
     parser.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=defaults.optimizer)
     parser.add_argument("--binarize", choices=BINARIZE_MODES, default=defaults.binarize)
     parser.add_argument("--seed", type=non_negative_int, default=defaults.seed)

@@ -140,10 +140,20 @@ def metrics(out):
 WARMUP = ("--objective", "iwae", "--samples", "3", "--beta", "0.5", "--kl-warmup", "4")
 
 
+def test_the_burda_schedule_lowers_the_rate_by_10_to_the_minus_1_7_each_stage_of_3_to_the_i_epochs():
+    config = train.TrainConfig(lr=1e-3, lr_schedule="burda")
+    stages = [0, 1, 1, 1] + [2] * 9 + [3] * 27 + [4]
+    rates = [train.learning_rate(config, epoch) for epoch in range(1, 42)]
+    np.testing.assert_allclose(rates, [1e-3 * 10 ** (-i / 7) for i in stages], rtol=1e-15)
+    assert train.learning_rate(train.TrainConfig(lr=1e-3), 500) == 1e-3
+
+
 def test_a_run_resumed_mid_warmup_is_the_uninterrupted_run(tmp_path, capsys, monkeypatch):
+    """3 epochs of a 4-epoch warm-up, resumed to 5: also across the learning rate's stages 1 (epochs 2-4) and 2."""
     skip_figures(monkeypatch)
-    for argv in (train_argv(tmp_path / "straight", 5, *WARMUP), train_argv(tmp_path / "resumed", 3, *WARMUP),
-                 train_argv(tmp_path / "resumed", 5, *WARMUP, "--resume",
+    schedule = (*WARMUP, "--lr-schedule", "burda")
+    for argv in (train_argv(tmp_path / "straight", 5, *schedule), train_argv(tmp_path / "resumed", 3, *schedule),
+                 train_argv(tmp_path / "resumed", 5, *schedule, "--resume",
                             str(tmp_path / "resumed" / train.CHECKPOINT_NAME))):
         status, _, err = run_cli(argv, capsys)
         assert status == 0, err
