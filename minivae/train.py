@@ -39,10 +39,9 @@ from minivae.data import (BINARIZE_MODES, DATASET_NAMES, STATIC_SEED, batches, b
                           load_dataset)
 from minivae.errors import MinivaeError
 from minivae.tensor import Tensor, no_grad
-from minivae.vae import VAE, ElboTerms
+from minivae.vae import OBJECTIVES, VAE
 
 OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD, "adagrad": optim.Adagrad}
-OBJECTIVES = ("elbo", "iwae")
 LR_SCHEDULES = ("constant", "burda")
 CHECKPOINT_NAME = "checkpoint.npz"
 # Room kept free beside a new checkpoint: figures (well under 1 MiB each at
@@ -121,7 +120,7 @@ def train_step(model, optimizer, x_batch, samples, rng, objective="elbo", beta=1
     """
     optimizer.zero_grad()
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are checked for below
-        maximized, terms = objective_and_terms(model, Tensor(x_batch), objective, samples, rng, beta)
+        maximized, terms = model.objective(Tensor(x_batch), objective, samples, rng, beta=beta)
         loss = -maximized.mean()
         if not math.isfinite(loss.item()):
             return None
@@ -130,19 +129,6 @@ def train_step(model, optimizer, x_batch, samples, rng, objective="elbo", beta=1
     if not get_backend().xp.isfinite(optimizer.flat.data).all():
         return None
     return np.concatenate([[float(maximized.data.sum())], _sums(terms)])
-
-
-def objective_and_terms(model, x, objective, samples, rng, beta):
-    """The per-example objective training maximizes, and the ELBO's ``ElboTerms`` from the same samples.
-
-    elbo: reconstruction - beta * KL (the ELBO at beta = 1); iwae: ``VAE.iwae``'s
-    L_K, its log weights' log p(z) - log q(z | x) scaled by beta (L_K at beta = 1).
-    """
-    if objective == "iwae":
-        terms = model.iwae(x, k=samples, rng=rng, beta=beta)
-        return terms.bound, ElboTerms(terms.reconstruction - terms.kl, terms.reconstruction, terms.kl)
-    terms = model.elbo(x, k=samples, rng=rng)
-    return terms.reconstruction - beta * terms.kl, terms
 
 
 def learning_rate(config, epoch):

@@ -33,6 +33,7 @@ from minivae.nn import MLP, Linear, Module, check_positive_int, is_positive_int
 from minivae.tensor import Tensor, no_grad
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+OBJECTIVES = ("elbo", "iwae")
 DTYPES = ("float32", "float64")
 
 
@@ -182,6 +183,19 @@ class VAE(Module):
         log_w = log_px_given_z + beta * (log_prior(z) - posterior.log_prob(z))
         bound = ops.logsumexp(log_w, axis=0) - math.log(z.shape[0])
         return IwaeTerms(bound, log_px_given_z.mean(axis=0), posterior.kl_standard_normal())
+
+    def objective(self, x, objective="elbo", k=1, rng=None, eps=None, beta=1.0):
+        """The per-example objective training maximizes, and the ``ElboTerms`` of the same samples.
+
+        elbo: reconstruction - beta * KL (the ELBO at beta = 1); iwae: ``iwae``'s
+        L_K, its log weights' log p(z) - log q(z | x) scaled by beta (L_K at beta = 1).
+        ``beta`` is a number, or a 0-d Tensor (a captured step keeps it on the device).
+        """
+        if objective == "iwae":
+            terms = self.iwae(x, k, rng, eps, beta)
+            return terms.bound, ElboTerms(terms.reconstruction - terms.kl, terms.reconstruction, terms.kl)
+        terms = self.elbo(x, k, rng, eps)
+        return terms.reconstruction - beta * terms.kl, terms
 
     def forward(self, x, k=1, rng=None, eps=None):
         """``model(x)`` is the ELBO, the objective training maximizes."""
