@@ -191,6 +191,8 @@ class VAE(Module):
         L_K, its log weights' log p(z) - log q(z | x) scaled by beta (L_K at beta = 1).
         ``beta`` is a number, or a 0-d Tensor (a captured step keeps it on the device).
         """
+        if objective not in OBJECTIVES:
+            raise MinivaeError(f"VAE.objective: unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
         if objective == "iwae":
             terms = self.iwae(x, k, rng, eps, beta)
             return terms.bound, ElboTerms(terms.reconstruction - terms.kl, terms.reconstruction, terms.kl)

@@ -9,6 +9,7 @@ from scipy.stats import norm
 
 from minivae import backend, train
 from minivae.data import load_digits
+from minivae.errors import MinivaeError
 from minivae.gradcheck import check_grads
 from minivae.likelihood import log_px_quadrature, train_small_2d_model
 from minivae.nn import Module, functional_call
@@ -121,6 +122,11 @@ def test_beta_weighs_the_kl_in_the_elbo_objective():
     maximized, terms = model.objective(x, "elbo", 2, rng(0), beta=0.25)
     np.testing.assert_array_equal(terms.elbo.numpy(), model.elbo(x, k=2, rng=rng(0)).elbo.numpy())
     np.testing.assert_allclose(maximized.numpy(), (terms.reconstruction - 0.25 * terms.kl).numpy(), rtol=1e-15)
+
+
+def test_an_unknown_objective_is_a_one_line_error():
+    with pytest.raises(MinivaeError, match="unknown objective 'elbo2'; use one of elbo, iwae"):
+        tiny_vae().objective(binary((B, 6), 1), "elbo2", rng=backend.get_backend().kernels.make_rng(0))
 
 
 @pytest.mark.parametrize("warmup, expected", [
