@@ -1,20 +1,23 @@
-"""ELBO vs IWAE (k = 5) vs KL warm-up, at equal wall-clock: Fashion-MNIST, 784-400-20, dynamic binarization.
+"""ELBO vs IWAE (k = 5) vs KL warm-up, at equal training time: Fashion-MNIST, 784-400-20, dynamic binarization.
 
 Each arm trains the same model (ReLU, Bernoulli decoder, Adam 1e-3, batch 128,
 the same seed) for the same time budget: whole epochs (each with its test ELBO
 and checkpoint, as ``minivae train`` runs them), another one only while the
 last one's time still fits. The clock is the process's CPU time by default
 (``--clock cpu``, every thread counted): on a machine shared with other jobs
-the wall-clock time of one epoch varies several-fold, its CPU time far less;
-on an idle machine the two budgets differ by the number of cores. Wall-clock
-seconds are reported too. A full-size step of every arm runs first, untimed,
-so no arm's clock pays for compiling kernels. Then every arm is scored alike
+the wall-clock time of one epoch varies several-fold, and so does the CPU
+time of several threads (they spin waiting for a descheduled sibling), but
+not the CPU time of one thread; so the measured run is single-threaded.
+Wall-clock seconds are reported too. A full-size step of every arm runs
+first, untimed, so no arm's clock pays for compiling kernels. Then every arm
+is scored alike
 (``paper_scale.score``): the test ELBO (K = 1, beta = 1, every test image), the
 importance-weighted NLL with K = 5000 on the first 1,000 test images, and the
 active latent units. The table goes to ``{out}/results.md``; experiments/RESULTS.md
 holds a measured one.
 
-    python experiments/objectives.py --backend numba --budget 240 --out results/objectives   # RESULTS.md
+    NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \\
+        python experiments/objectives.py --backend numba --budget 240 --out results/objectives   # RESULTS.md
     python experiments/objectives.py --data digits --hidden 16 --latent-dim 2 --budget 2 \\
         --test-limit 20 --iw-samples 20 --out /tmp/objectives      # a smoke test, seconds
 """
