@@ -4,12 +4,15 @@
   reparameterization so gradients reach mu and logvar.
 - ``Bernoulli(logits)``: p(x | z) for binary pixels, from logits (stable).
 - ``Gaussian(mean, sigma)``: p(x | z) = N(mean, sigma^2 I), sigma a fixed number.
+- ``log_prior(z)``: the prior p(z) = N(0, I), as a log density.
 
 Every ``log_prob`` sums over the last axis (the pixels, or the latent
 dimensions) and keeps any leading axes (K samples, B examples).
 """
 import math
 import numbers
+
+import numpy as np
 
 from minivae import ops
 from minivae.backend import get_backend
@@ -66,6 +69,12 @@ class DiagonalNormal:
     def kl_standard_normal(self):
         """KL(q || N(0, I)) = -1/2 sum_j (1 + logvar_j - mu_j^2 - exp(logvar_j)) per row (K&W 2014, App. B)."""
         return ops.kl_normal(self.mu, self.logvar)
+
+
+def log_prior(z):
+    """log N(z | 0, I) summed over the last axis, for z of any leading shape."""
+    zeros = np.zeros(z.shape[-1:], dtype=z.dtype)
+    return DiagonalNormal(zeros, zeros).log_prob(z)
 
 
 class Bernoulli:

@@ -10,7 +10,8 @@ kernels are recorded, not run. A step can be replayed only if
   array ``x``; the parameters, their gradients and Adam's moments already live
   in the optimizer's flat buffers (``optim.flatten_parameters``);
 - every number that changes from step to step lives on the device: Adam's step
-  count ``t`` and its step sizes (``_adam_update``), and the random generator's
+  count ``t``, its learning rate and step sizes (``_adam_update``), the KL
+  weight ``beta`` (warm-up), and the random generator's
   state (the noise is drawn on the device, which advances the state in place);
 - it never waits for the host: no ``.item()``, ``float()`` or ``bool()`` of a
   device array, no copy to the host. So the loss is not checked each step, as
@@ -40,31 +41,36 @@ CAPTURING_BACKENDS = ("cupy",)
 
 
 class StaticStep:
-    """One Adam step on -mean ELBO of ``batch_size`` rows copied into a fixed buffer; captured if asked.
+    """One Adam step on -mean objective of ``batch_size`` rows copied into a fixed buffer; captured if asked.
 
-    ``step(x_batch)`` copies the batch in and runs the step (replays the graph
-    once captured); ``take_sums()`` returns the summed (elbo, reconstruction,
-    kl) of the steps since the last call and whether they and the parameters
-    are finite.
+    ``step(x_batch, beta)`` copies the batch, the KL weight beta and Adam's
+    learning rate in and runs the step (replays the graph once captured);
+    ``take_sums()`` returns the summed (objective, elbo, reconstruction, kl)
+    of the steps since the last call and whether they and the parameters are
+    finite.
     """
 
-    def __init__(self, model, optimizer, batch_size, samples, rng, capture=False):
+    def __init__(self, model, optimizer, batch_size, samples, rng, capture=False, objective="elbo"):
         if not isinstance(optimizer, Adam):
             raise MinivaeError(f"a static training step runs Adam, not {type(optimizer).__name__}; "
                                "use --optimizer adam or --no-cuda-graph")
-        self.model, self.optimizer, self.samples, self.rng = model, optimizer, samples, rng
+        self.model, self.optimizer, self.samples, self.rng, self.objective = model, optimizer, samples, rng, objective
         self.xp = get_backend().xp
         dtype = optimizer.flat.data.dtype
         self.x = self.xp.zeros((batch_size, model.config["encoder_sizes"][0]), dtype)
-        self.sums = self.xp.zeros(3, np.float64)
+        self.sums = self.xp.zeros(4, np.float64)
         self.t = self.xp.zeros((), np.float64)  # Adam's step count, on the device
+        self.lr = self.xp.zeros((), np.float64)  # Adam's learning rate and the KL weight: they change between
+        self.beta = self.xp.zeros((), dtype)     # steps (schedule, warm-up), so they live on the device too
         self._t_on_device = None  # the host's step count when t was last written from it
         self.capture = capture
         self.graph = self.stream = self.pool = None
 
-    def __call__(self, x_batch):
+    def __call__(self, x_batch, beta=1.0):
         """One step on ``x_batch`` (exactly ``batch_size`` rows): replayed once captured, else run eagerly."""
         self.x[...] = self.xp.asarray(x_batch)
+        self.lr.fill(self.optimizer.lr)
+        self.beta.fill(beta)
         self._sync_step_count()
         if self.graph is not None:
             self.graph.launch()  # on CuPy's current stream, after the copy above
@@ -79,11 +85,12 @@ class StaticStep:
         """The step itself: forward, backward, Adam, the terms added into ``sums``; no host sync."""
         self.optimizer.zero_grad()
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are found by take_sums
-            terms = self.model.elbo(Tensor(self.x), k=self.samples, rng=self.rng)
-            (-terms.elbo.mean()).backward()
+            maximized, terms = self.model.objective(Tensor(self.x), self.objective, self.samples, self.rng,
+                                                    beta=Tensor(self.beta))
+            (-maximized.mean()).backward()
             self._adam_update()
             self.sums += self.xp.stack([t.data.sum(dtype=np.float64)
-                                        for t in (terms.elbo, terms.reconstruction, terms.kl)])
+                                        for t in (maximized, terms.elbo, terms.reconstruction, terms.kl)])
 
     def _adam_update(self):
         """``optim.Adam.step`` with t on the device: t += 1, a_t and eps_t computed there (reference.adam_step_sizes).
@@ -97,7 +104,7 @@ class StaticStep:
         one, beta1, beta2, weight_decay = scalars_like(p, 1, opt.beta1, opt.beta2, opt.weight_decay)
         self.t += 1
         root_bias2 = xp.sqrt(1 - opt.beta2 ** self.t)
-        a_t = (opt.lr * root_bias2 / (1 - opt.beta1 ** self.t)).astype(p.dtype)
+        a_t = (self.lr * root_bias2 / (1 - opt.beta1 ** self.t)).astype(p.dtype)
         eps_t = (opt.eps * root_bias2).astype(p.dtype)
         if weight_decay:
             g = g + weight_decay * p
@@ -108,7 +115,7 @@ class StaticStep:
         p -= a_t * m / (xp.sqrt(v) + eps_t)
 
     def take_sums(self):
-        """(summed (elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets the sums.
+        """(summed (objective, elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets the sums.
 
         The one host sync of an epoch: it waits for every replayed step.
         """

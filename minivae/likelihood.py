@@ -25,7 +25,7 @@ import numpy as np
 from minivae import plots
 from minivae.backend import get_backend
 from minivae.data import STATIC_SEED, binarize_static, load_dataset
-from minivae.distributions import DiagonalNormal
+from minivae.distributions import DiagonalNormal, log_prior
 from minivae.errors import MinivaeError, check_finite
 from minivae.kernels import reference
 from minivae.tensor import Tensor, no_grad
@@ -41,12 +41,6 @@ QUADRATURE_DIMS = (1, 2)
 
 
 # ----- Log densities -----
-
-def log_prior(z):
-    """log N(z | 0, I) summed over the last axis, for z of any leading shape."""
-    zeros = np.zeros(z.shape[-1:], dtype=z.dtype)
-    return DiagonalNormal(zeros, zeros).log_prob(z)
-
 
 def log_joint(model, x, z):
     """log p(x, z) = log p(x|z) + log p(z), shape (K, B) for x (B, D) and z (K, B, L)."""

@@ -1,8 +1,11 @@
 """Training: maximise the ELBO by minibatch gradient ascent, with figures, metrics and exact resume.
 
 One step (Kingma & Welling, Algorithm 1): draw a minibatch x and noise eps,
-compute the ELBO with z = mu + sigma * eps, backpropagate, update. After each
-epoch the test ELBO is measured, a checkpoint holding everything needed to
+compute the ELBO with z = mu + sigma * eps, backpropagate, update. Or, with
+``objective="iwae"``, the same for the importance-weighted bound L_K (Burda et
+al. 2016). ``beta`` weighs the KL term of the objective (``kl_weight``: fixed,
+or warmed up linearly from 0); the test ELBO is always the true one (beta = 1).
+After each epoch the test ELBO is measured, a checkpoint holding everything needed to
 continue (weights, optimizer state, both random generators, history) replaces
 the previous one atomically, and then ``metrics.jsonl`` and the figures are
 written.
@@ -46,9 +49,10 @@ from minivae.kernels import reference
 from minivae.rundir import own_run_directory
 from minivae.tensor import Tensor, no_grad
 from minivae.threads import choose_threads, product_size, threads_limited
-from minivae.vae import VAE, fuse_split_heads_flat, parameter_count
+from minivae.vae import OBJECTIVES, VAE, fuse_split_heads_flat, parameter_count
 
 OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD, "adagrad": optim.Adagrad}
+LR_SCHEDULES = ("constant", "burda")
 CHECKPOINT_NAME = "checkpoint.npz"
 # Room kept free beside a new checkpoint: figures (well under 1 MiB each at
 # 28x28), metrics.jsonl and the checkpoint's JSON metadata.
@@ -56,7 +60,8 @@ OUTPUT_ALLOWANCE = 8 << 20
 FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
 # The options a run's checkpoint fixes: resuming with another value would not continue the same run.
 RESUME_FIELDS = ("data", "train_examples", "test_examples", "hidden", "latent_dim", "activation", "likelihood",
-                 "sigma", "logvar_clamp", "samples", "batch_size", "lr", "optimizer", "binarize", "seed")
+                 "sigma", "logvar_clamp", "objective", "samples", "beta", "kl_warmup", "batch_size", "lr",
+                 "lr_schedule", "optimizer", "binarize", "seed")
 
 
 @dataclasses.dataclass
@@ -72,10 +77,14 @@ class TrainConfig:
     likelihood: str = "bernoulli"
     sigma: float = 0.1
     logvar_clamp: float | None = None
+    objective: str = "elbo"
     samples: int = 1
+    beta: float = 1.0
+    kl_warmup: int = 0
     batch_size: int = 128
     epochs: int = 150
     lr: float = 3e-3
+    lr_schedule: str = "constant"
     optimizer: str = "adam"
     binarize: str = "none"
     seed: int = 1
@@ -142,23 +151,53 @@ class Diverged(MinivaeError):
     """The loss or the parameters became NaN or infinite; nothing of that epoch was saved."""
 
 
-def train_step(model, optimizer, x_batch, samples, rng):
-    """One gradient step on -mean ELBO; returns the batch's per-example (elbo, reconstruction, kl) sums.
+def train_step(model, optimizer, x_batch, samples, rng, objective="elbo", beta=1.0):
+    """One gradient step on -mean objective; returns the batch's per-example (objective, elbo, reconstruction, kl) sums.
 
     Returns None when the loss, or a parameter after the update, is not
     finite: the caller stops, and must not save this model.
     """
     optimizer.zero_grad()
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are checked for below
-        terms = model.elbo(Tensor(x_batch), k=samples, rng=rng)
-        loss = -terms.elbo.mean()
+        maximized, terms = model.objective(Tensor(x_batch), objective, samples, rng, beta=beta)
+        loss = -maximized.mean()
         if not math.isfinite(loss.item()):
             return None
         loss.backward()
         optimizer.step()
     if not get_backend().xp.isfinite(optimizer.flat.data).all():
         return None
-    return _sums(terms)
+    return np.concatenate([[float(maximized.data.sum())], _sums(terms)])
+
+
+def learning_rate(config, epoch):
+    """The epoch's learning rate: ``lr``, or with ``lr_schedule="burda"`` lr 10^(-i/7) in stage i = 0, 1, ...
+
+    Stage i lasts 3^i epochs (Burda et al. 2016, section 5: epochs 1, 2-4, 5-13,
+    ...; stages 0 to 7 make their 3280 epochs; later stages go on decaying).
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    stage, last_epoch = 0, 1
+    while epoch > last_epoch:
+        stage += 1
+        last_epoch += 3 ** stage
+    return config.lr * 10 ** (-stage / 7)
+
+
+def kl_weight(config, epoch, step, steps_per_epoch):
+    """beta at a step: B min(1, t / (E S)), t the step's number in the run (1, 2, ...), S steps per epoch.
+
+    With ``kl_warmup`` E > 0, beta rises linearly step by step from B / (E S)
+    at the first step to B at the last step of epoch E (so B e / E at the end
+    of epoch e), then stays at B (``beta``); with E = 0 it is B throughout.
+    It depends only on the step's place in the run, so a resumed run
+    continues the same schedule.
+    """
+    if config.kl_warmup == 0:
+        return config.beta
+    t = (epoch - 1) * steps_per_epoch + step
+    return config.beta * min(1.0, t / (config.kl_warmup * steps_per_epoch))
 
 
 def _sums(terms):
@@ -176,7 +215,7 @@ def evaluate_elbo(model, x, batch_size, samples, seed):
 
 
 def train_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step=None):
-    """One pass over the training set; the mean per-example (ELBO, reconstruction, KL).
+    """One pass over the training set: the mean per-example (objective, ELBO, reconstruction, KL), and the last beta.
 
     With a ``static_step`` (``graph_step.StaticStep``, replaying a CUDA graph)
     every full batch goes through it, and its losses are checked once, at the
@@ -185,40 +224,42 @@ def train_epoch(model, optimizer, data, config, epoch, rngs, progress, static_st
     from tqdm import tqdm
     steps = math.ceil(len(data.train_x) / config.batch_size)
     binarize = "dynamic" if config.binarize == "dynamic" else "none"  # static: done once in prepare_data
-    totals = np.zeros(3)
+    totals = np.zeros(4)
     with tqdm(batches(data.train_x, data.train_y, config.batch_size, rngs["data"], binarize=binarize),
               total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
               disable=not progress) as bar:
         for step, (x_batch, _) in enumerate(bar, start=1):
+            beta = kl_weight(config, epoch, step, steps)
             if static_step is not None and len(x_batch) == config.batch_size:
-                static_step(x_batch)
+                static_step(x_batch, beta)
                 continue
-            sums = train_step(model, optimizer, x_batch, config.samples, rngs["sample"])
+            sums = train_step(model, optimizer, x_batch, config.samples, rngs["sample"], config.objective, beta)
             if sums is None:
                 raise Diverged(f"training diverged at epoch {epoch}, step {step}: "
                                "the loss or the updated parameters are not finite")
             totals += sums
-            bar.set_postfix(elbo=f"{sums[0] / len(x_batch):.2f}")
+            bar.set_postfix(elbo=f"{sums[1] / len(x_batch):.2f}")
             if config.log_interval and step % config.log_interval == 0:
-                bar.write(f"  epoch {epoch} step {step}/{steps}  ELBO {sums[0] / len(x_batch):.3f}")
+                bar.write(f"  epoch {epoch} step {step}/{steps}  ELBO {sums[1] / len(x_batch):.3f}")
     if static_step is not None:
         sums, finite = static_step.take_sums()
         if not finite:
             raise Diverged(f"training diverged in epoch {epoch} (a captured step is checked once an epoch): "
                            "the loss or the updated parameters are not finite")
         totals += sums
-    return totals / len(data.train_x)
+    return totals / len(data.train_x), beta
 
 
 def run_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step=None):
     """Train one epoch and measure the test ELBO; the epoch's metrics row."""
     started = time.perf_counter()
-    train_terms = train_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step)
+    optimizer.lr = learning_rate(config, epoch)
+    train_terms, beta = train_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step)
     with np.errstate(over="ignore", invalid="ignore"):
         test_terms = evaluate_elbo(model, data.test_x, config.batch_size, config.samples, seed=config.seed)
     if not np.isfinite(test_terms).all():
         raise Diverged(f"training diverged at epoch {epoch}: the test ELBO is {test_terms[0]:g}")
-    return _metrics_row(epoch, train_terms, test_terms, time.perf_counter() - started)
+    return _metrics_row(epoch, beta, train_terms, test_terms, time.perf_counter() - started)
 
 
 # ----- The run -----
@@ -304,7 +345,8 @@ def make_static_step(cuda_graph, config, model, optimizer, rng, log):
     if config.optimizer != "adam":
         log(f"--cuda-graph: only Adam's step is captured; training eagerly with {config.optimizer}")
         return None
-    return StaticStep(model, optimizer, config.batch_size, config.samples, rng, capture=True)
+    return StaticStep(model, optimizer, config.batch_size, config.samples, rng, capture=True,
+                      objective=config.objective)
 
 
 def _interrupted_message(saved):
@@ -324,9 +366,11 @@ def check_free_space(out, arrays):
                            f"about {needed / 2**20:.1f} MiB; free some space or choose another --out")
 
 
-def _metrics_row(epoch, train_terms, test_terms, seconds):
-    row = {"epoch": epoch}
-    for split, terms in (("train", train_terms), ("test", test_terms)):
+def _metrics_row(epoch, beta, train_terms, test_terms, seconds):
+    """The epoch's row of metrics.jsonl: beta at its last step, the training objective (with that
+    schedule's betas), and the train and test ELBO terms (beta = 1)."""
+    row = {"epoch": epoch, "beta": beta, "train_objective": float(train_terms[0])}
+    for split, terms in (("train", train_terms[1:]), ("test", test_terms)):
         row.update({f"{split}_{key}": float(v) for key, v in zip(("elbo", "reconstruction", "kl"), terms)})
     row["seconds"] = round(seconds, 3)
     return row
@@ -335,7 +379,7 @@ def _metrics_row(epoch, train_terms, test_terms, seconds):
 def _epoch_line(row):
     return (f"epoch {row['epoch']:3d}  train ELBO {row['train_elbo']:9.3f} "
             f"(recon {row['train_reconstruction']:9.3f}, KL {row['train_kl']:7.3f})  "
-            f"test ELBO {row['test_elbo']:9.3f}  [{row['seconds']:.2f} s]")
+            f"test ELBO {row['test_elbo']:9.3f}  beta {row['beta']:.3g}  [{row['seconds']:.2f} s]")
 
 
 # ----- Outputs: metrics, figures, checkpoints -----
@@ -551,12 +595,20 @@ def add_train_arguments(parser):
                         help="the Gaussian decoder's fixed standard deviation (default 0.1)")
     parser.add_argument("--logvar-clamp", type=positive_float, default=defaults.logvar_clamp, metavar="C",
                         help="clip the encoder's logvar to [-C, C] so exp(logvar) stays finite (default: off)")
+    parser.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective,
+                        help="elbo, or iwae: the importance-weighted bound L_K with K = --samples (default elbo)")
     parser.add_argument("--samples", type=positive_int, default=defaults.samples,
                         help="K, samples of z per example (default 1)")
+    parser.add_argument("--beta", type=positive_float, default=defaults.beta, metavar="B",
+                        help="weight of the KL term in the training objective (1: the bound itself)")
+    parser.add_argument("--kl-warmup", type=non_negative_int, default=defaults.kl_warmup, metavar="E",
+                        help="raise beta linearly, step by step, from 0 to B over the first E epochs (0: off)")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="examples per step")
     parser.add_argument("--epochs", type=positive_int, default=defaults.epochs,
                         help="epochs in all (with --resume: the new total)")
     parser.add_argument("--lr", type=positive_float, default=defaults.lr, help="learning rate")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
+                        help="constant, or burda: lr 10^(-i/7) for 3^i epochs, i = 0, 1, ...")
     parser.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=defaults.optimizer, help="the update rule")
     parser.add_argument("--binarize", choices=BINARIZE_MODES, default=defaults.binarize,
                         help="binarize the images: not at all, once (static) or every batch (dynamic)")

@@ -10,7 +10,14 @@ Training maximizes the evidence lower bound, per example, in nats:
     ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z))  <=  log p(x)
 
 with the expectation estimated by K reparameterized samples
-z_k = mu + exp(logvar / 2) * eps_k, and the KL in closed form.
+z_k = mu + exp(logvar / 2) * eps_k, and the KL in closed form. Or it
+maximizes the importance-weighted bound (Burda et al. 2016), from the same
+K samples:
+
+    L_K(x) = log 1/K sum_k w_k,  w_k = p(x | z_k) p(z_k) / q(z_k | x);
+    ELBO = E L_1 <= E L_K <= E L_{K+1} <= log p(x).
+
+``beta`` weighs the KL term of either objective (Higgins et al. 2017); 1 gives the bounds.
 """
 import math
 import numbers
@@ -20,12 +27,13 @@ import numpy as np
 
 from minivae import ops
 from minivae.backend import get_backend
-from minivae.distributions import Bernoulli, DiagonalNormal, Gaussian, check_sigma
+from minivae.distributions import Bernoulli, DiagonalNormal, Gaussian, check_sigma, log_prior
 from minivae.errors import MinivaeError
 from minivae.nn import MLP, Linear, Module, check_positive_int, is_positive_int
 from minivae.tensor import Tensor, no_grad
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+OBJECTIVES = ("elbo", "iwae")
 DTYPES = ("float32", "float64")
 
 
@@ -33,6 +41,17 @@ DTYPES = ("float32", "float64")
 class ElboTerms:
     """Per-example Tensors of shape (B,), in nats: elbo = reconstruction - kl."""
     elbo: Tensor
+    reconstruction: Tensor
+    kl: Tensor
+
+
+@dataclass
+class IwaeTerms:
+    """Per-example Tensors of shape (B,), in nats, from one set of K samples.
+
+    bound = L_K; reconstruction - kl is the K-sample ELBO of the same samples.
+    """
+    bound: Tensor
     reconstruction: Tensor
     kl: Tensor
 
@@ -155,6 +174,40 @@ class VAE(Module):
         reconstruction = self.p_x_given_z(z).log_prob(x).mean(axis=0)
         kl = posterior.kl_standard_normal()
         return ElboTerms(reconstruction - kl, reconstruction, kl)
+
+    def iwae(self, x, k=1, rng=None, eps=None, beta=1.0):
+        """IwaeTerms per example (B,): the bound L_K = log 1/K sum_k w_k (Burda et al. 2016, eq. 8).
+
+        log w_k = log p(x | z_k) + beta (log p(z_k) - log q(z_k | x)), summed
+        by ``ops.logsumexp`` over the K samples z_k = mu + exp(logvar / 2) * eps_k,
+        drawn as in ``elbo`` (same ``rng`` or ``eps``, same draws). beta = 1
+        gives the bound; beta < 1 discounts the prior's pull, as KL warm-up
+        does for the ELBO. With K = 1, L_1 is the ELBO with the KL estimated
+        by the sample, log q(z_1 | x) - log p(z_1), instead of in closed form.
+        The gradient of L_K weighs each sample's by w_k / sum_j w_j
+        (logsumexp's backward is the softmax).
+        """
+        posterior = DiagonalNormal(*self.encode(x))
+        z = posterior.rsample(k, rng, eps)
+        log_px_given_z = self.p_x_given_z(z).log_prob(x)  # (K, B)
+        log_w = log_px_given_z + beta * (log_prior(z) - posterior.log_prob(z))
+        bound = ops.logsumexp(log_w, axis=0) - math.log(z.shape[0])
+        return IwaeTerms(bound, log_px_given_z.mean(axis=0), posterior.kl_standard_normal())
+
+    def objective(self, x, objective="elbo", k=1, rng=None, eps=None, beta=1.0):
+        """The per-example objective training maximizes, and the ``ElboTerms`` of the same samples.
+
+        elbo: reconstruction - beta * KL (the ELBO at beta = 1); iwae: ``iwae``'s
+        L_K, its log weights' log p(z) - log q(z | x) scaled by beta (L_K at beta = 1).
+        ``beta`` is a number, or a 0-d Tensor (a captured step keeps it on the device).
+        """
+        if objective not in OBJECTIVES:
+            raise MinivaeError(f"VAE.objective: unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
+        if objective == "iwae":
+            terms = self.iwae(x, k, rng, eps, beta)
+            return terms.bound, ElboTerms(terms.reconstruction - terms.kl, terms.reconstruction, terms.kl)
+        terms = self.elbo(x, k, rng, eps)
+        return terms.reconstruction - beta * terms.kl, terms
 
     def forward(self, x, k=1, rng=None, eps=None):
         """``model(x)`` is the ELBO, the objective training maximizes."""

@@ -32,17 +32,27 @@ def parameters(model):
     return {name: get_backend().asnumpy(p.data).copy() for name, p in model.named_parameters()}
 
 
-def ordinary_steps():
+# (objective, samples, beta at each step, learning rate at each step): the plain ELBO, and IWAE with a KL
+# warm-up and a learning-rate drop, whose changing numbers a captured step must read from the device
+PLAIN = ("elbo", 1, [1.0] * STEPS, [1e-2] * STEPS)
+SCHEDULED = ("iwae", 2, list(np.linspace(0.1, 1.0, STEPS)), [1e-2] * 5 + [3e-3] * 5)
+
+
+def ordinary_steps(objective, samples, betas, rates):
     model, optimizer, rng, batches = fresh_run()
-    sums = sum(train.train_step(model, optimizer, x, 1, rng) for x in batches)
+    sums = 0
+    for x, beta, lr in zip(batches, betas, rates):
+        optimizer.lr = lr
+        sums = sums + train.train_step(model, optimizer, x, samples, rng, objective, beta)
     return parameters(model), sums, optimizer
 
 
-def static_steps(capture=False):
+def static_steps(objective, samples, betas, rates, capture=False):
     model, optimizer, rng, batches = fresh_run()
-    step = StaticStep(model, optimizer, BATCH, samples=1, rng=rng, capture=capture)
-    for x in batches:
-        step(x)
+    step = StaticStep(model, optimizer, BATCH, samples=samples, rng=rng, capture=capture, objective=objective)
+    for x, beta, lr in zip(batches, betas, rates):
+        optimizer.lr = lr
+        step(x, beta)
     sums, finite = step.take_sums()
     assert finite
     return parameters(model), sums, optimizer
@@ -64,13 +74,14 @@ def assert_same_steps(got, expected, scale_tolerance):
     assert optimizer.step_count == expected_optimizer.step_count == STEPS
 
 
+@pytest.mark.parametrize("schedule", [PLAIN, SCHEDULED], ids=["elbo", "iwae with warm-up and an lr drop"])
 @pytest.mark.parametrize("backend, scale_tolerance", [
     ("numba", 0),  # the same float32 operations as numba's fused Adam kernel, in the same order
     ("numpy", 1e-4)])  # the reference Adam rounds in another order, and 10 steps amplify it
-def test_the_static_step_run_eagerly_equals_the_ordinary_step(backend, scale_tolerance):
+def test_the_static_step_run_eagerly_equals_the_ordinary_step(backend, scale_tolerance, schedule):
     set_backend(backend)
     try:
-        assert_same_steps(static_steps(), ordinary_steps(), scale_tolerance)
+        assert_same_steps(static_steps(*schedule), ordinary_steps(*schedule), scale_tolerance)
     finally:
         set_backend("numpy")
 
@@ -94,7 +105,7 @@ def test_take_sums_reports_a_non_finite_loss_and_resets():
     step = StaticStep(model, optimizer, BATCH, samples=1, rng=rng)
     step(batches[0])
     sums, finite = step.take_sums()
-    assert finite and sums[0] == pytest.approx(sums[1] - sums[2])
+    assert finite and sums[0] == pytest.approx(sums[1]) == pytest.approx(sums[2] - sums[3])  # beta 1: the ELBO
     model.fc_heads.bias.data[3:] = 200.0  # logvar's bias: exp(200) overflows float32
     step(batches[1])
     assert step.take_sums()[1] is False
@@ -146,9 +157,10 @@ def test_cuda_graph_with_another_optimizer_trains_eagerly_with_a_note(tmp_path, 
 
 
 @needs_gpu
-def test_captured_and_eager_steps_give_the_same_parameters():
+@pytest.mark.parametrize("schedule", [PLAIN, SCHEDULED], ids=["elbo", "iwae with warm-up and an lr drop"])
+def test_captured_and_eager_steps_give_the_same_parameters(schedule):
     set_backend("cupy")
     try:
-        assert_same_steps(static_steps(capture=True), ordinary_steps(), scale_tolerance=1e-5)
+        assert_same_steps(static_steps(*schedule, capture=True), ordinary_steps(*schedule), scale_tolerance=1e-5)
     finally:
         set_backend("numpy")

@@ -143,8 +143,9 @@ def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, tmp_p
 
 
 CHANGED = {"hidden": (32,), "latent_dim": 3, "activation": "tanh", "likelihood": "gaussian", "sigma": 0.5,
-           "logvar_clamp": 5.0, "samples": 2, "batch_size": 64, "lr": 1e-3, "optimizer": "sgd",
-           "binarize": "dynamic", "seed": 2, "train_examples": 100, "test_examples": 50}
+           "logvar_clamp": 5.0, "objective": "iwae", "samples": 2, "beta": 0.5, "kl_warmup": 2, "batch_size": 64,
+           "lr": 1e-3, "lr_schedule": "burda", "optimizer": "sgd", "binarize": "dynamic", "seed": 2,
+           "train_examples": 100, "test_examples": 50}
 
 
 def test_every_option_that_shapes_the_run_is_checked_on_resume():
