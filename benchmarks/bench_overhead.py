@@ -28,9 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import harness
 from minivae import Tensor, ops
-from minivae.argtypes import positive_int
+from minivae.commands.argtypes import positive_int
+
+from . import harness
 
 TARGET_US = 5.0
 SHAPE = (4, 4)

@@ -12,8 +12,9 @@ import argparse
 import statistics
 import tempfile
 
-from minivae.threads import choose_threads, free_cores, product_size
-from minivae.train import TrainConfig, train
+from minivae.app.runconfig import TrainConfig
+from minivae.app.threads import choose_threads, free_cores, product_size
+from minivae.app.training import train
 
 TARGET = 1.10
 SETTINGS = {"default": None, "1 thread": 1, "2 threads": 2}

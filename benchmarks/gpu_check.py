@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from minivae.app.checkpoint import check_writable, load_checkpoint
 from minivae.backend import available_backends
-from minivae.checkpoint import check_writable, load_checkpoint
 from minivae.errors import MinivaeError
 
 from . import harness

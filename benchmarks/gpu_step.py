@@ -51,17 +51,17 @@ def make_cublas_floor(batch_size, seed):
 
 def make_captured_step(batch_size, seed):
     """The 784-400-20 VAE's training step captured as a CUDA graph on cupy; one replay per call."""
-    from minivae import train
+    from minivae.app.runconfig import TrainConfig, build_model, build_optimizer
     from minivae.backend import BackendUnavailable, set_backend
     from minivae.graph_step import StaticStep
     try:
         backend = set_backend("cupy")
     except BackendUnavailable as why:
         raise harness.Unavailable(str(why)) from None
-    config = train.TrainConfig(hidden=(gemm_floor.HIDDEN,), latent_dim=gemm_floor.LATENT, batch_size=batch_size,
+    config = TrainConfig(hidden=(gemm_floor.HIDDEN,), latent_dim=gemm_floor.LATENT, batch_size=batch_size,
                                lr=peers.LEARNING_RATE, seed=seed)
-    model = train.build_model(config, gemm_floor.X)
-    optimizer = train.build_optimizer(config, model)
+    model = build_model(config, gemm_floor.X)
+    optimizer = build_optimizer(config, model)
     step = StaticStep(model, optimizer, batch_size, samples=1, rng=backend.kernels.make_rng(seed), capture=True)
     x = peers.binary_batch(batch_size, seed)
     step(x)  # the eager first step, then the capture

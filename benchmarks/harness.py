@@ -235,7 +235,7 @@ def limit_threads(count):
     than cores avoids threads spinning while they wait for a descheduled
     sibling.
     """
-    from minivae.threads import use_threads
+    from minivae.app.threads import use_threads
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[name] = str(count)
     use_threads(count)

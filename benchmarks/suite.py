@@ -36,10 +36,12 @@ import time
 
 import numpy as np
 
-from minivae import likelihood, train
-from minivae.argtypes import int_list, name_list, non_negative_int, positive_int
+from minivae import likelihood
+from minivae.app import training
+from minivae.app.checkpoint import check_writable
+from minivae.app.runconfig import TrainConfig, build_model, build_optimizer, prepare_data
 from minivae.backend import BACKEND_NAMES, BackendUnavailable, get_backend, load_backend, set_backend
-from minivae.checkpoint import check_writable
+from minivae.commands.argtypes import int_list, name_list, non_negative_int, positive_int
 from minivae.errors import MinivaeError
 
 from . import bench_step, gemm_floor, gpu_step, harness, micro, peers
@@ -135,19 +137,19 @@ def step_factories(statuses, with_peers):
 
 def model_config(args):
     """The 784-400-20 Bernoulli VAE with Adam (lr 1e-3, batch 128) on ``--data``, as ``minivae train`` builds it."""
-    return train.TrainConfig(data=args.data, data_dir=args.data_dir, hidden=(gemm_floor.HIDDEN,),
+    return TrainConfig(data=args.data, data_dir=args.data_dir, hidden=(gemm_floor.HIDDEN,),
                              latent_dim=gemm_floor.LATENT, batch_size=EPOCH_BATCH, lr=peers.LEARNING_RATE,
                              epochs=1, seed=args.seed)
 
 
 def make_epoch(backend, config, data):
-    """One epoch of ``train.train_epoch`` per call on ``backend``, continuing the same run."""
+    """One epoch of ``training.train_epoch`` per call on ``backend``, continuing the same run."""
     set_backend(backend)
-    model = train.build_model(config, data.train_x.shape[1])
-    optimizer = train.build_optimizer(config, model)
+    model = build_model(config, data.train_x.shape[1])
+    optimizer = build_optimizer(config, model)
     rngs = {"data": np.random.default_rng(config.seed), "sample": get_backend().kernels.make_rng(config.seed)}
-    train.train_step(model, optimizer, data.train_x[:config.batch_size], 1, rngs["sample"])  # load the kernels
-    return on_backend(backend, lambda: train.train_epoch(model, optimizer, data, config, 1, rngs, progress=False))
+    training.train_step(model, optimizer, data.train_x[:config.batch_size], 1, rngs["sample"])  # load the kernels
+    return on_backend(backend, lambda: training.train_epoch(model, optimizer, data, config, 1, rngs, progress=False))
 
 
 def epoch_floor(examples, batch_size, seed):
@@ -182,7 +184,7 @@ def bench_iw(statuses, config, x, k, rounds):
     for name, why in statuses.items():
         if not why:
             set_backend(name)
-            model = train.build_model(config, x.shape[1])
+            model = build_model(config, x.shape[1])
             candidates[f"minivae {name}"] = on_backend(name, functools.partial(
                 likelihood.importance_sampled_log_px, model, x, k, config.seed, IW_BATCH))
     stats = harness.compare(candidates, rounds=rounds, warmup=0, seed=config.seed)
@@ -236,7 +238,7 @@ def _data_parts(args, plan, parts, statuses):
     """The epoch, iw and memory parts asked for, each a dict, or {"skipped": why} without the data."""
     config = model_config(args)
     try:
-        data = train.prepare_data(config)
+        data = prepare_data(config)
     except MinivaeError as why:
         return {part: {"skipped": str(why)} for part in parts}
     results = {}

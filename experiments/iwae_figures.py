@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from minivae import plots
+from minivae.app import plots
+from minivae.app.data import load_digits
+from minivae.app.loading import train_small_2d_model
+from minivae.app.runconfig import TrainConfig
+from minivae.app.training import train
 from minivae.backend import get_backend
-from minivae.data import load_digits
-from minivae.likelihood import log_px_quadrature, train_small_2d_model
+from minivae.likelihood import log_px_quadrature
 from minivae.tensor import Tensor, no_grad
-from minivae.train import TrainConfig, train
 
 SAMPLE_COUNTS = (1, 2, 5, 10, 20, 50, 200, 1000)
 FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"

@@ -28,12 +28,15 @@ import sys
 import time
 from pathlib import Path
 
-from minivae.argtypes import int_list, positive_float, positive_int
-from minivae.backend import BACKEND_NAMES, get_backend, set_backend
-from minivae.errors import MinivaeError
-from minivae.train import (CHECKPOINT_NAME, TrainConfig, build_model, build_optimizer, evaluate_elbo, prepare_data,
-                           train, train_step)
 from paper_scale import score
+
+from minivae.app.run_checkpoint import CHECKPOINT_NAME
+from minivae.app.runconfig import TrainConfig, build_model, build_optimizer, prepare_data
+from minivae.app.training import train, train_step
+from minivae.backend import BACKEND_NAMES, get_backend, set_backend
+from minivae.commands.argtypes import int_list, positive_float, positive_int
+from minivae.errors import MinivaeError
+from minivae.likelihood import evaluate_elbo
 
 ARMS = (  # (name in the table, its directory under --out, its training options)
     ("ELBO", "elbo", dict(objective="elbo", samples=1)),

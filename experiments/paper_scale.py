@@ -28,12 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from minivae.argtypes import int_list, non_negative_int, positive_float, positive_int
+from minivae.app.loading import load_model_and_data
+from minivae.app.run_checkpoint import CHECKPOINT_NAME
+from minivae.app.runconfig import LR_SCHEDULES, TrainConfig
+from minivae.app.training import train
 from minivae.backend import BACKEND_NAMES, set_backend
+from minivae.commands.argtypes import int_list, non_negative_int, positive_float, positive_int
 from minivae.errors import MinivaeError
-from minivae.likelihood import importance_sampled_log_px, load_model_and_data
+from minivae.likelihood import evaluate_elbo, importance_sampled_log_px
 from minivae.tensor import Tensor, no_grad
-from minivae.train import CHECKPOINT_NAME, LR_SCHEDULES, OBJECTIVES, TrainConfig, evaluate_elbo, train
+from minivae.vae import OBJECTIVES
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016, section 5.2
 

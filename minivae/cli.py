@@ -1,4 +1,4 @@
-"""The ``minivae`` command: one subcommand per job, nothing done at import.
+"""The ``minivae`` command: one subcommand per job, each loaded only when asked for.
 
 Every subcommand takes ``--backend`` and (but ``bench``, which has its own)
 ``--threads``. A ``MinivaeError`` (bad input, a backend that cannot run here)
@@ -6,78 +6,29 @@ prints one line and exits with status 2; a result that is not finite, with
 status 3; Ctrl-C, with status 130.
 """
 import argparse
+import importlib
 import sys
 
-from minivae import __version__, estimators, figures, likelihood, train
-from minivae.argtypes import non_negative_int, positive_int
+from minivae import __version__
 from minivae.backend import BACKEND_NAMES, set_backend
-from minivae.benchmarks import suite
+from minivae.commands.argtypes import positive_int
 from minivae.errors import MinivaeError, NonFiniteResult
-from minivae.threads import choose_threads, use_threads
 
-
-# ----- minivae gradcheck -----
-
-def add_gradcheck_arguments(parser):
-    parser.add_argument("--trials", type=positive_int, default=3, help="random draws per primitive (default 3)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random inputs")
-    parser.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
-    parser.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance (default 1e-8)")
-
-
-def run_gradcheck(args):
-    """Print every primitive's (and the ELBO's) worst gradient error against central differences; 1 if any fails."""
-    from minivae.opcases import CASES, check_table, model_cases
-    rows = check_table(CASES + model_cases(), trials=args.trials, seed=args.seed, rtol=args.rtol, atol=args.atol)
-    print(f"{'primitive':<22} {'input shapes':<26} {'max abs err':>11} {'max rel err':>11}  result")
-    for row in rows:
-        shapes = " ".join("x".join(map(str, s)) or "()" for s in row.shapes)
-        shapes = shapes if len(shapes) <= 26 else f"{len(row.shapes)} parameter arrays"
-        print(f"{row.name:<22} {shapes:<26} {row.max_abs_error:11.2e} {row.max_rel_error:11.2e}  "
-              f"{'ok' if row.passed else 'FAIL'}")
-    failed = [row.name for row in rows if not row.passed]
-    print(f"{len(rows) - len(failed)} passed, {len(failed)} failed"
-          f" (float64 central differences, rtol {args.rtol:g}, atol {args.atol:g})")
-    return 1 if failed else 0
-
-
-# ----- minivae backends -----
-
-def add_backends_arguments(parser):
-    """No options of its own."""
-
-
-def run_backends(args):
-    """Print each backend as available, or the one-line reason it cannot run here."""
-    from minivae.backend import available_backends, load_backend
-    for name, reason in available_backends().items():
-        note = None if reason else load_backend(name).note
-        status = reason or "available" + (f" ({note})" if note else "")
-        print(f"{name:<11} {status}")
-    return 0
-
-
+# name: (module in minivae.commands, its run function, summary). Each module has add_arguments(parser).
 COMMANDS = {
-    "train": (train.add_train_arguments, train.run_train, "train a VAE (default: the bundled digits)"),
-    "evaluate": (likelihood.add_evaluate_arguments, likelihood.run_evaluate,
-                 "test ELBO of a checkpoint, and the importance-weighted NLL with --iw-samples"),
-    "estimators": (estimators.add_estimators_arguments, estimators.run_estimators,
-                   "score-function vs reparameterization gradient: means, variances, SNR"),
-    "bound-gap": (likelihood.add_bound_gap_arguments, likelihood.run_bound_gap,
+    "train": ("train", "run", "train a VAE (default: the bundled digits)"),
+    "evaluate": ("evaluate", "run", "test ELBO of a checkpoint, and the importance-weighted NLL with --iw-samples"),
+    "estimators": ("estimators", "run", "score-function vs reparameterization gradient: means, variances, SNR"),
+    "bound-gap": ("bound_gap", "run",
                   "ELBO <= IW bound <= exact log p(x) on a 2-D latent model; the gap is KL(q || posterior)"),
-    "figures": (figures.add_figures_arguments, figures.run_figures,
-                "a figure, with the numbers it shows, for each argument of docs/walkthrough.md"),
-    "sample": (train.add_figure_arguments, train.run_sample, "decode prior samples from a checkpoint"),
-    "reconstruct": (train.add_figure_arguments, train.run_reconstruct,
-                    "reconstruct test images with a checkpoint"),
-    "backends": (add_backends_arguments, run_backends, "list the backends and whether each can run here"),
-    "gradcheck": (add_gradcheck_arguments, run_gradcheck,
-                  "check every primitive's gradient against finite differences"),
-    "bench": (suite.add_bench_arguments, suite.run_bench,
+    "figures": ("figures", "run", "a figure, with the numbers it shows, for each argument of docs/walkthrough.md"),
+    "sample": ("images", "run_sample", "decode prior samples from a checkpoint"),
+    "reconstruct": ("images", "run_reconstruct", "reconstruct test images with a checkpoint"),
+    "backends": ("backends", "run", "list the backends and whether each can run here"),
+    "gradcheck": ("gradcheck", "run", "check every primitive's gradient against finite differences"),
+    "bench": ("bench", "run",
               "time the kernels, a training step against PyTorch, JAX and autograd, an epoch, an evaluation"),
 }
-
-
 OWN_THREADS = ("bench",)  # commands that set threads their own way
 
 
@@ -100,31 +51,54 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{help_text} (default: {shown})".lstrip()
 
 
-def build_parser():
+def command_module(name):
+    """The module of the subcommand ``name`` (imported now: each command loads only what it runs)."""
+    return importlib.import_module(f"minivae.commands.{COMMANDS[name][0]}")
+
+
+def build_parser(command=None):
+    """The parser of every subcommand's name and summary, and of ``command``'s options (None: no command's)."""
     parser = OneLineParser(prog="minivae", description="A VAE from scratch: train, verify, benchmark.")
     parser.add_argument("--version", action="version", version=f"minivae {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (add_arguments, _, summary) in COMMANDS.items():
+    for name, (_, _, summary) in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary, formatter_class=DefaultsHelpFormatter)
-        sub.add_argument("--backend", choices=BACKEND_NAMES, default=None,
-                         help="array backend (default: $MINIVAE_BACKEND or numpy)")
-        if name not in OWN_THREADS:
-            sub.add_argument("--threads", type=positive_int, default=None,
-                             help="BLAS and numba threads (default: one for small models, else the cores "
-                                  "the load average leaves free)")
-        add_arguments(sub)
+        if name == command:
+            add_common_arguments(sub, name)
+            command_module(name).add_arguments(sub)
     return parser
 
 
+def add_common_arguments(parser, name):
+    parser.add_argument("--backend", choices=BACKEND_NAMES, default=None,
+                        help="array backend (default: $MINIVAE_BACKEND or numpy)")
+    if name not in OWN_THREADS:
+        parser.add_argument("--threads", type=positive_int, default=None,
+                            help="BLAS and numba threads (default: one for small models, else the cores "
+                                 "the load average leaves free)")
+
+
+def requested_command(argv):
+    """The subcommand named in ``argv``: its first word that is not an option, if that is a command."""
+    words = [word for word in argv if not word.startswith("-")]
+    return words[0] if words and words[0] in COMMANDS else None
+
+
+def parse_args(argv):
+    """The options of the command ``argv`` names, parsed by a parser that loaded that command alone."""
+    return build_parser(requested_command(argv)).parse_args(argv)
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(argv)
-        _, run, _ = COMMANDS[args.command]
+        args = parse_args(argv)
         if args.backend:
             set_backend(args.backend)
         if args.command not in OWN_THREADS:
+            from minivae.app.threads import choose_threads, use_threads
             use_threads(choose_threads(args.threads)[0])  # train and evaluate narrow it to their model
-        return run(args)
+        return getattr(command_module(args.command), COMMANDS[args.command][1])(args)
     except NonFiniteResult as err:
         print(f"minivae: {err}", file=sys.stderr)
         return 3

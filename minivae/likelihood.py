@@ -18,25 +18,24 @@ NumPy float64 arrays.
 """
 import dataclasses
 import math
-import time
 
 import numpy as np
 
-from minivae import plots
 from minivae.backend import get_backend
-from minivae.data import STATIC_SEED, binarize_static, load_dataset
 from minivae.distributions import DiagonalNormal, log_prior
-from minivae.errors import MinivaeError, check_finite
+from minivae.errors import MinivaeError
 from minivae.kernels import reference
 from minivae.tensor import Tensor, no_grad
-from minivae.threads import choose_threads, product_size, use_threads
-from minivae.train import (TrainConfig, build_model, check_same_data, evaluate_elbo, load_trained, prepare_data,
-                           train)
 
 DEFAULT_CHUNK = 500
-WEIGHTS_ADVICE = "the checkpoint's weights are too large to evaluate; use another checkpoint"
+
+
 CHUNK_ROWS = 20_000  # decoded (sample, example) rows alive at once in ``minivae evaluate``
+
+
 SAMPLE_COUNTS = (1, 10, 100, 1000, 10_000)
+
+
 QUADRATURE_DIMS = (1, 2)
 
 
@@ -147,6 +146,30 @@ def elbo_with_error(model, x, k, rng, repeats=10):
     return estimates.mean(axis=0), estimates.std(axis=0, ddof=1) / math.sqrt(repeats)
 
 
+# ----- Over a whole set, batch by batch -----
+
+def evaluate_elbo(model, x, batch_size, samples, seed):
+    """Mean per-example (ELBO, reconstruction, KL) over ``x`` (``Pixels`` or float32 rows), with a fixed noise seed."""
+    rng = get_backend().kernels.make_rng(seed)
+    totals = np.zeros(3)
+    with no_grad():
+        for start in range(0, len(x), batch_size):
+            totals += _sums(model.elbo(Tensor(x[start:start + batch_size]), k=samples, rng=rng))
+    return totals / len(x)
+
+
+def _sums(terms):
+    return np.array([float(t.data.sum()) for t in (terms.elbo, terms.reconstruction, terms.kl)])
+
+
+def importance_sampled_log_px(model, x, k, seed, examples=100):
+    """``log_px_importance`` over a whole set, ``examples`` at a time, with chunks sized by ``CHUNK_ROWS``."""
+    rng = get_backend().kernels.make_rng(seed)
+    chunk = max(1, CHUNK_ROWS // min(examples, len(x)))
+    return np.concatenate([log_px_importance(model, x[i:i + examples], k, rng, chunk)
+                           for i in range(0, len(x), examples)])
+
+
 # ----- Quadrature on a grid (latent dimension 1 or 2) -----
 
 def latent_grid(dim, grid_size, extent):
@@ -217,95 +240,7 @@ def kl_q_to_posterior_on_grid(model, x, grid_size=101, extent=5.0):
     return (np.exp(log_q + grid.log_weights) * (log_q - grid.log_density)).sum(axis=1)
 
 
-# ----- Models and data for the commands -----
-
-def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test"):
-    """(model, config, x): a checkpoint's model (or a fresh one for ``data_name``) and a split's images (``Pixels``).
-
-    A model trained on binarized images (static or dynamic) is evaluated on one
-    fixed binarization of the split (seed ``data.STATIC_SEED``), as papers do.
-    Only that split is read; its test images must be the checkpoint's. Prints
-    where the images were read.
-    """
-    if checkpoint is None:
-        config, meta = TrainConfig(data=data_name or "digits"), {}
-    else:
-        model, config, meta = load_trained(checkpoint)
-        if data_name not in (None, config.data):
-            raise MinivaeError(f"{checkpoint} was trained on {config.data}, not {data_name}; drop --data")
-    data = prepare_data(dataclasses.replace(config, data_dir=data_dir or config.data_dir,  # every image
-                                            train_examples=None, test_examples=None), splits=(split,))
-    check_same_data(checkpoint, meta, data)
-    print(f"{data.name} {split} images from {data.source}")
-    x = data.train_x if split == "train" else data.test_x
-    if checkpoint is None:
-        model = build_model(config, x.shape[1])
-    if config.binarize != "none":
-        x = binarize_static(x, np.random.default_rng(STATIC_SEED))
-    return model, config, x
-
-
-def train_small_2d_model(out, epochs=40, seed=1, **options):
-    """A VAE with a 2-D latent space trained on the bundled digits in a few seconds (64 hidden units).
-
-    ``options`` replace other ``TrainConfig`` fields: ``latent_dim=5``, ``likelihood="gaussian", sigma=0.3``.
-    """
-    fields = dict(data="digits", hidden=(64,), latent_dim=2, batch_size=64, lr=1e-2, plot_interval=0)
-    config = TrainConfig(**{**fields, **options}, epochs=epochs, seed=seed, out=str(out))
-    model, _ = train(config, progress=False, log=lambda line: None, overwrite=True)
-    return model, config
-
-
-# ----- minivae evaluate -----
-
-def add_evaluate_arguments(parser):
-    from minivae.argtypes import non_negative_int, positive_int
-    parser.add_argument("checkpoint", help="checkpoint.npz written by minivae train")
-    parser.add_argument("--iw-samples", type=positive_int, default=None, metavar="K",
-                        help="also report the importance-sampled NLL with K samples (papers use 5000)")
-    parser.add_argument("--data-dir", default=None, help="directory of the IDX files (default: the checkpoint's)")
-    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test examples")
-    parser.add_argument("--batch-size", type=positive_int, default=100, help="examples per pass (default 100)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the noise")
-
-
-def run_evaluate(args):
-    """The test ELBO (K = 1) and, with --iw-samples, the importance-weighted NLL, in nats per example."""
-    model, config, x = load_model_and_data(args.checkpoint, None, args.data_dir)
-    x = x.subset(slice(args.limit))  # still uint8: converted batch by batch as it is evaluated
-    count, reason = choose_threads(args.threads, product_size(args.batch_size, model.config["encoder_sizes"]))
-    use_threads(count)
-    started = time.perf_counter()
-    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        elbo, reconstruction, kl = evaluate_elbo(model, x, args.batch_size, samples=1, seed=args.seed)
-    check_finite("the test ELBO", [elbo, reconstruction, kl], WEIGHTS_ADVICE)
-    print(f"{config.data} test set, {len(x)} examples; {reason}")
-    print(f"test ELBO (K=1): {elbo:.3f} nats per example (reconstruction {reconstruction:.3f}, KL {kl:.3f}) "
-          f"[{time.perf_counter() - started:.1f} s]")
-    if args.iw_samples:
-        started = time.perf_counter()
-        with np.errstate(over="ignore", invalid="ignore"):
-            log_px = importance_sampled_log_px(model, x, args.iw_samples, args.seed, args.batch_size)
-        check_finite("the importance-sampled log p(x)", log_px, WEIGHTS_ADVICE)
-        print(f"test NLL, importance sampling with K={args.iw_samples} (Burda et al. 2016): "
-              f"{-log_px.mean():.3f} +- {_standard_error(log_px):.3f} nats per example "
-              f"(standard error over examples) [{time.perf_counter() - started:.1f} s]")
-    return 0
-
-
-def importance_sampled_log_px(model, x, k, seed, examples=100):
-    """``log_px_importance`` over a whole set, ``examples`` at a time, with chunks sized by ``CHUNK_ROWS``."""
-    rng = get_backend().kernels.make_rng(seed)
-    chunk = max(1, CHUNK_ROWS // min(examples, len(x)))
-    return np.concatenate([log_px_importance(model, x[i:i + examples], k, rng, chunk)
-                           for i in range(0, len(x), examples)])
-
-
-def _standard_error(values):
-    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
-
-
-# ----- minivae bound-gap -----
+# ----- The bound gap: ELBO <= L_K <= log p(x) -----
 
 @dataclasses.dataclass
 class BoundGap:
@@ -375,103 +310,3 @@ def spread_across_seeds(estimator, model, x, sample_counts, seeds):
     make_rng = get_backend().kernels.make_rng
     return np.stack([np.stack([estimator(model, x, n, make_rng(seed)) for seed in range(seeds)])
                      for n in sample_counts])
-
-
-def add_bound_gap_arguments(parser):
-    from minivae.argtypes import extent, non_negative_int, positive_int
-    parser.add_argument("--checkpoint", default=None,
-                        help="a model with a 1-D or 2-D latent space (default: train one on digits in seconds)")
-    parser.add_argument("--data-dir", default=None, help="directory of the IDX files (default: the checkpoint's)")
-    parser.add_argument("--examples", type=positive_int, default=8, help="test examples to compare (default 8)")
-    parser.add_argument("--grid-size", type=positive_int, default=101, help="grid points per latent axis (default 101)")
-    parser.add_argument("--extent", type=extent, default=5.0, help="the grid covers [-extent, extent]^L")
-    parser.add_argument("--max-samples", type=positive_int, default=10_000,
-                        help="largest sample count n (counts are 1, 10, 100, ... up to it; default 10000)")
-    parser.add_argument("--seeds", type=positive_int, default=10, help="repetitions for the spread (default 10)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the noise")
-    parser.add_argument("--out", default="results", help="directory for bound_gap.png (and the trained model)")
-
-
-def run_bound_gap(args):
-    """ELBO <= L_K <= log p(x), log p(x) - ELBO = KL(q || p(z|x)), and how the two samplers' spreads shrink."""
-    from minivae.checkpoint import check_writable
-    out = check_writable(args.out)
-    if args.seeds < 2:
-        raise MinivaeError(f"--seeds {args.seeds}: a spread needs at least 2 seeds; use e.g. 10")
-    if args.checkpoint is None:
-        print(f"training a 2-D latent VAE on digits (64 hidden units) into {out / 'bound_gap_model'} ...")
-        model, _ = train_small_2d_model(out / "bound_gap_model")
-        x = load_dataset("digits").test_x
-    else:
-        model, _, x = load_model_and_data(args.checkpoint, None, args.data_dir)
-    latent_grid(model.config["latent_dim"], args.grid_size, args.extent)  # refuse other dimensions up front
-    x = x[:args.examples]
-    counts = [10**i for i in range(int(math.log10(args.max_samples)) + 1)]
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked just below
-        result = bound_gap(model, x, args.grid_size, args.extent, counts, args.seeds, seed=args.seed)
-    for quantity, values in (("log p(x) on the grid", result.exact), ("the ELBO", result.elbo),
-                             ("the importance-weighted bound", result.bound), ("KL(q || p(z|x))", result.kl)):
-        check_finite(quantity, values, "the weights or --extent are too large; use another checkpoint or "
-                                       "the default --extent 5")
-    _print_bounds(result, args.grid_size)
-    _print_kl_check(model, x, get_backend().kernels.make_rng(args.seed))
-    _print_spreads(result)
-    estimates, spreads = out / "bound_gap.png", out / "bound_gap_spread.png"
-    plots.save_panels(estimates, bound_gap_panels(result),
-                      f"log p(x) estimates against sample count, mean over {len(x)} examples; "
-                      f"bands: spread over {args.seeds} seeds")
-    plots.save_curves(spreads, _spread_curves(result), "samples n", "log10 spread over seeds, nats",
-                      "how fast each estimate's spread shrinks (log-log)")
-    print(f"figures: {estimates}, {spreads}")
-    return 0
-
-
-def _print_bounds(r, grid_size):
-    k = r.sample_counts[-1]
-    print(f"{'example':>7} {'ELBO':>9} {'L_' + str(k):>9} {'log p(x)':>9} {'log p - ELBO':>12} "
-          f"{'KL(q||p(z|x))':>13} {'|diff|':>7} {'tol':>6}")
-    for i in range(len(r.exact)):
-        print(f"{i:7d} {r.elbo[i]:9.3f} {r.bound[i]:9.3f} {r.exact[i]:9.3f} {r.gap[i]:12.4f} "
-              f"{r.kl[i]:13.4f} {abs(r.gap[i] - r.kl[i]):7.4f} {r.gap_tolerance[i]:6.3f}")
-    n = len(r.exact)
-    print(f"mean ELBO {r.elbo.mean():.3f} <= L_{k} {r.bound.mean():.3f} <= log p(x) {r.exact.mean():.3f} nats; "
-          f"ordered for {r.ordered.sum()}/{n} examples (tol: 3 SE + quadrature error)")
-    print(f"log p(x) - ELBO = KL(q || p(z|x)) within tol for {np.sum(np.abs(r.gap - r.kl) <= r.gap_tolerance)}/{n} "
-          f"examples; tol = 4 SE(ELBO) + |log p(x) on {grid_size // 2 + 1} vs {grid_size} points per axis| "
-          "+ 0.001 nats")
-
-
-def _print_kl_check(model, x, rng):
-    with no_grad():
-        q = DiagonalNormal(*model.encode(Tensor(x, dtype=model.dtype)))
-        closed = _numpy(q.kl_standard_normal())
-    estimate, se = kl_standard_normal_monte_carlo(q, 20_000, rng)
-    print(f"KL(q || p(z)), mean over examples: closed form {closed.mean():.4f}, Monte Carlo (20000 samples each) "
-          f"{estimate.mean():.4f} +- {np.sqrt(np.sum(se**2)) / len(se):.4f} nats")
-
-
-def _print_spreads(r):
-    print(f"\nspread = standard deviation over {r.naive.shape[1]} seeds, mean over examples; "
-          f"exact mean log p(x) {r.exact.mean():.3f}")
-    print(f"{'n':>6} {'naive mean':>11} {'naive spread':>12} {'IS mean':>9} {'IS spread':>9} {'ratio':>6}")
-    naive, weighted = r.spread(r.naive), r.spread(r.weighted)
-    for i, n in enumerate(r.sample_counts):
-        print(f"{n:6d} {r.naive[i].mean():11.3f} {naive[i]:12.4f} {r.weighted[i].mean():9.3f} "
-              f"{weighted[i]:9.4f} {naive[i] / weighted[i]:6.1f}")
-
-
-def bound_gap_panels(r):
-    """Two panels: ELBO <= L_K <= log p(x) on a scale that shows their gaps (tenths of a nat); the naive estimate."""
-    counts = r.sample_counts
-    exact = (counts, [r.exact.mean()] * len(counts), None)
-    bounds = {"importance sampling, z ~ q(z|x): L_K": (counts, r.weighted.mean(axis=(1, 2)), r.spread(r.weighted)),
-              "ELBO": (counts, [r.elbo.mean()] * len(counts), None), "exact log p(x) (quadrature)": exact}
-    naive = {"naive Monte Carlo, z ~ p(z)": (counts, r.naive.mean(axis=(1, 2)), r.spread(r.naive)),
-             "exact log p(x) (quadrature)": exact}
-    return [[plots.Curves("ELBO <= L_K <= log p(x)", "samples K", "nats", bounds),
-             plots.Curves("naive Monte Carlo against the exact value", "samples n", "nats", naive)]]
-
-
-def _spread_curves(r):
-    return {"naive Monte Carlo, z ~ p(z)": (r.sample_counts, np.log10(r.spread(r.naive)), None),
-            "importance sampling, z ~ q(z|x)": (r.sample_counts, np.log10(r.spread(r.weighted)), None)}

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from minivae.checkpoint import load_checkpoint, save_checkpoint
+from minivae.app.checkpoint import load_checkpoint, save_checkpoint
 
 UNPICKLED = []
 

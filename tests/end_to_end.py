@@ -9,8 +9,8 @@ import math
 import re
 
 from minivae import backend
-from minivae.checkpoint import load_checkpoint
-from minivae.train import CHECKPOINT_NAME
+from minivae.app.checkpoint import load_checkpoint
+from minivae.app.run_checkpoint import CHECKPOINT_NAME
 from runs import assert_same_run, run_cli, skip_figures
 
 SMALL = ["--train-examples", "8", "--test-examples", "8", "--batch-size", "8", "--hidden", "8",

@@ -7,8 +7,10 @@ tests that do not look at them call ``skip_figures`` first.
 import numpy as np
 import pytest
 
-from minivae import cli, data, train
-from minivae.checkpoint import load_checkpoint
+from minivae import cli
+from minivae.app import idx, run_checkpoint, training
+from minivae.app.checkpoint import load_checkpoint
+from minivae.commands import train as train_command
 
 TINY = ["--hidden", "16", "--plot-interval", "0", "--quiet"]
 
@@ -39,7 +41,7 @@ def assert_one_line_error(status, err, *fragments, code=2):
 
 def skip_figures(monkeypatch):
     """Replace the figures (a second each run) by a no-op; tests of the figures do not call this."""
-    monkeypatch.setattr(train, "write_figures", lambda *args, **kwargs: None)
+    monkeypatch.setattr(training, "write_figures", lambda *args, **kwargs: None)
 
 
 def run_state(path):
@@ -65,8 +67,8 @@ def write_fake_mnist(directory, train_count=40, test_count=10, side=6):
     directory.mkdir(parents=True, exist_ok=True)
     for prefix, count in (("train", train_count), ("t10k", test_count)):
         images = rng.integers(0, 256, (count, side, side), np.uint8)
-        data.write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
-        data.write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count, np.uint8))
+        idx.write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
+        idx.write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count, np.uint8))
     return directory
 
 
@@ -80,9 +82,9 @@ def reference_checkpoint(tmp_path_factory, epochs):
     """
     if epochs not in _REFERENCES:
         out = tmp_path_factory.mktemp(f"reference{epochs}")
-        config = train.config_from_args(cli.build_parser().parse_args(train_argv(out, epochs)))
+        config = train_command.config_from_args(cli.parse_args(train_argv(out, epochs)))
         with pytest.MonkeyPatch.context() as patch:
             skip_figures(patch)
-            train.train(config, progress=False, log=lambda line: None)
-        _REFERENCES[epochs] = out / train.CHECKPOINT_NAME
+            training.train(config, progress=False, log=lambda line: None)
+        _REFERENCES[epochs] = out / run_checkpoint.CHECKPOINT_NAME
     return _REFERENCES[epochs]

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from minivae.app.data import Pixels
 from minivae.backend import load_backend
 from minivae.benchmarks import bench_step, harness, micro, suite
-from minivae.data import Pixels
 from minivae.kernels.reference import KERNEL_NAMES
 from runs import assert_one_line_error, run_cli, write_fake_mnist
 

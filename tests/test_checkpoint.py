@@ -4,11 +4,10 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from checkpoint_files import UNPICKLED, Trap, encoded_meta, write_npz
-from minivae import checkpoint
+from minivae.app import checkpoint
 from minivae.errors import MinivaeError
 from minivae.kernels import reference
 from strategies import mutated

@@ -7,10 +7,11 @@ import types
 import numpy as np
 import pytest
 
-from minivae import train
-from minivae.data import load_digits
-from runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
-                        train_argv, write_fake_mnist)
+pass
+from minivae.app import run_checkpoint, runconfig, training
+from minivae.app.data import load_digits
+from runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures, train_argv,
+                  write_fake_mnist)
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def test_resume_through_the_cli_ends_where_an_uninterrupted_run_ends(tmp_path, t
                                                                       capsys):
     reference = reference_checkpoint(tmp_path_factory, 3)
     skip_figures(monkeypatch)
-    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    checkpoint = tmp_path / run_checkpoint.CHECKPOINT_NAME
     for epochs, resume in ((1, []), (2, ["--resume", str(checkpoint)]), (3, ["--resume", str(checkpoint)])):
         status, out, _ = run_cli(train_argv(tmp_path, epochs, *resume), capsys)
         assert status == 0 and out.splitlines()[1].startswith(f"epoch {epochs:3d}  train ELBO")
@@ -69,21 +70,21 @@ def test_logvar_clamp_is_saved_in_the_config(tmp_path, monkeypatch, capsys):
     skip_figures(monkeypatch)
     status, _, err = run_cli(train_argv(tmp_path, 1, "--logvar-clamp", "4"), capsys)
     assert status == 0, err
-    model, config, meta = train.load_trained(tmp_path / train.CHECKPOINT_NAME)
+    model, config, meta = run_checkpoint.load_trained(tmp_path / run_checkpoint.CHECKPOINT_NAME)
     assert config.logvar_clamp == model.config["logvar_clamp"] == meta["model"]["logvar_clamp"] == 4.0
 
 
 def test_ctrl_c_exits_130_with_how_to_resume(tmp_path, monkeypatch, capsys):
     skip_figures(monkeypatch)
-    real_epoch = train.run_epoch
+    real_epoch = training.run_epoch
 
     def interrupted_in_epoch_2(model, optimizer, data, config, epoch, *args):
         if epoch == 2:
             raise KeyboardInterrupt
         return real_epoch(model, optimizer, data, config, epoch, *args)
-    monkeypatch.setattr(train, "run_epoch", interrupted_in_epoch_2)
+    monkeypatch.setattr(training, "run_epoch", interrupted_in_epoch_2)
     status, _, err = run_cli(train_argv(tmp_path, 3), capsys)
-    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    checkpoint = tmp_path / run_checkpoint.CHECKPOINT_NAME
     assert_one_line_error(status, err, f"interrupted in epoch 2; the checkpoint {checkpoint} (epoch 1) is intact",
                           f"--resume {checkpoint}", code=130)
 
@@ -163,7 +164,7 @@ def test_bad_pixels_are_counted(tmp_path, monkeypatch, capsys, split, size, pixe
     dataset = load_digits()
     setattr(dataset, split, np.asarray(getattr(dataset, split)))  # float32 rows: uint8 Pixels hold no bad pixel
     getattr(dataset, split)[[1, 50, 300], [0, 10, 20]] = pixel
-    monkeypatch.setattr(train, "load_dataset", lambda name, data_dir, **_: dataset)
+    monkeypatch.setattr(runconfig, "load_dataset", lambda name, data_dir, **_: dataset)
     status, _, err = run_cli(train_argv(tmp_path, 1), capsys)
     assert_one_line_error(status, err, message.format(size=size))
-    assert not (tmp_path / train.CHECKPOINT_NAME).exists()
+    assert not (tmp_path / run_checkpoint.CHECKPOINT_NAME).exists()

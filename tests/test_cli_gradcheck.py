@@ -2,7 +2,8 @@
 import pytest
 
 from minivae.cli import main
-from minivae.opcases import CASES, model_cases
+from minivae.modelcases import model_cases
+from minivae.opcases import CASES
 
 
 def test_gradcheck_prints_a_passing_row_per_case(capsys):

@@ -5,12 +5,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
-from minivae import data
-from strategies import mutated
+from minivae.app import data, idx, runconfig
 from minivae.errors import MinivaeError
+from strategies import mutated
 
 
 def idx_header(dims, type_code=0x08):
@@ -53,16 +52,16 @@ def traced(function, *args, **kwargs):
 def test_idx_round_trip(tmp_path, suffix, dtype):
     array = (np.arange(60) - 20).reshape(5, 3, 4).astype(dtype)
     path = tmp_path / f"a-idx3{suffix}"
-    data.write_idx(path, array)
-    loaded = data.read_idx(path)
+    idx.write_idx(path, array)
+    loaded = idx.read_idx(path)
     assert loaded.dtype == array.dtype and loaded.shape == array.shape
     np.testing.assert_array_equal(loaded, array)
 
 
 def test_read_idx_sniffs_gzip_whatever_the_name(tmp_path):
-    data.write_idx(tmp_path / "labels.gz", np.arange(7, dtype=np.uint8))
+    idx.write_idx(tmp_path / "labels.gz", np.arange(7, dtype=np.uint8))
     (tmp_path / "labels.gz").rename(tmp_path / "labels")
-    np.testing.assert_array_equal(data.read_idx(tmp_path / "labels"), np.arange(7))
+    np.testing.assert_array_equal(idx.read_idx(tmp_path / "labels"), np.arange(7))
 
 
 @pytest.mark.parametrize("blob, message", [
@@ -75,49 +74,49 @@ def test_read_idx_sniffs_gzip_whatever_the_name(tmp_path):
 ])
 def test_bad_headers_are_refused(tmp_path, blob, message):
     with pytest.raises(MinivaeError, match=message):
-        data.read_idx(write_bytes(tmp_path / "bad", blob))
+        idx.read_idx(write_bytes(tmp_path / "bad", blob))
 
 
 def test_raw_header_larger_than_file(tmp_path):
     path = write_bytes(tmp_path / "train-images-idx3-ubyte", idx_header((60000, 28, 28)) + bytes(1200))
     message = r"header says 60000x28x28 uint8 \(47,040,000 bytes\) but the file holds 1,200 bytes"
     with pytest.raises(MinivaeError, match=message):
-        data.read_idx(path)
+        idx.read_idx(path)
 
 
 def test_raw_trailing_bytes_refused(tmp_path):
     path = write_bytes(tmp_path / "labels", idx_header((10,)) + bytes(11))
     with pytest.raises(MinivaeError, match="holds 11 bytes"):
-        data.read_idx(path)
+        idx.read_idx(path)
 
 
 def test_gz_header_larger_than_data(tmp_path):
     path = write_bytes(tmp_path / "labels.gz", idx_header((100,)) + bytes(60))
     with pytest.raises(MinivaeError, match="holds 60 bytes"):
-        data.read_idx(path)
+        idx.read_idx(path)
 
 
 def test_gz_trailing_bytes_refused(tmp_path):
     path = write_bytes(tmp_path / "labels.gz", idx_header((10,)) + bytes(30))
     with pytest.raises(MinivaeError, match="holds more than 10 bytes"):
-        data.read_idx(path)
+        idx.read_idx(path)
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_absurd_header_refused_without_allocating(tmp_path, suffix):
     path = write_bytes(tmp_path / f"huge{suffix}", idx_header((10_000, 10_000, 10_000)) + bytes(100))
-    assert peak_bytes(data.read_idx, path) < 1_000_000  # the header claims 10**12 bytes
+    assert peak_bytes(idx.read_idx, path) < 1_000_000  # the header claims 10**12 bytes
 
 
 def test_lying_gz_header_costs_only_the_real_data(tmp_path):
     noise = np.random.default_rng(0).bytes(64 * 1024)  # incompressible: the gz file is ~64 KB
     path = write_bytes(tmp_path / "liar.gz", idx_header((32, 1024, 1024)) + noise)
-    assert peak_bytes(data.read_idx, path) < 4_000_000  # the header claims 32 MiB
+    assert peak_bytes(idx.read_idx, path) < 4_000_000  # the header claims 32 MiB
 
 
 def test_conversion_is_exactly_the_float32_quotient(tmp_path):
-    data.write_idx(tmp_path / "all.gz", np.arange(256, dtype=np.uint8).reshape(16, 4, 4))
-    pixels = data.Pixels(data.read_idx(tmp_path / "all.gz").reshape(16, -1), divisor=255)[...]
+    idx.write_idx(tmp_path / "all.gz", np.arange(256, dtype=np.uint8).reshape(16, 4, 4))
+    pixels = data.Pixels(idx.read_idx(tmp_path / "all.gz").reshape(16, -1), divisor=255)[...]
     assert pixels.dtype == np.float32 and pixels.shape == (16, 16)
     expected = np.arange(256, dtype=np.uint8).astype(np.float32)
     expected /= 255  # how the whole array used to be converted after reading it
@@ -126,9 +125,9 @@ def test_conversion_is_exactly_the_float32_quotient(tmp_path):
 
 def test_conversion_swaps_big_endian_elements(tmp_path):
     array = np.array([[-2, 300], [7, -30000]], dtype=np.int16)
-    data.write_idx(tmp_path / "a.gz", array)
-    np.testing.assert_array_equal(data.read_idx(tmp_path / "a.gz", dtype=np.float64), array.astype(np.float64))
-    np.testing.assert_array_equal(data.read_idx(tmp_path / "a.gz", dtype=np.int64), array)
+    idx.write_idx(tmp_path / "a.gz", array)
+    np.testing.assert_array_equal(idx.read_idx(tmp_path / "a.gz", dtype=np.float64), array.astype(np.float64))
+    np.testing.assert_array_equal(idx.read_idx(tmp_path / "a.gz", dtype=np.int64), array)
 
 
 IMAGES = 4000  # 3.1 MB of uint8 images of 28x28, 12.5 MB as float32: both well above one READ_CHUNK
@@ -142,19 +141,19 @@ IMAGES = 4000  # 3.1 MB of uint8 images of 28x28, 12.5 MB as float32: both well 
 def test_reading_images_as_float32_holds_only_the_result_and_a_chunk(tmp_path, name, pixels):
     images = pixels(np.random.default_rng(0))
     path = tmp_path / name
-    data.write_idx(path, images)
-    loaded, peak = traced(data.read_idx, path, dtype=np.float32)
+    idx.write_idx(path, images)
+    loaded, peak = traced(idx.read_idx, path, dtype=np.float32)
     np.testing.assert_array_equal(loaded, images.astype(np.float32), strict=True)
     # the file's bytes (3.1 MB) or the uint8 images beside the float32 result would exceed this
-    assert peak <= loaded.nbytes + data.READ_CHUNK + 256 * 1024
+    assert peak <= loaded.nbytes + idx.READ_CHUNK + 256 * 1024
 
 
 def test_loading_a_dataset_holds_the_uint8_images_and_a_chunk(tmp_path):
     rng = np.random.default_rng(0)
     for prefix, count, suffix in [("train", IMAGES, ".gz"), ("t10k", 40, "")]:
-        data.write_idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}",
+        idx.write_idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}",
                        rng.integers(0, 256, (count, 28, 28), dtype=np.uint8))
-        data.write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, count, dtype=np.uint8))
+        idx.write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, count, dtype=np.uint8))
     dataset, peak = traced(data.load_mnist_like, "mnist", tmp_path)
     assert dataset.train_x.shape == (IMAGES, 784) and dataset.test_x.shape == (40, 784)
     assert dataset.train_x.stored.dtype == dataset.test_x.stored.dtype == np.uint8
@@ -162,23 +161,23 @@ def test_loading_a_dataset_holds_the_uint8_images_and_a_chunk(tmp_path):
     held = sum(array.nbytes for array in (dataset.train_x.stored, dataset.train_y, dataset.test_x.stored,
                                           dataset.test_y))
     # the float32 images alone (4 * IMAGES * 784 = 12.5 MB) would exceed this
-    assert peak <= held + data.READ_CHUNK + 256 * 1024
+    assert peak <= held + idx.READ_CHUNK + 256 * 1024
 
 
 def test_images_that_are_not_uint8_are_refused_before_they_are_read(tmp_path):
-    data.write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 2, 2), dtype=np.int16))
-    data.write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(3, dtype=np.uint8))
+    idx.write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 2, 2), dtype=np.int16))
+    idx.write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(3, dtype=np.uint8))
     with pytest.raises(MinivaeError, match=r"should hold uint8 images .* not int16 \(3, 2, 2\) and \(3,\)"):
         data.load_mnist_like("mnist", tmp_path)
 
 
 def test_read_idx_header_reads_no_data_but_checks_the_size(tmp_path):
     path = write_bytes(tmp_path / "short.gz", idx_header((10, 28, 28), type_code=0x0B) + bytes(10))
-    dtype, shape = data.read_idx_header(path)  # a gzip file's data is only counted by reading it
+    dtype, shape = idx.read_idx_header(path)  # a gzip file's data is only counted by reading it
     assert dtype == np.dtype(np.int16) and shape == (10, 28, 28)
     path = write_bytes(tmp_path / "short", idx_header((1000, 28, 28)) + bytes(10))
     with pytest.raises(MinivaeError, match="header says 1000x28x28 uint8 .* but the file holds 10 bytes"):
-        data.read_idx_header(path)
+        idx.read_idx_header(path)
 
 
 def test_a_lying_label_header_is_named_before_the_pair_is_compared(fake_mnist):
@@ -189,26 +188,26 @@ def test_a_lying_label_header_is_named_before_the_pair_is_compared(fake_mnist):
 
 def test_truncated_gz_refused(tmp_path):
     path = tmp_path / "images.gz"
-    data.write_idx(path, np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8))
+    idx.write_idx(path, np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8))
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(MinivaeError, match="images.gz"):
-        data.read_idx(path)
+        idx.read_idx(path)
 
 
 def test_missing_idx_file(tmp_path):
     with pytest.raises(MinivaeError, match="does not exist"):
-        data.read_idx(tmp_path / "nothing.gz")
+        idx.read_idx(tmp_path / "nothing.gz")
 
 
 def test_write_idx_refuses_unsupported_dtype(tmp_path):
     with pytest.raises(MinivaeError, match="int64"):
-        data.write_idx(tmp_path / "a", np.arange(3, dtype=np.int64))
+        idx.write_idx(tmp_path / "a", np.arange(3, dtype=np.int64))
 
 
 def loads_or_refuses(path, blob):
     path.write_bytes(blob)
     try:
-        array = data.read_idx(path)
+        array = idx.read_idx(path)
     except MinivaeError:
         return
     assert isinstance(array, np.ndarray)
@@ -223,7 +222,7 @@ def test_fuzz_random_bytes(scratch, blob):
 @given(choice=st.data())
 def test_fuzz_mutated_idx(scratch, suffix, choice):
     path = scratch / f"valid{suffix}"
-    data.write_idx(path, np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
+    idx.write_idx(path, np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
     loads_or_refuses(scratch / "mutant", choice.draw(mutated(path.read_bytes())))
 
 
@@ -235,16 +234,16 @@ def fake_mnist(tmp_path):
     """Four small IDX files in the MNIST layout: 12 train and 6 test images of 5x4, raw and gz mixed."""
     rng = np.random.default_rng(0)
     for prefix, count, suffix in [("train", 12, ".gz"), ("t10k", 6, "")]:
-        data.write_idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}",
+        idx.write_idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}",
                        rng.integers(0, 256, (count, 5, 4), dtype=np.uint8))
-        data.write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}",
+        idx.write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}",
                        rng.integers(0, 10, count, dtype=np.uint8))
     return tmp_path
 
 
 def test_load_mnist_like(fake_mnist):
     dataset = data.load_mnist_like("mnist", fake_mnist)
-    images = data.read_idx(fake_mnist / "train-images-idx3-ubyte.gz")
+    images = idx.read_idx(fake_mnist / "train-images-idx3-ubyte.gz")
     assert dataset.train_x.shape == (12, 20) and dataset.test_x.shape == (6, 20)
     assert dataset.train_x.dtype == np.float32 and dataset.train_y.dtype == np.int64
     assert dataset.image_shape == (5, 4) and dataset.name == "mnist"
@@ -256,7 +255,7 @@ def test_mnist_like_images_stay_uint8_and_read_as_the_float32_images_did(fake_mn
     dataset = data.load_mnist_like("mnist", fake_mnist)
     assert dataset.train_x.stored.dtype == np.uint8 and dataset.train_x.stored.nbytes == 12 * 20
     for pixels, name in [(dataset.train_x, "train-images-idx3-ubyte.gz"), (dataset.test_x, "t10k-images-idx3-ubyte")]:
-        before = data.read_idx(fake_mnist / name).astype(np.float32)  # how the images were held:
+        before = idx.read_idx(fake_mnist / name).astype(np.float32)  # how the images were held:
         before /= 255  # the whole set converted, then divided in place
         before = before.reshape(len(before), -1)
         np.testing.assert_array_equal(np.asarray(pixels), before, strict=True)
@@ -265,7 +264,7 @@ def test_mnist_like_images_stay_uint8_and_read_as_the_float32_images_did(fake_mn
 
 
 def test_label_count_mismatch(fake_mnist):
-    data.write_idx(fake_mnist / "t10k-labels-idx1-ubyte", np.zeros(5, dtype=np.uint8))
+    idx.write_idx(fake_mnist / "t10k-labels-idx1-ubyte", np.zeros(5, dtype=np.uint8))
     with pytest.raises(MinivaeError, match="holds 6 images but .* holds 5 labels"):
         data.load_mnist_like("fashion-mnist", fake_mnist)
 
@@ -572,10 +571,10 @@ def test_check_pixels_counts_pixels_above_their_divisor(monkeypatch):
 
 
 def test_training_binarizes_the_training_set_once_in_place(fake_mnist):
-    from minivae import train
+    pass
     gray = data.load_mnist_like("mnist", fake_mnist)
-    config = train.TrainConfig(data="mnist", data_dir=str(fake_mnist), binarize="static")
-    prepared = train.prepare_data(config)
+    config = runconfig.TrainConfig(data="mnist", data_dir=str(fake_mnist), binarize="static")
+    prepared = runconfig.prepare_data(config)
     expected = data.binarize_static(np.asarray(gray.train_x), np.random.default_rng(data.STATIC_SEED))
     np.testing.assert_array_equal(prepared.train_x, expected, strict=True)  # the images binarizing float32 gave
     assert prepared.train_x.stored.dtype == np.uint8 and prepared.train_x.divisor == 1

@@ -4,10 +4,10 @@ import argparse
 import numpy as np
 import pytest
 
+from minivae.commands.estimators import add_arguments as add_estimators_arguments, run as run_estimators
 from minivae.errors import MinivaeError
-from minivae.estimators import (add_estimators_arguments, agreement, elbo_problem, estimate, estimators_for,
-                                gradient_statistics, leave_one_out_mean, quadratic_exact_gradient,
-                                quadratic_problem, quadratic_variances, run_estimators)
+from minivae.estimators import (agreement, elbo_problem, estimate, estimators_for, gradient_statistics,
+                                leave_one_out_mean, quadratic_exact_gradient, quadratic_problem, quadratic_variances)
 from minivae.vae import VAE
 
 MU, SIGMA, C = 0.5, 0.8, -0.5
@@ -48,7 +48,7 @@ def test_leave_one_out_mean_excludes_the_sample_itself():
 
 @pytest.fixture(scope="module")
 def tiny_vae_statistics():
-    from minivae.data import load_digits
+    from minivae.app.data import load_digits
     x = load_digits().train_x[:8]
     model = VAE((64, 16), 2, (16, 64), rng=np.random.default_rng(0))
     return {kl: gradient_statistics(elbo_problem(model, x, kl), 10, 300, np.random.default_rng(0))

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from minivae.cli import main
-from minivae.figures import FIGURES, QUICK, erase_bottom, samples_needed, shift, squared_distance, write_figures
+from minivae.commands.figures import (FIGURES, QUICK, erase_bottom, samples_needed, shift, squared_distance,
+                                      write_figures)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ here independently of the upgrade code), so the tests can load it.
 """
 import numpy as np
 
-from minivae import train
-from minivae.checkpoint import load_checkpoint, save_checkpoint
+pass
+from minivae.app import run_checkpoint, runconfig, training
+from minivae.app.checkpoint import load_checkpoint, save_checkpoint
 from minivae.kernels.reference import make_rng
 from minivae.tensor import Tensor
 from minivae.vae import VAE
@@ -65,7 +66,7 @@ def test_an_old_layout_checkpoint_loads_to_the_same_elbo(tmp_path, tmp_path_fact
     reference = reference_checkpoint(tmp_path_factory, 3)
     old = split_heads_layout(reference, tmp_path / "old.npz")
     assert "model/fc_mu.weight" in load_checkpoint(old)[0]
-    (model, _, _), (upgraded, _, _) = train.load_trained(reference), train.load_trained(old)
+    (model, _, _), (upgraded, _, _) = run_checkpoint.load_trained(reference), run_checkpoint.load_trained(old)
     x = Tensor(np.random.default_rng(0).random((8, 64), dtype=np.float32))
     np.testing.assert_array_equal(upgraded.elbo(x, rng=make_rng(5)).elbo.numpy(),
                                   model.elbo(x, rng=make_rng(5)).elbo.numpy())
@@ -74,10 +75,10 @@ def test_an_old_layout_checkpoint_loads_to_the_same_elbo(tmp_path, tmp_path_fact
 def test_resuming_an_old_layout_checkpoint_continues_the_run_exactly(tmp_path, tmp_path_factory, monkeypatch):
     reference = reference_checkpoint(tmp_path_factory, 3)
     skip_figures(monkeypatch)
-    config = train.TrainConfig(hidden=(16,), epochs=1, plot_interval=0, out=str(tmp_path))
-    train.train(config, progress=False, log=lambda line: None)
-    old = split_heads_layout(tmp_path / train.CHECKPOINT_NAME, tmp_path / "old.npz")
+    config = runconfig.TrainConfig(hidden=(16,), epochs=1, plot_interval=0, out=str(tmp_path))
+    training.train(config, progress=False, log=lambda line: None)
+    old = split_heads_layout(tmp_path / run_checkpoint.CHECKPOINT_NAME, tmp_path / "old.npz")
     resumed = tmp_path / "resumed"
-    train.train(train.TrainConfig(hidden=(16,), epochs=3, plot_interval=0, out=str(resumed)), resume=old,
+    training.train(runconfig.TrainConfig(hidden=(16,), epochs=3, plot_interval=0, out=str(resumed)), resume=old,
                 progress=False, log=lambda line: None)
-    assert_same_run(resumed / train.CHECKPOINT_NAME, reference)
+    assert_same_run(resumed / run_checkpoint.CHECKPOINT_NAME, reference)

@@ -1,4 +1,4 @@
-"""The static-buffer training step that CUDA captures: run eagerly here, it must equal ``train.train_step``.
+"""The static-buffer training step that CUDA captures: run eagerly here, it must equal ``training.train_step``.
 
 Capture itself needs a GPU (the ``gpu`` test at the end); what it records is
 ``StaticStep.run``, which runs eagerly on every backend.
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from kernel_cases import needs_gpu
-from minivae import set_backend, train
+from minivae import set_backend
+from minivae.app import runconfig, training
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
 from minivae.graph_step import StaticStep
@@ -43,7 +44,7 @@ def ordinary_steps(objective, samples, betas, rates):
     sums = 0
     for x, beta, lr in zip(batches, betas, rates):
         optimizer.lr = lr
-        sums = sums + train.train_step(model, optimizer, x, samples, rng, objective, beta)
+        sums = sums + training.train_step(model, optimizer, x, samples, rng, objective, beta)
     return parameters(model), sums, optimizer
 
 
@@ -91,11 +92,11 @@ def test_a_step_outside_it_moves_its_step_count_too():
     model, optimizer, rng, batches = fresh_run()
     step = StaticStep(model, optimizer, BATCH, samples=1, rng=rng)
     step(batches[0])
-    train.train_step(model, optimizer, batches[1][:5], 1, rng)
+    training.train_step(model, optimizer, batches[1][:5], 1, rng)
     step(batches[2])
     twin, twin_optimizer, twin_rng, _ = fresh_run()
     for x in (batches[0], batches[1][:5], batches[2]):
-        train.train_step(twin, twin_optimizer, x, 1, twin_rng)
+        training.train_step(twin, twin_optimizer, x, 1, twin_rng)
     for name, value in parameters(twin).items():
         np.testing.assert_allclose(parameters(model)[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
@@ -123,14 +124,14 @@ def test_only_adam_is_static():
 def test_a_run_with_the_static_step_ends_where_an_eager_run_does(tmp_path, monkeypatch):
     """Full batches through StaticStep (eagerly here), the last partial batch through train_step."""
     skip_figures(monkeypatch)
-    config = train.TrainConfig(hidden=(16,), epochs=2, plot_interval=0, batch_size=100)  # 1438 = 14 x 100 + 38
-    eager_model, eager_history = train.train(dataclasses.replace(config, out=str(tmp_path / "eager")),
+    config = runconfig.TrainConfig(hidden=(16,), epochs=2, plot_interval=0, batch_size=100)  # 1438 = 14 x 100 + 38
+    eager_model, eager_history = training.train(dataclasses.replace(config, out=str(tmp_path / "eager")),
                                              progress=False, log=lambda line: None)
-    monkeypatch.setattr(train, "CAPTURING_BACKENDS", ("numpy",))
+    monkeypatch.setattr(training, "CAPTURING_BACKENDS", ("numpy",))
     made = []
-    monkeypatch.setattr(train, "StaticStep", lambda *args, **options: made.append(
+    monkeypatch.setattr(training, "StaticStep", lambda *args, **options: made.append(
         StaticStep(*args, **{**options, "capture": False})) or made[-1])
-    static_model, static_history = train.train(dataclasses.replace(config, out=str(tmp_path / "static")),
+    static_model, static_history = training.train(dataclasses.replace(config, out=str(tmp_path / "static")),
                                                progress=False, log=lambda line: None)
     assert len(made) == 1 and made[0].optimizer.step_count == 2 * 15
     for name, value in parameters(eager_model).items():
@@ -150,7 +151,7 @@ def test_cuda_graph_on_a_cpu_backend_trains_eagerly_with_a_note(tmp_path, monkey
 
 def test_cuda_graph_with_another_optimizer_trains_eagerly_with_a_note(tmp_path, monkeypatch, capsys):
     skip_figures(monkeypatch)
-    monkeypatch.setattr(train, "CAPTURING_BACKENDS", ("numpy",))
+    monkeypatch.setattr(training, "CAPTURING_BACKENDS", ("numpy",))
     status, out, err = run_cli(train_argv(tmp_path, 1, "--cuda-graph", "--optimizer", "sgd"), capsys)
     assert status == 0, err
     assert "--cuda-graph: only Adam's step is captured; training eagerly with sgd" in out

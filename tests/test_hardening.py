@@ -18,18 +18,17 @@ import types
 import mpmath
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from checkpoint_files import UNPICKLED, Trap, altered, encoded_meta, write_npz
-from minivae import cli, ops, train
+from minivae import cli, ops
+from minivae.app import run_checkpoint, training
 from minivae.gradcheck import GradcheckError, check_grads
 from minivae.ops import make_result
 from minivae.tensor import Tensor
 from minivae.vae import VAE
-from runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
-                        train_argv)
+from runs import assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures, train_argv
 
 # ----- Numerical extremes: logits up to +-1e4, logvar from -50 to 50, against 40-digit mpmath -----
 #
@@ -213,15 +212,15 @@ def test_a_learning_rate_that_diverges_stops_before_any_checkpoint(tmp_path, mon
 
 def test_divergence_after_good_epochs_leaves_their_checkpoint_untouched(tmp_path, monkeypatch, capsys):
     skip_figures(monkeypatch)
-    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    checkpoint = tmp_path / run_checkpoint.CHECKPOINT_NAME
     assert run_cli(train_argv(tmp_path, 2), capsys)[0] == 0
     saved = checkpoint.read_bytes()
-    real_step = train.train_step
+    real_step = training.train_step
 
     def step_from_nan_weights(model, optimizer, *args):
         optimizer.flat.data[0] = np.nan  # as if a previous update had gone wrong
         return real_step(model, optimizer, *args)
-    monkeypatch.setattr(train, "train_step", step_from_nan_weights)
+    monkeypatch.setattr(training, "train_step", step_from_nan_weights)
     status, _, err = run_cli(train_argv(tmp_path, 4, "--resume", str(checkpoint)), capsys)
     assert_one_line_error(status, err, "training diverged at epoch 3, step 1",
                           f"the checkpoint {checkpoint} (epoch 2) is intact")
@@ -237,9 +236,11 @@ def test_divergence_after_good_epochs_leaves_their_checkpoint_untouched(tmp_path
 CHILD = """
 import io, sys, time
 import numpy as np
-from minivae import cli, train
+from minivae import cli
+from minivae.app import run_checkpoint
+from minivae.app import training
 
-train.write_figures = lambda *args, **kwargs: None
+training.write_figures = lambda *args, **kwargs: None
 stall_at, fraction = int(sys.argv[1]), float(sys.argv[2])
 real_savez, writes = np.savez, []
 
@@ -294,8 +295,8 @@ def test_sigkill_anywhere_leaves_a_checkpoint_that_resumes_exactly(tmp_path, tmp
     time.sleep(delay)
     child.kill()
     child.communicate(timeout=60)
-    checkpoint = tmp_path / train.CHECKPOINT_NAME
-    saved = len(train.read_training_checkpoint(checkpoint)[1]["history"]) if checkpoint.exists() else 0
+    checkpoint = tmp_path / run_checkpoint.CHECKPOINT_NAME
+    saved = len(run_checkpoint.read_training_checkpoint(checkpoint)[1]["history"]) if checkpoint.exists() else 0
     if stall_at:
         assert saved == stall_at - 1  # the write in progress was lost, the one before it is whole
     else:
@@ -313,12 +314,12 @@ def test_sigint_exits_130_and_the_checkpoint_resumes_exactly(tmp_path, tmp_path_
     wait_for_line(child, "epoch   2 ")
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
-    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    checkpoint = tmp_path / run_checkpoint.CHECKPOINT_NAME
     (line,) = err.splitlines()
     found = re.fullmatch(rf"minivae: interrupted in epoch \d+; the checkpoint {checkpoint} \(epoch (\d+)\) is intact; "
                          rf"continue with the same options and --resume {checkpoint}", line)
     assert child.returncode == 130 and found, line
-    _, meta, _ = train.read_training_checkpoint(checkpoint)
+    _, meta, _ = run_checkpoint.read_training_checkpoint(checkpoint)
     saved = len(meta["history"])
     # The file can be one epoch ahead of the message if Ctrl-C lands between the
     # rename and the return of save_checkpoint (its directory fsync); --resume reads the file.
@@ -335,7 +336,7 @@ def disk_full(*args, **kwargs):
 
 def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
     skip_figures(monkeypatch)
-    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    checkpoint = tmp_path / run_checkpoint.CHECKPOINT_NAME
     assert run_cli(train_argv(tmp_path, 2), capsys)[0] == 0
     saved = checkpoint.read_bytes()
 
@@ -352,18 +353,18 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkey
 
 def test_a_full_disk_while_writing_metrics_names_the_saved_epoch(tmp_path, monkeypatch, capsys):
     skip_figures(monkeypatch)
-    monkeypatch.setattr(train, "write_atomically", disk_full)  # metrics.jsonl's writer
+    monkeypatch.setattr(training, "write_atomically", disk_full)  # metrics.jsonl's writer
     status, _, err = run_cli(train_argv(tmp_path, 2), capsys)
-    checkpoint = tmp_path / train.CHECKPOINT_NAME
+    checkpoint = tmp_path / run_checkpoint.CHECKPOINT_NAME
     assert_one_line_error(status, err, f"cannot write metrics or figures in {tmp_path} ([Errno 28] No space left",
                           f"the checkpoint {checkpoint} (epoch 1) is intact; free some space and continue with "
                           "--resume")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
-    assert len(train.read_training_checkpoint(checkpoint)[1]["history"]) == 1
+    assert len(run_checkpoint.read_training_checkpoint(checkpoint)[1]["history"]) == 1
 
 
 def test_too_little_free_space_is_reported_before_training(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=5 << 20))
+    monkeypatch.setattr(training.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=5 << 20))
     status, _, err = run_cli(train_argv(tmp_path, 2), capsys)
     assert_one_line_error(status, err, f"only 5.0 MiB free in {tmp_path}, but a checkpoint and the figures need "
                           "about 8.0 MiB; free some space or choose another --out")

@@ -3,13 +3,15 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from minivae import cli, train
-from minivae.data import STATIC_SEED, Pixels, binarize_static, load_digits
+from minivae import cli
+from minivae.app import run_checkpoint, runconfig, training
+from minivae.app.data import STATIC_SEED, Pixels, binarize_static, load_digits
+from minivae.app.loading import load_model_and_data, train_small_2d_model
 from minivae.distributions import DiagonalNormal
 from minivae.errors import MinivaeError
 from minivae.likelihood import (bound_gap, importance_sampled_log_px, kl_standard_normal_monte_carlo,
-                                load_model_and_data, log_mean_exp_in_chunks, log_px_importance, log_px_quadrature,
-                                posterior_on_grid, spread_across_seeds, train_small_2d_model)
+                                log_mean_exp_in_chunks, log_px_importance, log_px_quadrature, posterior_on_grid,
+                                spread_across_seeds)
 from minivae.tensor import Tensor, no_grad
 from minivae.vae import VAE
 from runs import skip_figures
@@ -112,9 +114,9 @@ def test_test_images_stay_uint8_and_score_as_their_float32_rows(trained):
 
 def test_a_binarized_run_is_scored_on_one_fixed_binarization_kept_as_uint8(tmp_path, monkeypatch):
     skip_figures(monkeypatch)
-    config = train.TrainConfig(hidden=(8,), epochs=1, binarize="dynamic", out=str(tmp_path))
-    train.train(config, progress=False, log=lambda line: None)
-    _, _, x = load_model_and_data(tmp_path / train.CHECKPOINT_NAME)
+    config = runconfig.TrainConfig(hidden=(8,), epochs=1, binarize="dynamic", out=str(tmp_path))
+    training.train(config, progress=False, log=lambda line: None)
+    _, _, x = load_model_and_data(tmp_path / run_checkpoint.CHECKPOINT_NAME)
     assert x.stored.dtype == np.uint8 and x.divisor == 1
     expected = binarize_static(np.asarray(load_digits().test_x), np.random.default_rng(STATIC_SEED))
     np.testing.assert_array_equal(x[:], expected, strict=True)

@@ -7,11 +7,13 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import norm
 
-from minivae import backend, train
-from minivae.data import load_digits
+from minivae import backend, likelihood
+from minivae.app import run_checkpoint, runconfig, training
+from minivae.app.data import load_digits
+from minivae.app.loading import train_small_2d_model
 from minivae.errors import MinivaeError
 from minivae.gradcheck import check_grads
-from minivae.likelihood import log_px_quadrature, train_small_2d_model
+from minivae.likelihood import log_px_quadrature
 from minivae.nn import Module, functional_call
 from minivae.tensor import Tensor, no_grad
 from minivae.vae import VAE
@@ -134,8 +136,8 @@ def test_an_unknown_objective_is_a_one_line_error():
     (2, [0.5 * t / 6 for t in range(1, 7)] + [0.5, 0.5]),
 ])
 def test_kl_weight_rises_step_by_step_to_beta_at_the_end_of_the_warmup(warmup, expected):
-    config = train.TrainConfig(beta=0.5, kl_warmup=warmup)
-    weights = [train.kl_weight(config, epoch, step, 3) for epoch in (1, 2, 3) for step in (1, 2, 3)][:8]
+    config = runconfig.TrainConfig(beta=0.5, kl_warmup=warmup)
+    weights = [training.kl_weight(config, epoch, step, 3) for epoch in (1, 2, 3) for step in (1, 2, 3)][:8]
     np.testing.assert_allclose(weights, expected, rtol=1e-15)
 
 
@@ -147,11 +149,11 @@ WARMUP = ("--objective", "iwae", "--samples", "3", "--beta", "0.5", "--kl-warmup
 
 
 def test_the_burda_schedule_lowers_the_rate_by_10_to_the_minus_1_7_each_stage_of_3_to_the_i_epochs():
-    config = train.TrainConfig(lr=1e-3, lr_schedule="burda")
+    config = runconfig.TrainConfig(lr=1e-3, lr_schedule="burda")
     stages = [0, 1, 1, 1] + [2] * 9 + [3] * 27 + [4]
-    rates = [train.learning_rate(config, epoch) for epoch in range(1, 42)]
+    rates = [training.learning_rate(config, epoch) for epoch in range(1, 42)]
     np.testing.assert_allclose(rates, [1e-3 * 10 ** (-i / 7) for i in stages], rtol=1e-15)
-    assert train.learning_rate(train.TrainConfig(lr=1e-3), 500) == 1e-3
+    assert training.learning_rate(runconfig.TrainConfig(lr=1e-3), 500) == 1e-3
 
 
 def test_a_run_resumed_mid_warmup_is_the_uninterrupted_run(tmp_path, capsys, monkeypatch):
@@ -160,13 +162,13 @@ def test_a_run_resumed_mid_warmup_is_the_uninterrupted_run(tmp_path, capsys, mon
     schedule = (*WARMUP, "--lr-schedule", "burda")
     for argv in (train_argv(tmp_path / "straight", 5, *schedule), train_argv(tmp_path / "resumed", 3, *schedule),
                  train_argv(tmp_path / "resumed", 5, *schedule, "--resume",
-                            str(tmp_path / "resumed" / train.CHECKPOINT_NAME))):
+                            str(tmp_path / "resumed" / run_checkpoint.CHECKPOINT_NAME))):
         status, _, err = run_cli(argv, capsys)
         assert status == 0, err
-    assert_same_run(tmp_path / "straight" / train.CHECKPOINT_NAME, tmp_path / "resumed" / train.CHECKPOINT_NAME)
+    assert_same_run(tmp_path / "straight" / run_checkpoint.CHECKPOINT_NAME, tmp_path / "resumed" / run_checkpoint.CHECKPOINT_NAME)
     rows = metrics(tmp_path / "resumed")
     np.testing.assert_allclose([row["beta"] for row in rows], [0.125, 0.25, 0.375, 0.5, 0.5], rtol=1e-15)
-    _, _, config = train.read_training_checkpoint(tmp_path / "resumed" / train.CHECKPOINT_NAME)
+    _, _, config = run_checkpoint.read_training_checkpoint(tmp_path / "resumed" / run_checkpoint.CHECKPOINT_NAME)
     assert (config.objective, config.samples, config.beta, config.kl_warmup) == ("iwae", 3, 0.5, 4)
 
 
@@ -178,9 +180,9 @@ def test_the_training_objective_uses_beta_and_the_test_elbo_does_not(tmp_path, c
         assert row["beta"] == 0.25
         assert row["train_objective"] == pytest.approx(row["train_reconstruction"] - 0.25 * row["train_kl"])
         assert row["test_elbo"] == pytest.approx(row["test_reconstruction"] - row["test_kl"])
-    model, _, _ = train.load_trained(tmp_path / train.CHECKPOINT_NAME)
-    data = train.prepare_data(train.TrainConfig())
-    test_elbo = train.evaluate_elbo(model, data.test_x, 128, samples=1, seed=1)[0]
+    model, _, _ = run_checkpoint.load_trained(tmp_path / run_checkpoint.CHECKPOINT_NAME)
+    data = runconfig.prepare_data(runconfig.TrainConfig())
+    test_elbo = likelihood.evaluate_elbo(model, data.test_x, 128, samples=1, seed=1)[0]
     assert metrics(tmp_path)[-1]["test_elbo"] == test_elbo
 
 

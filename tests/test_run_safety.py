@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from checkpoint_files import altered
-from minivae import data, threads, train
-from minivae.checkpoint import load_checkpoint, save_checkpoint
-from minivae.rundir import LOCK_NAME
+from minivae.app import idx, run_checkpoint, runconfig, threads, training
+from minivae.app.checkpoint import load_checkpoint, save_checkpoint
+from minivae.app.rundir import LOCK_NAME
 from runs import assert_one_line_error, reference_checkpoint, run_cli, skip_figures, train_argv, write_fake_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def test_a_directory_held_by_another_run_is_refused_naming_its_pid(tmp_path, cap
     finally:
         os.close(fd)
     assert_one_line_error(status, err, f"{tmp_path} is in use by another minivae train (PID 4242)")
-    assert not (tmp_path / train.CHECKPOINT_NAME).exists()
+    assert not (tmp_path / run_checkpoint.CHECKPOINT_NAME).exists()
 
 
 def test_stale_temporaries_are_removed_and_planted_links_are_replaced_not_followed(tmp_path, capsys):
@@ -66,7 +66,7 @@ def test_sample_and_reconstruct_never_replace_the_runs_figures(tmp_path, capsys)
     run_cli(["train", "--hidden", "16", "--epochs", "1", "--out", str(tmp_path)], capsys)
     figures = {name: (tmp_path / name).read_bytes() for name in ("sample_1.png", "reconstruction_1.png")}
     for command in ("sample", "reconstruct"):
-        status, _, err = run_cli([command, str(tmp_path / train.CHECKPOINT_NAME)], capsys)
+        status, _, err = run_cli([command, str(tmp_path / run_checkpoint.CHECKPOINT_NAME)], capsys)
         assert status == 0, err
     assert {name: (tmp_path / name).read_bytes() for name in figures} == figures
     assert (tmp_path / "sample_epoch1_seed0.png").exists() and (tmp_path / "reconstruction_epoch1.png").exists()
@@ -75,7 +75,7 @@ def test_sample_and_reconstruct_never_replace_the_runs_figures(tmp_path, capsys)
 def test_a_full_disk_while_drawing_a_figure_keeps_the_previous_one(tmp_path, monkeypatch, capsys):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     run_cli(["train", "--hidden", "16", "--epochs", "1", "--plot-interval", "0", "--out", str(tmp_path)], capsys)
-    run_cli(["sample", str(tmp_path / train.CHECKPOINT_NAME)], capsys)
+    run_cli(["sample", str(tmp_path / run_checkpoint.CHECKPOINT_NAME)], capsys)
     figure = tmp_path / "sample_epoch1_seed0.png"
     before = figure.read_bytes()
 
@@ -84,7 +84,7 @@ def test_a_full_disk_while_drawing_a_figure_keeps_the_previous_one(tmp_path, mon
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(FigureCanvasAgg, "print_png", half_then_full)
-    status, _, err = run_cli(["sample", str(tmp_path / train.CHECKPOINT_NAME), "--seed", "0"], capsys)
+    status, _, err = run_cli(["sample", str(tmp_path / run_checkpoint.CHECKPOINT_NAME), "--seed", "0"], capsys)
     assert_one_line_error(status, err, f"cannot write {figure}", "No space left on device")
     assert figure.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
 
@@ -106,7 +106,7 @@ def add_an_array(arrays, meta):
 def test_a_checkpoint_is_checked_before_a_model_is_built(tmp_path, tmp_path_factory, monkeypatch, capsys, change,
                                                          fragments):
     crafted = altered(reference_checkpoint(tmp_path_factory, 3), tmp_path / "crafted.npz", change)
-    monkeypatch.setattr(train, "VAE", lambda **kwargs: pytest.fail("a model was built"))
+    monkeypatch.setattr(run_checkpoint, "VAE", lambda **kwargs: pytest.fail("a model was built"))
     status, _, err = run_cli(["sample", str(crafted)], capsys)
     assert_one_line_error(status, err, *fragments)
 
@@ -133,7 +133,7 @@ def mnist_run(tmp_path, monkeypatch, capsys):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    return types.SimpleNamespace(tmp=tmp_path, checkpoint=tmp_path / "run" / train.CHECKPOINT_NAME, other=other)
+    return types.SimpleNamespace(tmp=tmp_path, checkpoint=tmp_path / "run" / run_checkpoint.CHECKPOINT_NAME, other=other)
 
 
 def test_the_data_directory_is_stored_absolute_and_checked(mnist_run, capsys):
@@ -213,14 +213,14 @@ def test_a_second_run_leaves_the_first_runs_checkpoint_intact(tmp_path, monkeypa
     first = minivae("train", "--epochs", 5, "--hidden", 64, "--out", run)
     assert first.returncode == 0 and first.stderr == ""  # piped: no progress bar
     assert "1 thread (products of" in first.stdout.splitlines()[0]
-    checkpoint = (run / train.CHECKPOINT_NAME).read_bytes()
+    checkpoint = (run / run_checkpoint.CHECKPOINT_NAME).read_bytes()
     second = minivae("train", "--epochs", 1, "--hidden", 64, "--seed", 7, "--out", run)
-    assert_refused(second, f"{run} already holds a run", f"--resume {run / train.CHECKPOINT_NAME}", "--overwrite")
-    assert (run / train.CHECKPOINT_NAME).read_bytes() == checkpoint
+    assert_refused(second, f"{run} already holds a run", f"--resume {run / run_checkpoint.CHECKPOINT_NAME}", "--overwrite")
+    assert (run / run_checkpoint.CHECKPOINT_NAME).read_bytes() == checkpoint
     skip_figures(monkeypatch)
     status, out, _ = run_cli(train_argv(run, 1, "--seed", "7", "--overwrite"), capsys)
-    assert status == 0 and f"--overwrite: {run / train.CHECKPOINT_NAME} and this directory's metrics" in out
-    assert len(load_checkpoint(run / train.CHECKPOINT_NAME)[1]["history"]) == 1
+    assert status == 0 and f"--overwrite: {run / run_checkpoint.CHECKPOINT_NAME} and this directory's metrics" in out
+    assert len(load_checkpoint(run / run_checkpoint.CHECKPOINT_NAME)[1]["history"]) == 1
 
 
 def test_sigterm_says_how_to_resume(tmp_path):
@@ -229,13 +229,13 @@ def test_sigterm_says_how_to_resume(tmp_path):
                                 "--epochs", "100000", "--out", str(tmp_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 60
-    while not (tmp_path / train.CHECKPOINT_NAME).exists() and time.monotonic() < deadline:
+    while not (tmp_path / run_checkpoint.CHECKPOINT_NAME).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     result = types.SimpleNamespace(returncode=process.returncode, stderr=err)
     assert_refused(result, "interrupted in epoch", "is intact; continue with the same options and --resume "
-                   f"{tmp_path / train.CHECKPOINT_NAME}", code=130)
+                   f"{tmp_path / run_checkpoint.CHECKPOINT_NAME}", code=130)
 
 
 def test_ctrl_c_while_the_command_loads_is_one_line(tmp_path):
@@ -255,12 +255,12 @@ def bad(tmp_path_factory):
     wide = write_fake_mnist(tmp / "wide", train_count=20, test_count=8)
     rng = np.random.default_rng(1)
     for prefix, count in (("train", 20), ("t10k", 8)):
-        data.write_idx(wide / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 20, 30), np.uint8))
+        idx.write_idx(wide / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 20, 30), np.uint8))
     empty = tmp / "empty"
     empty.mkdir()
     for prefix in ("train", "t10k"):
-        data.write_idx(empty / f"{prefix}-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
-        data.write_idx(empty / f"{prefix}-labels-idx1-ubyte", np.zeros(0, np.uint8))
+        idx.write_idx(empty / f"{prefix}-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
+        idx.write_idx(empty / f"{prefix}-labels-idx1-ubyte", np.zeros(0, np.uint8))
     crc = write_fake_mnist(tmp / "crc")
     images = crc / "t10k-images-idx3-ubyte.gz"  # one byte more than the header says, and a wrong CRC
     payload = gzip.decompress(images.read_bytes()) + b"\x00"
@@ -268,14 +268,14 @@ def bad(tmp_path_factory):
     damaged[-8] ^= 0xFF
     images.write_bytes(bytes(damaged))
     run = tmp / "run"
-    config = train.TrainConfig(data="mnist", data_dir=str(wide), hidden=(8,), epochs=1, plot_interval=0, out=str(run))
-    train.train(config, progress=False, log=lambda line: None)
+    config = runconfig.TrainConfig(data="mnist", data_dir=str(wide), hidden=(8,), epochs=1, plot_interval=0, out=str(run))
+    training.train(config, progress=False, log=lambda line: None)
 
     def shorten_the_key(arrays, meta):
         meta["rng"]["data"] = {"bit_generator": "MT19937", "state": {"key": [1, 2, 3], "pos": 624}}
 
     (tmp / "mt").mkdir()
-    mt = altered(run / train.CHECKPOINT_NAME, tmp / "mt" / train.CHECKPOINT_NAME, shorten_the_key)
+    mt = altered(run / run_checkpoint.CHECKPOINT_NAME, tmp / "mt" / run_checkpoint.CHECKPOINT_NAME, shorten_the_key)
     (tmp / "text.npz").write_text("epoch,loss\n1,93.2\n")
     (tmp / "a-file").write_text("not a directory")
     return types.SimpleNamespace(tmp=tmp, wide=wide, empty=empty, crc=crc, run=run, mt=mt)
@@ -315,7 +315,7 @@ def test_a_refusal_is_one_line_without_a_traceback(bad, case):
 
 
 def test_sample_draws_non_square_images_and_the_command_answers_version_and_defaults(bad):
-    sampled = minivae("sample", bad.run / train.CHECKPOINT_NAME)
+    sampled = minivae("sample", bad.run / run_checkpoint.CHECKPOINT_NAME)
     assert sampled.returncode == 0 and sampled.stderr == "" and "sample_epoch1_seed0.png" in sampled.stdout
     assert minivae("--version").stdout.strip().startswith("minivae ")
     help_text = " ".join(minivae("train", "--help").stdout.split())

@@ -6,14 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from minivae import data, train
-from minivae.checkpoint import load_checkpoint
+from minivae import likelihood
+from minivae.app import data, run_checkpoint, runconfig, training
+from minivae.app.checkpoint import load_checkpoint
 from minivae.errors import MinivaeError
 from minivae.tensor import Tensor
-from runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures,
-                  train_argv)
+from runs import assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures, train_argv
 
-TINY = train.TrainConfig(hidden=(16,), epochs=3, plot_interval=0)
+TINY = runconfig.TrainConfig(hidden=(16,), epochs=3, plot_interval=0)
 STEPS_PER_EPOCH = math.ceil(1438 / TINY.batch_size)  # digits: 1438 training images
 
 
@@ -24,20 +24,20 @@ def tiny(tmp_path, **changes):
 def quiet_train(config, resume=None):
     """train() without progress bar; returns (model, history, logged lines)."""
     lines = []
-    model, history = train.train(config, resume=resume, progress=False, log=lines.append)
+    model, history = training.train(config, resume=resume, progress=False, log=lines.append)
     return model, history, lines
 
 
 def steps_failing_at(monkeypatch, failing_call, fault):
     """Make the ``failing_call``-th call of train_step run ``fault(optimizer)`` first."""
-    real_step, calls = train.train_step, []
+    real_step, calls = training.train_step, []
 
     def step(model, optimizer, *args):
         calls.append(1)
         if len(calls) == failing_call:
             fault(optimizer)
         return real_step(model, optimizer, *args)
-    monkeypatch.setattr(train, "train_step", step)
+    monkeypatch.setattr(training, "train_step", step)
 
 
 def ctrl_c(optimizer):
@@ -56,7 +56,7 @@ def test_a_run_logs_and_saves_its_history(tmp_path, monkeypatch):
         assert row["test_elbo"] == pytest.approx(row["test_reconstruction"] - row["test_kl"])
     assert history[-1]["test_elbo"] > history[0]["test_elbo"]
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    _, meta, _ = train.read_training_checkpoint(tmp_path / train.CHECKPOINT_NAME)
+    _, meta, _ = run_checkpoint.read_training_checkpoint(tmp_path / run_checkpoint.CHECKPOINT_NAME)
     assert metrics == history == meta["history"]
     assert meta["config"] == dataclasses.asdict(tiny(tmp_path)) | {"hidden": [16]}
 
@@ -64,7 +64,7 @@ def test_a_run_logs_and_saves_its_history(tmp_path, monkeypatch):
 def test_checkpoint_round_trip(tmp_path, monkeypatch):
     skip_figures(monkeypatch)
     model, _, _ = quiet_train(tiny(tmp_path, epochs=1))
-    loaded, config, _ = train.load_trained(tmp_path / train.CHECKPOINT_NAME)
+    loaded, config, _ = run_checkpoint.load_trained(tmp_path / run_checkpoint.CHECKPOINT_NAME)
     assert config == tiny(tmp_path, epochs=1) and loaded.config == model.config
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         np.testing.assert_array_equal(a, b, err_msg=name, strict=True)
@@ -74,18 +74,18 @@ def test_checkpoint_round_trip(tmp_path, monkeypatch):
 
 def test_figures_at_every_plot_interval_and_after_the_last_epoch(tmp_path, monkeypatch):
     epochs = []
-    monkeypatch.setattr(train, "write_figures", lambda out, model, data, epoch, *rest, **options: epochs.append(epoch))
+    monkeypatch.setattr(training, "write_figures", lambda out, model, data, epoch, *rest, **options: epochs.append(epoch))
     quiet_train(tiny(tmp_path, epochs=5, plot_interval=2))
     assert epochs == [2, 4, 5]
 
 
 def test_write_figures_writes_the_named_files(tmp_path):
     config = tiny(tmp_path)
-    data = train.prepare_data(config)
-    model = train.build_model(config, data.train_x.shape[1])
+    data = runconfig.prepare_data(config)
+    model = runconfig.build_model(config, data.train_x.shape[1])
     row = {"epoch": 1, "train_elbo": -40.0, "train_reconstruction": -39.0, "train_kl": 1.0,
            "test_elbo": -41.0, "test_reconstruction": -40.0, "test_kl": 1.0}
-    train.write_figures(tmp_path, model, data, 7, [row], seed=0)
+    training.write_figures(tmp_path, model, data, 7, [row], seed=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "latent_scatter.png", "loss_curves.png", "manifold.png", "reconstruction_7.png", "sample_7.png"]
 
@@ -98,10 +98,10 @@ def test_log_interval_prints_steps(tmp_path, monkeypatch, capsys):
 
 
 def test_evaluate_elbo_is_repeatable():
-    config = train.TrainConfig(hidden=(16,))
-    data = train.prepare_data(config)
-    model = train.build_model(config, data.train_x.shape[1])
-    first, second = (train.evaluate_elbo(model, data.test_x, 50, samples=2, seed=3) for _ in range(2))
+    config = runconfig.TrainConfig(hidden=(16,))
+    data = runconfig.prepare_data(config)
+    model = runconfig.build_model(config, data.train_x.shape[1])
+    first, second = (likelihood.evaluate_elbo(model, data.test_x, 50, samples=2, seed=3) for _ in range(2))
     np.testing.assert_array_equal(first, second)
     assert first[0] == pytest.approx(first[1] - first[2])
 
@@ -109,7 +109,8 @@ def test_evaluate_elbo_is_repeatable():
 def float32_digits():
     """The digits held as float32 rows, as ``load_digits`` gave them before it kept them as uint8 ``Pixels``."""
     import sklearn.datasets
-    from minivae.data import load_digits
+
+    from minivae.app.data import load_digits
     x = (sklearn.datasets.load_digits().data / 16).astype(np.float32)
     return dataclasses.replace(load_digits(), train_x=x[:1438], test_x=x[1438:])
 
@@ -118,17 +119,17 @@ def float32_digits():
 def test_a_run_on_uint8_pixels_is_the_run_on_float32_images(tmp_path, monkeypatch, binarize):
     skip_figures(monkeypatch)
     quiet_train(tiny(tmp_path / "pixels", epochs=2, binarize=binarize))
-    monkeypatch.setattr(train, "load_dataset", lambda name, data_dir, **_: float32_digits())
+    monkeypatch.setattr(runconfig, "load_dataset", lambda name, data_dir, **_: float32_digits())
     quiet_train(tiny(tmp_path / "float32", epochs=2, binarize=binarize))
-    assert_same_run(tmp_path / "pixels" / train.CHECKPOINT_NAME, tmp_path / "float32" / train.CHECKPOINT_NAME)
+    assert_same_run(tmp_path / "pixels" / run_checkpoint.CHECKPOINT_NAME, tmp_path / "float32" / run_checkpoint.CHECKPOINT_NAME)
 
 
 def test_evaluate_elbo_on_pixels_is_the_elbo_of_their_float32_rows():
-    config = train.TrainConfig(hidden=(16,))
-    data = train.prepare_data(config)
-    model = train.build_model(config, data.train_x.shape[1])
-    np.testing.assert_array_equal(train.evaluate_elbo(model, data.test_x, 50, samples=2, seed=3),
-                                  train.evaluate_elbo(model, np.asarray(data.test_x), 50, samples=2, seed=3))
+    config = runconfig.TrainConfig(hidden=(16,))
+    data = runconfig.prepare_data(config)
+    model = runconfig.build_model(config, data.train_x.shape[1])
+    np.testing.assert_array_equal(likelihood.evaluate_elbo(model, data.test_x, 50, samples=2, seed=3),
+                                  likelihood.evaluate_elbo(model, np.asarray(data.test_x), 50, samples=2, seed=3))
 
 
 # ----- Exact resume -----
@@ -137,9 +138,9 @@ def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, tmp_p
     reference = reference_checkpoint(tmp_path_factory, 3)
     skip_figures(monkeypatch)
     quiet_train(tiny(tmp_path, epochs=1))
-    _, history, lines = quiet_train(tiny(tmp_path), resume=tmp_path / train.CHECKPOINT_NAME)
+    _, history, lines = quiet_train(tiny(tmp_path), resume=tmp_path / run_checkpoint.CHECKPOINT_NAME)
     assert [row["epoch"] for row in history] == [1, 2, 3] and len(lines) == 3
-    assert_same_run(tmp_path / train.CHECKPOINT_NAME, reference)
+    assert_same_run(tmp_path / run_checkpoint.CHECKPOINT_NAME, reference)
 
 
 CHANGED = {"hidden": (32,), "latent_dim": 3, "activation": "tanh", "likelihood": "gaussian", "sigma": 0.5,
@@ -149,7 +150,7 @@ CHANGED = {"hidden": (32,), "latent_dim": 3, "activation": "tanh", "likelihood":
 
 
 def test_every_option_that_shapes_the_run_is_checked_on_resume():
-    assert set(CHANGED) == set(train.RESUME_FIELDS) - {"data"}  # digits is the only dataset without files
+    assert set(CHANGED) == set(runconfig.RESUME_FIELDS) - {"data"}  # digits is the only dataset without files
 
 
 @pytest.mark.parametrize("field, value", CHANGED.items(), ids=list(CHANGED))
@@ -175,7 +176,7 @@ def test_resume_of_a_finished_run_says_to_raise_epochs(tmp_path, tmp_path_factor
 def test_ctrl_c_stops_with_the_resume_command(tmp_path, monkeypatch, failing_call, message):
     skip_figures(monkeypatch)
     steps_failing_at(monkeypatch, failing_call, ctrl_c)
-    with pytest.raises(train.TrainingInterrupted) as stopped:
+    with pytest.raises(training.TrainingInterrupted) as stopped:
         quiet_train(tiny(tmp_path))
     assert isinstance(stopped.value, KeyboardInterrupt)
     assert str(stopped.value) == message.format(out=tmp_path)
@@ -193,38 +194,38 @@ def test_ctrl_c_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, tmp_p
             raise KeyboardInterrupt
         real_savez(file, **arrays)
     monkeypatch.setattr(np, "savez", savez_interrupted_the_second_time)
-    with pytest.raises(train.TrainingInterrupted, match=r"epoch 2; the checkpoint .* \(epoch 1\) is intact"):
+    with pytest.raises(training.TrainingInterrupted, match=r"epoch 2; the checkpoint .* \(epoch 1\) is intact"):
         quiet_train(tiny(tmp_path))
     monkeypatch.setattr(np, "savez", real_savez)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "metrics.jsonl"]
-    quiet_train(tiny(tmp_path), resume=tmp_path / train.CHECKPOINT_NAME)
-    assert_same_run(tmp_path / train.CHECKPOINT_NAME, reference)
+    quiet_train(tiny(tmp_path), resume=tmp_path / run_checkpoint.CHECKPOINT_NAME)
+    assert_same_run(tmp_path / run_checkpoint.CHECKPOINT_NAME, reference)
 
 
 def test_a_non_finite_loss_makes_no_update(tmp_path):
     config = tiny(tmp_path)
-    data = train.prepare_data(config)
-    model = train.build_model(config, data.train_x.shape[1])
-    optimizer = train.build_optimizer(config, model)
+    data = runconfig.prepare_data(config)
+    model = runconfig.build_model(config, data.train_x.shape[1])
+    optimizer = runconfig.build_optimizer(config, model)
     optimizer.flat.data[0] = np.nan
     before = optimizer.flat.data.copy()
     rng = np.random.default_rng(0)
-    assert train.train_step(model, optimizer, data.train_x[:8], 1, rng) is None
+    assert training.train_step(model, optimizer, data.train_x[:8], 1, rng) is None
     np.testing.assert_array_equal(optimizer.flat.data, before)
     assert optimizer.step_count == 0
 
 
 def test_an_update_that_overflows_is_caught_at_its_step(tmp_path):
     """lr beyond float32's range: the first step's loss is finite, the parameters after it are not."""
-    with pytest.raises(train.Diverged, match=r"^training diverged at epoch 1, step 1: the loss or the updated "
+    with pytest.raises(training.Diverged, match=r"^training diverged at epoch 1, step 1: the loss or the updated "
                                              r"parameters are not finite; lower --lr \(now 1e\+39\)"):
         quiet_train(tiny(tmp_path, optimizer="sgd", lr=1e39))
-    assert not (tmp_path / train.CHECKPOINT_NAME).exists()
+    assert not (tmp_path / run_checkpoint.CHECKPOINT_NAME).exists()
 
 
 def test_a_non_finite_test_elbo_stops_before_the_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "evaluate_elbo", lambda *args, **kwargs: np.array([-np.inf, -np.inf, 0.0]))
-    with pytest.raises(train.Diverged, match=r"^training diverged at epoch 1: the test ELBO is -inf; .* "
+    monkeypatch.setattr(training, "evaluate_elbo", lambda *args, **kwargs: np.array([-np.inf, -np.inf, 0.0]))
+    with pytest.raises(training.Diverged, match=r"^training diverged at epoch 1: the test ELBO is -inf; .* "
                                              r"no checkpoint was written yet$"):
         quiet_train(tiny(tmp_path))
     assert list(tmp_path.iterdir()) == []
@@ -233,8 +234,8 @@ def test_a_non_finite_test_elbo_stops_before_the_checkpoint(tmp_path, monkeypatc
 def test_train_examples_and_test_examples_take_the_first_images(tmp_path, capsys, monkeypatch):
     skip_figures(monkeypatch)
     seen = []
-    step = train.train_step
-    monkeypatch.setattr(train, "train_step", lambda model, optimizer, x, *rest: seen.append(x) or step(
+    step = training.train_step
+    monkeypatch.setattr(training, "train_step", lambda model, optimizer, x, *rest: seen.append(x) or step(
         model, optimizer, x, *rest))
     status, _, err = run_cli(train_argv(tmp_path, 1, "--train-examples", "20", "--test-examples", "7",
                                         "--batch-size", "8"), capsys)
@@ -242,7 +243,7 @@ def test_train_examples_and_test_examples_take_the_first_images(tmp_path, capsys
     assert sorted(len(x) for x in seen) == [4, 8, 8]
     first = data.load_dataset("digits").train_x[:20]
     assert sorted(map(bytes, np.concatenate(seen))) == sorted(map(bytes, first))
-    _, meta = load_checkpoint(tmp_path / train.CHECKPOINT_NAME)
+    _, meta = load_checkpoint(tmp_path / run_checkpoint.CHECKPOINT_NAME)
     assert (meta["config"]["train_examples"], meta["config"]["test_examples"]) == (20, 7)
 
 

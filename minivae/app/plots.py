@@ -2,7 +2,7 @@
 
 Every function takes plain NumPy arrays and a path, so it can be used on any
 model's output; matplotlib is imported only when a figure is drawn. Every
-figure is drawn through ``_pyplot``, whose backend (``minivae.atomic_agg``)
+figure is drawn through ``_pyplot``, whose backend (``minivae.app.atomic_agg``)
 writes each PNG to a temporary file and renames it over the target.
 """
 import dataclasses
@@ -14,9 +14,9 @@ MANIFOLD_CELL_PIXELS = 30  # screen pixels per decoded image of the manifold, at
 
 
 def _pyplot():
-    """pyplot on Agg, saving PNG files atomically (``minivae.atomic_agg``)."""
+    """pyplot on Agg, saving PNG files atomically (``minivae.app.atomic_agg``)."""
     import matplotlib
-    matplotlib.use("module://minivae.atomic_agg")
+    matplotlib.use("module://minivae.app.atomic_agg")
     import matplotlib.pyplot as plt
     return plt
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from minivae.app.files import write_atomically
 from minivae.errors import MinivaeError
-from minivae.files import write_atomically
 
 FORMAT_VERSION = 1
 META_KEY = "__meta__"

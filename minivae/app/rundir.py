@@ -13,8 +13,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from minivae.app.files import remove_stale_temporaries
 from minivae.errors import MinivaeError
-from minivae.files import remove_stale_temporaries
 
 LOCK_NAME = ".minivae.lock"
 

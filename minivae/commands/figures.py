@@ -14,14 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from minivae import plots
+from minivae.app import plots
+from minivae.app.loading import train_small_2d_model
 from minivae.backend import get_backend
+from minivae.commands.bound_gap import bound_gap_panels
+from minivae.commands.estimators import variance_curves
 from minivae.distributions import DiagonalNormal
 from minivae.errors import MinivaeError
-from minivae.estimators import elbo_problem, gradient_statistics, variance_curves
-from minivae.likelihood import (bound_gap, bound_gap_panels, kl_q_to_posterior_on_grid,
-                                log_px_importance, log_px_prior_sampling, log_px_quadrature, posterior_on_grid,
-                                spread_across_seeds, train_small_2d_model)
+from minivae.estimators import elbo_problem, gradient_statistics
+from minivae.likelihood import (bound_gap, kl_q_to_posterior_on_grid, log_px_importance, log_px_prior_sampling,
+                                log_px_quadrature, posterior_on_grid, spread_across_seeds)
 from minivae.tensor import Tensor, no_grad
 
 TARGET_ERROR = 0.1  # nats: the dimension sweep asks how many samples reach this root-mean-square error
@@ -327,8 +329,8 @@ FIGURES = {  # name: (file, function(ctx, path) -> {quantity: array plotted})
 
 def write_figures(out, sizes=Sizes(), seed=0, names=tuple(FIGURES), log=print):
     """Every figure in ``names`` into ``out``; returns {name: {quantity: array}}, the numbers each one plots."""
-    from minivae.checkpoint import check_writable
-    from minivae.data import load_digits
+    from minivae.app.checkpoint import check_writable
+    from minivae.app.data import load_digits
     out = check_writable(out)
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -344,8 +346,8 @@ def write_figures(out, sizes=Sizes(), seed=0, names=tuple(FIGURES), log=print):
 
 # ----- minivae figures -----
 
-def add_figures_arguments(parser):
-    from minivae.argtypes import int_list, name_list, non_negative_int, positive_int
+def add_arguments(parser):
+    from minivae.commands.argtypes import int_list, name_list, non_negative_int, positive_int
     parser.add_argument("--out", default="figures", help="directory for the PNG files (default: figures)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seeds the models and every sample")
     parser.add_argument("--quick", action="store_true",
@@ -360,7 +362,7 @@ def add_figures_arguments(parser):
     parser.add_argument("--seeds", type=positive_int, default=None, help="repetitions behind each error (default 10)")
 
 
-def run_figures(args):
+def run(args):
     """Write every figure asked for, printing the numbers each one shows; the total time at the end."""
     sizes = QUICK if args.quick else Sizes()
     changes = {field: getattr(args, field) for field in ("epochs", "reference_samples", "seeds")

@@ -1,0 +1,1 @@
+"""The application: data, checkpoints, the training run, files, threads and figures, which the commands use."""

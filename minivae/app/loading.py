@@ -1,0 +1,47 @@
+"""The model and the images a command works on: a checkpoint's (or a fresh one's), or a small one trained in seconds."""
+import dataclasses
+
+import numpy as np
+
+from minivae.app.data import STATIC_SEED, binarize_static
+from minivae.app.run_checkpoint import load_trained
+from minivae.app.runconfig import TrainConfig, build_model, check_same_data, prepare_data
+from minivae.app.training import train
+from minivae.errors import MinivaeError
+
+
+def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test"):
+    """(model, config, x): a checkpoint's model (or a fresh one for ``data_name``) and a split's images (``Pixels``).
+
+    A model trained on binarized images (static or dynamic) is evaluated on one
+    fixed binarization of the split (seed ``data.STATIC_SEED``), as papers do.
+    Only that split is read; its test images must be the checkpoint's. Prints
+    where the images were read.
+    """
+    if checkpoint is None:
+        config, meta = TrainConfig(data=data_name or "digits"), {}
+    else:
+        model, config, meta = load_trained(checkpoint)
+        if data_name not in (None, config.data):
+            raise MinivaeError(f"{checkpoint} was trained on {config.data}, not {data_name}; drop --data")
+    data = prepare_data(dataclasses.replace(config, data_dir=data_dir or config.data_dir,  # every image
+                                            train_examples=None, test_examples=None), splits=(split,))
+    check_same_data(checkpoint, meta, data)
+    print(f"{data.name} {split} images from {data.source}")
+    x = data.train_x if split == "train" else data.test_x
+    if checkpoint is None:
+        model = build_model(config, x.shape[1])
+    if config.binarize != "none":
+        x = binarize_static(x, np.random.default_rng(STATIC_SEED))
+    return model, config, x
+
+
+def train_small_2d_model(out, epochs=40, seed=1, **options):
+    """A VAE with a 2-D latent space trained on the bundled digits in a few seconds (64 hidden units).
+
+    ``options`` replace other ``TrainConfig`` fields: ``latent_dim=5``, ``likelihood="gaussian", sigma=0.3``.
+    """
+    fields = dict(data="digits", hidden=(64,), latent_dim=2, batch_size=64, lr=1e-2, plot_interval=0)
+    config = TrainConfig(**{**fields, **options}, epochs=epochs, seed=seed, out=str(out))
+    model, _ = train(config, progress=False, log=lambda line: None, overwrite=True)
+    return model, config

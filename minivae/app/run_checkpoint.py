@@ -1,0 +1,173 @@
+"""The checkpoint of a training run: what ``train`` saves, and the checks made before any of it is trusted.
+
+A run's checkpoint holds the model's and the optimizer's arrays, each random
+generator's state (device generators' states as arrays under ``rng/``), the
+config, the history and where the data came from. ``read_training_checkpoint``
+checks the metadata and every array's header before a single array is read."""
+import dataclasses
+import math
+
+import numpy as np
+
+from minivae.app.checkpoint import load_checkpoint
+from minivae.app.runconfig import RESUME_FIELDS, TrainConfig, check_same_data
+from minivae.backend import get_backend
+from minivae.errors import MinivaeError
+from minivae.kernels import reference
+from minivae.vae import VAE, fuse_split_heads_flat, parameter_count
+
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+# ----- Saving and restoring a run -----
+
+def checkpoint_payload(model, optimizer, rngs, config, history, data):
+    """The arrays and JSON metadata of a run's checkpoint: everything ``restore_checkpoint`` needs."""
+    arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
+    optimizer_arrays, optimizer_scalars = optimizer.state_dict()
+    arrays.update({f"optimizer/{name}": value for name, value in optimizer_arrays.items()})
+    rng_meta, rng_arrays = _rng_states(rngs)
+    arrays.update(rng_arrays)
+    meta = {"config": dataclasses.asdict(config), "model": model.config, "history": history,
+            "optimizer": optimizer_scalars, "rng": rng_meta, "backend": get_backend().name,
+            "image_shape": list(data.image_shape),
+            "data": {"source": data.source, "test_images": data.test_fingerprint}}
+    return arrays, meta
+
+
+def _rng_kernels():
+    """The kernel set owning each generator: NumPy shuffles the host-held data, the backend draws the noise."""
+    return {"data": reference, "sample": get_backend().kernels}
+
+
+def _rng_states(rngs):
+    """Each generator's ``rng_state``: its JSON values for the metadata, its arrays as ``rng/NAME/KEY``."""
+    meta, arrays = {}, {}
+    for name, kernels in _rng_kernels().items():
+        state = kernels.rng_state(rngs[name])
+        meta[name] = {key: value for key, value in state.items() if not isinstance(value, np.ndarray)}
+        arrays.update({f"rng/{name}/{key}": value for key, value in state.items() if isinstance(value, np.ndarray)})
+    return meta, arrays
+
+
+def _split_arrays(arrays, prefix):
+    return {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
+
+
+def restore_checkpoint(path, config, model, optimizer, rngs, data):
+    """Load a checkpoint into a freshly built run; returns its history."""
+    arrays, meta, trained = read_training_checkpoint(path)
+    check_same_data(path, meta, data)
+    for field in RESUME_FIELDS:
+        if getattr(trained, field) != getattr(config, field):
+            raise MinivaeError(f"{path} was trained with {field}={getattr(trained, field)!r}, not "
+                               f"{getattr(config, field)!r}; resume with the same options")
+    if len(meta["history"]) >= config.epochs:
+        raise MinivaeError(f"{path} already holds {len(meta['history'])} epochs; pass --epochs above "
+                           f"{len(meta['history'])} to train further")
+    model_arrays = _split_arrays(arrays, "model/")
+    model.load_state_dict(model_arrays)
+    optimizer_arrays = {name: fuse_split_heads_flat(buffer, model_arrays)  # a checkpoint with the heads apart
+                        for name, buffer in _split_arrays(arrays, "optimizer/").items()}
+    optimizer.load_state_dict(optimizer_arrays, meta["optimizer"])
+    for name, kernels in _rng_kernels().items():
+        state = meta["rng"].get(name)
+        if isinstance(state, dict):
+            state = {**state, **_split_arrays(arrays, f"rng/{name}/")}
+        try:
+            rngs[name] = kernels.restore_rng(state)
+        except MinivaeError as err:
+            raise MinivaeError(f"{path}: {err}; it was written with --backend {meta.get('backend', 'numpy')}, "
+                               "resume with that backend") from None
+    return meta["history"]
+
+
+# ----- Reading a checkpoint, checked before it is trusted -----
+
+def read_training_checkpoint(path):
+    """(arrays, meta, TrainConfig) of a checkpoint written by ``train``, or a one-line MinivaeError.
+
+    Beyond ``load_checkpoint``'s checks, and before any array is loaded
+    (``check_training_meta``): the metadata has the fields ``train`` writes,
+    the arrays are those a model of the stored sizes and its optimizer hold,
+    no more. After loading, every array must hold finite floats (training
+    never saves NaN).
+    """
+    arrays, meta = load_checkpoint(path, check=lambda meta, headers: check_training_meta(path, meta, headers))
+    for name, array in arrays.items():
+        if not name.startswith("rng/") and not np.isfinite(array).all():  # rng/: integer states, checked on restore
+            raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats; "
+                               "it is damaged, use another checkpoint")
+    return arrays, meta, _train_config(path, meta)
+
+
+def check_training_meta(path, meta, headers):
+    """Refuse metadata ``train`` did not write, or array headers ((shape, dtype) by name) that do not fit it.
+
+    The model's parameter count follows from its stored sizes
+    (``vae.parameter_count``); the model's arrays must hold exactly that many
+    floats and each optimizer buffer one per parameter. So a metadata claiming
+    a huge model is refused unless the file holds its weights, and an array
+    nobody asked for is never loaded.
+    """
+    parts = {"config": dict, "model": dict, "optimizer": dict, "rng": dict, "history": list}
+    wrong = [name for name, kind in parts.items() if not isinstance(meta.get(name), kind)]
+    if wrong:
+        raise MinivaeError(f"{path} is not a checkpoint written by minivae train: its metadata lacks "
+                           f"{', '.join(wrong)}; use the checkpoint.npz a training run wrote")
+    if any(not isinstance(row, dict) or row.get("epoch") != n for n, row in enumerate(meta["history"], 1)):
+        raise MinivaeError(f"checkpoint {path}: its history does not count epochs 1, 2, ...; "
+                           "it is damaged, use another checkpoint")
+    _train_config(path, meta)
+    model = meta["model"]
+    try:
+        count = parameter_count(model.get("encoder_sizes"), model.get("latent_dim"), model.get("decoder_sizes"))
+    except MinivaeError as err:
+        raise MinivaeError(f"checkpoint {path}: {err}; it is damaged, use another checkpoint") from None
+    unknown = [name for name in headers if not name.startswith(("model/", "optimizer/", "rng/"))]
+    if unknown:
+        raise MinivaeError(f"checkpoint {path}: unexpected array {unknown[0]!r}, which minivae train never "
+                           "writes; use the checkpoint.npz a training run wrote")
+    stored = sum(math.prod(shape) for name, (shape, _) in headers.items() if name.startswith("model/"))
+    if stored != count:
+        raise MinivaeError(f"checkpoint {path}: its metadata describes a model of {count:,} parameters but its "
+                           f"arrays hold {stored:,}; it is damaged, use another checkpoint")
+    for name, (shape, dtype) in headers.items():
+        if name.startswith("rng/"):
+            _check_rng_header(path, name, shape, dtype)
+        elif dtype.kind != "f":
+            raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats ({dtype}); "
+                               "it is damaged, use another checkpoint")
+        if name.startswith("optimizer/") and shape != (count,):
+            raise MinivaeError(f"checkpoint {path}: {name} has shape {shape}, not ({count},) for the "
+                               f"{count:,} parameters its metadata describes; use another checkpoint")
+
+
+MAX_RNG_WORDS = 1 << 26  # far above any generator's state (numba-cuda: 128k uint64 words; CuPy: a few MB of bytes)
+
+
+def _check_rng_header(path, name, shape, dtype):
+    """A generator's state array holds unsigned integers, and no more of them than any backend keeps."""
+    if dtype.kind not in "ui" or math.prod(shape) > MAX_RNG_WORDS:
+        raise MinivaeError(f"checkpoint {path}: {name} is not a random generator's state ({dtype}, shape {shape}); "
+                           "it is damaged, use another checkpoint")
+
+
+def _train_config(path, meta):
+    try:
+        return TrainConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
+    except (KeyError, TypeError) as exc:
+        raise MinivaeError(f"{path}: its training options do not fit this minivae ({exc}); "
+                           "use a checkpoint this version wrote") from None
+
+
+def load_trained(path):
+    """The model stored in a checkpoint, and the checkpoint's metadata."""
+    arrays, meta, config = read_training_checkpoint(path)
+    try:
+        model = VAE(**{**meta["model"], "rng": np.random.default_rng(0)})
+    except TypeError as exc:
+        raise MinivaeError(f"{path}: its model options do not fit this minivae ({exc}); "
+                           "use a checkpoint this version wrote") from None
+    model.load_state_dict(_split_arrays(arrays, "model/"))
+    return model, config, meta
