@@ -15,7 +15,7 @@ kernels are recorded, not run. A step can be replayed only if
   state (the noise is drawn on the device, which advances the state in place);
 - it never waits for the host: no ``.item()``, ``float()`` or ``bool()`` of a
   device array, no copy to the host. So the loss is not checked each step, as
-  ``train.train_step`` does with ``loss.item()``: the step adds its ELBO terms
+  ``training.train_step`` does with ``loss.item()``: the step adds its ELBO terms
   into device sums, and ``take_sums`` reads them, and checks them and the
   parameters for NaN, once an epoch;
 - the memory it allocates does not move: the graph holds the addresses of the
@@ -27,7 +27,7 @@ kernels are recorded, not run. A step can be replayed only if
 
 Only the cupy backend captures. On every backend the same step runs eagerly
 when ``capture`` is off, which is how the CPU tests check it against
-``train.train_step``.
+``training.train_step``.
 """
 import numpy as np
 

@@ -106,7 +106,7 @@ class Dataset:
     path); ``test_fingerprint`` identifies the test images file (None for the
     bundled digits), so a checkpoint can tell whether it meets its own test set. What reads
     images by rows (``batches``, ``check_pixels``, ``binarize_static``,
-    training and ``train.evaluate_elbo``) takes a float32 array of rows too.
+    training and ``likelihood.evaluate_elbo``) takes a float32 array of rows too.
     """
     train_x: Pixels | None
     train_y: np.ndarray | None
