@@ -1,15 +1,13 @@
 """Numba CPU kernels: the ``reference`` contract compiled with ``@njit(cache=True)``.
 
-Matrix products stay with NumPy (BLAS GEMM), and sampling reuses NumPy's
-PCG64 generator (with its ``rng_state`` and ``restore_rng``), so the numpy and
-numba backends train identically for a seed. Every other kernel is one
-``prange`` loop compiled twice, serial and
-parallel (from ``PARALLEL_MIN_SIZE`` elements), on numba's ``workqueue``
-threads, which sleep between loops instead of spinning beside BLAS's.
-``shared.py``'s formulas compile with their ``math`` bound to ``vecmath``
-(float32 exp, log and log1p that vectorize); row sums fill a row buffer,
-then ``_sum`` adds it in float64 in a fixed order, whatever the threads.
-fastmath stays off, so results match the reference up to rounding.
+Matrix products stay with NumPy (BLAS GEMM), and sampling reuses NumPy's PCG64 generator (with its
+``rng_state`` and ``restore_rng``), so the numpy and numba backends train identically for a seed.
+Every other kernel is one ``prange`` loop compiled twice, serial and parallel (from
+``PARALLEL_MIN_SIZE`` elements), on numba's ``workqueue`` threads, which sleep between loops instead
+of spinning beside BLAS's. ``shared.py``'s formulas compile with their ``math`` bound to ``vecmath``
+(float32 exp, log and log1p that vectorize); row sums fill a row buffer, then ``_sum`` adds it in
+float64 in a fixed order, whatever the threads. fastmath stays off, so results match the reference
+up to rounding.
 
 Why each choice, with measurements: docs/performance.md. Numba's cache
 checks only this file: after editing ``shared.py`` or ``vecmath.py``, delete

@@ -5,7 +5,9 @@ host wrappers take the backend's arrays, NumPy under the CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1``) and CuPy on a GPU (handed to the kernels
 zero-copy through ``__cuda_array_interface__``), and return arrays of the same
 kind. Per-element formulas come from ``shared``, compiled here as device
-functions. Row and column sums accumulate in float64.
+functions. Row and column sums accumulate in float64. Two kernel families
+have files of their own: the register-tiled matrix product
+(``numba_cuda_matmul``) and the one-block-per-row sums (``numba_cuda_rowsum``).
 
 Importing this module imports ``numba.cuda``; ``minivae.backend`` imports it
 only when the numba-cuda backend is asked for.
@@ -14,21 +16,16 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import config, cuda, float32, float64
+from numba import config, cuda
 from numba.cuda.random import (create_xoroshiro128p_states, xoroshiro128p_dtype, xoroshiro128p_normal_float32,
                                xoroshiro128p_normal_float64)
 
 from minivae.errors import MinivaeError
 from minivae.kernels import reference, shared
-from minivae.kernels.reference import LOG_2PI
+from minivae.kernels.numba_cuda_matmul import MATMUL, SIDE, TILE_MN
+from minivae.kernels.numba_cuda_rowsum import ROW_THREADS, bernoulli_row_sums, gaussian_row_sums, kl_row_sums
 
 THREADS = 128  # threads per block of the 1-D launches
-SIDE = 16  # the matmul's blocks: SIDE x SIDE threads
-PER_THREAD = 4  # each matmul thread computes PER_THREAD x PER_THREAD outputs
-TILE_MN = SIDE * PER_THREAD  # a matmul block's output tile: TILE_MN x TILE_MN
-TILE_K = 8  # the k-width of the matmul's shared tiles of op(a) and op(b)
-LOADS = TILE_K * TILE_MN // (SIDE * SIDE)  # elements of each shared tile one thread loads per slab
-ROW_THREADS = 32  # threads per block of the row sums (one block per row); a power of 2
 # One xoroshiro128+ state per sampling thread. The simulator seeds states in
 # pure Python (about 4 ms each), so it gets one warp's worth.
 RNG_STATES = 32 if config.ENABLE_CUDASIM else 256 * THREADS
@@ -36,8 +33,6 @@ RNG_THREADS = min(THREADS, RNG_STATES)  # threads per block of the sampling kern
 
 _activate = cuda.jit(device=True)(shared.activate)
 _activate_grad = cuda.jit(device=True)(shared.activate_grad)
-_kl_term = cuda.jit(device=True)(shared.kl_term)
-_bernoulli_term = cuda.jit(device=True)(shared.bernoulli_term)
 _adam_update = cuda.jit(device=True)(shared.adam_update)
 _sgd_update = cuda.jit(device=True)(shared.sgd_update)
 
@@ -58,12 +53,9 @@ def _xp(a):
 
 
 def _dense(xp, a):
-    """``a`` C-contiguous, copied only when it must be; under the simulator also writable.
-
-    A simulated launch copies every argument back to the host afterwards, and a
-    gradient broadcast over a length-1 axis is a read-only contiguous view.
-    """
+    """``a`` C-contiguous, copied only when it must be; under the simulator also writable."""
     a = xp.ascontiguousarray(a)
+    # A simulated launch copies every argument back to the host; a gradient broadcast over a length-1 axis is read-only.
     return a.copy() if config.ENABLE_CUDASIM and not a.flags.writeable else a
 
 
@@ -80,106 +72,7 @@ def _row_col(t, cols):
     return t // cols, t % cols
 
 
-@cuda.jit(device=True)
-def _block_sum(partial):
-    """Tree-reduce ``partial[0:ROW_THREADS]`` (shared memory, one value per thread) to its total."""
-    tid = cuda.threadIdx.x
-    cuda.syncthreads()
-    half = ROW_THREADS // 2
-    while half > 0:
-        if tid < half:
-            partial[tid] += partial[tid + half]
-        cuda.syncthreads()
-        half //= 2
-    return partial[0]
-
-
-# ----- Matrix product: shared-memory tiles, a block of outputs per thread -----
-
-@cuda.jit(device=True)
-def _op_element(a, trans, r, c):
-    """op(a)[r, c] with op = transpose when ``trans``; 0 past op(a)'s edge (ragged last tiles)."""
-    if trans:
-        r, c = c, r
-    if r < a.shape[0] and c < a.shape[1]:
-        return a[r, c]
-    return 0
-
-
-@cuda.jit(device=True)
-def _tile_place(flat, contiguous_along_k, width):
-    """(kk, x) of the ``flat``-th element of a TILE_K x ``width`` tile, numbered along the operand's rows.
-
-    Consecutive threads take consecutive flat indices, so numbering the tile
-    the way the operand lies in memory makes their global loads coalesced.
-    """
-    if contiguous_along_k:
-        return flat % TILE_K, flat // TILE_K
-    return flat // width, flat % width
-
-
-def _register_tiled_matmul(scalar):
-    """The register-tiled matmul kernel for one element type (shared and local arrays need a fixed type)."""
-
-    @cuda.jit
-    def matmul_kernel(a, b, out, trans_a, trans_b):
-        """for i: for j: out[i, j] = sum_k op(a)[i, k] op(b)[k, j]
-
-        Launch: grid (ceil(N / TILE_MN), ceil(M / TILE_MN)), block (SIDE, SIDE).
-        Block (bx, by) owns the TILE_MN x TILE_MN tile of out at (i0, j0) =
-        (by TILE_MN, bx TILE_MN); thread (x, y) owns the PER_THREAD x PER_THREAD
-        outputs out[i0 + y + SIDE r, j0 + x + SIDE c] in registers (``acc``).
-        For each TILE_K-wide slab of k:
-          load: the block copies op(a)[i0:i0+TILE_MN, k0:k0+TILE_K] into
-            a_tile[kk, i] and op(b)[k0:k0+TILE_K, j0:j0+TILE_MN] into b_tile[kk, j],
-            LOADS elements per thread, numbered the way each operand lies in memory
-            (coalesced whether or not it is transposed), 0 past the edges; syncthreads;
-          for kk: a_reg[r] = a_tile[kk, y + SIDE r]; b_reg[c] = b_tile[kk, x + SIDE c];
-            acc[r, c] += a_reg[r] b_reg[c]  (PER_THREAD^2 products from 2 PER_THREAD
-            shared reads; neighbouring x read neighbouring b_tile columns);
-          syncthreads.
-        Each output is written once; neighbouring threads write neighbouring j.
-        """
-        a_tile = cuda.shared.array((TILE_K, TILE_MN), scalar)
-        b_tile = cuda.shared.array((TILE_K, TILE_MN), scalar)
-        a_reg = cuda.local.array(PER_THREAD, scalar)
-        b_reg = cuda.local.array(PER_THREAD, scalar)
-        acc = cuda.local.array((PER_THREAD, PER_THREAD), scalar)
-        x, y = cuda.threadIdx.x, cuda.threadIdx.y
-        thread = y * SIDE + x
-        i0, j0 = cuda.blockIdx.y * TILE_MN, cuda.blockIdx.x * TILE_MN
-        inner = a.shape[0] if trans_a else a.shape[1]
-        for r in range(PER_THREAD):
-            for c in range(PER_THREAD):
-                acc[r, c] = 0
-        for k0 in range(0, inner, TILE_K):
-            for load in range(LOADS):
-                flat = thread + load * SIDE * SIDE
-                kk, i = _tile_place(flat, not trans_a, TILE_MN)  # a (M, K) lies along k; a.T along i
-                a_tile[kk, i] = _op_element(a, trans_a, i0 + i, k0 + kk)
-                kk, j = _tile_place(flat, trans_b, TILE_MN)  # b (K, N) lies along j; b.T along k
-                b_tile[kk, j] = _op_element(b, trans_b, k0 + kk, j0 + j)
-            cuda.syncthreads()
-            for kk in range(TILE_K):
-                for r in range(PER_THREAD):
-                    a_reg[r] = a_tile[kk, y + SIDE * r]
-                    b_reg[r] = b_tile[kk, x + SIDE * r]
-                for r in range(PER_THREAD):
-                    for c in range(PER_THREAD):
-                        acc[r, c] += a_reg[r] * b_reg[c]
-            cuda.syncthreads()
-        for r in range(PER_THREAD):
-            for c in range(PER_THREAD):
-                i, j = i0 + y + SIDE * r, j0 + x + SIDE * c
-                if i < out.shape[0] and j < out.shape[1]:
-                    out[i, j] = acc[r, c]
-
-    return matmul_kernel
-
-
-_MATMUL = {np.dtype(np.float32): _register_tiled_matmul(float32),
-           np.dtype(np.float64): _register_tiled_matmul(float64)}
-
+# ----- Matrix product (its kernel: numba_cuda_matmul.py) -----
 
 def matmul(a, b, trans_a=False, trans_b=False):
     """out[i, j] = sum_k op(a)[i, k] * op(b)[k, j], op = transpose when asked."""
@@ -187,7 +80,7 @@ def matmul(a, b, trans_a=False, trans_b=False):
     n = b.shape[0] if trans_b else b.shape[1]
     out = _xp(a).empty((m, n), a.dtype)
     grid = (_blocks(n, TILE_MN), _blocks(m, TILE_MN))
-    _MATMUL[a.dtype][grid, (SIDE, SIDE)](a, b, out, trans_a, trans_b)
+    MATMUL[a.dtype][grid, (SIDE, SIDE)](a, b, out, trans_a, trans_b)
     return out
 
 
@@ -360,25 +253,7 @@ def reparameterize_backward(g, logvar, eps):
     return g_mu.reshape(logvar.shape), g_logvar.reshape(logvar.shape)
 
 
-# ----- KL(N(mu, diag(exp(logvar))) || N(0, I)) (Kingma & Welling, Appendix B) -----
-
-@cuda.jit
-def _kl_kernel(mu, logvar, out):
-    """for i: out[i] = -1/2 sum_j (1 + logvar[i, j] - mu[i, j]^2 - exp(logvar[i, j]))
-
-    Launch: one block of ROW_THREADS per row i; thread t adds j = t, t + ROW_THREADS, ...,
-    then the block tree-reduces in shared memory and thread 0 writes out[i].
-    """
-    i, t = cuda.blockIdx.x, cuda.threadIdx.x
-    partial = cuda.shared.array(ROW_THREADS, float64)
-    s = 0.0
-    for j in range(t, mu.shape[1], ROW_THREADS):
-        s += _kl_term(mu[i, j], logvar[i, j])
-    partial[t] = s
-    total = _block_sum(partial)
-    if t == 0:
-        out[i] = -0.5 * total
-
+# ----- KL(N(mu, diag(exp(logvar))) || N(0, I)) (Kingma & Welling, Appendix B; row sums: numba_cuda_rowsum.py) -----
 
 @cuda.jit
 def _kl_backward_kernel(g, mu, logvar, g_mu, g_logvar):
@@ -398,7 +273,7 @@ def kl_normal(mu, logvar):
     xp = _xp(mu)
     mu2, logvar2 = shared.rows(xp, mu), shared.rows(xp, logvar)
     out = xp.empty(mu2.shape[0], mu.dtype)
-    _kl_kernel[out.size, ROW_THREADS](mu2, logvar2, out)
+    kl_row_sums[out.size, ROW_THREADS](mu2, logvar2, out)
     return out.reshape(mu.shape[:-1])
 
 
@@ -412,25 +287,7 @@ def kl_normal_backward(g, mu, logvar):
     return g_mu.reshape(mu.shape), g_logvar.reshape(mu.shape)
 
 
-# ----- Log-likelihoods, summed over the last axis; x broadcasts over leading axes -----
-
-@cuda.jit
-def _bernoulli_kernel(x, logits, out):
-    """for i: out[i] = sum_j x[i', j] l[i'', j] - softplus(l[i'', j])   (i' = i mod rows(x), i'' likewise)
-
-    Launch: one block of ROW_THREADS per row, as for the KL.
-    """
-    i, t = cuda.blockIdx.x, cuda.threadIdx.x
-    xi, li = i % x.shape[0], i % logits.shape[0]
-    partial = cuda.shared.array(ROW_THREADS, float64)
-    s = 0.0
-    for j in range(t, x.shape[1], ROW_THREADS):
-        s += _bernoulli_term(x[xi, j], logits[li, j])
-    partial[t] = s
-    total = _block_sum(partial)
-    if t == 0:
-        out[i] = total
-
+# ----- Log-likelihoods, summed over the last axis (numba_cuda_rowsum.py); x broadcasts over leading axes -----
 
 @cuda.jit
 def _bernoulli_backward_kernel(g, x, logits, out):
@@ -443,24 +300,6 @@ def _bernoulli_backward_kernel(g, x, logits, out):
         i, j = _row_col(t, out.shape[1])
         sigmoid = _activate(shared.SIGMOID, logits[i % logits.shape[0], j])
         out[i, j] = g[i] * (x[i % x.shape[0], j] - sigmoid)
-
-
-@cuda.jit
-def _gaussian_kernel(x, mean, sigma, out):
-    """for i: out[i] = -sum_j (x[i', j] - m[i'', j])^2 / (2 sigma^2) - D (log sigma + log(2 pi) / 2)
-
-    Launch: one block of ROW_THREADS per row, as for the KL.
-    """
-    i, t = cuda.blockIdx.x, cuda.threadIdx.x
-    xi, mi = i % x.shape[0], i % mean.shape[0]
-    partial = cuda.shared.array(ROW_THREADS, float64)
-    s = 0.0
-    for j in range(t, x.shape[1], ROW_THREADS):
-        s += (x[xi, j] - mean[mi, j]) ** 2
-    partial[t] = s
-    total = _block_sum(partial)
-    if t == 0:
-        out[i] = -0.5 * total / (sigma * sigma) - x.shape[1] * (math.log(sigma) + 0.5 * LOG_2PI)
 
 
 @cuda.jit
@@ -496,7 +335,7 @@ def _log_prob_backward(kernel, g, x, theta, *args, name):
 
 def bernoulli_log_prob(x, logits):
     """lp = sum_j x_j l_j - softplus(l_j): log Bernoulli(x | sigmoid(l))."""
-    return _log_prob(_bernoulli_kernel, x, logits, name="bernoulli_log_prob")
+    return _log_prob(bernoulli_row_sums, x, logits, name="bernoulli_log_prob")
 
 
 def bernoulli_log_prob_backward(g, x, logits):
@@ -506,7 +345,7 @@ def bernoulli_log_prob_backward(g, x, logits):
 
 def gaussian_log_prob(x, mean, sigma):
     """lp = sum_j -(x_j - m_j)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2."""
-    return _log_prob(_gaussian_kernel, x, mean, float(sigma), name="gaussian_log_prob")
+    return _log_prob(gaussian_row_sums, x, mean, float(sigma), name="gaussian_log_prob")
 
 
 def gaussian_log_prob_backward(g, x, mean, sigma):
@@ -562,10 +401,7 @@ def _adam_kernel(p, g, m, v, a_t, eps_t, beta1, beta2, weight_decay):
 
 @cuda.jit
 def _sgd_kernel(p, g, velocity, lr, momentum, weight_decay):
-    """for i: p[i], velocity[i] = sgd_update(p[i], g[i], velocity[i], ...)
-
-    Launch: ceil(n / THREADS) blocks of THREADS, one thread per parameter.
-    """
+    """for i: p[i], velocity[i] = sgd_update(p[i], g[i], velocity[i], ...), launched as ``_adam_kernel``."""
     i = cuda.grid(1)
     if i < p.size:
         p[i], velocity[i] = _sgd_update(p[i], g[i], velocity[i], lr, momentum, weight_decay)

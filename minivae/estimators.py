@@ -185,42 +185,30 @@ def quadratic_exact_gradient(mu, sigma, c):
 def quadratic_variances(mu, sigma, c, k):
     """Variance of each estimator of ``quadratic_exact_gradient`` with K samples, in closed form.
 
-    Write a = mu - c, z = mu + sigma e with e ~ N(0, 1), and use
-    E e^2 = 1, E e^4 = 3, E e^6 = 15, E e^8 = 105, odd moments 0. Then
-    f = a^2 + 2 a sigma e + sigma^2 e^2, with mean m = a^2 + sigma^2 and
-    Var f = 4 a^2 sigma^2 + 2 sigma^4. Each variance below is of one sample;
-    K independent samples divide it by K.
-
-    Reparameterization: grad of f(mu + sigma e).
-      d/dmu    = 2 (a + sigma e):          Var = 4 sigma^2
-      d/dsigma = 2 (a + sigma e) e:        Var = 4 a^2 + 8 sigma^2
-
-    Score function: f times the score s = grad log q.
-      s_mu = e / sigma, s_sigma = (e^2 - 1) / sigma, E s_mu^2 = 1/sigma^2, E s_sigma^2 = 2/sigma^2.
-      f s_mu    = (a^2 e + 2 a sigma e^2 + sigma^2 e^3) / sigma
-                  E[.^2] = a^4/sigma^2 + 18 a^2 + 15 sigma^2,   Var = a^4/sigma^2 + 14 a^2 + 15 sigma^2
-      f s_sigma:  E[.^2] = (a^4 E(e^2-1)^2 + 6 a^2 sigma^2 E e^2(e^2-1)^2 + sigma^4 E e^4(e^2-1)^2) / sigma^2
-                         = 2 a^4/sigma^2 + 60 a^2 + 78 sigma^2,  Var = 2 a^4/sigma^2 + 60 a^2 + 74 sigma^2
-
-    Score function with the leave-one-out baseline, 1/K sum_k (f_k - m_-k) s_k
-    with m_-k the mean of the other K - 1 values. Split f_k - m_-k =
-    (f_k - m) - (m_-k - m): the first part gives V_m / K, V_m = Var((f - m) s);
-    the second, C = 1/(K(K-1)) sum_{j != k} (f_j - m) s_k, has mean 0, is
-    uncorrelated with the first, and E C^2 = (Var f E s^2 + g^2) / (K (K-1)):
-    only the pairings (j, k) = (j', k') and (j, k) = (k', j') survive. So
-      Var = V_m / K + (Var f E s^2 + g^2) / (K (K - 1)),
-      (f - m) s_mu    = 2 a e^2 + sigma (e^3 - e):            V_m = 8 a^2 + 10 sigma^2
-      (f - m) s_sigma = 2 a e (e^2 - 1) + sigma (e^2 - 1)^2:   V_m = 40 a^2 + 56 sigma^2
-    which gives the expressions below (defined for K >= 2).
+    From the moments of e ~ N(0, 1); the leave-one-out baseline's only for K >= 2.
     """
+    # a = mu - c, z = mu + sigma e: E e^2 = 1, E e^4 = 3, E e^6 = 15, E e^8 = 105, odd moments 0. Then
+    # f = a^2 + 2 a sigma e + sigma^2 e^2, mean m = a^2 + sigma^2, Var f = 4 a^2 sigma^2 + 2 sigma^4.
     a2, s2 = (mu - c) ** 2, sigma**2
-    variances = {
+    variances = {  # of one sample; Var = E[.^2] - g^2
+        # grad of f(mu + sigma e): d/dmu = 2 (a + sigma e), d/dsigma = 2 (a + sigma e) e
         "reparameterization": {"mu": 4 * s2, "sigma": 4 * a2 + 8 * s2},
+        # f s with the score s = grad log q: s_mu = e / sigma, s_sigma = (e^2 - 1) / sigma,
+        # E s_mu^2 = 1/sigma^2, E s_sigma^2 = 2/sigma^2.
+        # f s_mu = (a^2 e + 2 a sigma e^2 + sigma^2 e^3) / sigma: E[.^2] = a^4/sigma^2 + 18 a^2 + 15 sigma^2.
+        # f s_sigma: E[.^2] = (a^4 E(e^2-1)^2 + 6 a^2 sigma^2 E e^2(e^2-1)^2 + sigma^4 E e^4(e^2-1)^2) / sigma^2
+        #                   = 2 a^4/sigma^2 + 60 a^2 + 78 sigma^2.
         "score function": {"mu": a2**2 / s2 + 14 * a2 + 15 * s2,
                            "sigma": 2 * a2**2 / s2 + 60 * a2 + 74 * s2},
     }
-    per_sample = {name: {p: v / k for p, v in group.items()} for name, group in variances.items()}
+    per_sample = {name: {p: v / k for p, v in group.items()} for name, group in variances.items()}  # K samples: / K
     if k >= 2:
+        # 1/K sum_k (f_k - m_-k) s_k, m_-k the mean of the other K - 1 values. Split
+        # f_k - m_-k = (f_k - m) - (m_-k - m): the first part gives V_m / K, V_m = Var((f - m) s); the second,
+        # C = 1/(K(K-1)) sum_{j != k} (f_j - m) s_k, has mean 0, is uncorrelated with the first, and
+        # E C^2 = (Var f E s^2 + g^2) / (K (K-1)): only the pairings (j, k) = (j', k') and (k', j') survive.
+        #   (f - m) s_mu    = 2 a e^2 + sigma (e^3 - e):            V_m = 8 a^2 + 10 sigma^2
+        #   (f - m) s_sigma = 2 a e (e^2 - 1) + sigma (e^2 - 1)^2:   V_m = 40 a^2 + 56 sigma^2
         pairs = k * (k - 1)
         per_sample["score function + baseline"] = {
             "mu": (8 * a2 + 10 * s2) / k + (8 * a2 + 2 * s2) / pairs,

@@ -47,12 +47,8 @@ def log_joint(model, x, z):
 
 
 def log_likelihood_each(model, x, z):
-    """log p(x_b | z_i) for every example b and every shared latent point z_i (M, L): shape (B, M), float64.
-
-    The M points are decoded once, then scored against each example in turn.
-    The result is an array of the active backend.
-    """
-    likelihood = model.p_x_given_z(z)
+    """log p(x_b | z_i) for every example b and every shared latent point z_i (M, L): (B, M) float64, on the backend."""
+    likelihood = model.p_x_given_z(z)  # the M points decoded once, then scored against each example in turn
     return get_backend().xp.stack([_float64(likelihood.log_prob(row)) for row in x.data])
 
 

@@ -149,11 +149,8 @@ class VAE(Module):
         return DiagonalNormal(mu, logvar).rsample(k, rng, eps)
 
     def decode(self, z):
-        """z (B, latent) or (K, B, latent) -> logits (Bernoulli) or means (Gaussian), same leading axes.
-
-        The rows are stacked to (K*B, latent) for the 2-D matrix-product kernel, then unstacked.
-        """
-        rows = self.decoder(z.reshape(-1, z.shape[-1]))
+        """z (B, latent) or (K, B, latent) -> logits (Bernoulli) or means (Gaussian), same leading axes."""
+        rows = self.decoder(z.reshape(-1, z.shape[-1]))  # (K*B, latent): the matrix-product kernel is 2-D
         return rows.reshape(*z.shape[:-1], rows.shape[-1])
 
     def p_x_given_z(self, z):
@@ -178,19 +175,14 @@ class VAE(Module):
     def iwae(self, x, k=1, rng=None, eps=None, beta=1.0):
         """IwaeTerms per example (B,): the bound L_K = log 1/K sum_k w_k (Burda et al. 2016, eq. 8).
 
-        log w_k = log p(x | z_k) + beta (log p(z_k) - log q(z_k | x)), summed
-        by ``ops.logsumexp`` over the K samples z_k = mu + exp(logvar / 2) * eps_k,
-        drawn as in ``elbo`` (same ``rng`` or ``eps``, same draws). beta = 1
-        gives the bound; beta < 1 discounts the prior's pull, as KL warm-up
-        does for the ELBO. With K = 1, L_1 is the ELBO with the KL estimated
-        by the sample, log q(z_1 | x) - log p(z_1), instead of in closed form.
-        The gradient of L_K weighs each sample's by w_k / sum_j w_j
-        (logsumexp's backward is the softmax).
+        log w_k = log p(x | z_k) + beta (log p(z_k) - log q(z_k | x)), z_k drawn as in ``elbo`` (same draws);
+        beta < 1 discounts the prior's pull, as KL warm-up does for the ELBO.
         """
         posterior = DiagonalNormal(*self.encode(x))
         z = posterior.rsample(k, rng, eps)
         log_px_given_z = self.p_x_given_z(z).log_prob(x)  # (K, B)
         log_w = log_px_given_z + beta * (log_prior(z) - posterior.log_prob(z))
+        # logsumexp's backward is the softmax: each sample's gradient weighed by w_k / sum_j w_j.
         bound = ops.logsumexp(log_w, axis=0) - math.log(z.shape[0])
         return IwaeTerms(bound, log_px_given_z.mean(axis=0), posterior.kl_standard_normal())
 
@@ -248,12 +240,9 @@ SPLIT_HEADS = ("fc_mu.weight", "fc_mu.bias", "fc_logvar.weight", "fc_logvar.bias
 
 
 def fuse_split_heads(state):
-    """A state dict with separate heads ``fc_mu.*`` and ``fc_logvar.*`` rewritten to ``fc_heads.*``.
+    """A state dict with separate heads ``fc_mu.*`` and ``fc_logvar.*`` rewritten to ``fc_heads.*``, others as they are.
 
-    Models before the heads were fused had mu = h W_mu + b_mu and logvar =
-    h W_logvar + b_logvar; the fused head's columns are the two side by side,
-    W = [W_mu | W_logvar], b = [b_mu | b_logvar], so the ELBO is unchanged.
-    Any other state dict (one lacking a head) is returned as it is.
+    W = [W_mu | W_logvar], b = [b_mu | b_logvar]: the fused head's columns are mu's and logvar's side by side.
     """
     if not all(name in state for name in SPLIT_HEADS):
         return state

@@ -296,11 +296,7 @@ def _rows_per_chunk(shape):
 
 
 def binarize_dynamic(x_batch, rng):
-    """A fresh Bernoulli(x) draw for one batch.
-
-    The same draw as ``binarize_static``, repeated for every batch, so each
-    epoch sees new binary versions of the gray images (a regularizer).
-    """
+    """``binarize_static`` drawn afresh for every batch: each epoch sees new binary images (a regularizer)."""
     return binarize_static(x_batch, rng)
 
 

@@ -28,15 +28,9 @@ _READ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
 
 
 def read_idx(path, dtype=None):
-    """The array stored in an IDX file, raw or gzip-compressed (sniffed, not by suffix).
+    """The array stored in an IDX file, raw or gzip-compressed (sniffed, not by suffix), as ``dtype`` if given.
 
-    The elements are read one chunk of ``READ_CHUNK`` bytes at a time straight
-    into the result (converted to ``dtype`` if given): the file's bytes are
-    never held in full beside it. The header's sizes are checked against the file before any
-    large allocation: a raw file must hold exactly the bytes the header
-    promises, a gzip file cannot promise more than ``MAX_GZIP_RATIO`` times its
-    own size, and its result grows as the data arrives, so a lying header
-    costs no memory.
+    The header's sizes are checked against the file before any large allocation, so a lying header costs no memory.
     """
     with _open_idx(path) as (stream, file_size, is_gzip):
         source, shape = _read_idx_header(stream, path)

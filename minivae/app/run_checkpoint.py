@@ -87,14 +87,11 @@ def restore_checkpoint(path, config, model, optimizer, rngs, data):
 def read_training_checkpoint(path):
     """(arrays, meta, TrainConfig) of a checkpoint written by ``train``, or a one-line MinivaeError.
 
-    Beyond ``load_checkpoint``'s checks, and before any array is loaded
-    (``check_training_meta``): the metadata has the fields ``train`` writes,
-    the arrays are those a model of the stored sizes and its optimizer hold,
-    no more. After loading, every array must hold finite floats (training
-    never saves NaN).
+    Beyond ``load_checkpoint``'s checks: the fields and arrays ``train`` writes, no more, and finite floats.
     """
+    # Before any array is loaded: the metadata's fields, and the arrays a model of its sizes and its optimizer hold.
     arrays, meta = load_checkpoint(path, check=lambda meta, headers: check_training_meta(path, meta, headers))
-    for name, array in arrays.items():
+    for name, array in arrays.items():  # training never saves NaN
         if not name.startswith("rng/") and not np.isfinite(array).all():  # rng/: integer states, checked on restore
             raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats; "
                                "it is damaged, use another checkpoint")

@@ -99,15 +99,11 @@ def learning_rate(config, epoch):
 def kl_weight(config, epoch, step, steps_per_epoch):
     """beta at a step: B min(1, t / (E S)), t the step's number in the run (1, 2, ...), S steps per epoch.
 
-    With ``kl_warmup`` E > 0, beta rises linearly step by step from B / (E S)
-    at the first step to B at the last step of epoch E (so B e / E at the end
-    of epoch e), then stays at B (``beta``); with E = 0 it is B throughout.
-    It depends only on the step's place in the run, so a resumed run
-    continues the same schedule.
+    A function of the step's place in the run alone, so a resumed run continues the same schedule.
     """
     if config.kl_warmup == 0:
         return config.beta
-    t = (epoch - 1) * steps_per_epoch + step
+    t = (epoch - 1) * steps_per_epoch + step  # from B / (E S) up to B at the end of epoch E (B e / E after epoch e)
     return config.beta * min(1.0, t / (config.kl_warmup * steps_per_epoch))
 
 

@@ -180,23 +180,14 @@ def reference_log_px(ctx, model, x):
 
 
 def active_dimensions(model, x, threshold=0.01):
-    """Latent dimensions whose posterior mean varies across images, Var_x E_q[z_j] > 0.01 (Burda et al. 2016).
-
-    The others stay at the prior for every image, and cost naive sampling nothing.
-    """
+    """Latent dimensions whose posterior mean varies across images, Var_x E_q[z_j] > 0.01 (Burda et al. 2016)."""
     with no_grad():
         mu, _ = model.encode(Tensor(x, dtype=model.dtype))
-    return int((mu.numpy().var(axis=0) > threshold).sum())
+    return int((mu.numpy().var(axis=0) > threshold).sum())  # the others sit at the prior: free for naive sampling
 
 
 def samples_needed(counts, rms_error):
-    """n_max (error(n_max) / TARGET_ERROR)^2: the count at which the error would reach the target.
-
-    The error falls as 1/sqrt(n) once n is large (the central limit
-    theorem), so this extrapolates from the largest count; where the error
-    still falls slower than that (naive sampling in many dimensions), the
-    true count is larger still.
-    """
+    """n_max (error(n_max) / TARGET_ERROR)^2: the count reaching the target if the error falls as 1/sqrt(n) from n_max."""
     return counts[-1] * (rms_error[-1] / TARGET_ERROR) ** 2
 
 
