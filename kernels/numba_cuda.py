@@ -76,9 +76,11 @@ def _row_col(t, cols):
 
 def matmul(a, b, trans_a=False, trans_b=False):
     """out[i, j] = sum_k op(a)[i, k] * op(b)[k, j], op = transpose when asked."""
+    xp = _xp(a)
+    a, b = _dense(xp, a), _dense(xp, b)  # mu, a column slice of the fused heads' output, is strided
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
-    out = _xp(a).empty((m, n), a.dtype)
+    out = xp.empty((m, n), a.dtype)
     grid = (_blocks(n, TILE_MN), _blocks(m, TILE_MN))
     MATMUL[a.dtype][grid, (SIDE, SIDE)](a, b, out, trans_a, trans_b)
     return out

@@ -41,6 +41,14 @@ def test_register_tiled_matmul_with_ragged_edges(dtype, trans_a, trans_b, m, k, 
     np.testing.assert_allclose(got, reference.matmul(a, b, trans_a, trans_b), rtol=1e-5, atol=1e-5)
 
 
+def test_matmul_of_a_column_slice():
+    """The decoder's input mu is a column slice of the fused heads' output: a strided operand."""
+    rng = np.random.default_rng(1)
+    heads, w = rng.uniform(-2, 2, (6, 8)).astype(np.float32), rng.uniform(-2, 2, (4, 5)).astype(np.float32)
+    mu = heads[:, :4]
+    np.testing.assert_allclose(numba_cuda.matmul(mu, w), reference.matmul(mu, w), rtol=1e-5, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def draws():
     """Two draws from one seeded DeviceRNG and one from a fresh RNG with the same seed."""
