@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from minivae import MinivaeError, Tensor, is_grad_enabled, no_grad, ops
 from minivae.backend import get_backend
 from minivae.gradcheck import GradcheckError, check_grads
-from minivae.opcases import CASES, DOMAINS
+from minivae.opcases import CASES, DOMAINS, OpCase, check_table
 from minivae.tensor import ShapeError
 from strategies import LAYOUTS, broadcast_pairs, float_arrays, laid_out, raw_inputs
 
@@ -458,6 +458,17 @@ def test_a_flipped_vjp_in_ops_is_caught(monkeypatch):
     x = np.random.default_rng(0).standard_normal((3, 4))
     with pytest.raises(GradcheckError, match="tanh_method"):
         check_grads(lambda a: a.tanh(), x, name="tanh_method")
+
+
+def _doubled_masked_sum(a):
+    """sum(a * m) for a 0/1 mask m, with a VJP that is twice too large: wrong where m = 1, exactly 0 elsewhere."""
+    mask = (np.arange(a.data.size).reshape(a.shape) % 2).astype(a.data.dtype)
+    return ops.make_result(np.sum(a.data * mask), (a,), lambda g: (2 * g * mask,), "masked_sum")
+
+
+def test_the_table_reports_a_wrong_gradient_that_is_zero_in_places_as_a_failed_row():
+    (row,) = check_table([OpCase("doubled_masked_sum", _doubled_masked_sum, ((3, 4),), ("real",))], trials=2)
+    assert not row.passed and row.max_rel_error == pytest.approx(0.5, rel=1e-6)  # |2 - 1| / 2
 
 
 def test_a_flipped_kernel_vjp_is_caught_by_the_table(monkeypatch):
