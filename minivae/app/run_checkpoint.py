@@ -3,7 +3,8 @@
 A run's checkpoint holds the model's and the optimizer's arrays, each random
 generator's state (device generators' states as arrays under ``rng/``), the
 config, the history and where the data came from. ``read_training_checkpoint``
-checks the metadata and every array's header before a single array is read."""
+checks the metadata and every array's header before a single array is read.
+"""
 import dataclasses
 import math
 

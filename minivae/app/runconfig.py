@@ -1,7 +1,8 @@
 """A training run's definition: its options (``TrainConfig``), the data it reads, the model and optimizer it builds.
 
 Everything here follows from the config alone, so a checkpoint that stores
-the config rebuilds the same run (``run_checkpoint``)."""
+the config rebuilds the same run (``run_checkpoint``).
+"""
 import dataclasses
 
 import numpy as np

@@ -1,5 +1,6 @@
 """``minivae bound-gap``: ELBO <= L_K <= exact log p(x) on a 1-D or 2-D latent model, the gap against KL(q || p(z|x)),
-and how fast the naive and the importance-sampled estimates of log p(x) settle."""
+and how fast the naive and the importance-sampled estimates of log p(x) settle.
+"""
 import math
 
 import numpy as np
