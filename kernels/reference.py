@@ -219,8 +219,11 @@ def logsumexp(a, axis=0):
 # ----- Fused optimizer steps over one flat parameter buffer -----
 
 def adam_step_sizes(step, lr, beta1, beta2, eps):
-    """(a_t, eps_t) = (lr sqrt(1 - b2^t) / (1 - b1^t), eps sqrt(1 - b2^t)): the bias correction (K&B, Sec. 2)."""
-    root_bias2 = math.sqrt(1 - beta2**step)
+    """(a_t, eps_t) = (lr sqrt(1 - b2^t) / (1 - b1^t), eps sqrt(1 - b2^t)): the bias correction (K&B, Sec. 2).
+
+    step and lr may be numbers or 0-d arrays (a captured training step keeps them on the device).
+    """
+    root_bias2 = np.sqrt(1 - beta2**step)
     return lr * root_bias2 / (1 - beta1**step), eps * root_bias2
 
 

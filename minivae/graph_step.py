@@ -33,6 +33,7 @@ import numpy as np
 
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
+from minivae.kernels.reference import adam_step_sizes
 from minivae.kernels.shared import scalars_like
 from minivae.optim import Adam
 from minivae.tensor import Tensor
@@ -96,16 +97,13 @@ class StaticStep:
         """``optim.Adam.step`` with t on the device: t += 1, a_t and eps_t computed there (reference.adam_step_sizes).
 
         g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  p -= a_t m / (sqrt(v) + eps_t),
-        a_t = lr sqrt(1 - b2^t) / (1 - b1^t),  eps_t = eps sqrt(1 - b2^t); each as the fused kernel
-        rounds it, in the buffers' dtype.
+        each as the fused kernel rounds it, in the buffers' dtype.
         """
         xp, opt = self.xp, self.optimizer
         p, g, m, v = opt.flat.data, opt.flat.gradients(), opt.m, opt.v
         one, beta1, beta2, weight_decay = scalars_like(p, 1, opt.beta1, opt.beta2, opt.weight_decay)
         self.t += 1
-        root_bias2 = xp.sqrt(1 - opt.beta2 ** self.t)
-        a_t = (self.lr * root_bias2 / (1 - opt.beta1 ** self.t)).astype(p.dtype)
-        eps_t = (opt.eps * root_bias2).astype(p.dtype)
+        a_t, eps_t = (size.astype(p.dtype) for size in adam_step_sizes(self.t, self.lr, opt.beta1, opt.beta2, opt.eps))
         if weight_decay:
             g = g + weight_decay * p
         m *= beta1

@@ -150,11 +150,12 @@ def evaluate_elbo(model, x, batch_size, samples, seed):
     totals = np.zeros(3)
     with no_grad():
         for start in range(0, len(x), batch_size):
-            totals += _sums(model.elbo(Tensor(x[start:start + batch_size]), k=samples, rng=rng))
+            totals += term_sums(model.elbo(Tensor(x[start:start + batch_size]), k=samples, rng=rng))
     return totals / len(x)
 
 
-def _sums(terms):
+def term_sums(terms):
+    """The batch's summed (ELBO, reconstruction, KL), as NumPy float64."""
     return np.array([float(t.data.sum()) for t in (terms.elbo, terms.reconstruction, terms.kl)])
 
 

@@ -22,11 +22,15 @@ def usable_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def load_average():
+    """The 1-minute load average: how many cores other work keeps busy (0 where the system does not say)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
 def free_cores():
     """Usable cores minus the 1-minute load average (other work), at least 1."""
     cores = usable_cores()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, round(cores - load)))
+    return max(1, min(cores, round(cores - load_average())))
 
 
 def product_size(batch_size, layer_sizes):
@@ -42,7 +46,7 @@ def choose_threads(requested, multiply_adds=None):
     if multiply_adds is not None and multiply_adds < SPLIT_WORTHWHILE:
         return 1, f"1 thread (products of {multiply_adds:,} multiply-adds are too small to split; --threads N to change)"
     count = free_cores()
-    return count, (f"{count} thread{'s' * (count > 1)} ({usable_cores()} cores, load {os.getloadavg()[0]:.1f};"
+    return count, (f"{count} thread{'s' * (count > 1)} ({usable_cores()} cores, load {load_average():.1f};"
                    " --threads N to change)")
 
 
@@ -50,9 +54,7 @@ def use_threads(count):
     """Cap NumPy's BLAS (threadpoolctl) and numba, if loaded, at ``count`` threads for the rest of the process."""
     from threadpoolctl import threadpool_limits
     threadpool_limits(count)
-    if "numba" in sys.modules:
-        numba = sys.modules["numba"]
-        numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    _cap_numba(count)
 
 
 @contextlib.contextmanager
@@ -62,10 +64,16 @@ def threads_limited(count):
     numba = sys.modules.get("numba")
     before = numba.get_num_threads() if numba else None
     with threadpool_limits(count):
-        if numba:
-            numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+        _cap_numba(count)
         try:
             yield
         finally:
             if numba:
                 numba.set_num_threads(before)
+
+
+def _cap_numba(count):
+    """numba's threads capped at ``count`` (no more than it started), if numba is loaded; nothing otherwise."""
+    numba = sys.modules.get("numba")
+    if numba:
+        numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))

@@ -45,14 +45,12 @@ from minivae.app.threads import choose_threads, product_size, threads_limited
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
 from minivae.graph_step import CAPTURING_BACKENDS, StaticStep
-from minivae.likelihood import evaluate_elbo
+from minivae.likelihood import evaluate_elbo, term_sums
 from minivae.tensor import Tensor, no_grad
 
 # Room kept free beside a new checkpoint: figures (well under 1 MiB each at
 # 28x28), metrics.jsonl and the checkpoint's JSON metadata.
 OUTPUT_ALLOWANCE = 8 << 20
-
-
 FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
 
 
@@ -78,7 +76,7 @@ def train_step(model, optimizer, x_batch, samples, rng, objective="elbo", beta=1
         optimizer.step()
     if not get_backend().xp.isfinite(optimizer.flat.data).all():
         return None
-    return np.concatenate([[float(maximized.data.sum())], _sums(terms)])
+    return np.concatenate([[float(maximized.data.sum())], term_sums(terms)])
 
 
 def learning_rate(config, epoch):
@@ -106,9 +104,6 @@ def kl_weight(config, epoch, step, steps_per_epoch):
     t = (epoch - 1) * steps_per_epoch + step  # from B / (E S) up to B at the end of epoch E (B e / E after epoch e)
     return config.beta * min(1.0, t / (config.kl_warmup * steps_per_epoch))
 
-
-def _sums(terms):
-    return np.array([float(t.data.sum()) for t in (terms.elbo, terms.reconstruction, terms.kl)])
 
 
 def train_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step=None):
