@@ -9,7 +9,6 @@
 
 Each factory raises ``harness.Unavailable`` where it cannot run, and is
 registered with ``gpu=True``, so its rows say "no GPU" where there is none.
-``kernel_times`` gives per-kernel GPU times from CUDA events.
 """
 import numpy as np
 
@@ -59,7 +58,7 @@ def make_captured_step(batch_size, seed):
     except BackendUnavailable as why:
         raise harness.Unavailable(str(why)) from None
     config = TrainConfig(hidden=(gemm_floor.HIDDEN,), latent_dim=gemm_floor.LATENT, batch_size=batch_size,
-                               lr=peers.LEARNING_RATE, seed=seed)
+                         lr=peers.LEARNING_RATE, seed=seed)
     model = build_model(config, gemm_floor.X)
     optimizer = build_optimizer(config, model)
     step = StaticStep(model, optimizer, batch_size, samples=1, rng=backend.kernels.make_rng(seed), capture=True)
@@ -80,33 +79,6 @@ def make_jax_gpu_step(batch_size, seed):
         raise harness.Unavailable("jax has no CUDA backend here: pip install 'jax[cuda12]'") from None
     with jax.default_device(device):
         return peers.make_step("jax jit", batch_size, seed)
-
-
-def kernel_times(calls, repeat=20):
-    """{name: GPU milliseconds per call} of each zero-argument callable in ``calls``, from CUDA events.
-
-    Events recorded on the current stream around ``repeat`` calls time what the
-    GPU did between them, launch gaps included where the host is the slower one.
-    """
-    cupy = _cupy()
-    times = {}
-    for name, call in calls.items():
-        call()  # compile and allocate outside the timing
-        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        for _ in range(repeat):
-            call()
-        stop.record()
-        stop.synchronize()
-        times[name] = cupy.cuda.get_elapsed_time(start, stop) / repeat
-    return times
-
-
-def product_kernel_times(batch_size, seed, repeat=20):
-    """{product name: GPU milliseconds} of each of the step's products by cuBLAS, from CUDA events."""
-    cupy = _cupy()
-    return kernel_times({name: (lambda a=a, b=b, out=out: cupy.matmul(a, b, out=out))
-                         for name, a, b, out in _products_on_device(batch_size, seed)}, repeat)
 
 
 FACTORIES = {"cuBLAS floor": make_cublas_floor, "minivae cupy captured": make_captured_step,
