@@ -268,10 +268,6 @@ class Agreement:
     def mean_square(self):
         return float(np.mean(self.z**2)) if self.z.size else 0.0
 
-    @property
-    def max_abs(self):
-        return float(np.max(np.abs(self.z))) if self.z.size else 0.0
-
 
 def agreement(a, b):
     """The z-scores of ``Summary`` a against b, over the elements that vary in either.
