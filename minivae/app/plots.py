@@ -40,8 +40,7 @@ def _save_grid(path, canvas, title, long_side=400):
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def save_reconstructions(path, originals, reconstructions, image_shape, title="originals (top), reconstructions (bottom)"):
@@ -85,8 +84,7 @@ def save_latent_scatter(path, z, labels):
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     ax.set_title("posterior means E[z|x] of the test set", fontsize=9)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def manifold_grid(n):
@@ -120,8 +118,7 @@ def save_curves(path, series, xlabel, ylabel, title, log_x=True):
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ----- Multi-panel figures (``minivae figures``, ``minivae bound-gap``) -----
