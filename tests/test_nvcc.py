@@ -42,7 +42,7 @@ def _ptx(source, arch, tmp_path):
 
 
 def test_the_cupy_kernels_sources_are_all_here():
-    assert {p.name for p in SOURCES} >= {"pointwise.cu", "reduce.cu", "optim.cu"}
+    assert {p.name for p in SOURCES} >= {"pointwise.cu", "reduce.cu", "optim.cu", "random.cu"}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
