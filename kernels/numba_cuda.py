@@ -13,23 +13,16 @@ Importing this module imports ``numba.cuda``; ``minivae.backend`` imports it
 only when the numba-cuda backend is asked for.
 """
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from numba import config, cuda
-from numba.cuda.random import (create_xoroshiro128p_states, xoroshiro128p_dtype, xoroshiro128p_normal_float32,
-                               xoroshiro128p_normal_float64)
 
-from minivae.errors import MinivaeError
-from minivae.kernels import reference, shared
+from minivae.kernels import philox, reference, shared
 from minivae.kernels.numba_cuda_matmul import MATMUL, SIDE, TILE_MN
+from minivae.kernels.numba_cuda_random import advance_kernel, normals_kernel
 from minivae.kernels.numba_cuda_rowsum import ROW_THREADS, bernoulli_row_sums, gaussian_row_sums, kl_row_sums
 
 THREADS = 128  # threads per block of the 1-D launches
-# One xoroshiro128+ state per sampling thread. The simulator seeds states in
-# pure Python (about 4 ms each), so it gets one warp's worth.
-RNG_STATES = 32 if config.ENABLE_CUDASIM else 256 * THREADS
-RNG_THREADS = min(THREADS, RNG_STATES)  # threads per block of the sampling kernel
 
 _activate = cuda.jit(device=True)(shared.activate)
 _activate_grad = cuda.jit(device=True)(shared.activate_grad)
@@ -137,67 +130,32 @@ def bias_act_backward(g, y, act):
     return gx.reshape(g.shape), gb
 
 
-# ----- Sampling: on-device xoroshiro128+ -----
-
-@dataclass
-class DeviceRNG:
-    """The numba-cuda random state: ``RNG_STATES`` xoroshiro128+ states on the device."""
-    states: object
-
-
-GENERATOR = "xoroshiro128+"
-
+# ----- Sampling: Philox4x32-10 on the device (numba_cuda_random.py; the statement: philox.py) -----
 
 def make_rng(seed):
-    """A DeviceRNG seeded with ``seed``: state s starts 2^64 draws after state s - 1."""
-    return DeviceRNG(create_xoroshiro128p_states(RNG_STATES, seed=seed))
+    """A philox.DeviceRNG for ``seed``: key = the seed's two 32-bit halves, counter 0, on the device."""
+    return philox.new_rng(seed, _device_module())
 
 
 def rng_state(rng):
-    """The DeviceRNG's states copied to the host: ``states`` (RNG_STATES, 2) uint64, the words s0, s1 of each."""
-    host = rng.states.copy_to_host()
-    return {"generator": GENERATOR, "states": np.stack([host["s0"], host["s1"]], axis=1)}
+    """The generator's state as JSON values: its name, key and counter (copied from the device)."""
+    words = philox.checked(rng, "numba-cuda").words
+    return philox.state_of(words if isinstance(words, np.ndarray) else words.get())
 
 
 def restore_rng(state):
-    """A new DeviceRNG holding the states ``rng_state`` copied out, so draws continue exactly."""
-    state = state if isinstance(state, dict) else {}
-    if state.get("generator") != GENERATOR:
-        found = state.get("generator", state.get("bit_generator"))
-        raise MinivaeError(f"random state is from generator {found!r}, not numba-cuda's {GENERATOR}")
-    words = state.get("states")
-    if not isinstance(words, np.ndarray) or words.dtype != np.uint64 or words.shape != (RNG_STATES, 2):
-        shape = getattr(words, "shape", None)
-        raise MinivaeError(f"random state of numba-cuda's {GENERATOR} has shape {shape}, not ({RNG_STATES}, 2) "
-                           "uint64 (saved under the simulator, or damaged); resume where it was saved")
-    host = np.empty(RNG_STATES, dtype=xoroshiro128p_dtype)
-    host["s0"], host["s1"] = words[:, 0], words[:, 1]
-    return DeviceRNG(cuda.to_device(host))
-
-
-@cuda.jit
-def _standard_normal_kernel(states, double, out):
-    """for t: out[t] = N(0, 1) drawn from state s = t mod S (S threads in all)
-
-    Launch: at most RNG_STATES / RNG_THREADS blocks of RNG_THREADS; thread s fills
-    t = s, s + S, s + 2S, ... (a grid-stride loop), so its state is its own.
-    """
-    s = cuda.grid(1)
-    for t in range(s, out.size, cuda.gridsize(1)):
-        if double:
-            out[t] = xoroshiro128p_normal_float64(states, s)
-        else:
-            out[t] = xoroshiro128p_normal_float32(states, s)
+    """A new DeviceRNG holding the key and counter ``rng_state`` saved, so draws continue exactly."""
+    return philox.DeviceRNG(_device_module().asarray(philox.words_of(state)))
 
 
 def standard_normal(rng, shape, dtype=np.float32):
     """eps ~ N(0, I) of the given shape, drawn on the device from (and advancing) ``rng``, a DeviceRNG."""
-    if not isinstance(rng, DeviceRNG):
-        raise TypeError(f"numba-cuda standard_normal draws from a DeviceRNG, got {type(rng).__name__}; "
-                        "make it with get_backend().kernels.make_rng(seed)")
+    state = philox.checked(rng, "numba-cuda").words
     out = _device_module().empty(math.prod(shape), dtype)
-    blocks = min(RNG_STATES // RNG_THREADS, _blocks(out.size, RNG_THREADS))
-    _standard_normal_kernel[blocks, RNG_THREADS](rng.states, out.dtype == np.float64, out)
+    calls = philox.calls_for(out.size, out.dtype)
+    if calls:
+        normals_kernel[_blocks(calls), THREADS](state, out, philox.PER_CALL[out.dtype])
+        advance_kernel[1, 1](state, calls)
     return out.reshape(shape)
 
 

@@ -7,7 +7,6 @@ the same seed gives the same values, once contiguous for the reference and once
 in the layout under test for the kernel set.
 """
 import functools
-import io
 import json
 
 import numpy as np
@@ -223,13 +222,5 @@ def assert_rng_state_round_trips(kernels, to_host=np.asarray):
 
 
 def _through_a_checkpoint(state):
-    """``state`` after the trip a checkpoint makes: its arrays through an .npz file, the rest through JSON."""
-    arrays = {key: value for key, value in state.items() if isinstance(value, np.ndarray)}
-    assert all(value.dtype.kind in "iuf" for value in arrays.values()), "states must be plain numeric arrays"
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    buffer.seek(0)
-    with np.load(buffer, allow_pickle=False) as loaded:
-        arrays = {key: loaded[key] for key in loaded.files}
-    plain = {key: value for key, value in state.items() if key not in arrays}
-    return {**json.loads(json.dumps(plain)), **arrays}
+    """``state`` after the trip a checkpoint makes: through JSON, in its metadata (an array would not go)."""
+    return json.loads(json.dumps(state))

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 import minivae.kernels
+from checkpoint_files import altered
 from kernel_cases import PHILOX_KNOWN_ANSWERS, PHILOX_TOLERANCE
 from minivae.errors import MinivaeError
 from minivae.kernels import philox
+from runs import assert_one_line_error, reference_checkpoint, run_cli, train_argv
 
 KERNEL_DIR = Path(minivae.kernels.__file__).parent
 
@@ -177,3 +179,18 @@ def test_host_cuh_normals_match_the_statement(host_philox, dtype, n):
     assert np.isnan(out[n]), "wrote past the draw"
     np.testing.assert_allclose(out[:n], philox.standard_normal(state, n, dtype)[0], **PHILOX_TOLERANCE[dtype])
 
+
+# ----- A checkpoint keeps the state in its JSON metadata -----
+
+def test_a_checkpoint_holding_an_older_gpu_generators_states_is_refused_in_one_line(tmp_path, tmp_path_factory,
+                                                                                    capsys):
+    """Checkpoints of the generators before Philox kept their states as arrays under rng/ (xoroshiro128+ here)."""
+    def older_generator(arrays, meta):
+        arrays["rng/sample/states"] = np.zeros((32, 2), np.uint64)
+        meta["backend"], meta["rng"]["sample"] = "numba-cuda", {"generator": "xoroshiro128+"}
+
+    (tmp_path / "run").mkdir()
+    older = altered(reference_checkpoint(tmp_path_factory, 1), tmp_path / "run" / "checkpoint.npz", older_generator)
+    status, _, err = run_cli(train_argv(tmp_path / "run", 2, "--resume", str(older)), capsys)
+    assert_one_line_error(status, err, "holds the states of a GPU generator this minivae no longer has",
+                          "train the run again")

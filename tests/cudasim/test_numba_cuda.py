@@ -12,10 +12,6 @@ from kernel_cases import CASES, assert_matches_reference, assert_rng_state_round
 from minivae.errors import MinivaeError
 from minivae.kernels import numba_cuda, reference
 
-# Seeding xoroshiro states runs numba's CPU seeding code in object mode under the simulator.
-pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning",
-                                        "ignore:overflow encountered:RuntimeWarning")
-
 TABLE = [name for name in CASES if name not in ("matmul", "make_rng", "standard_normal")]
 
 
@@ -51,7 +47,7 @@ def test_matmul_of_a_column_slice():
 
 @pytest.fixture(scope="module")
 def draws():
-    """Two draws from one seeded DeviceRNG and one from a fresh RNG with the same seed."""
+    """Two draws from one seeded generator and one from a fresh one with the same seed."""
     rng = numba_cuda.make_rng(42)
     first = numba_cuda.standard_normal(rng, (20, 20), np.float32)
     second = numba_cuda.standard_normal(rng, (20, 20), np.float64)
@@ -85,7 +81,8 @@ def test_standard_normal_refuses_a_numpy_generator():
 
 @pytest.mark.parametrize("state, fragment", [
     (reference.rng_state(np.random.default_rng(0)), "generator 'PCG64'"),
-    ({"generator": numba_cuda.GENERATOR, "states": np.zeros((3, 2), np.uint64)}, "shape (3, 2)"),
+    ({"generator": "xoroshiro128+", "states": np.zeros((3, 2), np.uint64)}, "generator 'xoroshiro128+'"),
+    ({"generator": "Philox4x32-10", "key": [1], "counter": [0, 0, 0, 0]}, "needs a key of 2"),
     (None, "generator None"),
 ])
 def test_restore_rng_refuses_another_generators_state(state, fragment):
