@@ -5,9 +5,10 @@ host wrappers take the backend's arrays, NumPy under the CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1``) and CuPy on a GPU (handed to the kernels
 zero-copy through ``__cuda_array_interface__``), and return arrays of the same
 kind. Per-element formulas come from ``shared``, compiled here as device
-functions. Row and column sums accumulate in float64. Two kernel families
+functions. Row and column sums accumulate in float64. Three kernel families
 have files of their own: the register-tiled matrix product
-(``numba_cuda_matmul``) and the one-block-per-row sums (``numba_cuda_rowsum``).
+(``numba_cuda_matmul``), the one-block-per-row sums (``numba_cuda_rowsum``)
+and the Philox4x32-10 generator (``numba_cuda_random``).
 
 Importing this module imports ``numba.cuda``; ``minivae.backend`` imports it
 only when the numba-cuda backend is asked for.
@@ -17,8 +18,8 @@ import math
 import numpy as np
 from numba import config, cuda
 
-from minivae.kernels import philox, reference, shared
-from minivae.kernels.numba_cuda_matmul import MATMUL, SIDE, TILE_MN
+from minivae.kernels import numba_cuda_matmul, philox, reference, shared
+from minivae.kernels.numba_cuda_matmul import MATMUL
 from minivae.kernels.numba_cuda_random import advance_kernel, normals_kernel
 from minivae.kernels.numba_cuda_rowsum import ROW_THREADS, bernoulli_row_sums, gaussian_row_sums, kl_row_sums
 
@@ -65,17 +66,38 @@ def _row_col(t, cols):
     return t // cols, t % cols
 
 
-# ----- Matrix product (its kernel: numba_cuda_matmul.py) -----
+# ----- Sums of partial results, in a fixed order -----
+
+@cuda.jit
+def _sum_parts_kernel(parts, out):
+    """for p: out[p] = sum_s parts[s, p], s in order (the same bits every run)
+
+    Launch: ceil(P / THREADS) blocks of THREADS, one thread per p; neighbouring p are neighbours in memory.
+    """
+    p = cuda.grid(1)
+    if p < out.size:
+        total = parts[0, p]
+        for s in range(1, parts.shape[0]):
+            total += parts[s, p]
+        out[p] = total
+
+
+# ----- Matrix product (its kernel and its launch plan: numba_cuda_matmul.py) -----
 
 def matmul(a, b, trans_a=False, trans_b=False):
     """out[i, j] = sum_k op(a)[i, k] * op(b)[k, j], op = transpose when asked."""
     xp = _xp(a)
     a, b = _dense(xp, a), _dense(xp, b)  # mu, a column slice of the fused heads' output, is strided
-    m = a.shape[1] if trans_a else a.shape[0]
+    m, k = a.shape[::-1] if trans_a else a.shape
     n = b.shape[0] if trans_b else b.shape[1]
+    plan = numba_cuda_matmul.plan_matmul(m, n, k)
+    parts = xp.empty((plan.slices, m, n), a.dtype)
+    grid = (_blocks(n, plan.tile), _blocks(m, plan.tile), plan.slices)
+    MATMUL[a.dtype, plan.side][grid, (plan.side, plan.side)](a, b, parts, trans_a, trans_b, plan.slice_k)
+    if plan.slices == 1:
+        return parts[0]
     out = xp.empty((m, n), a.dtype)
-    grid = (_blocks(n, TILE_MN), _blocks(m, TILE_MN))
-    MATMUL[a.dtype][grid, (SIDE, SIDE)](a, b, out, trans_a, trans_b)
+    _sum_parts_kernel[_blocks(out.size), THREADS](parts.reshape(plan.slices, -1), out.reshape(-1))
     return out
 
 

@@ -12,7 +12,7 @@ from kernel_cases import CASES, assert_matches_reference, assert_rng_state_round
 from minivae.errors import MinivaeError
 from minivae.kernels import numba_cuda, reference
 
-TABLE = [name for name in CASES if name not in ("matmul", "make_rng", "standard_normal")]
+TABLE = [name for name in CASES if name not in ("matmul", "make_rng", "standard_normal")]  # matmul: its own file
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -20,29 +20,6 @@ TABLE = [name for name in CASES if name not in ("matmul", "make_rng", "standard_
 @pytest.mark.parametrize("name", TABLE)
 def test_kernel_matches_reference(name, layout, dtype):
     assert_matches_reference(numba_cuda, name, dtype, layout)
-
-
-@pytest.mark.parametrize("dtype, trans_a, trans_b, m, k, n", [
-    (np.float32, False, False, 33, 17, 20), (np.float32, True, False, 33, 17, 20),
-    (np.float32, False, True, 33, 17, 20), (np.float32, True, True, 33, 17, 20),
-    (np.float64, True, False, 33, 17, 20),
-    (np.float32, False, True, numba_cuda.TILE_MN + 3, 5, 2)])  # two blocks, the second 3 rows high
-def test_register_tiled_matmul_with_ragged_edges(dtype, trans_a, trans_b, m, k, n):
-    """Ragged in every dimension: k not a multiple of TILE_K, m and n not of TILE_MN or of SIDE."""
-    rng = np.random.default_rng(0)
-    a = rng.uniform(-2, 2, (k, m) if trans_a else (m, k)).astype(dtype)
-    b = rng.uniform(-2, 2, (n, k) if trans_b else (k, n)).astype(dtype)
-    got = numba_cuda.matmul(a, b, trans_a, trans_b)
-    assert got.shape == (m, n) and got.dtype == dtype
-    np.testing.assert_allclose(got, reference.matmul(a, b, trans_a, trans_b), rtol=1e-5, atol=1e-5)
-
-
-def test_matmul_of_a_column_slice():
-    """The decoder's input mu is a column slice of the fused heads' output: a strided operand."""
-    rng = np.random.default_rng(1)
-    heads, w = rng.uniform(-2, 2, (6, 8)).astype(np.float32), rng.uniform(-2, 2, (4, 5)).astype(np.float32)
-    mu = heads[:, :4]
-    np.testing.assert_allclose(numba_cuda.matmul(mu, w), reference.matmul(mu, w), rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
