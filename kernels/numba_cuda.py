@@ -16,7 +16,7 @@ only when the numba-cuda backend is asked for.
 import math
 
 import numpy as np
-from numba import config, cuda
+from numba import config, cuda, float64
 
 from minivae.kernels import numba_cuda_matmul, philox, reference, shared
 from minivae.kernels.numba_cuda_matmul import MATMUL
@@ -24,6 +24,9 @@ from minivae.kernels.numba_cuda_random import advance_kernel, normals_kernel
 from minivae.kernels.numba_cuda_rowsum import ROW_THREADS, bernoulli_row_sums, gaussian_row_sums, kl_row_sums
 
 THREADS = 128  # threads per block of the 1-D launches
+WARP = 32  # columns per block of the bias gradient: one warp reads 32 neighbouring columns of a row
+BIAS_ROWS = 4  # threads down the rows in a block of the bias gradient
+BIAS_ROW_BLOCKS = 16  # at most this many blocks down the rows: 8 rows each at batch 128, more rows strided
 
 _activate = cuda.jit(device=True)(shared.activate)
 _activate_grad = cuda.jit(device=True)(shared.activate_grad)
@@ -116,19 +119,28 @@ def _bias_act_kernel(x, b, code, out):
 
 
 @cuda.jit
-def _bias_act_backward_kernel(g, y, code, gx, gb):
-    """for j: for i: gx[i, j] = g[i, j] act'(y[i, j]); gb[j] = sum_i gx[i, j]
+def _bias_act_backward_kernel(g, y, code, gx, parts):
+    """for i: for j: gx[i, j] = g[i, j] act'(y[i, j]); parts[r, j] = sum of gx[i, j] over the rows i of row block r
 
-    Launch: ceil(cols / THREADS) blocks of THREADS, one thread per column;
-    neighbouring threads read neighbouring columns, so each row is read coalesced.
+    Launch: grid (ceil(cols / WARP), R), block (WARP, BIAS_ROWS). Thread (x, t) of block (bx, r) takes
+    column j = WARP bx + x and rows i = BIAS_ROWS r + t, then every BIAS_ROWS R rows after it
+    (neighbouring x read neighbouring j: coalesced); the block adds its BIAS_ROWS sums of each
+    column in shared memory (float64), in order, and thread t = 0 writes parts[r, j].
     """
-    j = cuda.grid(1)
+    x, t = cuda.threadIdx.x, cuda.threadIdx.y
+    j = cuda.blockIdx.x * WARP + x
+    sums = cuda.shared.array((BIAS_ROWS, WARP), float64)
+    s = 0.0
     if j < gx.shape[1]:
-        s = 0.0
-        for i in range(gx.shape[0]):
+        for i in range(cuda.blockIdx.y * BIAS_ROWS + t, gx.shape[0], BIAS_ROWS * cuda.gridDim.y):
             gx[i, j] = g[i, j] * _activate_grad(code, y[i, j])
             s += gx[i, j]
-        gb[j] = s
+    sums[t, x] = s
+    cuda.syncthreads()
+    if t == 0 and j < gx.shape[1]:
+        for row in range(1, BIAS_ROWS):
+            s += sums[row, x]
+        parts[cuda.blockIdx.y, j] = s
 
 
 def bias_act(x, b, act):
@@ -146,9 +158,12 @@ def bias_act_backward(g, y, act):
     code = shared.act_code(act, "bias_act_backward")
     xp = _xp(g)
     g2, y2 = _dense(xp, g).reshape(-1, g.shape[-1]), shared.rows(xp, y)
-    gx = xp.empty_like(g2)
-    gb = xp.empty(g2.shape[1], g.dtype)
-    _bias_act_backward_kernel[_blocks(gb.size), THREADS](g2, y2, code, gx, gb)
+    rows, cols = g2.shape
+    gx, gb = xp.empty_like(g2), xp.empty(cols, g.dtype)
+    row_blocks = min(_blocks(rows, BIAS_ROWS), BIAS_ROW_BLOCKS)
+    parts = xp.empty((row_blocks, cols), np.float64)
+    _bias_act_backward_kernel[(_blocks(cols, WARP), row_blocks), (WARP, BIAS_ROWS)](g2, y2, code, gx, parts)
+    _sum_parts_kernel[_blocks(cols), THREADS](parts, gb)
     return gx.reshape(g.shape), gb
 
 

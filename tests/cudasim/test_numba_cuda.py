@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from kernel_cases import CASES, assert_matches_reference, assert_rng_state_round_trips
+from kernel_cases import CASES, TOLERANCE, assert_matches_reference, assert_rng_state_round_trips
 from minivae.errors import MinivaeError
 from minivae.kernels import numba_cuda, reference
 
@@ -20,6 +20,18 @@ TABLE = [name for name in CASES if name not in ("matmul", "make_rng", "standard_
 @pytest.mark.parametrize("name", TABLE)
 def test_kernel_matches_reference(name, layout, dtype):
     assert_matches_reference(numba_cuda, name, dtype, layout)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bias_gradient_with_rows_strided_over_blocks_and_ragged_columns(dtype, monkeypatch):
+    """11 rows over 2 row blocks of BIAS_ROWS threads (each thread takes a row, then the row 8 further on);
+    33 columns, the second block of columns 1 wide."""
+    monkeypatch.setattr(numba_cuda, "BIAS_ROW_BLOCKS", 2)
+    rng = np.random.default_rng(2)
+    g, y = rng.uniform(-2, 2, (11, 33)).astype(dtype), rng.uniform(-1, 1, (11, 33)).astype(dtype)
+    for got, want in zip(numba_cuda.bias_act_backward(g, y, "tanh"), reference.bias_act_backward(g, y, "tanh")):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, **TOLERANCE[dtype])
 
 
 @pytest.fixture(scope="module")
