@@ -8,7 +8,11 @@ kind. Per-element formulas come from ``shared``, compiled here as device
 functions. Row and column sums accumulate in float64. Three kernel families
 have files of their own: the register-tiled matrix product
 (``numba_cuda_matmul``), the one-block-per-row sums (``numba_cuda_rowsum``)
-and the Philox4x32-10 generator (``numba_cuda_random``).
+and the Philox4x32-10 generator (``numba_cuda_random``). Kernels are compiled
+with ``cache=True``: on a GPU, numba-cuda keeps each compiled kernel in
+``__pycache__`` beside its file, so a new process loads it instead of
+compiling (the simulator ignores the flag; see ``shared`` for what the cache
+cannot see).
 
 Importing this module imports ``numba.cuda``; ``minivae.backend`` imports it
 only when the numba-cuda backend is asked for.
@@ -71,7 +75,7 @@ def _row_col(t, cols):
 
 # ----- Sums of partial results, in a fixed order -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _sum_parts_kernel(parts, out):
     """for p: out[p] = sum_s parts[s, p], s in order (the same bits every run)
 
@@ -106,7 +110,7 @@ def matmul(a, b, trans_a=False, trans_b=False):
 
 # ----- Bias plus activation -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bias_act_kernel(x, b, code, out):
     """for i: for j: out[i, j] = act(x[i, j] + b[j])
 
@@ -118,7 +122,7 @@ def _bias_act_kernel(x, b, code, out):
         out[i, j] = _activate(code, x[i, j] + b[j])
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bias_act_backward_kernel(g, y, code, gx, parts):
     """for i: for j: gx[i, j] = g[i, j] act'(y[i, j]); parts[r, j] = sum of gx[i, j] over the rows i of row block r
 
@@ -198,7 +202,7 @@ def standard_normal(rng, shape, dtype=np.float32):
 
 # ----- Reparameterization: z = mu + sigma * eps (Kingma & Welling, eq. 10) -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _reparameterize_kernel(mu, logvar, eps, z):
     """for k: for p: z[k, p] = mu[p] + exp(logvar[p] / 2) eps[k, p]
 
@@ -210,7 +214,7 @@ def _reparameterize_kernel(mu, logvar, eps, z):
         z[k, p] = mu[p] + math.exp(0.5 * logvar[p]) * eps[k, p]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _reparameterize_backward_kernel(g, logvar, eps, g_mu, g_logvar):
     """for p: g_mu[p] = sum_k g[k, p]; g_logvar[p] = exp(logvar[p] / 2) / 2 sum_k g[k, p] eps[k, p]
 
@@ -252,7 +256,7 @@ def reparameterize_backward(g, logvar, eps):
 
 # ----- KL(N(mu, diag(exp(logvar))) || N(0, I)) (Kingma & Welling, Appendix B; row sums: numba_cuda_rowsum.py) -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _kl_backward_kernel(g, mu, logvar, g_mu, g_logvar):
     """for i: for j: g_mu[i, j] = g[i] mu[i, j]; g_logvar[i, j] = g[i] (exp(logvar[i, j]) - 1) / 2
 
@@ -286,7 +290,7 @@ def kl_normal_backward(g, mu, logvar):
 
 # ----- Log-likelihoods, summed over the last axis (numba_cuda_rowsum.py); x broadcasts over leading axes -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bernoulli_backward_kernel(g, x, logits, out):
     """for i: for j: out[i, j] = g[i] (x[i', j] - sigmoid(l[i'', j]))
 
@@ -299,7 +303,7 @@ def _bernoulli_backward_kernel(g, x, logits, out):
         out[i, j] = g[i] * (x[i % x.shape[0], j] - sigmoid)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _gaussian_backward_kernel(g, x, mean, sigma, out):
     """for i: for j: out[i, j] = g[i] (x[i', j] - m[i'', j]) / sigma^2
 
@@ -353,7 +357,7 @@ def gaussian_log_prob_backward(g, x, mean, sigma):
 
 # ----- Log-sum-exp -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _logsumexp_kernel(a, out):
     """for p: m = max_k a[k, p] (0 if not finite); out[p] = m + log sum_k exp(a[k, p] - m)
 

@@ -79,7 +79,7 @@ def _register_tiled_matmul(scalar, side):
     tile_mn = side * PER_THREAD  # a block's output tile: tile_mn x tile_mn
     loads = TILE_K * tile_mn // (side * side)  # elements of each shared tile one thread loads per slab
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def matmul_kernel(a, b, parts, trans_a, trans_b, slice_k):
         """for s: for i: for j: parts[s, i, j] = sum_{k in slice s} op(a)[i, k] op(b)[k, j]
 
