@@ -108,6 +108,7 @@ def test_the_score_function_tape_reaches_the_encoder_only_through_log_q(tapes):
     sample = tape.node("z (sampled)")
     assert (sample.role, sample.shape, sample.grad_norm) == ("noise", (3, 4, 2), None)
     assert tape.node("f(z) as numbers").grad_norm is None
+    assert tape.node("mu").grad_norm > 0 and tape.node("logvar").grad_norm > 0  # through log q alone
 
 
 def test_the_iwae_tape_joins_the_samples_by_logsumexp(tapes):

@@ -65,7 +65,8 @@ def score_function_loss(model, x, rng):
         z = q.rsample(eps=_noise(model, x, IWAE_SAMPLES, rng))
     signal = score_function_signal(problem, q, z)
     surrogate = score_function_surrogate(problem, q, z, signal)
-    return surrogate, {z: "z (sampled)", signal: "f(z) as numbers", surrogate: "surrogate"}, {z: "noise"}
+    names = {q.mu: "mu", q.logvar: "logvar", z: "z (sampled)", signal: "f(z) as numbers", surrogate: "surrogate"}
+    return surrogate, names, {z: "noise"}
 
 
 PRESETS = {
