@@ -18,9 +18,8 @@ and so does every edge out of it (``Edge.carries_grad`` is False): the
 gradient stops at data and noise. This module reads the tape and never
 changes it.
 """
-import dataclasses
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,7 +54,7 @@ class Node:
 
 @dataclass(frozen=True)
 class Edge:
-    """Data flows from node ``source`` into the operation ``target``; backward sends a gradient back if it carries one."""
+    """Data flows from node ``source`` into the operation ``target``; ``carries_grad``: backward sends one back."""
     source: int
     target: int
     carries_grad: bool
@@ -107,9 +106,9 @@ def trace(output, names=None, roles=None):
 
     Defaults: an operation is labelled by its op, a leaf by its role; the
     inputs of ``reparameterize`` are named mu, logvar and eps (noise), its
-    result z, the x of a likelihood is data; other leaves are constants. A constant leaf wrapped
-    twice around one array (the data x read by the encoder and by the
-    likelihood) is one node.
+    result z, and the x of a likelihood is data; other leaves are constants.
+    A constant wrapped twice around one array (the data x read by the encoder
+    and by the likelihood) is one node.
     """
     names, roles = names or {}, roles or {}
     unknown = set(roles.values()) - set(ROLES)
@@ -143,7 +142,7 @@ def _is_number(tensor):
 
 
 def _grad_norm(tensor):
-    grad = tensor.grad if tensor.requires_grad else None
+    grad = tensor.grad
     return None if grad is None else float(np.linalg.norm(get_backend().asnumpy(grad).astype(np.float64)))
 
 
@@ -199,7 +198,7 @@ class _TapeBuilder:
         key = _key(tensor)
         node = self.nodes[self.index[key]]
         if key not in self.names:
-            node = dataclasses.replace(node, label=name)
+            node = replace(node, label=name)
         if key not in self.roles and node.role in ("op", "constant"):
-            node = dataclasses.replace(node, role=role)
+            node = replace(node, role=role)
         self.nodes[node.index] = node

@@ -24,16 +24,16 @@ STYLES = {
 LEGEND = {"parameter": "parameter (updated by the optimizer)", "data": "data x", "noise": "noise eps (a sample)",
           "constant": "constant", "op": "operation (its output)"}
 CHAR_WIDTH, LINE_HEIGHT = 0.07, 0.15  # inches per character and per text line at the node font size
-ROW_HEIGHT, GAP = 0.85, 0.3             # inches between rows, and at least between boxes in a row
-TITLE_HEIGHT = 0.9                      # inches above the first row for the title and caption
-LEGEND_WIDTH = 2.6                      # inches kept free for the legend, right of the drawing
+ROW_HEIGHT, GAP = 0.85, 0.3           # inches between rows, and at least between boxes in a row
+TITLE_HEIGHT = 0.9                    # inches above the first row for the title and caption
+LEGEND_WIDTH = 2.6                    # inches kept free for the legend, right of the drawing
 SPOTLIGHT = ("mu", "logvar", "z", "z (sampled)")  # operations and leaves drawn with a heavier border
 
 
 def node_text(node):
     """The label (a name beside its operation), the output shape, and the gradient's norm or that it has none."""
     operation = " ".join((node.op,) + node.numbers)
-    label = node.label if node.op in ("", node.label) or node.label == operation else f"{node.label} = {operation}"
+    label = node.label if not node.op or node.label == operation else f"{node.label} = {operation}"
     grad = "no gradient" if node.grad_norm is None else f"|grad| {node.grad_norm:.3g}"
     return "\n".join((label, "(" + ", ".join(map(str, node.shape)) + ")", grad))
 
@@ -90,12 +90,12 @@ def _group(tape, reader, leaves, row, x, has_input_above):
     """{index: Box} of an operation at x and its leaves beside it: left and right of a first operation,
     to the right of one below another."""
     group = {reader: Box(row, x, _text_width(node_text(tape.nodes[reader])))}
-    edges = {-1: group[reader].left, 1: group[reader].right}
+    reach = {-1: group[reader].left, 1: group[reader].right}  # the group's outer edge on each side
     for k, leaf in enumerate(leaves):
         side = 1 if has_input_above else (-1) ** (k + 1)
         width = _text_width(node_text(tape.nodes[leaf]))
-        group[leaf] = Box(row, edges[side] + side * (GAP + width / 2), width)
-        edges[side] += side * (GAP + width)
+        group[leaf] = Box(row, reach[side] + side * (GAP + width / 2), width)
+        reach[side] += side * (GAP + width)
     return group
 
 

@@ -312,7 +312,8 @@ def figure_tapes(ctx, path):
     tapes = write_tapes(path.parent, small_model(), ctx.digits.test_x[:4], seed=ctx.seed)
     for name, tape in tapes.items():
         ctx.log(f"{name}: {tape.summary()}")
-    return {name: np.array([n.grad_norm for n in tape.nodes if n.grad_norm is not None]) for name, tape in tapes.items()}
+    return {name: np.array([node.grad_norm for node in tape.nodes if node.grad_norm is not None])
+            for name, tape in tapes.items()}
 
 
 FIGURES = {  # name: (file, function(ctx, path) -> {quantity: array plotted})
