@@ -60,7 +60,7 @@ def save_warmup_figure(path, work, epochs, warmup):
     for name, kl_warmup in (("no warm-up", 0), (f"warm-up over {warmup} epochs", warmup)):
         config = TrainConfig(data="digits", hidden=(64,), latent_dim=2, epochs=epochs, batch_size=64, lr=1e-2,
                              kl_warmup=kl_warmup, plot_interval=0, out=str(work / f"warmup{kl_warmup}"))
-        _, history = train(config, progress=False, log=lambda line: None)
+        history = train(config, progress=False, log=lambda line: None).history
         curves[name] = history
     epoch_axis = list(range(1, epochs + 1))
     series = {f"test KL, {name}": (epoch_axis, [row["test_kl"] for row in history], None)

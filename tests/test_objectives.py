@@ -8,7 +8,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 
 from minivae import backend, likelihood
-from minivae.app import run_checkpoint, runconfig, training
+from minivae.app import loop, run_checkpoint, runconfig
 from minivae.app.data import load_digits
 from minivae.app.loading import train_small_2d_model
 from minivae.errors import MinivaeError
@@ -137,7 +137,7 @@ def test_an_unknown_objective_is_a_one_line_error():
 ])
 def test_kl_weight_rises_step_by_step_to_beta_at_the_end_of_the_warmup(warmup, expected):
     config = runconfig.TrainConfig(beta=0.5, kl_warmup=warmup)
-    weights = [training.kl_weight(config, epoch, step, 3) for epoch in (1, 2, 3) for step in (1, 2, 3)][:8]
+    weights = [loop.kl_weight(config, epoch, step, 3) for epoch in (1, 2, 3) for step in (1, 2, 3)][:8]
     np.testing.assert_allclose(weights, expected, rtol=1e-15)
 
 
@@ -151,9 +151,9 @@ WARMUP = ("--objective", "iwae", "--samples", "3", "--beta", "0.5", "--kl-warmup
 def test_the_burda_schedule_lowers_the_rate_by_10_to_the_minus_1_7_each_stage_of_3_to_the_i_epochs():
     config = runconfig.TrainConfig(lr=1e-3, lr_schedule="burda")
     stages = [0, 1, 1, 1] + [2] * 9 + [3] * 27 + [4]
-    rates = [training.learning_rate(config, epoch) for epoch in range(1, 42)]
+    rates = [loop.learning_rate(config, epoch) for epoch in range(1, 42)]
     np.testing.assert_allclose(rates, [1e-3 * 10 ** (-i / 7) for i in stages], rtol=1e-15)
-    assert training.learning_rate(runconfig.TrainConfig(lr=1e-3), 500) == 1e-3
+    assert loop.learning_rate(runconfig.TrainConfig(lr=1e-3), 500) == 1e-3
 
 
 def test_a_run_resumed_mid_warmup_is_the_uninterrupted_run(tmp_path, capsys, monkeypatch):

@@ -43,5 +43,4 @@ def train_small_2d_model(out, epochs=40, seed=1, **options):
     """
     fields = dict(data="digits", hidden=(64,), latent_dim=2, batch_size=64, lr=1e-2, plot_interval=0)
     config = TrainConfig(**{**fields, **options}, epochs=epochs, seed=seed, out=str(out))
-    model, _ = train(config, progress=False, log=lambda line: None, overwrite=True)
-    return model, config
+    return train(config, progress=False, log=lambda line: None, overwrite=True).model, config

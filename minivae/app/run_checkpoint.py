@@ -22,18 +22,29 @@ CHECKPOINT_NAME = "checkpoint.npz"
 
 # ----- Saving and restoring a run -----
 
-def checkpoint_payload(model, optimizer, rngs, config, history, data):
+def checkpoint_payload(run):
     """The arrays and JSON metadata of a run's checkpoint: everything ``restore_checkpoint`` needs."""
-    arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
-    optimizer_arrays, optimizer_scalars = optimizer.state_dict()
+    arrays = {f"model/{name}": value for name, value in run.model.state_dict().items()}
+    optimizer_arrays, optimizer_scalars = run.optimizer.state_dict()
     arrays.update({f"optimizer/{name}": value for name, value in optimizer_arrays.items()})
-    rng_meta, rng_arrays = _rng_states(rngs)
+    rng_meta, rng_arrays = _rng_states(run.rngs)
     arrays.update(rng_arrays)
-    meta = {"config": dataclasses.asdict(config), "model": model.config, "history": history,
+    meta = {"config": dataclasses.asdict(run.config), "model": run.model.config, "history": run.history,
             "optimizer": optimizer_scalars, "rng": rng_meta, "backend": get_backend().name,
-            "image_shape": list(data.image_shape),
-            "data": {"source": data.source, "test_images": data.test_fingerprint}}
+            "image_shape": list(run.data.image_shape),
+            "data": {"source": run.data.source, "test_images": run.data.test_fingerprint}}
     return arrays, meta
+
+
+def checkpoint_nbytes(run):
+    """The bytes of the arrays in the run's checkpoint, counted without copying the model or optimizer to the host.
+
+    The parameters and each optimizer buffer are one flat array each, of the
+    parameters' size; the generators' states are copied out (a few MB at most).
+    """
+    flat = run.optimizer.flat.data
+    states = sum(array.nbytes for array in _rng_states(run.rngs)[1].values())
+    return flat.nbytes * (1 + len(run.optimizer.BUFFERS)) + states
 
 
 def _rng_kernels():
@@ -55,10 +66,11 @@ def _split_arrays(arrays, prefix):
     return {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
 
 
-def restore_checkpoint(path, config, model, optimizer, rngs, data):
-    """Load a checkpoint into a freshly built run; returns its history."""
+def restore_checkpoint(path, run):
+    """Load a checkpoint into a freshly started ``run``: its model, optimizer, generators and history."""
     arrays, meta, trained = read_training_checkpoint(path)
-    check_same_data(path, meta, data)
+    config = run.config
+    check_same_data(path, meta, run.data)
     for field in RESUME_FIELDS:
         if getattr(trained, field) != getattr(config, field):
             raise MinivaeError(f"{path} was trained with {field}={getattr(trained, field)!r}, not "
@@ -67,20 +79,20 @@ def restore_checkpoint(path, config, model, optimizer, rngs, data):
         raise MinivaeError(f"{path} already holds {len(meta['history'])} epochs; pass --epochs above "
                            f"{len(meta['history'])} to train further")
     model_arrays = _split_arrays(arrays, "model/")
-    model.load_state_dict(model_arrays)
+    run.model.load_state_dict(model_arrays)
     optimizer_arrays = {name: fuse_split_heads_flat(buffer, model_arrays)  # a checkpoint with the heads apart
                         for name, buffer in _split_arrays(arrays, "optimizer/").items()}
-    optimizer.load_state_dict(optimizer_arrays, meta["optimizer"])
+    run.optimizer.load_state_dict(optimizer_arrays, meta["optimizer"])
     for name, kernels in _rng_kernels().items():
         state = meta["rng"].get(name)
         if isinstance(state, dict):
             state = {**state, **_split_arrays(arrays, f"rng/{name}/")}
         try:
-            rngs[name] = kernels.restore_rng(state)
+            run.rngs[name] = kernels.restore_rng(state)
         except MinivaeError as err:
             raise MinivaeError(f"{path}: {err}; it was written with --backend {meta.get('backend', 'numpy')}, "
                                "resume with that backend") from None
-    return meta["history"]
+    run.history = meta["history"]
 
 
 # ----- Reading a checkpoint, checked before it is trusted -----
