@@ -11,12 +11,13 @@ after editing a formula here, delete ``kernels/__pycache__`` so the CPU
 kernels recompile.
 """
 import math
+import numbers
 import os
 from contextlib import contextmanager
 
 import numpy as np
 
-from minivae.kernels.reference import ACTIVATIONS
+from minivae.kernels.reference import ACTIVATIONS, adam_step_sizes
 
 IDENTITY, RELU, TANH, SIGMOID = range(len(ACTIVATIONS))
 
@@ -76,6 +77,18 @@ def contiguous_in_place(xp, *buffers):
 def scalars_like(array, *numbers):
     """``numbers`` as scalars of ``array``'s dtype: a Python float would make compiled float32 arithmetic float64."""
     return tuple(array.dtype.type(n) for n in numbers)
+
+
+def adam_step_sizes_array(xp, dtype, step, lr, beta1, beta2, eps):
+    """[a_t, eps_t] (``reference.adam_step_sizes``) as an array of ``xp`` in ``dtype``, for a kernel to read.
+
+    With step and lr 0-d arrays of ``xp`` the sizes are computed where those
+    live, on the device, without the host reading them; numbers are copied in once.
+    """
+    a_t, eps_t = adam_step_sizes(step, lr, beta1, beta2, eps)
+    if isinstance(a_t, numbers.Real):
+        return xp.asarray(np.array([a_t, eps_t], dtype))
+    return xp.stack([a_t.astype(dtype), eps_t.astype(dtype)])
 
 
 def check_flat(kernel, *buffers):

@@ -78,13 +78,12 @@ def assert_same_steps(got, expected, scale_tolerance):
 
 
 @pytest.mark.parametrize("schedule", [PLAIN, SCHEDULED], ids=["elbo", "iwae with warm-up and an lr drop"])
-@pytest.mark.parametrize("backend, scale_tolerance", [
-    ("numba", 0),  # the same float32 operations as numba's fused Adam kernel, in the same order
-    ("numpy", 1e-4)])  # the reference Adam rounds in another order, and 10 steps amplify it
-def test_the_static_step_run_eagerly_equals_the_ordinary_step(backend, scale_tolerance, schedule):
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_the_static_step_run_eagerly_equals_the_ordinary_step(backend, schedule):
+    """The same kernels in the same order, Adam's t and lr read from 0-d arrays: the same parameters, exactly."""
     set_backend(backend)
     try:
-        assert_same_steps(static_steps(*schedule), ordinary_steps(*schedule), scale_tolerance)
+        assert_same_steps(static_steps(*schedule), ordinary_steps(*schedule), scale_tolerance=0)
     finally:
         set_backend("numpy")
 

@@ -10,9 +10,10 @@ kernels are recorded, not run. A step can be replayed only if
   array ``x``; the parameters, their gradients and Adam's moments already live
   in the optimizer's flat buffers (``optim.flatten_parameters``);
 - every number that changes from step to step lives on the device: Adam's step
-  count ``t``, its learning rate and step sizes (``_adam_update``), the KL
-  weight ``beta`` (warm-up), and the random generator's
-  state (the noise is drawn on the device, which advances the state in place);
+  count ``t`` (advanced there) and its learning rate, which the Adam kernel
+  reads from device memory (``Adam.update``), the KL weight ``beta`` (warm-up),
+  and the random generator's state (the noise is drawn on the device, which
+  advances the state in place);
 - it never waits for the host: no ``.item()``, ``float()`` or ``bool()`` of a
   device array, no copy to the host. So the loss is not checked each step, as
   ``loop.train_step`` does with ``loss.item()``: the step adds its ELBO terms
@@ -34,8 +35,6 @@ import numpy as np
 from minivae.app.loop import EagerStep
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
-from minivae.kernels.reference import adam_step_sizes
-from minivae.kernels.shared import scalars_like
 from minivae.optim import Adam
 from minivae.tensor import Tensor
 
@@ -98,28 +97,10 @@ class StaticStep:
             maximized, terms = self.model.objective(Tensor(self.x), self.objective, self.samples, self.rng,
                                                     beta=Tensor(self.beta))
             (-maximized.mean()).backward()
-            self._adam_update()
-            self.sums += self.xp.stack([t.data.sum(dtype=np.float64)
-                                        for t in (maximized, terms.elbo, terms.reconstruction, terms.kl)])
-
-    def _adam_update(self):
-        """``optim.Adam.step`` with t on the device: t += 1, a_t and eps_t computed there (reference.adam_step_sizes).
-
-        g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  p -= a_t m / (sqrt(v) + eps_t),
-        each as the fused kernel rounds it, in the buffers' dtype.
-        """
-        xp, opt = self.xp, self.optimizer
-        p, g, m, v = opt.flat.data, opt.flat.gradients(), opt.m, opt.v
-        one, beta1, beta2, weight_decay = scalars_like(p, 1, opt.beta1, opt.beta2, opt.weight_decay)
-        self.t += 1
-        a_t, eps_t = (size.astype(p.dtype) for size in adam_step_sizes(self.t, self.lr, opt.beta1, opt.beta2, opt.eps))
-        if weight_decay:
-            g = g + weight_decay * p
-        m *= beta1
-        m += (one - beta1) * g
-        v *= beta2
-        v += (one - beta2) * g * g
-        p -= a_t * m / (xp.sqrt(v) + eps_t)
+            self.t += 1
+            self.optimizer.update(self.t, self.lr)
+            self.sums += self.xp.stack([term.data.sum(dtype=np.float64)
+                                        for term in (maximized, terms.elbo, terms.reconstruction, terms.kl)])
 
     def take_sums(self):
         """(summed (objective, elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets the sums.
