@@ -92,10 +92,8 @@ class VAE(Module):
     ends in one Linear layer of 2 * latent outputs whose first half is mu and
     second half logvar: one matrix product for both heads instead of two (and
     one fewer in each of the two backward products), at the cost of slicing,
-    whose backward writes each half's gradient into its columns. State dicts
-    with the two heads apart (``fc_mu``, ``fc_logvar``) still load: see
-    ``fuse_split_heads``. ``config`` holds the
-    constructor arguments, JSON-safe, so ``VAE(**model.config)`` rebuilds it.
+    whose backward writes each half's gradient into its columns. ``config``
+    holds the constructor arguments, JSON-safe, so ``VAE(**model.config)`` rebuilds it.
 
     ``logvar_clamp=c`` (off by default) clips the encoder's logvar to [-c, c]
     with ``ops.clip``, so exp(logvar) stays between e^-c and e^c even when
@@ -126,10 +124,6 @@ class VAE(Module):
     @property
     def dtype(self):
         return self.fc_heads.weight.dtype
-
-    def load_state_dict(self, state):
-        """``Module.load_state_dict`` of ``fuse_split_heads(state)``: the separate-heads layout loads too."""
-        super().load_state_dict(fuse_split_heads(state))
 
     def encode(self, x):
         """x (B, D) -> (mu, logvar), each (B, latent): the parameters of q(z | x); logvar clipped if asked.
@@ -191,7 +185,7 @@ class VAE(Module):
 
         elbo: reconstruction - beta * KL (the ELBO at beta = 1); iwae: ``iwae``'s
         L_K, its log weights' log p(z) - log q(z | x) scaled by beta (L_K at beta = 1).
-        ``beta`` is a number, or a 0-d Tensor (a captured step keeps it on the device).
+        ``beta`` is a number, or a 0-d Tensor (whose value can then change on the device between steps).
         """
         if objective not in OBJECTIVES:
             raise MinivaeError(f"VAE.objective: unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
@@ -233,39 +227,3 @@ def parameter_count(encoder_sizes, latent_dim, decoder_sizes):
               *zip([latent_dim] + decoder_sizes, decoder_sizes)]
     return sum(a * b + b for a, b in layers)
 
-
-# ----- Checkpoints with the heads apart -----
-
-SPLIT_HEADS = ("fc_mu.weight", "fc_mu.bias", "fc_logvar.weight", "fc_logvar.bias")  # their order in the flat buffer
-
-
-def fuse_split_heads(state):
-    """A state dict with separate heads ``fc_mu.*`` and ``fc_logvar.*`` rewritten to ``fc_heads.*``, others as they are.
-
-    W = [W_mu | W_logvar], b = [b_mu | b_logvar]: the fused head's columns are mu's and logvar's side by side.
-    """
-    if not all(name in state for name in SPLIT_HEADS):
-        return state
-    fused = {name: value for name, value in state.items() if name not in SPLIT_HEADS}
-    for kind in ("weight", "bias"):
-        fused[f"fc_heads.{kind}"] = np.concatenate([state[f"fc_mu.{kind}"], state[f"fc_logvar.{kind}"]], axis=-1)
-    return fused
-
-
-def fuse_split_heads_flat(flat, state):
-    """An optimizer's flat buffer (e.g. Adam's m) of the separate-heads model ``state``, in the fused order.
-
-    Both layouts hold the encoder's parameters first, then the heads' in one
-    block of the same length, then the decoder's; only the block's inside
-    differs (W_mu, b_mu, W_logvar, b_logvar before; W, b now).
-    """
-    if not all(name in state for name in SPLIT_HEADS):
-        return flat
-    start = sum(np.size(value) for name, value in state.items() if name.startswith("encoder."))
-    pieces, end = {}, start
-    for name in SPLIT_HEADS:
-        size = np.size(state[name])
-        pieces[name] = flat[end:end + size].reshape(np.shape(state[name]))
-        end += size
-    fused = fuse_split_heads(pieces)
-    return np.concatenate([flat[:start], fused["fc_heads.weight"].ravel(), fused["fc_heads.bias"], flat[end:]])

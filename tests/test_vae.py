@@ -208,3 +208,12 @@ def test_a_hundred_adam_steps_raise_the_elbo():
         optimizer.step()
     after = mean_elbo()
     assert after > before + 1.5, (before, after)
+
+
+def test_one_head_computes_mu_and_logvar_side_by_side():
+    model = VAE((6, 5), 3, (5, 6), dtype=np.float64)
+    x = np.random.default_rng(0).random((4, 6))
+    mu, logvar = model.encode(x)
+    hidden = model.encoder(x).numpy()
+    heads = hidden @ model.fc_heads.weight.numpy() + model.fc_heads.bias.numpy()
+    np.testing.assert_allclose(np.hstack([mu.numpy(), logvar.numpy()]), heads, rtol=1e-12)

@@ -15,7 +15,7 @@ from minivae.app.runconfig import RESUME_FIELDS, TrainConfig, check_same_data
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
 from minivae.kernels import reference
-from minivae.vae import VAE, fuse_split_heads_flat, parameter_count
+from minivae.vae import VAE, parameter_count
 
 CHECKPOINT_NAME = "checkpoint.npz"
 
@@ -78,11 +78,8 @@ def restore_checkpoint(path, run):
     if len(meta["history"]) >= config.epochs:
         raise MinivaeError(f"{path} already holds {len(meta['history'])} epochs; pass --epochs above "
                            f"{len(meta['history'])} to train further")
-    model_arrays = _split_arrays(arrays, "model/")
-    run.model.load_state_dict(model_arrays)
-    optimizer_arrays = {name: fuse_split_heads_flat(buffer, model_arrays)  # a checkpoint with the heads apart
-                        for name, buffer in _split_arrays(arrays, "optimizer/").items()}
-    run.optimizer.load_state_dict(optimizer_arrays, meta["optimizer"])
+    run.model.load_state_dict(_split_arrays(arrays, "model/"))
+    run.optimizer.load_state_dict(_split_arrays(arrays, "optimizer/"), meta["optimizer"])
     for name, kernels in _rng_kernels().items():
         state = meta["rng"].get(name)
         if isinstance(state, dict):
@@ -134,6 +131,7 @@ def check_training_meta(path, meta, headers):
         count = parameter_count(model.get("encoder_sizes"), model.get("latent_dim"), model.get("decoder_sizes"))
     except MinivaeError as err:
         raise MinivaeError(f"checkpoint {path}: {err}; it is damaged, use another checkpoint") from None
+    _check_current_layout(path, meta, headers)
     unknown = [name for name in headers if not name.startswith(("model/", "optimizer/", "rng/"))]
     if unknown:
         raise MinivaeError(f"checkpoint {path}: unexpected array {unknown[0]!r}, which minivae train never "
@@ -151,6 +149,18 @@ def check_training_meta(path, meta, headers):
         if name.startswith("optimizer/") and shape != (count,):
             raise MinivaeError(f"checkpoint {path}: {name} has shape {shape}, not ({count},) for the "
                                f"{count:,} parameters its metadata describes; use another checkpoint")
+
+
+def _check_current_layout(path, meta, headers):
+    """Refuse, in one line, what older versions of minivae wrote: the encoder's heads apart, no image shape."""
+    if any(name.startswith(("model/fc_mu.", "model/fc_logvar.")) for name in headers):
+        raise MinivaeError(f"checkpoint {path} holds the encoder's mu and logvar heads apart (fc_mu, fc_logvar), "
+                           "as minivae wrote before it fused them into fc_heads; retrain it with this minivae")
+    shape, pixels = meta.get("image_shape"), meta["model"]["encoder_sizes"][0]
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(n) is int for n in shape)
+            and math.prod(shape) == pixels):
+        raise MinivaeError(f"checkpoint {path} does not say the (height, width) of its {pixels}-pixel images, "
+                           "as minivae wrote before it stored them; retrain it with this minivae")
 
 
 MAX_RNG_WORDS = 1 << 26  # far above any generator's state (numba-cuda: 128k uint64 words; CuPy: a few MB of bytes)
