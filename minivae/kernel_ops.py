@@ -10,7 +10,7 @@ that it does. Call them as ``ops.bias_act`` and so on.
 """
 from minivae.backend import get_backend
 from minivae.kernels import reference
-from minivae.ops import _xp, as_tensor, make_result, unbroadcast
+from minivae.ops import array_module, as_tensor, make_result, unbroadcast
 from minivae.tensor import ShapeError, Tensor
 
 
@@ -29,7 +29,7 @@ def matmul(a, b):
                          "a's last dimension equal to b's second-to-last)")
     if a.ndim == 2 and b.ndim == 2:
         return _matmul_2d(a, b)
-    xp = _xp()
+    xp = array_module()
     try:
         out = xp.matmul(a.data, b.data)
     except ValueError:
@@ -101,7 +101,7 @@ def bernoulli_log_prob(x, logits):
     x is data (no gradient); logits may carry extra leading axes (K samples) that x broadcasts over.
     """
     logits = as_tensor(logits)
-    x = x.data if isinstance(x, Tensor) else _xp().asarray(x)
+    x = x.data if isinstance(x, Tensor) else array_module().asarray(x)
     _check_data_shape("bernoulli_log_prob", x, logits)
 
     def backward(g):  # d/dl = x - sigmoid(l), times its row's g
@@ -113,7 +113,7 @@ def bernoulli_log_prob(x, logits):
 def gaussian_log_prob(x, mean, sigma):
     """log N(x | mean, sigma^2 I) summed over the last axis, sigma a fixed number."""
     mean = as_tensor(mean)
-    x = x.data if isinstance(x, Tensor) else _xp().asarray(x)
+    x = x.data if isinstance(x, Tensor) else array_module().asarray(x)
     _check_data_shape("gaussian_log_prob", x, mean)
 
     def backward(g):  # d/dmean = (x - mean) / sigma^2, times its row's g

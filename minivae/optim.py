@@ -38,7 +38,7 @@ class FlatParameters:
     def gradients(self):
         """The flat gradient, every reset slice zero-filled first (see ``Tensor.zero_grad``)."""
         for p in self.params:
-            p._zero_if_stale()
+            p.fill_reset_grad()
         return self.grad
 
 

@@ -138,9 +138,9 @@ class VAE(Module):
             logvar = ops.clip(logvar, -clamp, clamp)
         return mu, logvar
 
-    def reparameterize(self, mu, logvar, k=1, rng=None, eps=None):
-        """z = mu + exp(logvar / 2) * eps, shape (K, B, latent); see ``DiagonalNormal.rsample``."""
-        return DiagonalNormal(mu, logvar).rsample(k, rng, eps)
+    def reparameterize(self, mu, logvar, samples=1, rng=None, eps=None):
+        """z = mu + exp(logvar / 2) * eps, shape (K, B, latent), K = ``samples``; see ``DiagonalNormal.rsample``."""
+        return DiagonalNormal(mu, logvar).rsample(samples, rng, eps)
 
     def decode(self, z):
         """z (B, latent) or (K, B, latent) -> logits (Bernoulli) or means (Gaussian), same leading axes."""
@@ -154,33 +154,33 @@ class VAE(Module):
             return Gaussian(decoded, self.config["sigma"])
         return Bernoulli(decoded)
 
-    def elbo(self, x, k=1, rng=None, eps=None):
+    def elbo(self, x, samples=1, rng=None, eps=None):
         """ElboTerms per example (B,): reconstruction = 1/K sum_k log p(x | z_k), kl in closed form.
 
         eps ~ N(0, I) is drawn from ``rng``, or given as ``eps`` (K, B, latent)
-        to fix it (then ``k`` and ``rng`` are not used), e.g. to gradient-check.
+        to fix it (then ``samples``, K, and ``rng`` are not used), e.g. to gradient-check.
         """
         posterior = DiagonalNormal(*self.encode(x))
-        z = posterior.rsample(k, rng, eps)
+        z = posterior.rsample(samples, rng, eps)
         reconstruction = self.p_x_given_z(z).log_prob(x).mean(axis=0)
         kl = posterior.kl_standard_normal()
         return ElboTerms(reconstruction - kl, reconstruction, kl)
 
-    def iwae(self, x, k=1, rng=None, eps=None, beta=1.0):
+    def iwae(self, x, samples=1, rng=None, eps=None, beta=1.0):
         """IwaeTerms per example (B,): the bound L_K = log 1/K sum_k w_k (Burda et al. 2016, eq. 8).
 
         log w_k = log p(x | z_k) + beta (log p(z_k) - log q(z_k | x)), z_k drawn as in ``elbo`` (same draws);
         beta < 1 discounts the prior's pull, as KL warm-up does for the ELBO.
         """
         posterior = DiagonalNormal(*self.encode(x))
-        z = posterior.rsample(k, rng, eps)
+        z = posterior.rsample(samples, rng, eps)
         log_px_given_z = self.p_x_given_z(z).log_prob(x)  # (K, B)
         log_w = log_px_given_z + beta * (log_prior(z) - posterior.log_prob(z))
         # logsumexp's backward is the softmax: each sample's gradient weighed by w_k / sum_j w_j.
         bound = ops.logsumexp(log_w, axis=0) - math.log(z.shape[0])
         return IwaeTerms(bound, log_px_given_z.mean(axis=0), posterior.kl_standard_normal())
 
-    def objective(self, x, objective="elbo", k=1, rng=None, eps=None, beta=1.0):
+    def objective(self, x, objective="elbo", samples=1, rng=None, eps=None, beta=1.0):
         """The per-example objective training maximizes, and the ``ElboTerms`` of the same samples.
 
         elbo: reconstruction - beta * KL (the ELBO at beta = 1); iwae: ``iwae``'s
@@ -190,14 +190,14 @@ class VAE(Module):
         if objective not in OBJECTIVES:
             raise MinivaeError(f"VAE.objective: unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
         if objective == "iwae":
-            terms = self.iwae(x, k, rng, eps, beta)
+            terms = self.iwae(x, samples, rng, eps, beta)
             return terms.bound, ElboTerms(terms.reconstruction - terms.kl, terms.reconstruction, terms.kl)
-        terms = self.elbo(x, k, rng, eps)
+        terms = self.elbo(x, samples, rng, eps)
         return terms.reconstruction - beta * terms.kl, terms
 
-    def forward(self, x, k=1, rng=None, eps=None):
+    def forward(self, x, samples=1, rng=None, eps=None):
         """``model(x)`` is the ELBO, the objective training maximizes."""
-        return self.elbo(x, k, rng, eps)
+        return self.elbo(x, samples, rng, eps)
 
     def sample(self, n, rng):
         """n draws z ~ N(0, I) decoded to probabilities (Bernoulli) or means (Gaussian): NumPy (n, D)."""

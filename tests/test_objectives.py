@@ -10,7 +10,7 @@ from scipy.stats import norm
 from minivae import backend, likelihood
 from minivae.app import loop, run_checkpoint, runconfig
 from minivae.app.data import load_digits
-from minivae.app.loading import train_small_2d_model
+from minivae.app.loading import train_small_model
 from minivae.errors import MinivaeError
 from minivae.gradcheck import check_grads
 from minivae.likelihood import log_px_quadrature
@@ -97,7 +97,7 @@ def test_bound_gradients_match_finite_differences(likelihood, beta):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    model, _ = train_small_2d_model(tmp_path_factory.mktemp("iwae_model"), epochs=15)
+    model, _ = train_small_model(tmp_path_factory.mktemp("iwae_model"), epochs=15)
     return model, load_digits().test_x[:20]
 
 
@@ -106,7 +106,7 @@ def test_bound_rises_with_k_and_stays_below_log_px(trained):
     model, x = trained
     rng = backend.get_backend().kernels.make_rng(0)
     with no_grad():
-        bounds = np.stack([np.stack([model.iwae(Tensor(x), k=k, rng=rng).bound.numpy() for _ in range(100)])
+        bounds = np.stack([np.stack([model.iwae(Tensor(x), samples=k, rng=rng).bound.numpy() for _ in range(100)])
                            for k in (1, 5, 50)])  # (K values, repeats, examples)
     steps = np.diff(bounds, axis=0).reshape(2, -1)
     step_se = steps.std(axis=1, ddof=1) / math.sqrt(steps.shape[1])
@@ -122,7 +122,7 @@ def test_beta_weighs_the_kl_in_the_elbo_objective():
     model, x = tiny_vae(), Tensor(binary((B, 6), 1))
     rng = backend.get_backend().kernels.make_rng
     maximized, terms = model.objective(x, "elbo", 2, rng(0), beta=0.25)
-    np.testing.assert_array_equal(terms.elbo.numpy(), model.elbo(x, k=2, rng=rng(0)).elbo.numpy())
+    np.testing.assert_array_equal(terms.elbo.numpy(), model.elbo(x, samples=2, rng=rng(0)).elbo.numpy())
     np.testing.assert_allclose(maximized.numpy(), (terms.reconstruction - 0.25 * terms.kl).numpy(), rtol=1e-15)
 
 

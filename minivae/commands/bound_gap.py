@@ -8,12 +8,12 @@ import numpy as np
 from minivae.app import plots
 from minivae.app.checkpoint import check_writable
 from minivae.app.data import load_dataset
-from minivae.app.loading import load_model_and_data, train_small_2d_model
+from minivae.app.loading import load_model_and_data, train_small_model
 from minivae.backend import get_backend
 from minivae.commands.argtypes import extent, non_negative_int, positive_int
 from minivae.distributions import DiagonalNormal
 from minivae.errors import MinivaeError, check_finite
-from minivae.likelihood import _numpy, bound_gap, kl_standard_normal_monte_carlo, latent_grid
+from minivae.likelihood import bound_gap, kl_standard_normal_monte_carlo, latent_grid
 from minivae.tensor import Tensor, no_grad
 
 
@@ -38,7 +38,7 @@ def run(args):
         raise MinivaeError(f"--seeds {args.seeds}: a spread needs at least 2 seeds; use e.g. 10")
     if args.checkpoint is None:
         print(f"training a 2-D latent VAE on digits (64 hidden units) into {out / 'bound_gap_model'} ...")
-        model, _ = train_small_2d_model(out / "bound_gap_model")
+        model, _ = train_small_model(out / "bound_gap_model")
         x = load_dataset("digits").test_x
     else:
         model, _, x = load_model_and_data(args.checkpoint, None, args.data_dir)
@@ -82,7 +82,7 @@ def _print_bounds(r, grid_size):
 def _print_kl_check(model, x, rng):
     with no_grad():
         q = DiagonalNormal(*model.encode(Tensor(x, dtype=model.dtype)))
-        closed = _numpy(q.kl_standard_normal())
+        closed = q.kl_standard_normal().numpy()
     estimate, se = kl_standard_normal_monte_carlo(q, 20_000, rng)
     print(f"KL(q || p(z)), mean over examples: closed form {closed.mean():.4f}, Monte Carlo (20000 samples each) "
           f"{estimate.mean():.4f} +- {np.sqrt(np.sum(se**2)) / len(se):.4f} nats")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from minivae.app import plots
-from minivae.app.loading import train_small_2d_model
+from minivae.app.loading import train_small_model
 from minivae.backend import get_backend
 from minivae.commands.bound_gap import bound_gap_panels
 from minivae.commands.estimators import variance_curves
@@ -61,7 +61,7 @@ class Models:
         key = (latent_dim, likelihood, sigma)
         if key not in self.trained:
             out = self.directory / f"latent{latent_dim}_{likelihood}_{sigma:g}"
-            self.trained[key], _ = train_small_2d_model(out, self.epochs, self.seed, latent_dim=latent_dim,
+            self.trained[key], _ = train_small_model(out, self.epochs, self.seed, latent_dim=latent_dim,
                                                         likelihood=likelihood, sigma=sigma)
         return self.trained[key]
 
@@ -150,7 +150,7 @@ def figure_sigma(ctx, path):
         exact = log_px_quadrature(model, x, sizes.grid_size)
         naive = spread_across_seeds(log_px_prior_sampling, model, x, [10], sizes.seeds)[0]
         with no_grad():
-            terms = model.elbo(Tensor(x, dtype=model.dtype), k=100, rng=ctx.make_rng())
+            terms = model.elbo(Tensor(x, dtype=model.dtype), samples=100, rng=ctx.make_rng())
         reconstruction, kl = terms.reconstruction.numpy().mean(), terms.kl.numpy().mean()
         rows.append((sigma, exact.mean(), (naive - exact).mean(), reconstruction - kl, reconstruction, kl))
         ctx.log("{:6.2f} {:10.2f} {:11.2f} {:10.2f} {:11.2f} {:7.2f}".format(*rows[-1]))

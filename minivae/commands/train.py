@@ -9,7 +9,7 @@ from minivae.app.run_checkpoint import CHECKPOINT_NAME
 from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS, TrainConfig
 from minivae.app.training import TrainingInterrupted, train
 from minivae.commands.argtypes import int_list, non_negative_int, positive_float, positive_int, sigma
-from minivae.vae import OBJECTIVES
+from minivae.vae import LIKELIHOODS, OBJECTIVES
 
 
 def add_arguments(parser):
@@ -26,7 +26,7 @@ def add_arguments(parser):
     parser.add_argument("--latent-dim", type=positive_int, default=defaults.latent_dim, help="size of z")
     parser.add_argument("--activation", choices=("relu", "tanh"), default=defaults.activation,
                         help="the hidden layers' activation")
-    parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=defaults.likelihood,
+    parser.add_argument("--likelihood", choices=LIKELIHOODS, default=defaults.likelihood,
                         help="the decoder's distribution p(x|z)")
     parser.add_argument("--sigma", type=sigma, default=defaults.sigma,
                         help="the Gaussian decoder's fixed standard deviation (default 0.1)")

@@ -62,7 +62,7 @@ def test_elbo_with_on_device_noise_is_finite_and_trains():
         elbos = []
         for _ in range(5):
             optimizer.zero_grad()
-            elbo = model.elbo(x, k=2, rng=noise).elbo.mean()
+            elbo = model.elbo(x, samples=2, rng=noise).elbo.mean()
             (-elbo).backward()
             optimizer.step()
             elbos.append(elbo.item())
