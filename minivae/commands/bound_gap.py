@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from minivae.app import plots
+from minivae.app.figures import bound_gap_panels
 from minivae.app.checkpoint import check_writable
 from minivae.app.data import load_dataset
 from minivae.app.loading import load_model_and_data, train_small_model
@@ -96,18 +97,6 @@ def _print_spreads(r):
     for i, n in enumerate(r.sample_counts):
         print(f"{n:6d} {r.naive[i].mean():11.3f} {naive[i]:12.4f} {r.weighted[i].mean():9.3f} "
               f"{weighted[i]:9.4f} {naive[i] / weighted[i]:6.1f}")
-
-
-def bound_gap_panels(r):
-    """Two panels: ELBO <= L_K <= log p(x) on a scale that shows their gaps (tenths of a nat); the naive estimate."""
-    counts = r.sample_counts
-    exact = (counts, [r.exact.mean()] * len(counts), None)
-    bounds = {"importance sampling, z ~ q(z|x): L_K": (counts, r.weighted.mean(axis=(1, 2)), r.spread(r.weighted)),
-              "ELBO": (counts, [r.elbo.mean()] * len(counts), None), "exact log p(x) (quadrature)": exact}
-    naive = {"naive Monte Carlo, z ~ p(z)": (counts, r.naive.mean(axis=(1, 2)), r.spread(r.naive)),
-             "exact log p(x) (quadrature)": exact}
-    return [[plots.Curves("ELBO <= L_K <= log p(x)", "samples K", "nats", bounds),
-             plots.Curves("naive Monte Carlo against the exact value", "samples n", "nats", naive)]]
 
 
 def _spread_curves(r):
