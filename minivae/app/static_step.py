@@ -18,7 +18,7 @@ kernels are recorded, not run. A step can be replayed only if
   device array, no copy to the host. So the loss is not checked each step, as
   ``loop.train_step`` does with ``loss.item()``: the step adds its ELBO terms
   into device sums, and ``take_sums`` reads them, and checks them and the
-  parameters for NaN, when the epoch asks (at its end);
+  parameters for NaN, when the epoch asks (at its end, and every ``--log-interval`` steps);
 - the memory it allocates does not move: the graph holds the addresses of the
   step's intermediate arrays, so they come from a private memory pool that
   nothing else allocates from, kept as long as the graph;
@@ -105,7 +105,7 @@ class StaticStep:
     def take_sums(self):
         """(summed (objective, elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets the sums.
 
-        The one host sync of an epoch: it waits for every replayed step.
+        The step's only host sync (``loop.train_epoch`` calls it once an epoch): it waits for every replayed step.
         """
         backend = get_backend()
         sums = backend.asnumpy(self.sums) + self.eager.take_sums()[0]
