@@ -435,10 +435,7 @@ _SGD = _twins(_sgd_loop)
 
 
 def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-    """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1.
-
-    step and lr: numbers or 0-d arrays (on the CPU, host memory like the rest).
-    """
+    """Adam (Kingma & Ba, Algorithm 1, PyTorch's form) in place over flat buffers; step, lr: numbers or 0-d arrays."""
     shared.check_flat("adam_step", p, g, m, v)
     loop, _ = _pick(_ADAM, p.size)
     a_t, eps_t = reference.adam_step_sizes(step, lr, beta1, beta2, eps)

@@ -161,7 +161,7 @@ def term_sums(terms):
 
 
 def importance_sampled_log_px(model, x, samples, seed, batch_size=100):
-    """``log_px_importance`` over a whole set, ``batch_size`` examples at a time, with chunks sized by ``CHUNK_ROWS``."""
+    """``log_px_importance`` over a whole set, ``batch_size`` examples at a time, chunks sized by ``CHUNK_ROWS``."""
     rng = get_backend().kernels.make_rng(seed)
     chunk = max(1, CHUNK_ROWS // min(batch_size, len(x)))
     return np.concatenate([log_px_importance(model, x[i:i + batch_size], samples, rng, chunk)
@@ -304,7 +304,7 @@ def bound_gap(model, x, grid_size=101, extent=5.0, sample_counts=SAMPLE_COUNTS, 
 
 
 def spread_across_seeds(estimator, model, x, sample_counts, seeds):
-    """``estimator(model, x, samples, rng)`` for each count and seeds 0..seeds-1: shape (len(sample_counts), seeds, B)."""
+    """``estimator(model, x, samples, rng)`` for each count and seeds 0..seeds-1: (len(sample_counts), seeds, B)."""
     make_rng = get_backend().kernels.make_rng
     return np.stack([np.stack([estimator(model, x, samples, make_rng(seed)) for seed in range(seeds)])
                      for samples in sample_counts])

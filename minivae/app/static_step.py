@@ -73,7 +73,7 @@ class StaticStep:
         self.graph = self.stream = self.pool = None
 
     def __call__(self, x_batch, beta=1.0):
-        """One step on ``x_batch``: replayed once captured, else run; True, or the eager step's answer for a short batch."""
+        """One step on ``x_batch``, replayed once captured; True (a short batch: the eager step's answer)."""
         if len(x_batch) != len(self.x):
             return self.eager(x_batch, beta)
         self.x[...] = self.xp.asarray(x_batch)
@@ -103,7 +103,7 @@ class StaticStep:
                                         for term in (maximized, terms.elbo, terms.reconstruction, terms.kl)])
 
     def take_sums(self):
-        """(summed (objective, elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets the sums.
+        """(summed (objective, elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets them.
 
         The step's only host sync (``loop.train_epoch`` calls it once an epoch): it waits for every replayed step.
         """

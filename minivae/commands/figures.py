@@ -1,4 +1,4 @@
-"""``minivae figures``: a figure, and the numbers it shows, for each argument of docs/walkthrough.md (``app.figures``)."""
+"""``minivae figures``: the walkthrough's figures (``app/figures.py``), each with the numbers it shows."""
 import dataclasses
 import time
 
