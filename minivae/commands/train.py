@@ -52,7 +52,7 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=non_negative_int, default=defaults.seed,
                         help="seeds the weights, the shuffling and the noise")
     parser.add_argument("--log-interval", type=non_negative_int, default=defaults.log_interval,
-                        help="print every N steps (default 0: once per epoch)")
+                        help="print the mean ELBO of every N steps (default 0: once per epoch)")
     parser.add_argument("--plot-interval", type=non_negative_int, default=defaults.plot_interval,
                         help="write figures every N epochs, and always after the last (default 25)")
     parser.add_argument("--out", default=defaults.out, help="output directory (default: results)")
