@@ -148,3 +148,25 @@ def test_drivers_run_from_the_repository_as_modules():
     for module in ("benchmarks.bench_step", "benchmarks.bench_overhead", "benchmarks.bench_engine_step"):
         result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0 and "usage:" in result.stdout, result.stderr
+
+
+def test_rerun_runs_both_thread_settings_in_processes_of_their_own(tmp_path):
+    argv = [sys.executable, "-m", "minivae.benchmarks.rerun", "--out", str(tmp_path), "--",
+            "--quick", "--skip-peers", "--backends", "numpy", "--batch-sizes", "2"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=True)
+    text = (tmp_path / "rerun.md").read_text()
+    assert text == result.stdout
+    assert [line.split(":")[0] for line in text.splitlines() if line.endswith(" after.")] == ["- default", "- 1-thread"]
+    default, one = (json.loads((tmp_path / setting / "bench.json").read_text()) for setting in ("default", "1-thread"))
+    assert default["confinement"]["cores"] is None and len(one["confinement"]["cores"]) == 1
+    assert "## 1-thread\n\n- Machine: " in text and "- Confinement: held: all " in text
+
+
+def test_rerun_refuses_to_start_without_every_peer(monkeypatch, tmp_path, capsys):
+    from minivae.benchmarks import rerun
+    monkeypatch.setattr(rerun.peers, "available", lambda name: "jax not installed: pip install jax jaxlib"
+                        if name == "jax jit" else None)
+    assert rerun.main(["--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("rerun: rerun needs every peer installed (pip install -e '.[peers]'):"
+                                       " jax jit: jax not installed: pip install jax jaxlib\n")
+    assert list(tmp_path.iterdir()) == []
