@@ -57,6 +57,7 @@ FAMILIES = {  # a forward and its backward, as the step calls them
     "bernoulli_log_prob": ("bernoulli_log_prob", "bernoulli_log_prob_backward"),
 }
 OPTIMIZER = ("adam_step",)
+IN_PLACE = ("adam_step", "sgd_step")  # kernels updating their arguments
 WARMUP = 3  # steps before recording, and calls of each part before timing
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
@@ -105,8 +106,18 @@ def recording(kernels):
             setattr(kernels, name, fn)
 
 
+def _own_buffers(call):
+    """``call`` with its array arguments copied if its kernel updates them in place (the optimizer's)."""
+    if call.name not in IN_PLACE:
+        return call
+    args = tuple(arg.copy() if isinstance(arg, np.ndarray) else arg for arg in call.args)
+    return Call(call.name, call.fn, args, call.kwargs, call.result)
+
+
 def replay(calls):
-    """The recorded kernel calls again, in order, on the same arrays."""
+    """The recorded kernel calls again, in order, on the same arrays (an optimizer on copies: the model stays)."""
+    calls = [_own_buffers(call) for call in calls]
+
     def run():
         for call in calls:
             call.fn(*call.args, **call.kwargs)
