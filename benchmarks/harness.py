@@ -307,7 +307,10 @@ def write_json(report, path):
 
 
 def format_duration(seconds):
-    """'12.3 us', '4.56 ms' or '7.89 s': three significant digits in the largest unit below the value."""
+    """'12.3 us', '4.56 ms' or '7.89 s': three significant digits in the largest unit below the value (a
+    difference of two times may be negative: '-142 us')."""
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
