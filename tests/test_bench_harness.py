@@ -316,3 +316,8 @@ def test_describe_says_when_nothing_was_confined():
     line = confinement.describe({"cores": None, "threads": 5, "escaped": [], "cpus": [0, 1]})
     assert line == "none asked (no --threads); the 5 threads may run on CPUs 0,1"
     assert confinement.parse_cpu_list("0-2,5") == [0, 1, 2, 5]
+
+
+def test_durations_read_in_the_largest_unit_below_them_negative_ones_too():
+    assert [harness.format_duration(s) for s in (7.891, 4.561e-3, 1.234e-5, 3e-9, -1.42e-4)] == [
+        "7.89 s", "4.56 ms", "12.3 us", "3 ns", "-142 us"]
