@@ -27,9 +27,9 @@ freed memory (``keep_freed_memory``), and counts the step's page faults
 before recording.
 
 What the step takes beyond the replayed kernels and the tape alone, round by
-round, is the kernels running slower inside the step than back to back (the
-step's activations stay alive until the backward pass, so less of them is in
-cache). Every part is a multiple of the floor of the same round, with a 95% bootstrap
+round, is "the rest": freeing the step's arrays (the tape alone returns the
+recording's, which stay), and noise. (Timed inside the step, the kernels take
+what their replays take.) Every part is a multiple of the floor of the same round, with a 95% bootstrap
 interval (``verdicts.floor_ratio``): ratios survive a busy machine better than
 times. ``--clock cpu`` times by the calling thread's CPU time, which a
 descheduled spell does not count (only with ``--threads 1``, where every
@@ -255,7 +255,7 @@ LABELS = {
     "optimizer": "Adam (one fused pass over every parameter)",
     "tape": "the tape alone, kernels answered from the recording: graph, backward walk, NumPy glue",
     "gradient copies": "  of which weight gradients copied into the flat buffer",
-    "in the step": "the rest: kernels slower in the step than replayed back to back",
+    "in the step": "the rest: step - replayed kernels - tape alone (freeing the step's arrays; noise)",
 }
 
 
