@@ -33,9 +33,10 @@ def machine_lines(report):
              (f"- Run: {'quick' if settings['quick'] else 'full'}, parts {', '.join(settings['parts'])},"
               f" {report['seconds']:.0f} s, finished {env['time']}, commit {env['commit']}.")]
     if max(before, after) > env["cores"] / 2:
-        lines.append("- **The machine was busy with other work.** With the default thread counts, BLAS, OpenMP"
-                     " and Numba threads spin waiting for descheduled siblings: absolute times are inflated and"
-                     " noisy, the interleaved ratios less so. Rerun when it is idle, or with --threads 1.")
+        lines.append("- **The machine was busy with other work**: absolute times are inflated and noisy, the"
+                     " interleaved ratios less so." + ("" if settings["threads"] else
+                     " With the default thread counts, BLAS, OpenMP and Numba threads spin waiting for descheduled"
+                     " siblings. Rerun when it is idle, or with --threads 1."))
     backends = ["| backend | status |", "|---|---|"]
     backends += [f"| {name} | {why or 'timed'} |" for name, why in report["backends"].items()]
     return lines + [""] + backends
