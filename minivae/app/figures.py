@@ -30,6 +30,7 @@ from minivae.tensor import Tensor, no_grad
 TARGET_ERROR = 0.1  # nats: the dimension sweep asks how many samples reach this root-mean-square error
 SIGMA_RECONSTRUCTIONS = (0.1, 0.3, 1.0)
 ERASED_ROWS = 3
+EXTENT = 5.0  # the quadrature grid covers [-EXTENT, EXTENT]^L
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,7 +322,7 @@ def figure_estimator_variance(ctx, path):
 def figure_bound_gap(ctx, path):
     """ELBO <= L_K <= log p(x) against K on their own scale, and the naive estimate beside them."""
     model, x, sizes = ctx.models.get(2), ctx.test_x, ctx.sizes
-    result = bound_gap(model, x, sizes.grid_size, 5.0, ctx.sample_counts, sizes.seeds, seed=ctx.seed)
+    result = bound_gap(model, x, sizes.grid_size, EXTENT, ctx.sample_counts, sizes.seeds, seed=ctx.seed)
     naive, weighted = result.spread(result.naive), result.spread(result.weighted)
     ctx.log(f"mean over {len(x)} test images: ELBO {result.elbo.mean():.3f} <= L_{result.sample_counts[-1]} "
             f"{result.bound.mean():.3f} <= log p(x) {result.exact.mean():.3f}; gap log p(x) - ELBO "
