@@ -24,9 +24,8 @@ from checkpoint_files import altered
 from minivae.app import idx, run_checkpoint, runconfig, threads, training
 from minivae.app.checkpoint import load_checkpoint, save_checkpoint
 from minivae.app.rundir import LOCK_NAME
-from runs import assert_one_line_error, reference_checkpoint, run_cli, skip_figures, train_argv, write_fake_mnist
-
-ROOT = Path(__file__).resolve().parents[1]
+from runs import (assert_one_line_error, assert_refused, ended_pid, minivae, reference_checkpoint, run_cli, skip_figures,
+                  subprocess_env, train_argv, write_fake_mnist)
 
 
 # ----- A run directory is owned -----
@@ -48,14 +47,15 @@ def test_stale_temporaries_are_removed_and_planted_links_are_replaced_not_follow
     outside.mkdir()
     run = tmp_path / "run"
     run.mkdir()
-    (run / ".checkpoint.npz.k1ll3d.tmp").write_bytes(b"half a checkpoint")
+    stale = run / f".checkpoint.npz.minivae-{ended_pid()}-k1ll3d_0.tmp"
+    stale.write_bytes(b"half a checkpoint")
     (run / "metrics.jsonl.tmp").symlink_to(outside / "metrics-target")  # the old fixed temporary name
     (run / "sample_1.png").symlink_to(outside / "sample-target.png")
     (run / "metrics.jsonl").symlink_to(outside / "metrics-final")
     status, out, err = run_cli(["train", "--hidden", "16", "--latent-dim", "3", "--epochs", "1", "--out", str(run)],
                                capsys)
     assert status == 0, err
-    assert "removed 1 temporary file(s)" in out and not (run / ".checkpoint.npz.k1ll3d.tmp").exists()
+    assert "removed 1 temporary file(s)" in out and not stale.exists()
     assert list(outside.iterdir()) == []  # nothing written through a link
     for name in ("sample_1.png", "metrics.jsonl"):
         assert not (run / name).is_symlink() and (run / name).stat().st_size > 0
@@ -195,19 +195,6 @@ def test_progress_is_forced_with_the_option(tmp_path, monkeypatch, capsys):
 
 # ----- Through a subprocess, as a user runs it -----
 
-def minivae(*argv, timeout=120):
-    """``python -m minivae ARGV`` from this checkout: the finished process."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "minivae", *map(str, argv)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
-
-
-def assert_refused(result, *fragments, code=2):
-    """Exit ``code``, one stderr line starting ``minivae`` holding each fragment, no traceback."""
-    assert "Traceback" not in result.stderr, result.stderr
-    assert_one_line_error(result.returncode, result.stderr, *fragments, code=code)
-
-
 def test_a_second_run_leaves_the_first_runs_checkpoint_intact(tmp_path, monkeypatch, capsys):
     run = tmp_path / "D"
     first = minivae("train", "--epochs", 5, "--hidden", 64, "--out", run)
@@ -224,10 +211,9 @@ def test_a_second_run_leaves_the_first_runs_checkpoint_intact(tmp_path, monkeypa
 
 
 def test_sigterm_says_how_to_resume(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-m", "minivae", "train", "--hidden", "16", "--plot-interval", "0",
                                 "--epochs", "100000", "--out", str(tmp_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
     deadline = time.monotonic() + 60
     while not (tmp_path / run_checkpoint.CHECKPOINT_NAME).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -255,9 +241,8 @@ runpy.run_module("minivae", run_name="__main__")
 
 
 def test_ctrl_c_while_the_command_loads_is_one_line(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", INTERRUPTED_WHILE_LOADING, str(tmp_path)], capture_output=True,
-                          text=True, env=env, timeout=60)
+                          text=True, env=subprocess_env(), timeout=60)
     assert_refused(done, "interrupted", code=130)
     assert list(tmp_path.iterdir()) == []  # interrupted before anything was written
 

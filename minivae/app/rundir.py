@@ -4,9 +4,11 @@
 ``fcntl`` lock on ``DIR/.minivae.lock`` (the kernel releases it when the
 process ends, however it ends: a file a kill leaves behind locks nothing),
 so a second ``minivae train`` on the same directory refuses at once, naming
-the first one's PID. A run that ends removes the file. Holding the lock, it removes the temporary files a killed run left,
-and refuses a directory that already holds a checkpoint unless the run
-continues that checkpoint (``--resume``) or replaces it (``--overwrite``).
+the first one's PID. A run that ends removes the file. Holding the lock, it
+refuses a directory that already holds a checkpoint unless the run continues
+that checkpoint (``--resume``) or replaces it (``--overwrite``); only a run
+accepted so removes the temporary files a killed minivae left (never a file
+minivae did not name, ``files.remove_stale_temporaries``).
 """
 import contextlib
 import fcntl
@@ -21,12 +23,12 @@ LOCK_NAME = ".minivae.lock"
 
 @contextlib.contextmanager
 def own_run_directory(directory, checkpoint_name, resume=None, overwrite=False, log=print):
-    """Lock ``directory``, clean stale temporaries, and check that this run may write its checkpoint there."""
+    """Lock ``directory``, check that this run may write its checkpoint there, then clean stale temporaries."""
     with _locked(Path(directory)):
+        _check_not_another_run(Path(directory) / checkpoint_name, resume, overwrite, log)
         removed = remove_stale_temporaries(directory)
         if removed:
-            log(f"removed {len(removed)} temporary file(s) a stopped run left in {directory}: {', '.join(removed)}")
-        _check_not_another_run(Path(directory) / checkpoint_name, resume, overwrite, log)
+            log(f"removed {len(removed)} temporary file(s) a killed run left in {directory}: {', '.join(removed)}")
         yield
 
 
