@@ -52,8 +52,8 @@ def test_stale_temporaries_are_removed_and_planted_links_are_replaced_not_follow
     (run / "metrics.jsonl.tmp").symlink_to(outside / "metrics-target")  # the old fixed temporary name
     (run / "sample_1.png").symlink_to(outside / "sample-target.png")
     (run / "metrics.jsonl").symlink_to(outside / "metrics-final")
-    status, out, err = run_cli(["train", "--hidden", "16", "--latent-dim", "3", "--epochs", "1", "--out", str(run)],
-                               capsys)
+    status, out, err = run_cli(["train", "--hidden", "16", "--latent-dim", "3", "--epochs", "1", "--overwrite",
+                                "--out", str(run)], capsys)
     assert status == 0, err
     assert "removed 1 temporary file(s)" in out and not stale.exists()
     assert list(outside.iterdir()) == []  # nothing written through a link
@@ -206,7 +206,7 @@ def test_a_second_run_leaves_the_first_runs_checkpoint_intact(tmp_path, monkeypa
     assert (run / run_checkpoint.CHECKPOINT_NAME).read_bytes() == checkpoint
     skip_figures(monkeypatch)
     status, out, _ = run_cli(train_argv(run, 1, "--seed", "7", "--overwrite"), capsys)
-    assert status == 0 and f"--overwrite: {run / run_checkpoint.CHECKPOINT_NAME} and this directory's metrics" in out
+    assert status == 0 and f"--overwrite: checkpoint.npz, metrics.jsonl, loss_curves.png and 2 more in {run} will" in out
     assert len(load_checkpoint(run / run_checkpoint.CHECKPOINT_NAME)[1]["history"]) == 1
 
 

@@ -38,6 +38,7 @@ from minivae.app import plots
 from minivae.app.checkpoint import check_writable, save_checkpoint
 from minivae.app.data import batches
 from minivae.app.files import write_atomically
+from minivae.app.outputs import METRICS_NAME, draws_figures, figure_names, run_outputs
 from minivae.app.run_checkpoint import CHECKPOINT_NAME, checkpoint_payload, restore_checkpoint
 from minivae.app.runconfig import build_model, build_optimizer, prepare_data
 from minivae.app.rundir import own_run_directory
@@ -184,7 +185,7 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, thread
     if config.data_dir is not None:  # stored absolute: a checkpoint finds its data from any directory
         config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).resolve()))
     out = check_writable(config.out)
-    with own_run_directory(out, CHECKPOINT_NAME, resume, overwrite, log):
+    with own_run_directory(out, run_outputs(config), resume, overwrite, log):
         data = prepare_data(config)
         sizes = (data.train_x.shape[1], *config.hidden)
         count, reason = choose_threads(threads, product_size(config.batch_size, sizes))
@@ -288,9 +289,9 @@ def _write_outputs(out, model, data, config, history, saved):
     """metrics.jsonl every epoch; figures every ``plot_interval`` epochs and at the last."""
     try:
         metrics = "".join(json.dumps(row) + "\n" for row in history).encode()
-        write_atomically(out / "metrics.jsonl", lambda f: f.write(metrics))
+        write_atomically(out / METRICS_NAME, lambda f: f.write(metrics))
         epoch = history[-1]["epoch"]
-        if epoch == config.epochs or (config.plot_interval and epoch % config.plot_interval == 0):
+        if draws_figures(config, epoch):
             write_figures(out, model, data, epoch, history, seed=config.seed)
     except OSError as exc:
         raise MinivaeError(f"cannot write metrics or figures in {out} ({exc}); {saved.describe()}; "
@@ -298,18 +299,19 @@ def _write_outputs(out, model, data, config, history, saved):
 
 
 def write_figures(out, model, data, epoch, history, seed):
-    """reconstruction_{epoch}.png, sample_{epoch}.png, loss_curves.png, and the 2-D latent figures."""
+    """reconstruction_{epoch}.png, sample_{epoch}.png, loss_curves.png, and the 2-D latent figures (``figure_names``)."""
+    names = figure_names(epoch, model.config["latent_dim"])
     with no_grad():
         originals = data.test_x[:8]
-        plots.save_reconstructions(out / f"reconstruction_{epoch}.png", originals,
+        plots.save_reconstructions(out / names["reconstruction"], originals,
                                    model.reconstruct(originals), data.image_shape)
-        plots.save_samples(out / f"sample_{epoch}.png", model.sample(64, get_backend().kernels.make_rng(seed)),
+        plots.save_samples(out / names["sample"], model.sample(64, get_backend().kernels.make_rng(seed)),
                            data.image_shape)
         if history:
-            plots.save_loss_curves(out / "loss_curves.png", history)
-        if model.config["latent_dim"] == 2:
+            plots.save_loss_curves(out / names["loss_curves"], history)
+        if "manifold" in names:
             mu = np.concatenate([model.encode(Tensor(data.test_x[start:start + FIGURE_BATCH]))[0].numpy()
                                  for start in range(0, len(data.test_x), FIGURE_BATCH)])  # not all hidden units at once
-            plots.save_latent_scatter(out / "latent_scatter.png", mu, data.test_y)
+            plots.save_latent_scatter(out / names["latent_scatter"], mu, data.test_y)
             grid = Tensor(plots.manifold_grid(15), dtype=model.dtype)
-            plots.save_manifold(out / "manifold.png", model.p_x_given_z(grid).mean.numpy(), data.image_shape, 15)
+            plots.save_manifold(out / names["manifold"], model.p_x_given_z(grid).mean.numpy(), data.image_shape, 15)

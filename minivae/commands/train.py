@@ -5,7 +5,7 @@ import signal
 import sys
 
 from minivae.app.data import BINARIZE_MODES, DATASET_NAMES
-from minivae.app.run_checkpoint import CHECKPOINT_NAME
+from minivae.app.outputs import describe_outputs
 from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS, TrainConfig
 from minivae.app.training import TrainingInterrupted, train
 from minivae.commands.argtypes import int_list, non_negative_int, positive_float, positive_int, sigma
@@ -92,7 +92,5 @@ def run(args):
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    latent_figures = ", latent_scatter.png, manifold.png" if config.latent_dim == 2 else ""
-    print(f"outputs in {config.out}/: {CHECKPOINT_NAME}, metrics.jsonl, reconstruction_{config.epochs}.png, "
-          f"sample_{config.epochs}.png, loss_curves.png{latent_figures}")
+    print(f"outputs in {config.out}/: {describe_outputs(config)}")
     return 0
