@@ -74,8 +74,8 @@ def add_common_arguments(parser, name):
                         help="array backend (default: $MINIVAE_BACKEND or numpy)")
     if name not in OWN_THREADS:
         parser.add_argument("--threads", type=positive_int, default=None,
-                            help="BLAS and numba threads (default: one for small models, else the cores "
-                                 "the load average leaves free)")
+                            help="BLAS and numba threads (default: one for small models, else one per core; "
+                                 "train --resume: the run's own)")
 
 
 def requested_command(argv):

@@ -178,7 +178,9 @@ def test_threads_fit_the_work_and_the_machine():
     assert threads.choose_threads(3, 1)[0] == 3
     assert threads.choose_threads(None, threads.product_size(128, (64, 256)))[0] == 1
     count, reason = threads.choose_threads(None, threads.product_size(128, (784, 1024, 1024)))
-    assert 1 <= count <= threads.usable_cores() and "--threads N" in reason
+    assert count == threads.usable_cores() and "--threads N" in reason
+    assert threads.choose_threads(None, 1 << 30, trained=3) == (3, "3 threads (the run's own, stored in its checkpoint)")
+    assert threads.choose_threads(3, 1, trained=3)[0] == 3
     from threadpoolctl import threadpool_info
     before = [pool["num_threads"] for pool in threadpool_info()]
     with threads.threads_limited(1):

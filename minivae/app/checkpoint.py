@@ -72,7 +72,7 @@ def _payload(path, arrays, meta):
     return {**arrays, META_KEY: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
 
 
-def load_checkpoint(path, check=None):
+def load_checkpoint(path, check=None, load_arrays=True):
     """``(arrays, meta)`` from a file written by ``save_checkpoint``; never unpickles.
 
     Nothing is trusted before it is checked: the metadata and every array's
@@ -81,7 +81,8 @@ def load_checkpoint(path, check=None):
     before any array is loaded. So an array the caller did not expect, or a
     metadata claiming a huge model, costs nothing. Compressed members are
     refused (``save_checkpoint`` never compresses), so every array loaded is at
-    most as large as the file.
+    most as large as the file. With ``load_arrays=False`` no array is loaded
+    (``arrays`` is empty): the metadata alone, checked.
     """
     path = Path(path)
     try:
@@ -96,7 +97,7 @@ def load_checkpoint(path, check=None):
             headers = {name: _read_header(path, archive, info) for name, info in members.items()}
             if check is not None:
                 check(meta, headers)
-            arrays = {name: _read_member(archive, info) for name, info in members.items()}
+            arrays = {name: _read_member(archive, info) for name, info in members.items() if load_arrays}
     except FileNotFoundError:
         raise MinivaeError(f"no checkpoint at {path}; check the path") from None
     except IsADirectoryError:

@@ -99,6 +99,13 @@ def read_training_checkpoint(path):
     return arrays, meta, _train_config(path, meta)
 
 
+def trained_config(path):
+    """The ``TrainConfig`` a checkpoint of ``train`` holds, from its checked metadata alone (no array is loaded)."""
+    _, meta = load_checkpoint(path, check=lambda meta, headers: check_training_meta(path, meta, headers),
+                              load_arrays=False)
+    return _train_config(path, meta)
+
+
 def check_training_meta(path, meta, headers):
     """Refuse metadata ``train`` did not write, or array headers ((shape, dtype) by name) that do not fit it.
 

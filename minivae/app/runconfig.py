@@ -51,6 +51,7 @@ class TrainConfig:
     log_interval: int = 0
     plot_interval: int = 25
     out: str = "results"
+    threads: int | None = None  # BLAS and numba threads; None: train chooses, and stores the count it ran at
 
     def model_sizes(self, input_dim):
         """Encoder sizes (input, hidden...) and the mirrored decoder sizes (hidden..., input)."""

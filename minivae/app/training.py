@@ -39,7 +39,7 @@ from minivae.app.checkpoint import check_writable, save_checkpoint
 from minivae.app.data import batches
 from minivae.app.files import write_atomically
 from minivae.app.outputs import METRICS_NAME, draws_figures, figure_names, run_outputs
-from minivae.app.run_checkpoint import CHECKPOINT_NAME, checkpoint_payload, restore_checkpoint
+from minivae.app.run_checkpoint import CHECKPOINT_NAME, checkpoint_payload, restore_checkpoint, trained_config
 from minivae.app.runconfig import build_model, build_optimizer, prepare_data
 from minivae.app.rundir import own_run_directory
 from minivae.app.threads import choose_threads, product_size, threads_limited
@@ -173,12 +173,13 @@ class Saved:
         return f"the checkpoint {self.path} (epoch {self.epoch}) is intact"
 
 
-def train(config, resume=None, progress=True, log=print, overwrite=False, threads=None, cuda_graph=None):
+def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_graph=None):
     """Train per ``config`` (or continue the checkpoint ``resume``); returns (model, history).
 
     The output directory is held for the whole run (``own_run_directory``):
-    it must not hold another run's checkpoint unless ``overwrite``. ``threads``
-    (None: chosen for the model and the machine) caps BLAS and numba while it runs.
+    it must not hold another run's checkpoint unless ``overwrite``. ``config.threads``
+    (None: chosen for the model and the machine; on resume, the run's own) caps
+    BLAS and numba while it runs, and is stored in the checkpoint.
     ``cuda_graph``: capture the step once and replay it (``make_static_step``);
     None captures where the backend can.
     """
@@ -188,7 +189,9 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, thread
     with own_run_directory(out, run_outputs(config), resume, overwrite, log):
         data = prepare_data(config)
         sizes = (data.train_x.shape[1], *config.hidden)
-        count, reason = choose_threads(threads, product_size(config.batch_size, sizes))
+        trained = trained_config(resume).threads if resume is not None else None
+        count, reason = choose_threads(config.threads, product_size(config.batch_size, sizes), trained)
+        config = dataclasses.replace(config, threads=count)
         log(f"{data.name} from {data.source}: {len(data.train_x)} training and {len(data.test_x)} test images; "
             f"{get_backend().name} backend, {reason}")
         with threads_limited(count):

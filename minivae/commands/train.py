@@ -85,8 +85,7 @@ def run(args):
     progress = args.progress or (not args.quiet and sys.stderr.isatty())
     previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
-        train(config, resume=args.resume, progress=progress, overwrite=args.overwrite, threads=args.threads,
-              cuda_graph=args.cuda_graph)
+        train(config, resume=args.resume, progress=progress, overwrite=args.overwrite, cuda_graph=args.cuda_graph)
     except TrainingInterrupted as interrupted:
         print(f"minivae: {interrupted}", file=sys.stderr)
         return 130
