@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from minivae.app import idx
 from minivae.app.run_checkpoint import CHECKPOINT_NAME
 from minivae.app.threads import usable_cores
 from runs import TINY, assert_refused, assert_same_run, minivae, subprocess_env, write_fake_mnist
@@ -53,3 +54,21 @@ def test_resume_takes_the_runs_thread_count_and_refuses_another(mnist_sized, tmp
     other = minivae(*mnist_train(mnist_sized, part, 3, "--resume", part / CHECKPOINT_NAME, "--threads", 1))
     assert_refused(other, "--threads 1: the run being resumed was trained with 2 threads",
                    "resume without --threads (it takes the run's 2)")
+
+
+# ----- The data a run trained on -----
+
+def test_resume_refuses_other_training_images(tmp_path):
+    data, other = write_fake_mnist(tmp_path / "a"), write_fake_mnist(tmp_path / "b")
+    images = other / "train-images-idx3-ubyte.gz"
+    changed = idx.read_idx(images)
+    changed[-1, -1, -1] ^= 1  # one pixel of the last training image; the test files are the same
+    idx.write_idx(images, changed)
+    first = minivae("train", *TINY, "--data", "mnist", "--data-dir", data, "--epochs", 1, "--out", tmp_path / "run")
+    assert first.returncode == 0, first.stderr
+    checkpoint = tmp_path / "run" / CHECKPOINT_NAME
+    resumed = minivae("train", *TINY, "--data", "mnist", "--data-dir", other, "--epochs", 2, "--out",
+                      tmp_path / "run", "--resume", checkpoint)
+    assert_refused(resumed, f"{checkpoint} was trained with the training images in {data}",
+                   f"but {other} holds other ones (40 images, SHA-256", f"pass --data-dir {data}")
+    assert minivae("evaluate", checkpoint, "--data-dir", other).returncode == 0  # the test images are the same

@@ -32,7 +32,8 @@ def checkpoint_payload(model, optimizer, rngs, config, history, data):
     meta = {"config": dataclasses.asdict(config), "model": model.config, "history": history,
             "optimizer": optimizer_scalars, "rng": rng_meta, "backend": get_backend().name,
             "image_shape": list(data.image_shape),
-            "data": {"source": data.source, "test_images": data.test_fingerprint}}
+            "data": {"source": data.source, "test_images": data.test_fingerprint,
+                     "train_images": data.train_fingerprint}}
     return arrays, meta
 
 
