@@ -3,9 +3,11 @@
 docs/reliability.md names each test here against the case it covers.
 """
 import os
+import subprocess
+import sys
 
 from minivae.app.run_checkpoint import CHECKPOINT_NAME
-from runs import TINY, assert_refused, ended_pid, minivae
+from runs import TINY, assert_refused, ended_pid, minivae, subprocess_env
 
 
 def tiny_train(out, epochs=1, *extra):
@@ -56,3 +58,40 @@ def test_a_directory_holding_a_file_the_run_would_write_is_refused_unless_overwr
         "reconstruction_2.png, sample_2.png")
     written = replaced.stdout.splitlines()[-1].split(": ", 1)[1].split(", ")
     assert sorted(written) == sorted(path.name for path in run.iterdir() if not path.name.startswith("."))
+
+
+# ----- Interrupts -----
+
+# SIGTERM delivered while matplotlib's ft2font (a pybind11 extension) initializes: its init creates Python enums,
+# and the signal is raised in the first one. A handler that raises there breaks the import ("ImportError:
+# initialization failed"), and the half-built extension can abort the interpreter at exit.
+SIGTERM_IN_FT2FONT = """
+import enum, importlib.abc, runpy, signal, sys
+
+create = enum.EnumType.__call__
+
+def signalled_once(*args, **kwargs):
+    enum.EnumType.__call__ = create
+    signal.raise_signal(signal.SIGTERM)
+    return create(*args, **kwargs)
+
+class SignalInFt2font(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "matplotlib.ft2font":
+            enum.EnumType.__call__ = signalled_once
+        return None
+
+sys.meta_path.insert(0, SignalInFt2font())
+sys.argv = ["minivae", *sys.argv[1:]]
+runpy.run_module("minivae", run_name="__main__")
+"""
+
+
+def test_sigterm_while_a_figure_module_loads_stops_after_the_epochs_figures(tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", "--hidden", "16", "--epochs", "2", "--plot-interval", "1", "--out", run]
+    done = subprocess.run([sys.executable, "-c", SIGTERM_IN_FT2FONT, *map(str, argv)], capture_output=True,
+                          text=True, env=subprocess_env(), timeout=120)
+    assert_refused(done, "interrupted in epoch 2", f"the checkpoint {run / CHECKPOINT_NAME} (epoch 1) is intact",
+                   f"--resume {run / CHECKPOINT_NAME}", code=130)
+    assert (run / "reconstruction_1.png").exists() and (run / "manifold.png").exists()

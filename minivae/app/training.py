@@ -16,7 +16,9 @@ What can go wrong, and what happens (docs/reliability.md has the table):
   with the epoch and step (``Diverged``) before anything is saved (a step
   replayed from a CUDA graph is checked at the end of its epoch instead);
 - Ctrl-C (or SIGTERM) stops with one line saying which epoch the checkpoint
-  holds and how to resume (``TrainingInterrupted``);
+  holds and how to resume (``TrainingInterrupted``); under
+  ``stop_requests.stop_requests()`` (the command) it stops before the next
+  step, or after the epoch's outputs, never inside an import or a figure;
 - the output directory is owned (``rundir.own_run_directory``): a second run
   on it refuses at once, and a run never replaces another's checkpoint unless
   told to (``--overwrite``);
@@ -42,6 +44,7 @@ from minivae.app.outputs import METRICS_NAME, draws_figures, figure_names, run_o
 from minivae.app.run_checkpoint import CHECKPOINT_NAME, checkpoint_payload, restore_checkpoint, trained_config
 from minivae.app.runconfig import build_model, build_optimizer, prepare_data
 from minivae.app.rundir import own_run_directory
+from minivae.app.stop_requests import check_stop
 from minivae.app.threads import choose_threads, product_size, threads_limited
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
@@ -122,6 +125,7 @@ def train_epoch(model, optimizer, data, config, epoch, rngs, progress, static_st
               total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
               disable=not progress) as bar:
         for step, (x_batch, _) in enumerate(bar, start=1):
+            check_stop()
             beta = kl_weight(config, epoch, step, steps)
             if static_step is not None and len(x_batch) == config.batch_size:
                 static_step(x_batch, beta)
@@ -216,6 +220,8 @@ def _train(config, data, out, resume, progress, log, cuda_graph):
             saved = Saved(out / CHECKPOINT_NAME, epoch)
             _write_outputs(out, model, data, config, history, saved)
             log(_epoch_line(history[-1]))
+            if epoch < config.epochs:
+                check_stop()  # a stop asked for during the evaluation or the figures: now, with the epoch saved
     except Diverged as diverged:
         raise Diverged(f"{diverged}; lower --lr (now {config.lr:g}) or set --logvar-clamp; "
                        f"{saved.describe()}") from None

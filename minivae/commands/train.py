@@ -1,12 +1,12 @@
 """``minivae train``: train a VAE (``app.training.train``) from the command line; Ctrl-C or SIGTERM say how to resume."""
 import argparse
 import dataclasses
-import signal
 import sys
 
 from minivae.app.data import BINARIZE_MODES, DATASET_NAMES
 from minivae.app.outputs import describe_outputs
 from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from minivae.app.stop_requests import stop_requests
 from minivae.app.training import TrainingInterrupted, train
 from minivae.commands.argtypes import int_list, non_negative_int, positive_float, positive_int, sigma
 from minivae.vae import OBJECTIVES
@@ -75,21 +75,17 @@ def config_from_args(args):
     return TrainConfig(**values)
 
 
-def _interrupt_on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 def run(args):
-    """Train; on Ctrl-C or SIGTERM, one line on stderr saying how to resume, and exit status 130."""
+    """Train; on Ctrl-C or SIGTERM (acted on between steps), one line on stderr saying how to resume, and exit
+    status 130."""
     config = config_from_args(args)
     progress = args.progress or (not args.quiet and sys.stderr.isatty())
-    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
-        train(config, resume=args.resume, progress=progress, overwrite=args.overwrite, cuda_graph=args.cuda_graph)
+        with stop_requests():
+            train(config, resume=args.resume, progress=progress, overwrite=args.overwrite,
+                  cuda_graph=args.cuda_graph)
     except TrainingInterrupted as interrupted:
         print(f"minivae: {interrupted}", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     print(f"outputs in {config.out}/: {describe_outputs(config)}")
     return 0
