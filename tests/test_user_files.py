@@ -95,3 +95,15 @@ def test_sigterm_while_a_figure_module_loads_stops_after_the_epochs_figures(tmp_
     assert_refused(done, "interrupted in epoch 2", f"the checkpoint {run / CHECKPOINT_NAME} (epoch 1) is intact",
                    f"--resume {run / CHECKPOINT_NAME}", code=130)
     assert (run / "reconstruction_1.png").exists() and (run / "manifold.png").exists()
+
+
+# ----- Checkpoints that are not files -----
+
+def test_a_fifo_as_the_checkpoint_is_refused_before_any_lock(tmp_path):
+    fifo = tmp_path / "f.npz"
+    os.mkfifo(fifo)
+    assert_refused(minivae("sample", fifo, timeout=30), f"{fifo} is not a regular file (a FIFO")
+    out = tmp_path / "X"
+    assert_refused(minivae("train", "--resume", fifo, "--out", out, timeout=30), f"{fifo} is not a regular file")
+    assert not out.exists()
+    assert_refused(minivae("evaluate", "/dev/null", timeout=30), "/dev/null is not a regular file")

@@ -19,6 +19,8 @@ checkpoint as it was.
 """
 import json
 import math
+import os
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -86,25 +88,59 @@ def load_checkpoint(path, check=None, load_arrays=True):
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             _check_is_npz(path, f.read(len(NPY_MAGIC)))
-        with zipfile.ZipFile(path) as archive:
-            members = _members(path, archive)
-            if META_KEY not in members:
-                raise MinivaeError(f"{path} has no {META_KEY} entry, so it is not a minivae checkpoint; "
-                                   "check the path")
-            meta = _decode_meta(path, _read_member(archive, members.pop(META_KEY)))
-            headers = {name: _read_header(path, archive, info) for name, info in members.items()}
-            if check is not None:
-                check(meta, headers)
-            arrays = {name: _read_member(archive, info) for name, info in members.items() if load_arrays}
+            f.seek(0)
+            with zipfile.ZipFile(f) as archive:
+                return _read_archive(path, archive, check, load_arrays)
     except FileNotFoundError:
         raise MinivaeError(f"no checkpoint at {path}; check the path") from None
-    except IsADirectoryError:
-        raise MinivaeError(f"{path} is a directory, not a checkpoint; pass the checkpoint.npz inside it") from None
     except _LOAD_ERRORS as exc:
         raise MinivaeError(f"checkpoint {path} is unreadable or corrupt ({exc}); use another checkpoint") from None
+
+
+def _read_archive(path, archive, check, load_arrays):
+    """``load_checkpoint`` on the open zip ``archive``: the metadata and headers, checked, then the arrays."""
+    members = _members(path, archive)
+    if META_KEY not in members:
+        raise MinivaeError(f"{path} has no {META_KEY} entry, so it is not a minivae checkpoint; check the path")
+    meta = _decode_meta(path, _read_member(archive, members.pop(META_KEY)))
+    headers = {name: _read_header(path, archive, info) for name, info in members.items()}
+    if check is not None:
+        check(meta, headers)
+    arrays = {name: _read_member(archive, info) for name, info in members.items() if load_arrays}
     return arrays, meta
+
+
+def check_checkpoint_file(path):
+    """Refuse ``path`` unless it names a regular file (a FIFO would block its reader forever), without opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise MinivaeError(f"no checkpoint at {path}; check the path") from None
+    except OSError as exc:
+        raise MinivaeError(f"cannot read the checkpoint {path} ({exc.strerror}); check the path") from None
+    _check_regular(path, mode)
+
+
+def _open_regular(path):
+    """``path`` opened for binary reading, refused unless a regular file: opened without blocking (a FIFO's open
+    waits for a writer), then checked on the open file itself."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _check_regular(path, os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _check_regular(path, mode):
+    if stat.S_ISDIR(mode):
+        raise MinivaeError(f"{path} is a directory, not a checkpoint; pass the checkpoint.npz inside it")
+    if not stat.S_ISREG(mode):
+        raise MinivaeError(f"{path} is not a regular file (a FIFO, a socket or a device), so not a checkpoint; "
+                           "pass the checkpoint.npz a training run wrote")
 
 
 NPY_MAGIC = b"\x93NUMPY"
