@@ -3,10 +3,13 @@
 Every subcommand takes ``--backend`` and (but ``bench``, which has its own)
 ``--threads``. A ``MinivaeError`` (bad input, a backend that cannot run here)
 prints one line and exits with status 2; a result that is not finite, with
-status 3; Ctrl-C, with status 130.
+status 3; Ctrl-C, with status 130. ``prepare_output`` (called by the entry point,
+``minivae/__main__.py``) makes the process's output survive a closed pipe and
+print any path.
 """
 import argparse
 import importlib
+import os
 import sys
 
 from minivae import __version__
@@ -87,6 +90,47 @@ def requested_command(argv):
 def parse_args(argv):
     """The options of the command ``argv`` names, parsed by a parser that loaded that command alone."""
     return build_parser(requested_command(argv)).parse_args(argv)
+
+
+class OutlivesItsReader:
+    """A text stream that goes on after its reader left: once a pipe is closed (``minivae train | head -1``),
+    what follows is written to /dev/null, so a run is not killed by its log."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())  # the stream's buffered text goes there too at its next flush
+        os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def prepare_output():
+    """stdout and stderr for the process: any path printable (what the encoding cannot show is backslash-escaped,
+    e.g. a file name's byte 0xff under ``PYTHONIOENCODING=ascii``), and outliving their readers."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            continue
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+        setattr(sys, name, OutlivesItsReader(stream))
 
 
 def main(argv=None):

@@ -6,13 +6,14 @@ import os
 import subprocess
 import sys
 
+from minivae.app.checkpoint import load_checkpoint
 from minivae.app.run_checkpoint import CHECKPOINT_NAME
 from runs import TINY, assert_refused, ended_pid, minivae, subprocess_env
 
 
-def tiny_train(out, epochs=1, *extra):
+def tiny_train(out, epochs=1, *extra, env=None):
     """``minivae train`` of a tiny model as a subprocess."""
-    return minivae("train", *TINY, "--epochs", epochs, "--out", out, *extra)
+    return minivae("train", *TINY, "--epochs", epochs, "--out", out, *extra, env=env)
 
 
 # ----- Temporary files -----
@@ -107,3 +108,26 @@ def test_a_fifo_as_the_checkpoint_is_refused_before_any_lock(tmp_path):
     assert_refused(minivae("train", "--resume", fifo, "--out", out, timeout=30), f"{fifo} is not a regular file")
     assert not out.exists()
     assert_refused(minivae("evaluate", "/dev/null", timeout=30), "/dev/null is not a regular file")
+
+
+# ----- Output a reader closed, paths a terminal cannot print -----
+
+def test_training_goes_on_when_its_output_pipe_is_closed(tmp_path):
+    """``minivae train --epochs 3 --out bp | head -1``: head leaves after the first line; the run finishes."""
+    run = tmp_path / "bp"
+    process = subprocess.Popen([sys.executable, "-m", "minivae", "train", "--hidden", "16", "--epochs", "3",
+                                "--plot-interval", "0", "--out", str(run)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=subprocess_env(PYTHONUNBUFFERED="1"))
+    assert process.stdout.readline().startswith("digits from")
+    process.stdout.close()  # as head -1 exits: every later write meets a closed pipe
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0 and err == ""
+    assert len(load_checkpoint(run / CHECKPOINT_NAME)[1]["history"]) == 3
+
+
+def test_a_path_the_terminals_encoding_cannot_print_is_escaped(tmp_path):
+    out = os.fsdecode(os.fsencode(tmp_path) + b"/o/\xff-run")  # a byte that is no character in ASCII or UTF-8
+    done = tiny_train(out, 1, env={"PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.splitlines()[-1].startswith(f"outputs in {tmp_path}/o/\\udcff-run/: checkpoint.npz")
+    assert (tmp_path / "o" / os.fsdecode(b"\xff-run") / CHECKPOINT_NAME).exists()
