@@ -206,7 +206,7 @@ def test_a_learning_rate_that_diverges_stops_before_any_checkpoint(tmp_path, mon
     status, _, err = run_cli(train_argv(tmp_path, 3, "--lr", "1000"), capsys)
     assert_one_line_error(status, err, "minivae: training diverged at epoch 1, step ",
                           "the loss or the updated parameters are not finite; lower --lr (now 1000) or set "
-                          "--logvar-clamp; no checkpoint was written yet")
+                          "--logvar-clamp; no checkpoint was written yet", code=3)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -223,7 +223,7 @@ def test_divergence_after_good_epochs_leaves_their_checkpoint_untouched(tmp_path
     monkeypatch.setattr(training, "train_step", step_from_nan_weights)
     status, _, err = run_cli(train_argv(tmp_path, 4, "--resume", str(checkpoint)), capsys)
     assert_one_line_error(status, err, "training diverged at epoch 3, step 1",
-                          f"the checkpoint {checkpoint} (epoch 2) is intact")
+                          f"the checkpoint {checkpoint} (epoch 2) is intact", code=3)
     assert checkpoint.read_bytes() == saved
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
 
@@ -346,7 +346,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkey
     monkeypatch.setattr(np, "savez", savez_until_the_disk_fills)
     status, _, err = run_cli(train_argv(tmp_path, 4, "--resume", str(checkpoint)), capsys)
     assert_one_line_error(status, err, f"cannot write checkpoint {checkpoint} ([Errno 28] No space left on device)",
-                          f"the checkpoint {checkpoint} (epoch 2) is intact")
+                          f"the checkpoint {checkpoint} (epoch 2) is intact", code=3)
     assert checkpoint.read_bytes() == saved
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "metrics.jsonl"]
 

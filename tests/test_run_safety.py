@@ -277,9 +277,11 @@ def bad(tmp_path_factory):
 
     (tmp / "mt").mkdir()
     mt = altered(run / run_checkpoint.CHECKPOINT_NAME, tmp / "mt" / run_checkpoint.CHECKPOINT_NAME, shorten_the_key)
+    (tmp / "absurd").mkdir()
+    altered(run / run_checkpoint.CHECKPOINT_NAME, tmp / "absurd" / run_checkpoint.CHECKPOINT_NAME, huge_weights)
     (tmp / "text.npz").write_text("epoch,loss\n1,93.2\n")
     (tmp / "a-file").write_text("not a directory")
-    return types.SimpleNamespace(tmp=tmp, wide=wide, empty=empty, crc=crc, run=run, mt=mt)
+    return types.SimpleNamespace(tmp=tmp, wide=wide, empty=empty, crc=crc, run=run, mt=mt, absurd=tmp / "absurd")
 
 
 # id: (argv, with {tmp}, {wide}, ... filled from ``bad``; exit status; fragments of the one stderr line)
@@ -304,6 +306,13 @@ REFUSALS = {
     "corrupt gzip CRC": (["evaluate", "{run}/checkpoint.npz", "--data-dir", "{crc}"], 2,
                          ["t10k-images-idx3-ubyte.gz: cannot read it (CRC check failed"]),
     "estimators --out a file": (["estimators", "--out", "{tmp}/a-file"], 2, ["a-file is a file, not a directory"]),
+    # Results that are not finite: exit status 3, nothing written
+    "reconstruct absurd weights": (["reconstruct", "{tmp}/absurd/checkpoint.npz"], 3,
+                                   ["reconstructions: a code z is inf (not finite); the checkpoint's weights are too"]),
+    "sample absurd weights": (["sample", "{tmp}/absurd/checkpoint.npz"], 3,
+                              ["samples: the decoder's output is", "(not finite)"]),
+    "diverging --lr 1e300": (["train", "--hidden", "16", "--epochs", "2", "--lr", "1e300", "--plot-interval", "0",
+                              "--out", "{tmp}/diverged"], 3, ["training diverged at epoch 1, step 1"]),
 }
 
 
@@ -313,6 +322,7 @@ def test_a_refusal_is_one_line_without_a_traceback(bad, case):
     places = {name: str(value) for name, value in vars(bad).items()}
     result = minivae(*[arg.format(**places) for arg in argv])
     assert_refused(result, *fragments, code=code)
+    assert not list(bad.absurd.glob("*.png"))
 
 
 def test_sample_draws_non_square_images_and_the_command_answers_version_and_defaults(bad):

@@ -47,7 +47,7 @@ from minivae.app.rundir import own_run_directory
 from minivae.app.stop_requests import check_stop
 from minivae.app.threads import choose_threads, product_size, threads_limited
 from minivae.backend import get_backend
-from minivae.errors import MinivaeError
+from minivae.errors import MinivaeError, NonFiniteResult
 from minivae.graph_step import CAPTURING_BACKENDS, StaticStep
 from minivae.likelihood import evaluate_elbo, term_sums
 from minivae.tensor import Tensor, no_grad
@@ -60,8 +60,8 @@ FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
 
 # ----- One step, one epoch -----
 
-class Diverged(MinivaeError):
-    """The loss or the parameters became NaN or infinite; nothing of that epoch was saved."""
+class Diverged(NonFiniteResult):
+    """The loss or the parameters became NaN or infinite; nothing of that epoch was saved (exit status 3)."""
 
 
 def train_step(model, optimizer, x_batch, samples, rng, objective="elbo", beta=1.0):
