@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from minivae.app.checkpoint import load_checkpoint
 from minivae.app.run_checkpoint import CHECKPOINT_NAME
 from runs import TINY, assert_refused, ended_pid, minivae, subprocess_env
@@ -131,3 +133,45 @@ def test_a_path_the_terminals_encoding_cannot_print_is_escaped(tmp_path):
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.splitlines()[-1].startswith(f"outputs in {tmp_path}/o/\\udcff-run/: checkpoint.npz")
     assert (tmp_path / "o" / os.fsdecode(b"\xff-run") / CHECKPOINT_NAME).exists()
+
+
+# ----- A run cut off while writing its last epoch's figures -----
+
+# The last figure of the run (manifold.png) meets a fault: a full disk, or Ctrl-C pressed twice (a second
+# signal stops at once, wherever the run is).
+FAULT_IN_THE_LAST_FIGURE = """
+import errno, os, runpy, signal, sys
+from minivae.app import plots
+
+fault = sys.argv[1]
+
+def faulty(*args, **kwargs):
+    if fault == "full":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    signal.raise_signal(signal.SIGINT)
+    signal.raise_signal(signal.SIGINT)
+
+plots.save_manifold = faulty
+sys.argv = ["minivae", *sys.argv[2:]]
+runpy.run_module("minivae", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("fault, code, advice", [
+    ("full", 2, "No space left on device"),
+    ("interrupt", 130, "interrupted while writing the outputs of epoch 2, the last"),
+])
+def test_resume_writes_what_a_run_cut_off_in_its_last_figures_left_unwritten(tmp_path, fault, code, advice):
+    run = tmp_path / "run"
+    argv = ["train", "--hidden", "16", "--epochs", "2", "--plot-interval", "0", "--out", run]
+    cut = subprocess.run([sys.executable, "-c", FAULT_IN_THE_LAST_FIGURE, fault, *map(str, argv)],
+                         capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    checkpoint = run / CHECKPOINT_NAME
+    assert_refused(cut, advice, f"the checkpoint {checkpoint} (epoch 2) is intact",
+                   f"the same options and --resume {checkpoint}", code=code)
+    assert not (run / "manifold.png").exists()
+    resumed = minivae(*argv, "--resume", checkpoint)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "wrote what the run had left unwritten after epoch 2: manifold.png" in resumed.stdout
+    assert (run / "manifold.png").exists()
+    assert_refused(minivae(*argv, "--resume", checkpoint), f"{checkpoint} already holds 2 epochs; pass --epochs above 2")

@@ -4,6 +4,8 @@ The writer (``training``), the refusal to replace a user's files
 (``rundir.own_run_directory``) and the command's closing line all take the
 names from here, so none of them can name a file the others do not.
 """
+import os
+
 from minivae.app.run_checkpoint import CHECKPOINT_NAME
 
 METRICS_NAME = "metrics.jsonl"
@@ -35,6 +37,14 @@ def run_outputs(config):
     for epoch in plotted_epochs(config):
         names.update(dict.fromkeys(figure_names(epoch, config.latent_dim).values()))
     return list(names)
+
+
+def unwritten_outputs(out, config, epoch, checkpoint):
+    """The outputs of ``epoch`` (metrics, and its figures if it draws them) missing from ``out`` or older than
+    ``checkpoint``, which holds that epoch: a run writes them just after it, so a stop in between left these."""
+    names = [METRICS_NAME, *(figure_names(epoch, config.latent_dim).values() if draws_figures(config, epoch) else ())]
+    saved_at = os.stat(checkpoint).st_mtime_ns
+    return [name for name in names if not (out / name).is_file() or (out / name).stat().st_mtime_ns < saved_at]
 
 
 def describe_outputs(config):

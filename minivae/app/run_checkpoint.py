@@ -64,7 +64,7 @@ def restore_checkpoint(path, config, model, optimizer, rngs, data):
         if getattr(trained, field) != getattr(config, field):
             raise MinivaeError(f"{path} was trained with {field}={getattr(trained, field)!r}, not "
                                f"{getattr(config, field)!r}; resume with the same options")
-    if len(meta["history"]) >= config.epochs:
+    if len(meta["history"]) > config.epochs:  # as many: train writes what the run left unwritten, or refuses
         raise MinivaeError(f"{path} already holds {len(meta['history'])} epochs; pass --epochs above "
                            f"{len(meta['history'])} to train further")
     model_arrays = _split_arrays(arrays, "model/")

@@ -40,7 +40,7 @@ from minivae.app import plots
 from minivae.app.checkpoint import check_writable, save_checkpoint
 from minivae.app.data import batches
 from minivae.app.files import write_atomically
-from minivae.app.outputs import METRICS_NAME, draws_figures, figure_names, run_outputs
+from minivae.app.outputs import METRICS_NAME, draws_figures, figure_names, run_outputs, unwritten_outputs
 from minivae.app.run_checkpoint import CHECKPOINT_NAME, checkpoint_payload, restore_checkpoint, trained_config
 from minivae.app.runconfig import build_model, build_optimizer, prepare_data
 from minivae.app.rundir import own_run_directory
@@ -214,6 +214,8 @@ def _train(config, data, out, resume, progress, log, cuda_graph):
     check_free_space(out, checkpoint_payload(model, optimizer, rngs, config, history, data)[0])
     static_step = make_static_step(cuda_graph, config, model, optimizer, rngs["sample"], log)
     try:
+        if resume is not None:
+            _complete_outputs(out, model, data, config, history, saved, log)
         for epoch in range(len(history) + 1, config.epochs + 1):
             history.append(run_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step))
             _save(out / CHECKPOINT_NAME, checkpoint_payload(model, optimizer, rngs, config, history, data), saved)
@@ -226,8 +228,21 @@ def _train(config, data, out, resume, progress, log, cuda_graph):
         raise Diverged(f"{diverged}; lower --lr (now {config.lr:g}) or set --logvar-clamp; "
                        f"{saved.describe()}") from None
     except KeyboardInterrupt:
-        raise TrainingInterrupted(_interrupted_message(saved)) from None
+        raise TrainingInterrupted(_interrupted_message(saved, config.epochs)) from None
     return model, history
+
+
+def _complete_outputs(out, model, data, config, history, saved, log):
+    """In the checkpoint's own directory, write what a stopped run left unwritten after its epoch; refuse a
+    finished run with nothing to write."""
+    own = saved.path.parent.samefile(out)
+    unwritten = unwritten_outputs(out, config, saved.epoch, saved.path) if own else []
+    if unwritten:
+        _write_outputs(out, model, data, config, history, saved)
+        log(f"wrote what the run had left unwritten after epoch {saved.epoch}: {', '.join(unwritten)}")
+    elif saved.epoch == config.epochs:
+        raise MinivaeError(f"{saved.path} already holds {saved.epoch} epochs; pass --epochs above {saved.epoch} "
+                           "to train further")
 
 
 def make_static_step(cuda_graph, config, model, optimizer, rng, log):
@@ -251,10 +266,13 @@ def make_static_step(cuda_graph, config, model, optimizer, rng, log):
                       objective=config.objective)
 
 
-def _interrupted_message(saved):
-    """Where the run stopped (the epoch after the last saved one) and how to continue."""
+def _interrupted_message(saved, epochs):
+    """Where the run stopped (the epoch after the last saved one, or the last one's outputs) and how to continue."""
     if saved.path is None:
         return "interrupted in epoch 1, before the first checkpoint; run the same command to start again"
+    if saved.epoch == epochs:
+        return (f"interrupted while writing the outputs of epoch {saved.epoch}, the last; {saved.describe()}; "
+                f"write what is missing with the same options and --resume {saved.path}")
     return (f"interrupted in epoch {saved.epoch + 1}; {saved.describe()}; continue with the same options "
             f"and --resume {saved.path}")
 
@@ -303,8 +321,9 @@ def _write_outputs(out, model, data, config, history, saved):
         if draws_figures(config, epoch):
             write_figures(out, model, data, epoch, history, seed=config.seed)
     except OSError as exc:
-        raise MinivaeError(f"cannot write metrics or figures in {out} ({exc}); {saved.describe()}; "
-                           "free some space and continue with --resume") from None
+        raise MinivaeError(f"cannot write metrics or figures in {out} ({exc}); {saved.describe()}; free some "
+                           f"space, then the same options and --resume {saved.path} write what is missing and "
+                           "go on") from None
 
 
 def write_figures(out, model, data, epoch, history, seed):
