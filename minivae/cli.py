@@ -13,8 +13,8 @@ import os
 import sys
 
 from minivae import __version__
-from minivae.backend import BACKEND_NAMES, set_backend
-from minivae.commands.argtypes import positive_int
+from minivae.backend import BACKEND_NAMES, ENV_VAR, set_backend
+from minivae.commands.argtypes import thread_count
 from minivae.errors import MinivaeError, NonFiniteResult
 
 # name: (module in minivae.commands, its run function, summary). Each module has add_arguments(parser).
@@ -76,7 +76,7 @@ def add_common_arguments(parser, name):
     parser.add_argument("--backend", choices=BACKEND_NAMES, default=None,
                         help="array backend (default: $MINIVAE_BACKEND or numpy)")
     if name not in OWN_THREADS:
-        parser.add_argument("--threads", type=positive_int, default=None,
+        parser.add_argument("--threads", type=thread_count, default=None,
                             help="BLAS and numba threads (default: one for small models, else one per core; "
                                  "train --resume: the run's own)")
 
@@ -133,12 +133,22 @@ def prepare_output():
         setattr(sys, name, OutlivesItsReader(stream))
 
 
+def check_backend_variable():
+    """Refuse an unknown ``MINIVAE_BACKEND`` before the command does anything (it is read when first used)."""
+    name = os.environ.get(ENV_VAR)
+    if name is not None and name not in BACKEND_NAMES:
+        raise MinivaeError(f"{ENV_VAR}={name!r} names no backend; set it to one of {', '.join(BACKEND_NAMES)}, "
+                           "or unset it")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parse_args(argv)
         if args.backend:
             set_backend(args.backend)
+        else:
+            check_backend_variable()
         if args.command not in OWN_THREADS:
             from minivae.app.threads import choose_threads, use_threads
             use_threads(choose_threads(args.threads)[0])  # train and evaluate narrow it to their model
@@ -148,6 +158,10 @@ def main(argv=None):
         return 3
     except MinivaeError as err:
         print(f"minivae: {err}", file=sys.stderr)
+        return 2
+    except MemoryError:  # a size no check foresaw: still one line
+        print("minivae: out of memory; choose smaller sizes (--batch-size, --samples, --iw-samples, ...)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("minivae: interrupted", file=sys.stderr)

@@ -405,7 +405,7 @@ def unknown_option(arrays, meta):
 
 @pytest.mark.parametrize("change, message", [
     (nan_weight, "model/fc_heads.weight is not an array of finite floats; it is damaged"),
-    (integer_weights, "model/fc_heads.bias is not an array of finite floats (int64)"),
+    (integer_weights, "model/fc_heads.bias is int64, not the model's float32; it is damaged"),
     (not_from_training, "is not a checkpoint written by minivae train: its metadata lacks config, model, optimizer, "
                         "rng, history"),
     (epochs_miscounted, "its history does not count epochs 1, 2, ...; it is damaged"),

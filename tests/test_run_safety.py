@@ -92,7 +92,8 @@ def test_a_full_disk_while_drawing_a_figure_keeps_the_previous_one(tmp_path, mon
 # ----- Checked before trusted -----
 
 def grow_the_model(arrays, meta):
-    meta["model"]["encoder_sizes"] = [64, 300_000_000]
+    meta["config"]["hidden"] = [300_000_000]
+    meta["model"].update(encoder_sizes=[64, 300_000_000], decoder_sizes=[300_000_000, 64])
 
 
 def add_an_array(arrays, meta):

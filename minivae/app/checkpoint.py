@@ -33,6 +33,7 @@ from minivae.errors import MinivaeError
 
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
+MAX_META_BYTES = 16 << 20  # JSON metadata: a run's history takes about 300 bytes an epoch
 # What np.load and zipfile raise on a damaged file. RuntimeError covers zipfile's
 # "encrypted" and NotImplementedError ("compression method not supported");
 # MemoryError a damaged header that claims a huge array.
@@ -104,7 +105,9 @@ def _read_archive(path, archive, check, load_arrays):
     members = _members(path, archive)
     if META_KEY not in members:
         raise MinivaeError(f"{path} has no {META_KEY} entry, so it is not a minivae checkpoint; check the path")
-    meta = _decode_meta(path, _read_member(archive, members.pop(META_KEY)))
+    meta_info = members.pop(META_KEY)
+    _check_meta_header(path, _read_header(path, archive, meta_info))
+    meta = _decode_meta(path, _read_member(archive, meta_info))
     headers = {name: _read_header(path, archive, info) for name, info in members.items()}
     if check is not None:
         check(meta, headers)
@@ -193,6 +196,14 @@ def _read_member(archive, info):
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
+def _check_meta_header(path, header):
+    """The metadata member is JSON bytes (uint8, one dimension), no larger than ``MAX_META_BYTES``, before it is read."""
+    shape, dtype = header
+    if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_META_BYTES:
+        raise MinivaeError(f"checkpoint {path}: its {META_KEY} entry is {dtype} of shape {shape}, not at most "
+                           f"{MAX_META_BYTES:,} bytes of JSON; it is damaged, use another checkpoint")
+
+
 def _decode_meta(path, encoded):
     """The meta dict from its uint8 JSON bytes, after checking the format version."""
     try:
@@ -204,16 +215,19 @@ def _decode_meta(path, encoded):
         raise MinivaeError(
             f"checkpoint {path} has format version {version!r} but this minivae reads version "
             f"{FORMAT_VERSION}; load it with the minivae version that wrote it")
+    if not isinstance(meta, dict):
+        raise MinivaeError(f"checkpoint {path}: its metadata is a {type(meta).__name__}, not a dict of named "
+                           "parts; it is damaged, use another checkpoint")
     return meta
 
 
 def check_writable(directory):
     """Create ``directory`` if needed and make sure a file can be written there; returns it as a Path."""
     directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise MinivaeError(f"{directory} is a file, not a directory; choose a directory for the output "
-                           "(it is created if missing)")
     try:
+        if directory.exists() and not directory.is_dir():
+            raise MinivaeError(f"{directory} is a file, not a directory; choose a directory for the output "
+                               "(it is created if missing)")
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
             pass

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from minivae.app.checkpoint import load_checkpoint
+from minivae.app.checkpoint_meta import check_array_dtypes, check_meta_values, check_step_count
 from minivae.app.runconfig import RESUME_FIELDS, TrainConfig, check_same_data
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
@@ -64,6 +65,7 @@ def restore_checkpoint(path, config, model, optimizer, rngs, data):
         if getattr(trained, field) != getattr(config, field):
             raise MinivaeError(f"{path} was trained with {field}={getattr(trained, field)!r}, not "
                                f"{getattr(config, field)!r}; resume with the same options")
+    check_step_count(path, meta, math.ceil(len(data.train_x) / config.batch_size))
     if len(meta["history"]) > config.epochs:  # as many: train writes what the run left unwritten, or refuses
         raise MinivaeError(f"{path} already holds {len(meta['history'])} epochs; pass --epochs above "
                            f"{len(meta['history'])} to train further")
@@ -121,10 +123,7 @@ def check_training_meta(path, meta, headers):
     if wrong:
         raise MinivaeError(f"{path} is not a checkpoint written by minivae train: its metadata lacks "
                            f"{', '.join(wrong)}; use the checkpoint.npz a training run wrote")
-    if any(not isinstance(row, dict) or row.get("epoch") != n for n, row in enumerate(meta["history"], 1)):
-        raise MinivaeError(f"checkpoint {path}: its history does not count epochs 1, 2, ...; "
-                           "it is damaged, use another checkpoint")
-    _train_config(path, meta)
+    check_meta_values(path, meta, _train_config(path, meta))
     model = meta["model"]
     try:
         count = parameter_count(model.get("encoder_sizes"), model.get("latent_dim"), model.get("decoder_sizes"))
@@ -134,6 +133,7 @@ def check_training_meta(path, meta, headers):
     if unknown:
         raise MinivaeError(f"checkpoint {path}: unexpected array {unknown[0]!r}, which minivae train never "
                            "writes; use the checkpoint.npz a training run wrote")
+    check_array_dtypes(path, meta, headers)
     stored = sum(math.prod(shape) for name, (shape, _) in headers.items() if name.startswith("model/"))
     if stored != count:
         raise MinivaeError(f"checkpoint {path}: its metadata describes a model of {count:,} parameters but its "
@@ -141,9 +141,6 @@ def check_training_meta(path, meta, headers):
     for name, (shape, dtype) in headers.items():
         if name.startswith("rng/"):
             _check_rng_header(path, name, shape, dtype)
-        elif dtype.kind != "f":
-            raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats ({dtype}); "
-                               "it is damaged, use another checkpoint")
         if name.startswith("optimizer/") and shape != (count,):
             raise MinivaeError(f"checkpoint {path}: {name} has shape {shape}, not ({count},) for the "
                                f"{count:,} parameters its metadata describes; use another checkpoint")

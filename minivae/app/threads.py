@@ -21,6 +21,7 @@ from minivae.errors import MinivaeError
 
 # Multiply-adds in one product (batch x widest layer x next widest) below which one thread is faster.
 SPLIT_WORTHWHILE = 1 << 24
+MAX_THREADS = 1024  # far above any machine's cores; OpenBLAS itself stops at the count it was built for
 
 
 def usable_cores():

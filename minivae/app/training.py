@@ -44,6 +44,7 @@ from minivae.app.outputs import METRICS_NAME, draws_figures, figure_names, run_o
 from minivae.app.run_checkpoint import CHECKPOINT_NAME, checkpoint_payload, restore_checkpoint, trained_config
 from minivae.app.runconfig import build_model, build_optimizer, prepare_data
 from minivae.app.rundir import own_run_directory
+from minivae.app.run_memory import check_run_memory
 from minivae.app.stop_requests import check_stop
 from minivae.app.threads import choose_threads, product_size, threads_limited
 from minivae.backend import get_backend
@@ -192,6 +193,7 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_g
     out = check_writable(config.out)
     with own_run_directory(out, run_outputs(config), resume, overwrite, log):
         data = prepare_data(config)
+        check_run_memory(config, data.train_x.shape[1])
         sizes = (data.train_x.shape[1], *config.hidden)
         trained = trained_config(resume).threads if resume is not None else None
         count, reason = choose_threads(config.threads, product_size(config.batch_size, sizes), trained)
