@@ -74,12 +74,25 @@ def score_function_gradient(problem, k, rng, baseline=False):
     q = problem.posterior()
     with no_grad():
         z = q.rsample(k, rng)
+    score_function_surrogate(problem, q, z, score_function_signal(problem, q, z, baseline)).backward()
+    return _gradients(problem.parameters)
+
+
+def score_function_signal(problem, q, z, baseline=False):
+    """f(z_k) - b_k (K, B) as a constant Tensor: numbers, with no tape behind them (b_k = 0 without ``baseline``)."""
+    with no_grad():
         signal = problem.integrand(z, q).data
     if baseline:
         signal = signal - leave_one_out_mean(signal)
-    surrogate = (Tensor(signal) * q.log_prob(z)).mean(axis=0).sum()
-    _plus_exact_term(problem, q, surrogate).backward()
-    return _gradients(problem.parameters)
+    return Tensor(signal)
+
+
+def score_function_surrogate(problem, q, z, signal):
+    """sum_b 1/K sum_k signal_k log q(z_k | x) (+ h): its gradient is the score-function estimate.
+
+    z and the signal are constants, so the gradient reaches q's parameters only through log q.
+    """
+    return _plus_exact_term(problem, q, (signal * q.log_prob(z)).mean(axis=0).sum())
 
 
 def reparameterization_gradient(problem, k, rng):

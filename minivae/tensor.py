@@ -153,10 +153,12 @@ class Tensor:
         return order
 
     def _propagate(self, grad, pending):
-        """Store grad on a leaf, or hand each parent its share, summed with what it has."""
+        """Store grad on a leaf or a tensor that retains it; hand each parent its share, summed with what it has."""
         if self._backward is None:
             self._accumulate(grad)
             return
+        if self._retains_grad:
+            self._accumulate(grad)
         for parent, parent_grad in zip(self._parents, self._backward(grad)):
             if parent_grad is None or not parent.requires_grad:
                 continue
@@ -165,6 +167,12 @@ class Tensor:
             pending[parent] = pending[parent] + parent_grad if parent in pending else parent_grad
 
     # ----- The gradient: accumulated by backward, reset by zero_grad -----
+
+    _retains_grad = False  # a class default: an operation's result keeps no gradient unless asked
+
+    def retain_grad(self):
+        """Keep this operation's result's gradient in ``.grad`` too, as a leaf's is (to look at it)."""
+        self._retains_grad = True
 
     @property
     def grad(self):

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = (
     ("kernels", ("minivae.errors", "minivae.kernels")),
     ("engine", ("minivae", "minivae.backend", "minivae.tensor", "minivae.ops", "minivae.kernel_ops",
-                "minivae.gradcheck", "minivae.opcases")),
+                "minivae.gradcheck", "minivae.opcases", "minivae.tape")),
     ("model", ("minivae.nn", "minivae.distributions", "minivae.vae", "minivae.optim", "minivae.graph_step",
                "minivae.modelcases")),
     ("inference math", ("minivae.estimators", "minivae.likelihood")),

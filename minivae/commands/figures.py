@@ -306,6 +306,16 @@ def figure_training_pipeline(ctx, path):
     return {}
 
 
+def figure_tapes(ctx, path):
+    """Every tape of ``minivae graph`` beside ``path`` (tape_elbo.png is the first); their gradient norms."""
+    from minivae.app.tapes import small_model, write_tapes
+    tapes = write_tapes(path.parent, small_model(), ctx.digits.test_x[:4], seed=ctx.seed)
+    for name, tape in tapes.items():
+        ctx.log(f"{name}: {tape.summary()}")
+    return {name: np.array([node.grad_norm for node in tape.nodes if node.grad_norm is not None])
+            for name, tape in tapes.items()}
+
+
 FIGURES = {  # name: (file, function(ctx, path) -> {quantity: array plotted})
     "pixel_distance": ("pixel_distance.png", figure_pixel_distance),
     "sigma": ("sigma.png", figure_sigma),
@@ -315,6 +325,7 @@ FIGURES = {  # name: (file, function(ctx, path) -> {quantity: array plotted})
     "bound_gap": ("bound_gap.png", figure_bound_gap),
     "reparameterization": ("reparameterization.png", figure_reparameterization),
     "training_pipeline": ("training_pipeline.png", figure_training_pipeline),
+    "tapes": ("tape_elbo.png", figure_tapes),
 }
 
 
