@@ -20,12 +20,14 @@ What can go wrong, and what happens (docs/reliability.md has the table):
   ``stop_requests.stop_requests()`` (the command) it stops before the next
   step, or after the epoch's outputs, never inside an import or a figure;
 - the output directory is owned (``rundir.own_run_directory``): a second run
-  on it refuses at once, and a run never replaces another's checkpoint unless
-  told to (``--overwrite``);
+  on it refuses at once, and a run never replaces another's checkpoint, or any
+  file it would write (``outputs.run_outputs``), unless told to
+  (``--overwrite``);
 - a kill or a crash at any moment leaves the previous checkpoint, because it
   is only ever replaced by a rename;
 - too little free space is reported before training starts, a failed write
-  afterwards names the checkpoint that is still intact.
+  afterwards names the checkpoint that is still intact; ``--resume`` in its
+  directory first writes what a stopped run left unwritten.
 """
 import dataclasses
 import json
