@@ -10,7 +10,7 @@ that it does. Call them as ``ops.bias_act`` and so on.
 """
 from minivae.backend import get_backend
 from minivae.kernels import reference
-from minivae.ops import _xp, as_tensor, make_result, unbroadcast
+from minivae.ops import array_module, as_tensor, make_result, unbroadcast
 from minivae.tensor import ShapeError
 
 
@@ -29,7 +29,7 @@ def matmul(a, b):
                          "a's last dimension equal to b's second-to-last)")
     if a.ndim == 2 and b.ndim == 2:
         return _matmul_2d(a, b)
-    xp = _xp()
+    xp = array_module()
     try:
         out = xp.matmul(a.data, b.data)
     except ValueError:

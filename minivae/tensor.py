@@ -177,7 +177,7 @@ class Tensor:
     @property
     def grad(self):
         """dL/d(self) summed over every backward since the last ``zero_grad``; None before the first."""
-        self._zero_if_stale()
+        self.fill_reset_grad()
         return self._grad
 
     @grad.setter
@@ -201,8 +201,8 @@ class Tensor:
         """Reset the gradient to zero, lazily: the next backward writes over it, a read before then finds zeros."""
         self._grad_is_stale = self._grad is not None
 
-    def _zero_if_stale(self):
-        """Write the zeros a reset gradient stands for (before anything reads it)."""
+    def fill_reset_grad(self):
+        """Write the zeros a reset gradient stands for, so its buffer can be read directly (``FlatParameters``)."""
         if self._grad_is_stale:
             self._grad[...] = 0
             self._grad_is_stale = False

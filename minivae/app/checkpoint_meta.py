@@ -121,7 +121,7 @@ def _check_model(path, model, config):
 
 
 def _check_image_shape(path, shape, model):
-    """Absent (older checkpoints), or two positive whole numbers whose product is the model's input size."""
+    """Two positive whole numbers whose product is the model's input size (absent: refused as an older layout)."""
     if shape is None:
         return
     pixels = model["encoder_sizes"][0]
