@@ -39,7 +39,7 @@ def test_resume_through_the_cli_ends_where_an_uninterrupted_run_ends(tmp_path, t
     checkpoint = tmp_path / run_checkpoint.CHECKPOINT_NAME
     for epochs, resume in ((1, []), (2, ["--resume", str(checkpoint)]), (3, ["--resume", str(checkpoint)])):
         status, out, _ = run_cli(train_argv(tmp_path, epochs, *resume), capsys)
-        assert status == 0 and out.splitlines()[1].startswith(f"epoch {epochs:3d}  train ELBO")
+        assert status == 0 and out.splitlines()[2].startswith(f"epoch {epochs:3d}  train ELBO")
     assert_same_run(checkpoint, reference)
 
 
