@@ -8,7 +8,7 @@ from minivae.errors import MinivaeError
 
 
 def add_arguments(parser):
-    parser.add_argument("--out", default="figures", help="directory for the PNG files (default: figures)")
+    parser.add_argument("--out", default="results/figures", help="directory for the PNG files")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seeds the models and every sample")
     parser.add_argument("--quick", action="store_true",
                         help="every size small (2 epochs, 2 images, n up to 100): a check that runs in seconds")
