@@ -166,7 +166,8 @@ def test_bound_gap_without_a_checkpoint_prints_the_numbers_of_figure_bound_gap(t
     assert any(line.startswith(f"mean ELBO {elbo:.3f} <= L_100 {bound:.3f} <= log p(x) {exact:.3f} nats")
                for line in printed), printed
     gap = tmp_path / "gap"
-    assert printed[-1] == f"wrote {gap / 'bound_gap.png'}, {gap / 'bound_gap_spread.png'}, {gap / 'model' / 'checkpoint.npz'}"
+    written = [gap / "bound_gap.png", gap / "bound_gap_spread.png", gap / "model" / "checkpoint.npz"]
+    assert printed[-1] == f"wrote {', '.join(map(str, written))}"
     assert sorted(path.name for path in gap.iterdir()) == ["bound_gap.png", "bound_gap_spread.png", "model"]
 
 

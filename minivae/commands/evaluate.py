@@ -45,8 +45,8 @@ def run(args):
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
         elbo, reconstruction, kl = evaluate_elbo(model, x, batch_size, config.samples, seed=seed)
     check_finite("the test ELBO", [elbo, reconstruction, kl], WEIGHTS_ADVICE)
-    print(f"test ELBO (K={config.samples}): {elbo:.3f} nats per example (reconstruction {reconstruction:.3f}, KL {kl:.3f}) "
-          f"[{time.perf_counter() - started:.1f} s]")
+    print(f"test ELBO (K={config.samples}): {elbo:.3f} nats per example (reconstruction {reconstruction:.3f}, "
+          f"KL {kl:.3f}) [{time.perf_counter() - started:.1f} s]")
     print(f"  {_noise_note(config, seed, batch_size, len(x), test_images)}")
     if args.iw_samples:
         started = time.perf_counter()
