@@ -40,7 +40,7 @@ def test_the_bounds_are_printed_in_order(quick_run):
 def test_the_command_writes_what_it_is_asked_for(tmp_path, capsys):
     assert main(["figures", "--quick", "--only", "pixel_distance,training_pipeline", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "farther than the erasure" in out and "2 figures in" in out
+    assert "farther than the erasure" in out and "2 figures in" in out and "follows from --seed 0" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pixel_distance.png", "training_pipeline.png"]
 
 

@@ -33,5 +33,6 @@ def run(args):
         raise MinivaeError(f"--seeds {args.seeds}: an error over seeds needs at least 2; use e.g. 10")
     started = time.perf_counter()
     write_figures(args.out, dataclasses.replace(sizes, **changes), args.seed, args.only)
-    print(f"\n{len(args.only)} figures in {args.out} [{time.perf_counter() - started:.0f} s]")
+    print(f"\n{len(args.only)} figures in {args.out}; every number above follows from --seed {args.seed} (the "
+          f"models' weights and every sample) [{time.perf_counter() - started:.0f} s]")
     return 0
