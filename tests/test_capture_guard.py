@@ -1,0 +1,168 @@
+"""The cupy backend on the CPU, through ``fake_cupy``: what a real GPU's capture would refuse fails here first.
+
+Three layers: the guard's own rules (each refused call raises, naming
+itself, only while a stream captures); the cupy kernel set's host code
+against the NumPy reference; and the captured training step, which must
+replay to the same parameters as eager steps, for the ELBO and for IWAE with
+a KL warm-up and a learning-rate drop (numbers that change between replays).
+"""
+import numpy as np
+import pytest
+
+import fake_cupy
+from end_to_end import check_user_path
+from kernel_cases import CASES, LAYOUTS, assert_matches_reference, assert_rng_state_round_trips
+from minivae import backend
+
+
+TABLE = [name for name in CASES if name not in ("make_rng", "standard_normal")]  # other streams than NumPy's
+
+
+@pytest.fixture
+def cupy(monkeypatch):
+    """The fake CuPy as ``cupy``, the cupy backend active; numpy again afterwards."""
+    fake = fake_cupy.install(monkeypatch)
+    backend.set_backend("cupy")
+    yield fake
+    backend.set_backend("numpy")
+
+
+# ----- The guard's rules -----
+
+def capturing(cupy, work):
+    """Run ``work`` while a private-pool stream captures; return the graph."""
+    stream, pool = cupy.cuda.Stream(), cupy.cuda.MemoryPool()
+    with stream, cupy.cuda.using_allocator(pool.malloc):
+        stream.begin_capture()
+        try:
+            work()
+        finally:
+            graph = stream.end_capture()
+    return graph
+
+
+REFUSED = {
+    "a cuBLAS product": (lambda cp, a: cp.matmul(a, a), "cupy.matmul"),
+    "the @ operator": (lambda cp, a: a @ a, "matmul"),
+    "a host-to-device copy": (lambda cp, a: cp.asarray(np.zeros(3)), "asarray of a host ndarray"),
+    "setting from host memory": (lambda cp, a: a.__setitem__(0, np.ones(3)), "from a host array"),
+    "a device-to-host copy": (lambda cp, a: cp.asnumpy(a), r"ndarray.get\(\)"),
+    "item()": (lambda cp, a: a[0, 0].item(), r"item\(\)"),
+    "float()": (lambda cp, a: float(a.sum()), r"float\(device array\)"),
+    "bool()": (lambda cp, a: bool(a.all()), r"bool\(device array\)"),
+    "a stream sync": (lambda cp, a: cp.cuda.get_current_stream().synchronize(), "synchronize"),
+    "an event query": (lambda cp, a: cp.cuda.Event().query(), "query"),
+}
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_the_guard_refuses_while_capturing_and_allows_before(cupy, name):
+    call, message = REFUSED[name]
+    a = cupy.ones((3, 3), np.float32)
+    cupy.exp(a), a.sum(), a.all(), a[0, 0]  # compiled before the capture, as a warm-up step does
+    call(cupy, a)  # outside a capture: allowed
+    with pytest.raises(fake_cupy.CaptureViolation, match=message):
+        capturing(cupy, lambda: call(cupy, a))
+
+
+def test_the_guard_refuses_a_kernel_compiled_first_in_a_capture(cupy):
+    a = cupy.ones(4, np.float32)
+    cupy.exp(a)
+    capturing(cupy, lambda: cupy.exp(a))  # compiled for float32 before: allowed
+    with pytest.raises(fake_cupy.CaptureViolation, match=r"compiling exp for \(\('<f8',\),\)"):
+        capturing(cupy, lambda: cupy.exp(cupy.ones(4, np.float64)))
+
+
+def test_the_guard_refuses_allocations_outside_a_private_pool(cupy):
+    a = cupy.ones(4, np.float32)
+    a * 2
+    stream = cupy.cuda.Stream()
+    with stream:
+        stream.begin_capture()
+        with pytest.raises(fake_cupy.CaptureViolation, match="default pool"):
+            a * 2
+        stream.end_capture()
+
+
+def test_a_capture_records_and_runs_nothing_until_replayed(cupy):
+    a = cupy.zeros(3, np.float32)
+    step = cupy.ones(3, np.float32)
+    a += step * 2
+    a -= step  # a warm-up: every kernel compiled
+    graph = capturing(cupy, lambda: a.__iadd__(step * 2))
+    np.testing.assert_array_equal(cupy.asnumpy(a), [1, 1, 1])
+    graph.launch()
+    graph.launch()
+    np.testing.assert_array_equal(cupy.asnumpy(a), [5, 5, 5])
+
+
+def test_host_arrays_never_mix_into_device_operations(cupy):
+    with pytest.raises(TypeError, match="host array"):
+        cupy.ones(3, np.float32) + np.ones(3, np.float32)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(cupy.ones(3, np.float32))
+
+
+# ----- The cupy kernel set's host code, against the reference -----
+
+def to_device(cupy, layout):
+    def copy(a):
+        if layout != "strided":
+            return cupy.asarray(np.ascontiguousarray(a))
+        view = cupy.full(2 * a.size, np.nan, a.dtype)[::2].reshape(a.shape)
+        view[...] = cupy.asarray(np.ascontiguousarray(a))
+        return view
+    return copy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS[:2])
+@pytest.mark.parametrize("name", TABLE)
+def test_cupy_kernel_set_matches_reference(cupy, name, layout, dtype):
+    kernels = backend.get_backend().kernels
+    assert_matches_reference(kernels, name, dtype, layout, to_device(cupy, layout), cupy.asnumpy)
+
+
+def test_cupy_generator_state_round_trips(cupy):
+    assert_rng_state_round_trips(backend.get_backend().kernels, cupy.asnumpy)
+
+
+# ----- The captured training step, replayed -----
+
+BATCH, STEPS = 8, 6
+PLAIN = ("elbo", 1, [1.0] * STEPS, [1e-2] * STEPS)
+SCHEDULED = ("iwae", 2, list(np.linspace(0.2, 1.0, STEPS)), [1e-2] * 3 + [3e-3] * 3)  # replays read new numbers
+
+
+def run_steps(objective, samples, betas, rates, capture):
+    """STEPS Adam steps of a small VAE on the cupy backend: captured once and replayed, or eager; its parameters."""
+    from minivae.app import training
+    from minivae.graph_step import StaticStep
+    from minivae.optim import Adam
+    from minivae.vae import VAE
+    model = VAE((12, 10), 3, (10, 12), rng=np.random.default_rng(0))
+    optimizer = Adam(model.parameters(), lr=1e-2)
+    rng = backend.get_backend().kernels.make_rng(0)
+    batches = (np.random.default_rng(1).random((STEPS, BATCH, 12)) < 0.5).astype(np.float32)
+    step = StaticStep(model, optimizer, BATCH, samples=samples, rng=rng, capture=True, objective=objective)
+    for x, beta, lr in zip(batches, betas, rates):
+        optimizer.lr = lr
+        if capture:
+            step(x, beta)
+        else:
+            training.train_step(model, optimizer, x, samples, rng, objective, beta)
+    return {name: backend.get_backend().asnumpy(p.data) for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("schedule", [PLAIN, SCHEDULED], ids=["elbo", "iwae with warm-up and an lr drop"])
+def test_the_captured_step_replays_to_the_eager_parameters(cupy, schedule):
+    captured = run_steps(*schedule, capture=True)
+    eager = run_steps(*schedule, capture=False)
+    for name, value in eager.items():
+        np.testing.assert_allclose(captured[name], value, rtol=0, atol=1e-5 * np.abs(value).max(), err_msg=name)
+
+
+# ----- Every command a user runs, on --backend cupy -----
+
+def test_every_command_runs_on_the_cupy_backend(cupy, tmp_path, capsys, monkeypatch):
+    check_user_path("cupy", tmp_path, capsys, monkeypatch)
