@@ -28,9 +28,11 @@ Outside a capture everything runs at once, as on a device with a synchronous
 stream. Mixing host arrays into device operations raises ``TypeError``, as
 CuPy does.
 """
+import bisect
 import contextlib
 import sys
 import types
+import weakref
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
@@ -55,6 +57,7 @@ class _State:
         self.allocator = None    # a private pool's malloc while using_allocator is active
         self.compiled = set()    # kernels and ufunc signatures instantiated so far
         self.violations = []     # every refusal, also those a caller caught
+        self.buffers = {}        # start address -> (end address, weakref to the host buffer), for device_memory
 
 
 _state = _State()
@@ -100,7 +103,26 @@ def _allocate(host):
     if _state.capture is not None and _state.allocator is None:
         _refuse(f"allocating {host.nbytes} bytes from the default pool",
                 "the graph keeps the addresses it recorded, so a capture allocates from a private MemoryPool")
+    if len(_state.buffers) > 4096:  # forget freed buffers now and then
+        _state.buffers = {start: entry for start, entry in _state.buffers.items() if entry[1]() is not None}
+    address = host.__array_interface__["data"][0]
+    _state.buffers[address] = (address + host.nbytes, weakref.ref(host))
     return ndarray(host)
+
+
+def device_memory(address, nbytes):
+    """The live device buffer holding ``nbytes`` from ``address`` (raw bytes, uint8), as a pointer-taking
+    library (cuBLAS through nvmath) reads it; a ValueError where that memory is not a device buffer's."""
+    starts = sorted(_state.buffers)
+    i = bisect.bisect_right(starts, address) - 1
+    if i >= 0:
+        start = starts[i]
+        end, buffer = _state.buffers[start]
+        host = buffer()
+        if host is not None and address + nbytes <= end:
+            flat = host.reshape(-1) if host.flags.c_contiguous else host.ravel(order="A")
+            return flat.view(np.uint8)[address - start:address - start + nbytes]
+    raise ValueError(f"{nbytes} bytes at {address:#x} are not inside a live device buffer")
 
 
 def _launch(run):

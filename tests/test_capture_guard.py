@@ -29,9 +29,9 @@ def cupy(monkeypatch):
 
 # ----- The guard's rules -----
 
-def capturing(cupy, work):
-    """Run ``work`` while a private-pool stream captures; return the graph."""
-    stream, pool = cupy.cuda.Stream(), cupy.cuda.MemoryPool()
+def capturing(cupy, work, stream=None):
+    """Run ``work`` while ``stream`` (a new one by default) captures, allocating from a private pool; the graph."""
+    stream, pool = stream or cupy.cuda.Stream(), cupy.cuda.MemoryPool()
     with stream, cupy.cuda.using_allocator(pool.malloc):
         stream.begin_capture()
         try:
@@ -166,3 +166,53 @@ def test_the_captured_step_replays_to_the_eager_parameters(cupy, schedule):
 
 def test_every_command_runs_on_the_cupy_backend(cupy, tmp_path, capsys, monkeypatch):
     check_user_path("cupy", tmp_path, capsys, monkeypatch)
+
+
+# ----- cuBLAS through nvmath's bindings, on the same device memory -----
+
+def row_major_product(cublas, handle, a, b, out):
+    """out = a @ b for C-contiguous row-major float32 arrays: column-major out^T = b^T a^T."""
+    (m, k), n = a.shape, b.shape[1]
+    one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
+    f32 = 0  # CUDA_R_32F
+    cublas.gemm_ex(handle, cublas.Operation.N, cublas.Operation.N, n, m, k, one.ctypes.data, b.data.ptr, f32, n,
+                   a.data.ptr, f32, k, zero.ctypes.data, out.data.ptr, f32, n, cublas.ComputeType.COMPUTE_32F,
+                   cublas.GemmAlgo.DEFAULT)
+
+
+@pytest.fixture
+def cublas(cupy, monkeypatch):
+    import fake_nvmath
+    return fake_nvmath.install(monkeypatch)
+
+
+def test_the_cublas_stand_in_computes_column_major_products(cupy, cublas):
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = cupy.empty((2, 4), np.float32)
+    row_major_product(cublas, cublas.create(), cupy.asarray(a), cupy.asarray(b), out)
+    np.testing.assert_array_equal(cupy.asnumpy(out), a @ b)
+
+
+def test_a_cublas_handle_captures_only_bound_to_the_stream_with_a_workspace(cupy, cublas):
+    a, out = cupy.ones((2, 2), np.float32), cupy.zeros((2, 2), np.float32)
+    handle = cublas.create()
+    stream, pool = cupy.cuda.Stream(), cupy.cuda.MemoryPool()
+    with pytest.raises(fake_cupy.CaptureViolation, match="bound to stream None"):
+        capturing(cupy, lambda: row_major_product(cublas, handle, a, a, out))
+    cublas.set_stream(handle, stream.ptr)
+    with pytest.raises(fake_cupy.CaptureViolation, match="without a workspace"):
+        capturing(cupy, lambda: row_major_product(cublas, handle, a, a, out), stream)
+    with cupy.cuda.using_allocator(pool.malloc):
+        workspace = cupy.empty(1 << 10, np.uint8)
+    cublas.set_workspace(handle, workspace.data.ptr, workspace.nbytes)
+    graph = capturing(cupy, lambda: row_major_product(cublas, handle, a, a, out), stream)
+    assert not cupy.asnumpy(out).any()  # recorded, not run
+    graph.launch()
+    np.testing.assert_array_equal(cupy.asnumpy(out), np.full((2, 2), 2, np.float32))
+
+
+def test_the_cublas_stand_in_refuses_host_pointers(cupy, cublas):
+    host = np.ones((2, 2), np.float32)
+    with pytest.raises(ValueError, match="not inside a live device buffer"):
+        cublas.gemm_ex(cublas.create(), 0, 0, 2, 2, 2, host.ctypes.data, host.ctypes.data, 0, 2, host.ctypes.data,
+                       0, 2, host.ctypes.data, host.ctypes.data, 0, 2, cublas.ComputeType.COMPUTE_32F, -1)
