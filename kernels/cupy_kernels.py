@@ -6,9 +6,9 @@
   (the CUDA C twins of ``shared``'s formulas) as their preamble.
 - Log-sum-exp and the optimizer steps are ``cupy.RawKernel``s loaded from
   ``reduce.cu`` and ``optim.cu``.
-- Sampling uses ``cupy.random.default_rng`` (a ``cupy.random.Generator``);
-  its state is the cuRAND XORWOW states CuPy keeps on the device in
-  ``bit_generator._state``, which ``rng_state`` copies out as bytes.
+- Sampling is Philox4x32-10 (``random.cu`` with ``philox.cuh``; stated in
+  NumPy in ``philox``): its state is a key and a counter on the device, six
+  32-bit words, which ``rng_state`` copies out as JSON values.
 
 CuPy is imported on first use, so this module imports on machines without it;
 each kernel compiles on its first launch. Arrays in and out are CuPy arrays.
@@ -20,8 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from minivae.errors import MinivaeError
-from minivae.kernels import reference, shared
+from minivae.kernels import philox, reference, shared
 from minivae.kernels.reference import LOG_2PI
 
 SOURCES = Path(__file__).parent
@@ -108,46 +107,49 @@ def bias_act_backward(g, y, act):
     return gx, gx.reshape(-1, gx.shape[-1]).sum(axis=0)
 
 
-# ----- Sampling -----
+# ----- Sampling: Philox4x32-10 on the device (random.cu, philox.cuh; the statement: philox.py) -----
+
+def _random_source():
+    """random.cu with philox.cuh's text in place of its #include: CuPy's compile cache keys on the text it is given."""
+    return _source("random.cu").replace('#include "philox.cuh"', _source("philox.cuh"))
+
+
+@functools.cache
+def _random_kernels():
+    """random.cu's kernels, built once on first use."""
+    module = _cupy().RawModule(code=_random_source())
+    return {name: module.get_function(name) for name in ("philox_normals_f32", "philox_normals_f64", "philox_advance")}
+
 
 def make_rng(seed):
-    """The backend's random state: a CuPy Generator (XORWOW bits) seeded with ``seed``."""
-    return _cupy().random.default_rng(seed)
-
-
-GENERATOR = "XORWOW"
-
-
-def standard_normal(rng, shape, dtype=np.float32):
-    """eps ~ N(0, I) of the given shape, drawn on the device from (and advancing) ``rng``, a CuPy Generator."""
-    if not isinstance(rng, _cupy().random.Generator):
-        raise TypeError(f"cupy standard_normal draws from a cupy.random.Generator, got {type(rng).__name__}; "
-                        "make it with get_backend().kernels.make_rng(seed)")
-    return rng.standard_normal(shape, dtype=dtype)
+    """A philox.DeviceRNG for ``seed``: key = the seed's two 32-bit halves, counter 0, on the device."""
+    return philox.new_rng(seed, _cupy())
 
 
 def rng_state(rng):
-    """The Generator's cuRAND XORWOW states copied to the host: ``states``, their raw bytes (int8)."""
-    return {"generator": GENERATOR, "states": _cupy().asnumpy(rng.bit_generator._state)}
+    """The generator's state as JSON values: its name, key and counter (copied from the device)."""
+    return philox.state_of(philox.checked(rng, "cupy").words.get())
 
 
 def restore_rng(state):
-    """A new Generator holding the states ``rng_state`` copied out, so draws continue exactly.
+    """A new DeviceRNG holding the key and counter ``rng_state`` saved, so draws continue exactly, on any GPU."""
+    return philox.DeviceRNG(_cupy().asarray(philox.words_of(state)))
 
-    CuPy sizes the states by the device's multiprocessor count, so they
-    restore only onto the same GPU model.
+
+def standard_normal(rng, shape, dtype=np.float32):
+    """eps ~ N(0, I) of the given shape, drawn on the device from (and advancing) ``rng``, a DeviceRNG.
+
+    Two launches: the draw, one thread per Philox call, then the counter's advance (random.cu).
     """
-    state = state if isinstance(state, dict) else {}
-    if state.get("generator") != GENERATOR:
-        found = state.get("generator", state.get("bit_generator"))
-        raise MinivaeError(f"random state is from generator {found!r}, not CuPy's {GENERATOR}")
-    rng = make_rng(0)
-    target, saved = rng.bit_generator._state, state.get("states")
-    if not isinstance(saved, np.ndarray) or saved.dtype != target.dtype or saved.shape != target.shape:
-        raise MinivaeError(f"random state of CuPy's {GENERATOR} has shape {getattr(saved, 'shape', None)}, but "
-                           f"this GPU's has {target.shape}; resume on the GPU model that saved it")
-    target[...] = _cupy().asarray(saved)
-    return rng
+    state = philox.checked(rng, "cupy").words
+    out = _cupy().empty(math.prod(shape), dtype)
+    calls = philox.calls_for(out.size, out.dtype)
+    if calls:
+        kernels = _random_kernels()
+        kernels[f"philox_normals_{_SUFFIX[out.dtype]}"]((-(-calls // THREADS),), (THREADS,),
+                                                        (state, out, np.int64(out.size)))
+        kernels["philox_advance"]((1,), (1,), (state, np.uint64(calls)))
+    return out.reshape(shape)
 
 
 # ----- Reparameterization: z = mu + sigma * eps (Kingma & Welling, eq. 10) -----

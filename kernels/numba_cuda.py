@@ -5,31 +5,32 @@ host wrappers take the backend's arrays, NumPy under the CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1``) and CuPy on a GPU (handed to the kernels
 zero-copy through ``__cuda_array_interface__``), and return arrays of the same
 kind. Per-element formulas come from ``shared``, compiled here as device
-functions. Row and column sums accumulate in float64. Two kernel families
+functions. Row and column sums accumulate in float64. Three kernel families
 have files of their own: the register-tiled matrix product
-(``numba_cuda_matmul``) and the one-block-per-row sums (``numba_cuda_rowsum``).
+(``numba_cuda_matmul``), the one-block-per-row sums (``numba_cuda_rowsum``)
+and the Philox4x32-10 generator (``numba_cuda_random``). Kernels are compiled
+with ``cache=True``: on a GPU, numba-cuda keeps each compiled kernel in
+``__pycache__`` beside its file, so a new process loads it instead of
+compiling (the simulator ignores the flag; see ``shared`` for what the cache
+cannot see).
 
 Importing this module imports ``numba.cuda``; ``minivae.backend`` imports it
 only when the numba-cuda backend is asked for.
 """
 import math
-from dataclasses import dataclass
 
 import numpy as np
-from numba import config, cuda
-from numba.cuda.random import (create_xoroshiro128p_states, xoroshiro128p_dtype, xoroshiro128p_normal_float32,
-                               xoroshiro128p_normal_float64)
+from numba import config, cuda, float64
 
-from minivae.errors import MinivaeError
-from minivae.kernels import reference, shared
-from minivae.kernels.numba_cuda_matmul import MATMUL, SIDE, TILE_MN
+from minivae.kernels import numba_cuda_matmul, philox, reference, shared
+from minivae.kernels.numba_cuda_matmul import MATMUL
+from minivae.kernels.numba_cuda_random import advance_kernel, normals_kernel
 from minivae.kernels.numba_cuda_rowsum import ROW_THREADS, bernoulli_row_sums, gaussian_row_sums, kl_row_sums
 
 THREADS = 128  # threads per block of the 1-D launches
-# One xoroshiro128+ state per sampling thread. The simulator seeds states in
-# pure Python (about 4 ms each), so it gets one warp's worth.
-RNG_STATES = 32 if config.ENABLE_CUDASIM else 256 * THREADS
-RNG_THREADS = min(THREADS, RNG_STATES)  # threads per block of the sampling kernel
+WARP = 32  # columns per block of the bias gradient: one warp reads 32 neighbouring columns of a row
+BIAS_ROWS = 4  # threads down the rows in a block of the bias gradient
+BIAS_ROW_BLOCKS = 16  # at most this many blocks down the rows: 8 rows each at batch 128, more rows strided
 
 _activate = cuda.jit(device=True)(shared.activate)
 _activate_grad = cuda.jit(device=True)(shared.activate_grad)
@@ -72,23 +73,44 @@ def _row_col(t, cols):
     return t // cols, t % cols
 
 
-# ----- Matrix product (its kernel: numba_cuda_matmul.py) -----
+# ----- Sums of partial results, in a fixed order -----
+
+@cuda.jit(cache=True)
+def _sum_parts_kernel(parts, out):
+    """for p: out[p] = sum_s parts[s, p], s in order (the same bits every run)
+
+    Launch: ceil(P / THREADS) blocks of THREADS, one thread per p; neighbouring p are neighbours in memory.
+    """
+    p = cuda.grid(1)
+    if p < out.size:
+        total = parts[0, p]
+        for s in range(1, parts.shape[0]):
+            total += parts[s, p]
+        out[p] = total
+
+
+# ----- Matrix product (its kernel and its launch plan: numba_cuda_matmul.py) -----
 
 def matmul(a, b, trans_a=False, trans_b=False):
     """out[i, j] = sum_k op(a)[i, k] * op(b)[k, j], op = transpose when asked."""
     xp = _xp(a)
     a, b = _dense(xp, a), _dense(xp, b)  # mu, a column slice of the fused heads' output, is strided
-    m = a.shape[1] if trans_a else a.shape[0]
+    m, k = a.shape[::-1] if trans_a else a.shape
     n = b.shape[0] if trans_b else b.shape[1]
+    plan = numba_cuda_matmul.plan_matmul(m, n, k)
+    parts = xp.empty((plan.slices, m, n), a.dtype)
+    grid = (_blocks(n, plan.tile), _blocks(m, plan.tile), plan.slices)
+    MATMUL[a.dtype, plan.side][grid, (plan.side, plan.side)](a, b, parts, trans_a, trans_b, plan.slice_k)
+    if plan.slices == 1:
+        return parts[0]
     out = xp.empty((m, n), a.dtype)
-    grid = (_blocks(n, TILE_MN), _blocks(m, TILE_MN))
-    MATMUL[a.dtype][grid, (SIDE, SIDE)](a, b, out, trans_a, trans_b)
+    _sum_parts_kernel[_blocks(out.size), THREADS](parts.reshape(plan.slices, -1), out.reshape(-1))
     return out
 
 
 # ----- Bias plus activation -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bias_act_kernel(x, b, code, out):
     """for i: for j: out[i, j] = act(x[i, j] + b[j])
 
@@ -100,20 +122,29 @@ def _bias_act_kernel(x, b, code, out):
         out[i, j] = _activate(code, x[i, j] + b[j])
 
 
-@cuda.jit
-def _bias_act_backward_kernel(g, y, code, gx, gb):
-    """for j: for i: gx[i, j] = g[i, j] act'(y[i, j]); gb[j] = sum_i gx[i, j]
+@cuda.jit(cache=True)
+def _bias_act_backward_kernel(g, y, code, gx, parts):
+    """for i: for j: gx[i, j] = g[i, j] act'(y[i, j]); parts[r, j] = sum of gx[i, j] over the rows i of row block r
 
-    Launch: ceil(cols / THREADS) blocks of THREADS, one thread per column;
-    neighbouring threads read neighbouring columns, so each row is read coalesced.
+    Launch: grid (ceil(cols / WARP), R), block (WARP, BIAS_ROWS). Thread (x, t) of block (bx, r) takes
+    column j = WARP bx + x and rows i = BIAS_ROWS r + t, then every BIAS_ROWS R rows after it
+    (neighbouring x read neighbouring j: coalesced); the block adds its BIAS_ROWS sums of each
+    column in shared memory (float64), in order, and thread t = 0 writes parts[r, j].
     """
-    j = cuda.grid(1)
+    x, t = cuda.threadIdx.x, cuda.threadIdx.y
+    j = cuda.blockIdx.x * WARP + x
+    sums = cuda.shared.array((BIAS_ROWS, WARP), float64)
+    s = 0.0
     if j < gx.shape[1]:
-        s = 0.0
-        for i in range(gx.shape[0]):
+        for i in range(cuda.blockIdx.y * BIAS_ROWS + t, gx.shape[0], BIAS_ROWS * cuda.gridDim.y):
             gx[i, j] = g[i, j] * _activate_grad(code, y[i, j])
             s += gx[i, j]
-        gb[j] = s
+    sums[t, x] = s
+    cuda.syncthreads()
+    if t == 0 and j < gx.shape[1]:
+        for row in range(1, BIAS_ROWS):
+            s += sums[row, x]
+        parts[cuda.blockIdx.y, j] = s
 
 
 def bias_act(x, b, act):
@@ -131,79 +162,47 @@ def bias_act_backward(g, y, act):
     code = shared.act_code(act, "bias_act_backward")
     xp = _xp(g)
     g2, y2 = _dense(xp, g).reshape(-1, g.shape[-1]), shared.rows(xp, y)
-    gx = xp.empty_like(g2)
-    gb = xp.empty(g2.shape[1], g.dtype)
-    _bias_act_backward_kernel[_blocks(gb.size), THREADS](g2, y2, code, gx, gb)
+    rows, cols = g2.shape
+    gx, gb = xp.empty_like(g2), xp.empty(cols, g.dtype)
+    row_blocks = min(_blocks(rows, BIAS_ROWS), BIAS_ROW_BLOCKS)
+    parts = xp.empty((row_blocks, cols), np.float64)
+    _bias_act_backward_kernel[(_blocks(cols, WARP), row_blocks), (WARP, BIAS_ROWS)](g2, y2, code, gx, parts)
+    _sum_parts_kernel[_blocks(cols), THREADS](parts, gb)
     return gx.reshape(g.shape), gb
 
 
-# ----- Sampling: on-device xoroshiro128+ -----
-
-@dataclass
-class DeviceRNG:
-    """The numba-cuda random state: ``RNG_STATES`` xoroshiro128+ states on the device."""
-    states: object
-
-
-GENERATOR = "xoroshiro128+"
-
+# ----- Sampling: Philox4x32-10 on the device (numba_cuda_random.py; the statement: philox.py) -----
 
 def make_rng(seed):
-    """A DeviceRNG seeded with ``seed``: state s starts 2^64 draws after state s - 1."""
-    return DeviceRNG(create_xoroshiro128p_states(RNG_STATES, seed=seed))
+    """A philox.DeviceRNG for ``seed``: key = the seed's two 32-bit halves, counter 0, on the device."""
+    return philox.new_rng(seed, _device_module())
 
 
 def rng_state(rng):
-    """The DeviceRNG's states copied to the host: ``states`` (RNG_STATES, 2) uint64, the words s0, s1 of each."""
-    host = rng.states.copy_to_host()
-    return {"generator": GENERATOR, "states": np.stack([host["s0"], host["s1"]], axis=1)}
+    """The generator's state as JSON values: its name, key and counter (copied from the device)."""
+    words = philox.checked(rng, "numba-cuda").words
+    return philox.state_of(words if isinstance(words, np.ndarray) else words.get())
 
 
 def restore_rng(state):
-    """A new DeviceRNG holding the states ``rng_state`` copied out, so draws continue exactly."""
-    state = state if isinstance(state, dict) else {}
-    if state.get("generator") != GENERATOR:
-        found = state.get("generator", state.get("bit_generator"))
-        raise MinivaeError(f"random state is from generator {found!r}, not numba-cuda's {GENERATOR}")
-    words = state.get("states")
-    if not isinstance(words, np.ndarray) or words.dtype != np.uint64 or words.shape != (RNG_STATES, 2):
-        shape = getattr(words, "shape", None)
-        raise MinivaeError(f"random state of numba-cuda's {GENERATOR} has shape {shape}, not ({RNG_STATES}, 2) "
-                           "uint64 (saved under the simulator, or damaged); resume where it was saved")
-    host = np.empty(RNG_STATES, dtype=xoroshiro128p_dtype)
-    host["s0"], host["s1"] = words[:, 0], words[:, 1]
-    return DeviceRNG(cuda.to_device(host))
-
-
-@cuda.jit
-def _standard_normal_kernel(states, double, out):
-    """for t: out[t] = N(0, 1) drawn from state s = t mod S (S threads in all)
-
-    Launch: at most RNG_STATES / RNG_THREADS blocks of RNG_THREADS; thread s fills
-    t = s, s + S, s + 2S, ... (a grid-stride loop), so its state is its own.
-    """
-    s = cuda.grid(1)
-    for t in range(s, out.size, cuda.gridsize(1)):
-        if double:
-            out[t] = xoroshiro128p_normal_float64(states, s)
-        else:
-            out[t] = xoroshiro128p_normal_float32(states, s)
+    """A new DeviceRNG holding the key and counter ``rng_state`` saved, so draws continue exactly."""
+    return philox.DeviceRNG(_device_module().asarray(philox.words_of(state)))
 
 
 def standard_normal(rng, shape, dtype=np.float32):
     """eps ~ N(0, I) of the given shape, drawn on the device from (and advancing) ``rng``, a DeviceRNG."""
-    if not isinstance(rng, DeviceRNG):
-        raise TypeError(f"numba-cuda standard_normal draws from a DeviceRNG, got {type(rng).__name__}; "
-                        "make it with get_backend().kernels.make_rng(seed)")
+    state = philox.checked(rng, "numba-cuda").words
     out = _device_module().empty(math.prod(shape), dtype)
-    blocks = min(RNG_STATES // RNG_THREADS, _blocks(out.size, RNG_THREADS))
-    _standard_normal_kernel[blocks, RNG_THREADS](rng.states, out.dtype == np.float64, out)
+    calls = philox.calls_for(out.size, out.dtype)
+    if calls:
+        normals_kernel[_blocks(calls), THREADS](state, out, philox.PER_CALL[out.dtype])
+        advance_kernel[1, 1](state, calls)
     return out.reshape(shape)
 
 
 # ----- Reparameterization: z = mu + sigma * eps (Kingma & Welling, eq. 10) -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _reparameterize_kernel(mu, logvar, eps, z):
     """for k: for p: z[k, p] = mu[p] + exp(logvar[p] / 2) eps[k, p]
 
@@ -215,7 +214,7 @@ def _reparameterize_kernel(mu, logvar, eps, z):
         z[k, p] = mu[p] + math.exp(0.5 * logvar[p]) * eps[k, p]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _reparameterize_backward_kernel(g, logvar, eps, g_mu, g_logvar):
     """for p: g_mu[p] = sum_k g[k, p]; g_logvar[p] = exp(logvar[p] / 2) / 2 sum_k g[k, p] eps[k, p]
 
@@ -257,7 +256,7 @@ def reparameterize_backward(g, logvar, eps):
 
 # ----- KL(N(mu, diag(exp(logvar))) || N(0, I)) (Kingma & Welling, Appendix B; row sums: numba_cuda_rowsum.py) -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _kl_backward_kernel(g, mu, logvar, g_mu, g_logvar):
     """for i: for j: g_mu[i, j] = g[i] mu[i, j]; g_logvar[i, j] = g[i] (exp(logvar[i, j]) - 1) / 2
 
@@ -291,7 +290,7 @@ def kl_normal_backward(g, mu, logvar):
 
 # ----- Log-likelihoods, summed over the last axis (numba_cuda_rowsum.py); x broadcasts over leading axes -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bernoulli_backward_kernel(g, x, logits, out):
     """for i: for j: out[i, j] = g[i] (x[i', j] - sigmoid(l[i'', j]))
 
@@ -304,7 +303,7 @@ def _bernoulli_backward_kernel(g, x, logits, out):
         out[i, j] = g[i] * (x[i % x.shape[0], j] - sigmoid)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _gaussian_backward_kernel(g, x, mean, sigma, out):
     """for i: for j: out[i, j] = g[i] (x[i', j] - m[i'', j]) / sigma^2
 
@@ -358,7 +357,7 @@ def gaussian_log_prob_backward(g, x, mean, sigma):
 
 # ----- Log-sum-exp -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _logsumexp_kernel(a, out):
     """for p: m = max_k a[k, p] (0 if not finite); out[p] = m + log sum_k exp(a[k, p] - m)
 

@@ -32,7 +32,7 @@ def _block_sum(partial):
 
 # ----- KL(N(mu, diag(exp(logvar))) || N(0, I)) (Kingma & Welling, Appendix B) -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def kl_row_sums(mu, logvar, out):
     """for i: out[i] = -1/2 sum_j (1 + logvar[i, j] - mu[i, j]^2 - exp(logvar[i, j]))
 
@@ -52,7 +52,7 @@ def kl_row_sums(mu, logvar, out):
 
 # ----- Log-likelihoods; x broadcasts over leading axes -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def bernoulli_row_sums(x, logits, out):
     """for i: out[i] = sum_j x[i', j] l[i'', j] - softplus(l[i'', j])   (i' = i mod rows(x), i'' likewise)
 
@@ -70,7 +70,7 @@ def bernoulli_row_sums(x, logits, out):
         out[i] = total
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def gaussian_row_sums(x, mean, sigma, out):
     """for i: out[i] = -sum_j (x[i', j] - m[i'', j])^2 / (2 sigma^2) - D (log sigma + log(2 pi) / 2)
 

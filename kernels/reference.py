@@ -10,9 +10,8 @@ The list (see ``KERNEL_NAMES``):
 - ``matmul(a, b, trans_a, trans_b)``: ``op(a) @ op(b)``, 2-D.
 - ``bias_act(x, b, act)`` / ``bias_act_backward(g, y, act)``: ``y = act(x + b)``.
 - ``make_rng(seed)`` / ``standard_normal(rng, shape, dtype)``: seeded N(0, 1).
-- ``rng_state(rng)`` / ``restore_rng(state)``: the generator's state as plain data (a dict of
-  JSON values and NumPy arrays, which a checkpoint stores), and a new generator continuing
-  exactly from it.
+- ``rng_state(rng)`` / ``restore_rng(state)``: the generator's state as a dict of JSON values
+  (which a checkpoint stores in its metadata), and a new generator continuing exactly from it.
 - ``reparameterize(mu, logvar, eps)`` / ``reparameterize_backward(g, logvar, eps)``.
 - ``kl_normal(mu, logvar)`` / ``kl_normal_backward(g, mu, logvar)``.
 - ``bernoulli_log_prob(x, logits)`` / ``bernoulli_log_prob_backward(g, x, logits)``.

@@ -7,8 +7,8 @@ another formula here, so it compiles on its own. The CUDA C twins for CuPy are
 in ``pointwise.cu``.
 
 Numba's on-disk cache (``cache=True``) checks only the file of each kernel:
-after editing a formula here, delete ``kernels/__pycache__`` so the CPU
-kernels recompile.
+after editing a formula here, delete ``kernels/__pycache__`` so the CPU and
+the CUDA kernels recompile.
 """
 import math
 import os

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from end_to_end import check_user_path
-from kernel_cases import CASES, LAYOUTS, assert_matches_reference, assert_rng_state_round_trips, needs_gpu
+from kernel_cases import (CASES, LAYOUTS, PHILOX_TOLERANCE, assert_matches_reference, assert_rng_state_round_trips,
+                          needs_gpu)
 from minivae import backend
 from minivae.backend import BackendUnavailable, available_backends, load_backend
+from minivae.kernels import philox
 
 RNG_KERNELS = ("make_rng", "standard_normal")  # other streams than NumPy's: checked statistically
 TABLE = [name for name in CASES if name not in RNG_KERNELS]
@@ -86,8 +88,47 @@ def test_cupy_rng_state_round_trips_through_the_host():
 
 @needs_gpu
 def test_cupy_standard_normal_refuses_a_numpy_generator():
-    with pytest.raises(TypeError, match="cupy.random.Generator, got Generator"):
+    with pytest.raises(TypeError, match="DeviceRNG, got Generator"):
         load_backend("cupy").kernels.standard_normal(np.random.default_rng(0), (2, 2))
+
+
+@needs_gpu
+@pytest.mark.parametrize("backend_name", ["cupy", "numba-cuda"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_philox_draws_match_the_statement_and_advance_the_counter_on_the_device(backend_name, dtype):
+    import cupy
+    kernels = load_backend("cupy").kernels if backend_name == "cupy" else numba_cuda_on_device()
+    rng = kernels.make_rng(2**33 + 9)
+    rng.words[2] = 2**32 - 2  # the draw's counters carry into the next word
+    for n in (1, 3, 5, 2561):
+        before = cupy.asnumpy(rng.words)
+        got = cupy.asnumpy(kernels.standard_normal(rng, (n,), dtype))
+        want, after = philox.standard_normal(before, n, dtype)
+        np.testing.assert_allclose(got, want, **PHILOX_TOLERANCE[dtype])
+        np.testing.assert_array_equal(cupy.asnumpy(rng.words), after)
+
+
+@needs_gpu
+def test_a_cuda_graph_replaying_a_draw_draws_new_numbers():
+    """The counter is read and advanced by the draw's kernels: each replay of the recorded launches moves it on."""
+    import cupy
+    kernels = load_backend("cupy").kernels
+    rng, pool, stream = kernels.make_rng(11), cupy.cuda.MemoryPool(), cupy.cuda.Stream(non_blocking=True)
+    with stream, cupy.cuda.using_allocator(pool.malloc):
+        kernels.standard_normal(rng, (5,), np.float32)  # compiles the kernels, fills the pool; counter 2
+        stream.begin_capture()
+        out = kernels.standard_normal(rng, (5,), np.float32)  # recorded, not run
+        graph = stream.end_capture()
+        replays = []
+        for _ in range(2):
+            graph.launch(stream)
+            replays.append(cupy.asnumpy(out))
+    stream.synchronize()
+    start = philox.counters_at([0, 0, 0, 0], [2])[0]
+    want, _ = philox.standard_normal(np.array([11, 0, *start], np.uint32), 16, np.float32)
+    np.testing.assert_allclose(np.concatenate(replays), np.concatenate([want[:5], want[8:13]]),
+                               **PHILOX_TOLERANCE[np.float32])
+    assert cupy.asnumpy(rng.words)[2] == 6
 
 
 # ----- Numba CUDA on the device, fed CuPy arrays through __cuda_array_interface__ -----

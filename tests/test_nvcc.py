@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import minivae.kernels
+from minivae.kernels import cupy_kernels
 
 KERNEL_DIR = Path(minivae.kernels.__file__).parent
 SOURCES = sorted(KERNEL_DIR.glob("*.cu"))
@@ -33,16 +34,16 @@ template __global__ void probe<double>(const double*, double*, int);
 """
 
 
-def _ptx(source, arch, tmp_path):
+def _ptx(source, arch, tmp_path, include_path=True):
     out = tmp_path / f"{source.stem}-{arch}.ptx"
-    cmd = [NVCC, "-ptx", f"-arch={arch}", f"-I{KERNEL_DIR}", "-o", str(out), str(source)]
+    cmd = [NVCC, "-ptx", f"-arch={arch}", *([f"-I{KERNEL_DIR}"] if include_path else []), "-o", str(out), str(source)]
     result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stderr}"
     return out.read_text()
 
 
 def test_the_cupy_kernels_sources_are_all_here():
-    assert {p.name for p in SOURCES} >= {"pointwise.cu", "reduce.cu", "optim.cu"}
+    assert {p.name for p in SOURCES} >= {"pointwise.cu", "reduce.cu", "optim.cu", "random.cu"}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -58,3 +59,13 @@ def test_pointwise_formulas_instantiate_for_float_and_double(arch, tmp_path):
     probe = tmp_path / "pointwise_probe.cu"
     probe.write_text(POINTWISE_PROBE)
     assert ".entry" in _ptx(probe, arch, tmp_path)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_generator_source_cupy_compiles_needs_no_include_path(arch, tmp_path):
+    """CuPy is handed random.cu with philox.cuh inlined: it compiles on its own, with every draw kernel in it."""
+    inlined = tmp_path / "random_inlined.cu"
+    inlined.write_text(cupy_kernels._random_source())
+    ptx = _ptx(inlined, arch, tmp_path, include_path=False)
+    for kernel in ("philox_normals_f32", "philox_normals_f64", "philox_advance"):
+        assert f".entry {kernel}(" in ptx

@@ -1,8 +1,8 @@
 """Checkpoints: named arrays plus a JSON ``meta`` dict in one ``.npz`` file, no pickle.
 
 ``meta`` holds whatever resumes a run: the config, the epoch, optimizer
-scalars, the random generators' states (each kernel set's ``rng_state``; a
-device generator's states go in as arrays). It is stored as UTF-8 JSON bytes
+scalars, the random generators' states (each kernel set's ``rng_state``, JSON
+values). It is stored as UTF-8 JSON bytes
 in a uint8 array named ``__meta__``, wrapped as ``{"format_version": 1,
 "meta": meta}`` so a future format can be told apart.
 

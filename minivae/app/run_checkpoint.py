@@ -1,9 +1,9 @@
 """The checkpoint of a training run: what ``train`` saves, and the checks made before any of it is trusted.
 
 A run's checkpoint holds the model's and the optimizer's arrays, each random
-generator's state (device generators' states as arrays under ``rng/``), the
-config, the history and where the data came from. ``read_training_checkpoint``
-checks the metadata and every array's header before a single array is read.
+generator's state (JSON values), the config, the history and where the data
+came from. ``read_training_checkpoint`` checks the metadata and every array's
+header before a single array is read.
 """
 import dataclasses
 import math
@@ -27,8 +27,7 @@ def checkpoint_payload(model, optimizer, rngs, config, history, data):
     arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
     optimizer_arrays, optimizer_scalars = optimizer.state_dict()
     arrays.update({f"optimizer/{name}": value for name, value in optimizer_arrays.items()})
-    rng_meta, rng_arrays = _rng_states(rngs)
-    arrays.update(rng_arrays)
+    rng_meta = {name: kernels.rng_state(rngs[name]) for name, kernels in _rng_kernels().items()}
     meta = {"config": dataclasses.asdict(config), "model": model.config, "history": history,
             "optimizer": optimizer_scalars, "rng": rng_meta, "backend": get_backend().name,
             "image_shape": list(data.image_shape),
@@ -39,16 +38,6 @@ def checkpoint_payload(model, optimizer, rngs, config, history, data):
 def _rng_kernels():
     """The kernel set owning each generator: NumPy shuffles the host-held data, the backend draws the noise."""
     return {"data": reference, "sample": get_backend().kernels}
-
-
-def _rng_states(rngs):
-    """Each generator's ``rng_state``: its JSON values for the metadata, its arrays as ``rng/NAME/KEY``."""
-    meta, arrays = {}, {}
-    for name, kernels in _rng_kernels().items():
-        state = kernels.rng_state(rngs[name])
-        meta[name] = {key: value for key, value in state.items() if not isinstance(value, np.ndarray)}
-        arrays.update({f"rng/{name}/{key}": value for key, value in state.items() if isinstance(value, np.ndarray)})
-    return meta, arrays
 
 
 def _split_arrays(arrays, prefix):
@@ -72,11 +61,8 @@ def restore_checkpoint(path, config, model, optimizer, rngs, data):
                         for name, buffer in _split_arrays(arrays, "optimizer/").items()}
     optimizer.load_state_dict(optimizer_arrays, meta["optimizer"])
     for name, kernels in _rng_kernels().items():
-        state = meta["rng"].get(name)
-        if isinstance(state, dict):
-            state = {**state, **_split_arrays(arrays, f"rng/{name}/")}
         try:
-            rngs[name] = kernels.restore_rng(state)
+            rngs[name] = kernels.restore_rng(meta["rng"].get(name))
         except MinivaeError as err:
             raise MinivaeError(f"{path}: {err}; it was written with --backend {meta.get('backend', 'numpy')}, "
                                "resume with that backend") from None
@@ -93,7 +79,7 @@ def read_training_checkpoint(path):
     # Before any array is loaded: the metadata's fields, and the arrays a model of its sizes and its optimizer hold.
     arrays, meta = load_checkpoint(path, check=lambda meta, headers: check_training_meta(path, meta, headers))
     for name, array in arrays.items():  # training never saves NaN
-        if not name.startswith("rng/") and not np.isfinite(array).all():  # rng/: integer states, checked on restore
+        if not np.isfinite(array).all():
             raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats; "
                                "it is damaged, use another checkpoint")
     return arrays, meta, _train_config(path, meta)
@@ -122,7 +108,10 @@ def check_training_meta(path, meta, headers):
         count = parameter_count(model.get("encoder_sizes"), model.get("latent_dim"), model.get("decoder_sizes"))
     except MinivaeError as err:
         raise MinivaeError(f"checkpoint {path}: {err}; it is damaged, use another checkpoint") from None
-    unknown = [name for name in headers if not name.startswith(("model/", "optimizer/", "rng/"))]
+    if any(name.startswith("rng/") for name in headers):
+        raise MinivaeError(f"checkpoint {path} holds the states of a GPU generator this minivae no longer has "
+                           "(xoroshiro128+ or XORWOW; it draws from Philox4x32-10 now): train the run again")
+    unknown = [name for name in headers if not name.startswith(("model/", "optimizer/"))]
     if unknown:
         raise MinivaeError(f"checkpoint {path}: unexpected array {unknown[0]!r}, which minivae train never "
                            "writes; use the checkpoint.npz a training run wrote")
@@ -131,24 +120,12 @@ def check_training_meta(path, meta, headers):
         raise MinivaeError(f"checkpoint {path}: its metadata describes a model of {count:,} parameters but its "
                            f"arrays hold {stored:,}; it is damaged, use another checkpoint")
     for name, (shape, dtype) in headers.items():
-        if name.startswith("rng/"):
-            _check_rng_header(path, name, shape, dtype)
-        elif dtype.kind != "f":
+        if dtype.kind != "f":
             raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats ({dtype}); "
                                "it is damaged, use another checkpoint")
         if name.startswith("optimizer/") and shape != (count,):
             raise MinivaeError(f"checkpoint {path}: {name} has shape {shape}, not ({count},) for the "
                                f"{count:,} parameters its metadata describes; use another checkpoint")
-
-
-MAX_RNG_WORDS = 1 << 26  # far above any generator's state (numba-cuda: 128k uint64 words; CuPy: a few MB of bytes)
-
-
-def _check_rng_header(path, name, shape, dtype):
-    """A generator's state array holds unsigned integers, and no more of them than any backend keeps."""
-    if dtype.kind not in "ui" or math.prod(shape) > MAX_RNG_WORDS:
-        raise MinivaeError(f"checkpoint {path}: {name} is not a random generator's state ({dtype}, shape {shape}); "
-                           "it is damaged, use another checkpoint")
 
 
 def _train_config(path, meta):

@@ -16,11 +16,6 @@ SKIP = pytest.mark.skip(reason="Numba CUDA simulator tests: run them on their ow
                                "NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/cudasim")
 
 
-def pytest_configure(config):
-    # numba.cuda.random, imported under the simulator, passes a deprecated keyword.
-    config.addinivalue_line("filterwarnings", "ignore:The keyword argument 'nopython=False'")
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.is_relative_to(HERE):

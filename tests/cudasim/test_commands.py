@@ -1,13 +1,7 @@
 """The user's commands end to end on --backend numba-cuda, under the CUDA simulator (see end_to_end.py)."""
-import pytest
-
 from end_to_end import SMALL, check_user_path
 from minivae import backend
 from runs import assert_one_line_error, run_cli
-
-# The simulator runs numba's xoroshiro arithmetic on NumPy uint64 scalars, which warn when they wrap (as intended).
-pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning",
-                                        "ignore:overflow encountered:RuntimeWarning")
 
 
 def test_train_resume_evaluate_sample_reconstruct(tmp_path, capsys, monkeypatch):
@@ -21,5 +15,5 @@ def test_resume_with_another_backends_generator_is_refused_in_one_line(tmp_path,
     status, _, err = run_cli([*argv[:-4], "--epochs", "2", "--out", str(tmp_path), "--backend", "numba-cuda",
                               "--resume", str(tmp_path / "checkpoint.npz")], capsys)
     backend.set_backend("numpy")
-    assert_one_line_error(status, err, "random state is from generator 'PCG64', not numba-cuda's xoroshiro128+",
+    assert_one_line_error(status, err, "random state is from generator 'PCG64', not Philox4x32-10",
                           "written with --backend numpy, resume with that backend")

@@ -8,15 +8,11 @@ import re
 import numpy as np
 import pytest
 
-from kernel_cases import CASES, assert_matches_reference, assert_rng_state_round_trips
+from kernel_cases import CASES, TOLERANCE, assert_matches_reference, assert_rng_state_round_trips
 from minivae.errors import MinivaeError
 from minivae.kernels import numba_cuda, reference
 
-# Seeding xoroshiro states runs numba's CPU seeding code in object mode under the simulator.
-pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning",
-                                        "ignore:overflow encountered:RuntimeWarning")
-
-TABLE = [name for name in CASES if name not in ("matmul", "make_rng", "standard_normal")]
+TABLE = [name for name in CASES if name not in ("matmul", "make_rng", "standard_normal")]  # matmul: its own file
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -26,32 +22,21 @@ def test_kernel_matches_reference(name, layout, dtype):
     assert_matches_reference(numba_cuda, name, dtype, layout)
 
 
-@pytest.mark.parametrize("dtype, trans_a, trans_b, m, k, n", [
-    (np.float32, False, False, 33, 17, 20), (np.float32, True, False, 33, 17, 20),
-    (np.float32, False, True, 33, 17, 20), (np.float32, True, True, 33, 17, 20),
-    (np.float64, True, False, 33, 17, 20),
-    (np.float32, False, True, numba_cuda.TILE_MN + 3, 5, 2)])  # two blocks, the second 3 rows high
-def test_register_tiled_matmul_with_ragged_edges(dtype, trans_a, trans_b, m, k, n):
-    """Ragged in every dimension: k not a multiple of TILE_K, m and n not of TILE_MN or of SIDE."""
-    rng = np.random.default_rng(0)
-    a = rng.uniform(-2, 2, (k, m) if trans_a else (m, k)).astype(dtype)
-    b = rng.uniform(-2, 2, (n, k) if trans_b else (k, n)).astype(dtype)
-    got = numba_cuda.matmul(a, b, trans_a, trans_b)
-    assert got.shape == (m, n) and got.dtype == dtype
-    np.testing.assert_allclose(got, reference.matmul(a, b, trans_a, trans_b), rtol=1e-5, atol=1e-5)
-
-
-def test_matmul_of_a_column_slice():
-    """The decoder's input mu is a column slice of the fused heads' output: a strided operand."""
-    rng = np.random.default_rng(1)
-    heads, w = rng.uniform(-2, 2, (6, 8)).astype(np.float32), rng.uniform(-2, 2, (4, 5)).astype(np.float32)
-    mu = heads[:, :4]
-    np.testing.assert_allclose(numba_cuda.matmul(mu, w), reference.matmul(mu, w), rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bias_gradient_with_rows_strided_over_blocks_and_ragged_columns(dtype, monkeypatch):
+    """11 rows over 2 row blocks of BIAS_ROWS threads (each thread takes a row, then the row 8 further on);
+    33 columns, the second block of columns 1 wide."""
+    monkeypatch.setattr(numba_cuda, "BIAS_ROW_BLOCKS", 2)
+    rng = np.random.default_rng(2)
+    g, y = rng.uniform(-2, 2, (11, 33)).astype(dtype), rng.uniform(-1, 1, (11, 33)).astype(dtype)
+    for got, want in zip(numba_cuda.bias_act_backward(g, y, "tanh"), reference.bias_act_backward(g, y, "tanh")):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, **TOLERANCE[dtype])
 
 
 @pytest.fixture(scope="module")
 def draws():
-    """Two draws from one seeded DeviceRNG and one from a fresh RNG with the same seed."""
+    """Two draws from one seeded generator and one from a fresh one with the same seed."""
     rng = numba_cuda.make_rng(42)
     first = numba_cuda.standard_normal(rng, (20, 20), np.float32)
     second = numba_cuda.standard_normal(rng, (20, 20), np.float64)
@@ -85,7 +70,8 @@ def test_standard_normal_refuses_a_numpy_generator():
 
 @pytest.mark.parametrize("state, fragment", [
     (reference.rng_state(np.random.default_rng(0)), "generator 'PCG64'"),
-    ({"generator": numba_cuda.GENERATOR, "states": np.zeros((3, 2), np.uint64)}, "shape (3, 2)"),
+    ({"generator": "xoroshiro128+", "states": np.zeros((3, 2), np.uint64)}, "generator 'xoroshiro128+'"),
+    ({"generator": "Philox4x32-10", "key": [1], "counter": [0, 0, 0, 0]}, "needs a key of 2"),
     (None, "generator None"),
 ])
 def test_restore_rng_refuses_another_generators_state(state, fragment):

@@ -15,10 +15,6 @@ from minivae.optim import Adam
 from minivae.tensor import Tensor
 from minivae.vae import VAE
 
-# The simulator runs numba's xoroshiro arithmetic on NumPy uint64 scalars, which warn when they wrap (as intended).
-pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaWarning",
-                                        "ignore:overflow encountered:RuntimeWarning")
-
 
 OBJECTIVES = {"elbo": lambda model, x, eps: model.elbo(x, eps=eps).elbo,
               "iwae": lambda model, x, eps: model.iwae(x, eps=eps, beta=0.5).bound}
