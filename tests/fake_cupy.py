@@ -427,44 +427,6 @@ class RawModule:
         return RawKernel(name, fake_cupy_kernels.raw(name))
 
 
-# ----- Random numbers (CuPy's Generator: its state on the device, advanced by each draw) -----
-
-class _BitGenerator:
-    """The state lives in the device array ``_state`` (a PCG64's 32 bytes here, XORWOW states in CuPy)."""
-
-    def __init__(self, seed):
-        state = np.random.PCG64(seed).state["state"]
-        self._state = _allocate(self._pack(state["state"], state["inc"]))
-
-    @staticmethod
-    def _pack(*numbers):
-        return np.frombuffer(b"".join(n.to_bytes(16, "little") for n in numbers), np.int8).copy()
-
-    def draw(self, size, dtype):
-        """Normals from the state in ``_state``, which is advanced in place."""
-        raw = self._state._host.tobytes()
-        bits = np.random.PCG64()
-        bits.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0,
-                      "state": {"state": int.from_bytes(raw[:16], "little"), "inc": int.from_bytes(raw[16:], "little")}}
-        values = np.random.Generator(bits).standard_normal(size, dtype=dtype)
-        self._state._host[...] = self._pack(bits.state["state"]["state"], bits.state["state"]["inc"])
-        return values
-
-
-class Generator:
-    def __init__(self, bit_generator):
-        self.bit_generator = bit_generator
-
-    def standard_normal(self, size=None, dtype=np.float64):
-        out = _allocate(np.empty(size, dtype))
-        _compile(("standard_normal", (np.dtype(dtype).str,)))
-        _launch(lambda: np.copyto(out._host, self.bit_generator.draw(size, dtype)))
-        return out
-
-
-random = types.SimpleNamespace(Generator=Generator, default_rng=lambda seed=None: Generator(_BitGenerator(seed)))
-
-
 # ----- cupy.cuda: streams, capture, graphs, memory pools -----
 
 class Stream:

@@ -7,7 +7,7 @@ float64, as the kernels' ``reduce_type="double"`` does.
 """
 import numpy as np
 
-from minivae.kernels import reference
+from minivae.kernels import philox, reference
 from minivae.kernels.shared import IDENTITY, RELU, SIGMOID, TANH
 
 
@@ -93,7 +93,18 @@ def _sgd_step(p, g, velocity, n, lr, momentum, weight_decay):
     p -= lr * grad
 
 
-RAW = {"logsumexp_columns": _logsumexp_columns, "adam_step": _adam_step, "sgd_step": _sgd_step}
+def _philox_normals(state, out, n):
+    """random.cu philox_normals_*: the draw from the key and counter in ``state``, which it only reads."""
+    out[...] = philox.standard_normal(state, int(n), out.dtype)[0]
+
+
+def _philox_advance(state, calls):
+    """random.cu philox_advance: counter += calls."""
+    state[philox.COUNTER] = philox.counters_at(state[philox.COUNTER], [int(calls)])[0]
+
+
+RAW = {"logsumexp_columns": _logsumexp_columns, "adam_step": _adam_step, "sgd_step": _sgd_step,
+       "philox_normals": _philox_normals, "philox_advance": _philox_advance}
 
 
 def elementwise(name):
@@ -111,7 +122,7 @@ def reduction(name):
 
 def raw(name):
     """The twin of raw kernel ``name`` (its dtype suffix, _f32 or _f64, dropped)."""
-    return _twin(RAW, name.rsplit("_", 1)[0])
+    return _twin(RAW, name[:-4] if name.endswith(("_f32", "_f64")) else name)
 
 
 def _twin(table, name):

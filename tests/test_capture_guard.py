@@ -216,3 +216,18 @@ def test_the_cublas_stand_in_refuses_host_pointers(cupy, cublas):
     with pytest.raises(ValueError, match="not inside a live device buffer"):
         cublas.gemm_ex(cublas.create(), 0, 0, 2, 2, 2, host.ctypes.data, host.ctypes.data, 0, 2, host.ctypes.data,
                        0, 2, host.ctypes.data, host.ctypes.data, 0, 2, cublas.ComputeType.COMPUTE_32F, -1)
+
+
+def test_a_captured_draw_draws_new_numbers_at_each_replay(cupy):
+    """The Philox counter lives on the device and the draw's kernels advance it, so replays continue the stream."""
+    kernels = backend.get_backend().kernels
+    rng, twin = kernels.make_rng(3), kernels.make_rng(3)
+    kernels.standard_normal(rng, (4, 5))  # a warm-up draw: the kernels compiled, the stream moved on
+    drawn = []
+    graph = capturing(cupy, lambda: drawn.append(kernels.standard_normal(rng, (4, 5))))
+    replays = []
+    for _ in range(2):
+        graph.launch()
+        replays.append(cupy.asnumpy(drawn[0]).copy())
+    expected = [cupy.asnumpy(kernels.standard_normal(twin, (4, 5))) for _ in range(3)][1:]
+    np.testing.assert_array_equal(replays, expected)
