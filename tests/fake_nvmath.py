@@ -8,7 +8,8 @@ translation is checked on the CPU; and it refuses what breaks a CUDA graph:
   run at once, outside the graph) or to no stream yet;
 - a GEMM while a stream captures on a handle without a workspace of its own
   (cuBLAS would allocate one inside the capture; cuBLAS's documentation on
-  CUDA Graphs support: set a workspace with cublasSetWorkspace first);
+  CUDA Graphs support: set a workspace with cublasSetWorkspace first). As in
+  cuBLAS, ``set_stream`` resets the workspace, so it is set after the stream;
 - pointers that are not inside live device buffers.
 
 ``alpha`` and ``beta`` are read through their host pointers when the call is
@@ -79,7 +80,9 @@ def destroy(handle):
 
 
 def set_stream(handle, stream):
+    """Bind the handle to ``stream``; as cublasSetStream does, this puts its workspace back to cuBLAS's own pool."""
     _handles[handle].stream = stream
+    _handles[handle].workspace = None
 
 
 def set_workspace(handle, workspace, workspace_size_in_bytes):

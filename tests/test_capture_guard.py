@@ -205,6 +205,10 @@ def test_a_cublas_handle_captures_only_bound_to_the_stream_with_a_workspace(cupy
     with cupy.cuda.using_allocator(pool.malloc):
         workspace = cupy.empty(1 << 10, np.uint8)
     cublas.set_workspace(handle, workspace.data.ptr, workspace.nbytes)
+    cublas.set_stream(handle, stream.ptr)  # which resets the workspace, as cublasSetStream does
+    with pytest.raises(fake_cupy.CaptureViolation, match="without a workspace"):
+        capturing(cupy, lambda: row_major_product(cublas, handle, a, a, out), stream)
+    cublas.set_workspace(handle, workspace.data.ptr, workspace.nbytes)
     graph = capturing(cupy, lambda: row_major_product(cublas, handle, a, a, out), stream)
     assert not cupy.asnumpy(out).any()  # recorded, not run
     graph.launch()
