@@ -6,7 +6,7 @@
 Bernoulli VAE (``VAE((784, 400), 20, (400, 784))``, float32, PyTorch's
 initialisation) with Adam (lr 1e-3) on the fixed random binary batch the
 peers use (``benchmarks.peers.binary_batch``), and returns a zero-argument
-callable doing one full step: zero_grad, ``elbo(k=1)``, backward of the
+callable doing one full step: zero_grad, ``elbo(samples=1)``, backward of the
 negative mean ELBO, Adam. ``benchmarks.bench_step`` registers it::
 
     register("minivae numpy", functools.partial(make_step, backend="numpy"), numpy_buffers=True)
@@ -54,7 +54,7 @@ def make_step(batch_size, seed, backend="numpy"):
         if minivae.get_backend().name != backend:
             minivae.set_backend(backend)
         optimizer.zero_grad()
-        loss = -model.elbo(x, k=1, rng=rng).elbo.mean()
+        loss = -model.elbo(x, samples=1, rng=rng).elbo.mean()
         loss.backward()
         optimizer.step()
     return step

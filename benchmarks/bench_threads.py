@@ -23,7 +23,7 @@ SETTINGS = {"default": None, "1 thread": 1, "2 threads": 2}
 def training_seconds(threads, epochs, out):
     """Seconds of ``epochs`` epochs of the default run with ``threads`` (None: minivae's choice)."""
     config = TrainConfig(epochs=epochs, plot_interval=0, out=out)
-    _, history = train(config, progress=False, log=lambda line: None, overwrite=True, threads=threads)
+    history = train(config, progress=False, log=lambda line: None, overwrite=True, threads=threads).history
     return sum(row["seconds"] for row in history)
 
 

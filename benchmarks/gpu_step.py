@@ -3,7 +3,7 @@
 - ``cuBLAS floor``: the step's 11 products (``gemm_floor.products``) by
   ``cupy.matmul`` into preallocated outputs: the GPU's lower bound for a step,
   as the GEMM floor is the CPU's;
-- ``minivae cupy captured``: ``graph_step.StaticStep`` captured once as a CUDA
+- ``minivae cupy captured``: ``static_step.StaticStep`` captured once as a CUDA
   graph, one replay per call (what ``minivae train --backend cupy`` runs);
 - ``jax jit GPU``: the JAX peer with its arrays on the first CUDA device.
 
@@ -50,9 +50,9 @@ def make_cublas_floor(batch_size, seed):
 
 def make_captured_step(batch_size, seed):
     """The 784-400-20 VAE's training step captured as a CUDA graph on cupy; one replay per call."""
-    from minivae.app.runconfig import TrainConfig, build_model, build_optimizer
+    from minivae.app.runconfig import Run, TrainConfig, build_model, build_optimizer
+    from minivae.app.static_step import StaticStep
     from minivae.backend import BackendUnavailable, set_backend
-    from minivae.graph_step import StaticStep
     try:
         backend = set_backend("cupy")
     except BackendUnavailable as why:
@@ -60,8 +60,8 @@ def make_captured_step(batch_size, seed):
     config = TrainConfig(hidden=(gemm_floor.HIDDEN,), latent_dim=gemm_floor.LATENT, batch_size=batch_size,
                          lr=peers.LEARNING_RATE, seed=seed)
     model = build_model(config, gemm_floor.X)
-    optimizer = build_optimizer(config, model)
-    step = StaticStep(model, optimizer, batch_size, samples=1, rng=backend.kernels.make_rng(seed), capture=True)
+    run = Run(config, None, model, build_optimizer(config, model), {"sample": backend.kernels.make_rng(seed)})
+    step = StaticStep(run, capture=True)
     x = peers.binary_batch(batch_size, seed)
     step(x)  # the eager first step, then the capture
     return harness.synchronized(lambda: step(x), "cupy")

@@ -17,7 +17,6 @@ a Markdown table and a bar chart of step time as multiples of the GEMM floor::
                          "cupy": {"skipped": "no GPU"}}}}
 """
 import gc
-import importlib.metadata
 import json
 import math
 import os
@@ -257,14 +256,6 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
-def _version(distribution):
-    """An installed distribution's version, or None; imports nothing."""
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def git_commit():
     """``git describe --always --dirty`` of the checkout holding this file, or None outside one."""
     try:
@@ -289,7 +280,8 @@ def environment():
     Call it after the benchmark ran: thread pools are listed only once the
     libraries that own them (NumPy's BLAS, torch's OpenMP) are loaded.
     """
-    versions = {name: _version(name) for name in VERSIONED}
+    from minivae.versions import installed_version
+    versions = {name: installed_version(name) for name in VERSIONED}
     return {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu": _cpu_model(),

@@ -37,9 +37,9 @@ import time
 import numpy as np
 
 from minivae import likelihood
-from minivae.app import training
+from minivae.app.loop import EagerStep, train_epoch
 from minivae.app.checkpoint import check_writable
-from minivae.app.runconfig import TrainConfig, build_model, build_optimizer, prepare_data
+from minivae.app.runconfig import TrainConfig, build_model, prepare_data, start_run
 from minivae.backend import BACKEND_NAMES, BackendUnavailable, get_backend, load_backend, set_backend
 from minivae.commands.argtypes import int_list, name_list, non_negative_int, positive_int
 from minivae.errors import MinivaeError
@@ -143,13 +143,12 @@ def model_config(args):
 
 
 def make_epoch(backend, config, data):
-    """One epoch of ``training.train_epoch`` per call on ``backend``, continuing the same run."""
+    """One epoch of ``loop.train_epoch`` per call on ``backend``, continuing the same run."""
     set_backend(backend)
-    model = build_model(config, data.train_x.shape[1])
-    optimizer = build_optimizer(config, model)
-    rngs = {"data": np.random.default_rng(config.seed), "sample": get_backend().kernels.make_rng(config.seed)}
-    training.train_step(model, optimizer, data.train_x[:config.batch_size], 1, rngs["sample"])  # load the kernels
-    return on_backend(backend, lambda: training.train_epoch(model, optimizer, data, config, 1, rngs, progress=False))
+    run = start_run(config, data)
+    step = EagerStep(run)
+    step(data.train_x[:config.batch_size])  # load the kernels
+    return on_backend(backend, lambda: train_epoch(run, step))
 
 
 def epoch_floor(examples, batch_size, seed):

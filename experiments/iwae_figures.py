@@ -20,7 +20,7 @@ import numpy as np
 
 from minivae.app import plots
 from minivae.app.data import load_digits
-from minivae.app.loading import train_small_2d_model
+from minivae.app.loading import train_small_model
 from minivae.app.runconfig import TrainConfig
 from minivae.app.training import train
 from minivae.backend import get_backend
@@ -37,14 +37,14 @@ def bound_curve(model, x, sample_counts, repeats, seed=0):
     means, errors = [], []
     with no_grad():
         for k in sample_counts:
-            draws = np.stack([model.iwae(x, k=k, rng=rng).bound.numpy() for _ in range(repeats)]).mean(axis=1)
+            draws = np.stack([model.iwae(x, samples=k, rng=rng).bound.numpy() for _ in range(repeats)]).mean(axis=1)
             means.append(draws.mean())
             errors.append(draws.std(ddof=1) / math.sqrt(repeats))
     return np.array(means), np.array(errors)
 
 
 def save_bounds_figure(path, work, examples, repeats):
-    model, _ = train_small_2d_model(work / "iwae_model", epochs=40)
+    model, _ = train_small_model(work / "iwae_model", epochs=40)
     x = Tensor(load_digits().test_x[:examples])
     means, errors = bound_curve(model, x, SAMPLE_COUNTS, repeats)
     exact = log_px_quadrature(model, x).mean()
@@ -60,7 +60,7 @@ def save_warmup_figure(path, work, epochs, warmup):
     for name, kl_warmup in (("no warm-up", 0), (f"warm-up over {warmup} epochs", warmup)):
         config = TrainConfig(data="digits", hidden=(64,), latent_dim=2, epochs=epochs, batch_size=64, lr=1e-2,
                              kl_warmup=kl_warmup, plot_interval=0, out=str(work / f"warmup{kl_warmup}"))
-        _, history = train(config, progress=False, log=lambda line: None)
+        history = train(config, progress=False, log=lambda line: None).history
         curves[name] = history
     epoch_axis = list(range(1, epochs + 1))
     series = {f"test KL, {name}": (epoch_axis, [row["test_kl"] for row in history], None)

@@ -31,9 +31,10 @@ from pathlib import Path
 from paper_scale import score
 
 from minivae.app.run_checkpoint import CHECKPOINT_NAME
-from minivae.app.runconfig import TrainConfig, build_model, build_optimizer, prepare_data
-from minivae.app.training import train, train_step
-from minivae.backend import BACKEND_NAMES, get_backend, set_backend
+from minivae.app.loop import EagerStep
+from minivae.app.runconfig import TrainConfig, prepare_data, start_run
+from minivae.app.training import train
+from minivae.backend import BACKEND_NAMES, set_backend
 from minivae.commands.argtypes import int_list, positive_float, positive_int
 from minivae.errors import MinivaeError
 from minivae.likelihood import evaluate_elbo
@@ -97,10 +98,9 @@ def compile_kernels(configs):
     """A training step and a test batch of each arm at full size, untimed (numba compiles its kernels on first use)."""
     data = prepare_data(configs[0])
     for config in configs:
-        model = build_model(config, data.train_x.shape[1])
-        train_step(model, build_optimizer(config, model), data.train_x[:config.batch_size], config.samples,
-                   get_backend().kernels.make_rng(0), config.objective, 0.5)
-        evaluate_elbo(model, data.test_x[:config.batch_size], config.batch_size, config.samples, seed=0)
+        run = start_run(config, data)
+        EagerStep(run)(data.train_x[:config.batch_size], beta=0.5)
+        evaluate_elbo(run.model, data.test_x[:config.batch_size], config.batch_size, config.samples, seed=0)
 
 
 def table(results):

@@ -111,7 +111,7 @@ def main(argv=None):
     try:
         set_backend(args.backend)
         started = time.perf_counter()
-        _, history = train(config, progress=False)
+        history = train(config, progress=False).history
         training_seconds = time.perf_counter() - started
         scores = score(Path(config.out) / CHECKPOINT_NAME, args.iw_samples, args.test_limit, config.seed)
     except MinivaeError as err:

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from minivae.kernels import philox, reference, shared
+from minivae.kernels import philox, shared
 from minivae.kernels.reference import LOG_2PI
 
 SOURCES = Path(__file__).parent
@@ -220,13 +220,16 @@ def logsumexp(a, axis=0):
 # ----- Fused optimizer steps over one flat parameter buffer (optim.cu) -----
 
 def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-    """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
+    """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1.
+
+    step and lr: numbers, or 0-d device arrays, which the host never reads (``shared.adam_step_sizes_array``).
+    """
     shared.check_flat("adam_step", p, g, m, v)
     cp = _cupy()
-    a_t, eps_t = reference.adam_step_sizes(step, lr, beta1, beta2, eps)
+    sizes = shared.adam_step_sizes_array(cp, p.dtype, step, lr, beta1, beta2, eps)
     with shared.contiguous_in_place(cp, p, m, v) as (p_dense, m_dense, v_dense):
         _launch("adam_step", p, p.size, p_dense, cp.ascontiguousarray(g), m_dense, v_dense, np.int64(p.size),
-                *shared.scalars_like(p, a_t, eps_t, beta1, beta2, weight_decay))
+                sizes, *shared.scalars_like(p, beta1, beta2, weight_decay))
 
 
 def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):

@@ -333,18 +333,18 @@ _GAUSSIAN = _twins(_gaussian_loop)
 _GAUSSIAN_BACKWARD = _twins(_gaussian_backward_loop)
 
 
-def _log_prob(twins, x, theta, *args, kernel):
+def _log_prob(twins, x, theta, *args, name):
     """Run a row-sum log-likelihood loop; returns one value per row of the broadcast shape."""
-    shape = shared.broadcast_rows(x, theta, kernel)
+    shape = shared.broadcast_rows(x, theta, name)
     out = np.empty(shape[:-1], theta.dtype)
     loop, chunks = _pick(twins, math.prod(shape))
     loop(shared.rows(np, x), shared.rows(np, theta), *args, out.reshape(-1), _row_buffers(chunks, x, theta))
     return out
 
 
-def _log_prob_backward(twins, g, x, theta, *args, kernel):
+def _log_prob_backward(twins, g, x, theta, *args, name):
     """Run a log-likelihood gradient loop; returns dlp/dtheta of the broadcast shape."""
-    shape = shared.broadcast_rows(x, theta, kernel)
+    shape = shared.broadcast_rows(x, theta, name)
     out = np.empty(shape, theta.dtype)
     loop, _ = _pick(twins, out.size)
     loop(np.ascontiguousarray(g).ravel(), shared.rows(np, x), shared.rows(np, theta), *args,
@@ -354,23 +354,23 @@ def _log_prob_backward(twins, g, x, theta, *args, kernel):
 
 def bernoulli_log_prob(x, logits):
     """lp = sum_j x_j l_j - softplus(l_j): log Bernoulli(x | sigmoid(l))."""
-    return _log_prob(_BERNOULLI, x, logits, kernel="bernoulli_log_prob")
+    return _log_prob(_BERNOULLI, x, logits, name="bernoulli_log_prob")
 
 
 def bernoulli_log_prob_backward(g, x, logits):
     """dlp/dl_j = x_j - sigmoid(l_j), scaled by g."""
-    return _log_prob_backward(_BERNOULLI_BACKWARD, g, x, logits, kernel="bernoulli_log_prob_backward")
+    return _log_prob_backward(_BERNOULLI_BACKWARD, g, x, logits, name="bernoulli_log_prob_backward")
 
 
 def gaussian_log_prob(x, mean, sigma):
     """lp = sum_j -(x_j - m_j)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2."""
-    return _log_prob(_GAUSSIAN, x, mean, float(sigma), kernel="gaussian_log_prob")
+    return _log_prob(_GAUSSIAN, x, mean, float(sigma), name="gaussian_log_prob")
 
 
 def gaussian_log_prob_backward(g, x, mean, sigma):
     """dlp/dm_j = (x_j - m_j) / sigma^2, scaled by g."""
     return _log_prob_backward(_GAUSSIAN_BACKWARD, g, x, mean, float(sigma),
-                              kernel="gaussian_log_prob_backward")
+                              name="gaussian_log_prob_backward")
 
 
 # ----- Log-sum-exp -----
@@ -435,7 +435,7 @@ _SGD = _twins(_sgd_loop)
 
 
 def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-    """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
+    """Adam (Kingma & Ba, Algorithm 1, PyTorch's form) in place over flat buffers; step, lr: numbers or 0-d arrays."""
     shared.check_flat("adam_step", p, g, m, v)
     loop, _ = _pick(_ADAM, p.size)
     a_t, eps_t = reference.adam_step_sizes(step, lr, beta1, beta2, eps)

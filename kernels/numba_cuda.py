@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import config, cuda, float64
 
-from minivae.kernels import numba_cuda_matmul, philox, reference, shared
+from minivae.kernels import numba_cuda_matmul, philox, shared
 from minivae.kernels.numba_cuda_matmul import MATMUL
 from minivae.kernels.numba_cuda_random import advance_kernel, normals_kernel
 from minivae.kernels.numba_cuda_rowsum import ROW_THREADS, bernoulli_row_sums, gaussian_row_sums, kl_row_sums
@@ -389,14 +389,15 @@ def logsumexp(a, axis=0):
 # ----- Fused optimizer steps over one flat parameter buffer -----
 
 @cuda.jit
-def _adam_kernel(p, g, m, v, a_t, eps_t, beta1, beta2, weight_decay):
-    """for i: p[i], m[i], v[i] = adam_update(p[i], g[i], m[i], v[i], ...)
+def _adam_kernel(p, g, m, v, sizes, beta1, beta2, weight_decay):
+    """for i: p[i], m[i], v[i] = adam_update(p[i], g[i], m[i], v[i], a_t, eps_t, ...), (a_t, eps_t) = sizes
 
-    Launch: ceil(n / THREADS) blocks of THREADS, one thread per parameter; one pass over memory.
+    The sizes are read from device memory. Launch: ceil(n / THREADS) blocks of THREADS, one thread per
+    parameter; one pass over memory.
     """
     i = cuda.grid(1)
     if i < p.size:
-        p[i], m[i], v[i] = _adam_update(p[i], g[i], m[i], v[i], a_t, eps_t,
+        p[i], m[i], v[i] = _adam_update(p[i], g[i], m[i], v[i], sizes[0], sizes[1],
                                         beta1, beta2, weight_decay)
 
 
@@ -409,13 +410,16 @@ def _sgd_kernel(p, g, velocity, lr, momentum, weight_decay):
 
 
 def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-    """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1."""
+    """Adam (Kingma & Ba, Algorithm 1, PyTorch's form), in place over flat buffers; step counts from 1.
+
+    step and lr: numbers, or 0-d device arrays, which the host never reads (``shared.adam_step_sizes_array``).
+    """
     shared.check_flat("adam_step", p, g, m, v)
     xp = _xp(p)
-    a_t, eps_t = reference.adam_step_sizes(step, lr, beta1, beta2, eps)
+    sizes = shared.adam_step_sizes_array(xp, p.dtype, step, lr, beta1, beta2, eps)
     with shared.contiguous_in_place(xp, p, m, v) as (p_dense, m_dense, v_dense):
-        _adam_kernel[_blocks(p.size), THREADS](p_dense, _dense(xp, g), m_dense, v_dense,
-                                               *shared.scalars_like(p, a_t, eps_t, beta1, beta2, weight_decay))
+        _adam_kernel[_blocks(p.size), THREADS](p_dense, _dense(xp, g), m_dense, v_dense, sizes,
+                                               *shared.scalars_like(p, beta1, beta2, weight_decay))
 
 
 def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):

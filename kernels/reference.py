@@ -17,7 +17,8 @@ The list (see ``KERNEL_NAMES``):
 - ``bernoulli_log_prob(x, logits)`` / ``bernoulli_log_prob_backward(g, x, logits)``.
 - ``gaussian_log_prob(x, mean, sigma)`` / ``gaussian_log_prob_backward(g, x, mean, sigma)``.
 - ``logsumexp(a, axis)``.
-- ``adam_step(...)`` and ``sgd_step(...)``: in place over flat float buffers.
+- ``adam_step(...)`` and ``sgd_step(...)``: in place over flat float buffers; Adam's step count and
+  learning rate may be 0-d arrays of the backend, which a kernel reads where they live.
 
 This file is the specification: each formula is written once, plainly, and
 the autodiff engine (``minivae/ops.py``) links here for the gradient of each
@@ -220,7 +221,7 @@ def logsumexp(a, axis=0):
 def adam_step_sizes(step, lr, beta1, beta2, eps):
     """(a_t, eps_t) = (lr sqrt(1 - b2^t) / (1 - b1^t), eps sqrt(1 - b2^t)): the bias correction (K&B, Sec. 2).
 
-    step and lr may be numbers or 0-d arrays (a captured training step keeps them on the device).
+    step and lr may be numbers or 0-d arrays: then the sizes are 0-d arrays computed where those live.
     """
     root_bias2 = np.sqrt(1 - beta2**step)
     return lr * root_bias2 / (1 - beta1**step), eps * root_bias2
@@ -229,11 +230,12 @@ def adam_step_sizes(step, lr, beta1, beta2, eps):
 def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
     """Adam (Kingma & Ba 2015, Algorithm 1, PyTorch's form), updating p, m and v in place; step counts from 1.
 
-    g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  p -= a_t m / (sqrt(v) + eps_t).
+    g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  p -= a_t m / (sqrt(v) + eps_t),
+    a_t and eps_t from ``adam_step_sizes`` in p's dtype. step and lr: numbers or 0-d arrays.
     """
     if weight_decay:
         g = g + weight_decay * p
-    a_t, eps_t = adam_step_sizes(step, lr, beta1, beta2, eps)
+    a_t, eps_t = (p.dtype.type(size) for size in adam_step_sizes(step, lr, beta1, beta2, eps))
     m[...] = beta1 * m + (1 - beta1) * g
     v[...] = beta2 * v + (1 - beta2) * (g * g)
     p[...] = p - m / (np.sqrt(v) + eps_t) * a_t

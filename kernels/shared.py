@@ -11,22 +11,23 @@ after editing a formula here, delete ``kernels/__pycache__`` so the CPU and
 the CUDA kernels recompile.
 """
 import math
+import numbers
 import os
 from contextlib import contextmanager
 
 import numpy as np
 
-from minivae.kernels.reference import ACTIVATIONS
+from minivae.kernels.reference import ACTIVATIONS, adam_step_sizes
 
 IDENTITY, RELU, TANH, SIGMOID = range(len(ACTIVATIONS))
 
 
 # ----- Host side: names and shapes -----
 
-def act_code(act, kernel):
-    """The integer code of activation ``act`` (its index in ``ACTIVATIONS``)."""
+def act_code(act, name):
+    """The integer code of activation ``act`` (its index in ``ACTIVATIONS``); ``name``: the kernel asking."""
     if act not in ACTIVATIONS:
-        raise ValueError(f"{kernel}: unknown activation {act!r}; use one of {ACTIVATIONS}")
+        raise ValueError(f"{name}: unknown activation {act!r}; use one of {ACTIVATIONS}")
     return ACTIVATIONS.index(act)
 
 
@@ -35,7 +36,7 @@ def rows(xp, a):
     return xp.ascontiguousarray(a).reshape(-1, a.shape[-1])
 
 
-def broadcast_rows(x, theta, kernel):
+def broadcast_rows(x, theta, name):
     """The broadcast shape of ``x`` and ``theta``, which may differ only in leading axes.
 
     Then row r of the broadcast is row ``r % rows(x)`` of x and ``r % rows(theta)``
@@ -45,7 +46,7 @@ def broadcast_rows(x, theta, kernel):
     for a in (x, theta):
         core = _without_leading_ones(a.shape)
         if a.shape[-1] != shape[-1] or shape[len(shape) - len(core):] != core:
-            raise ValueError(f"{kernel}: shapes {x.shape} and {theta.shape} must match "
+            raise ValueError(f"{name}: shapes {x.shape} and {theta.shape} must match "
                              "up to leading (sample) axes")
     return shape
 
@@ -56,10 +57,10 @@ def _without_leading_ones(shape):
     return shape[ones:]
 
 
-def sample_count(mu, eps, kernel):
+def sample_count(mu, eps, name):
     """K for eps of shape (K,) + mu.shape: the samples reparameterize draws per mean."""
     if eps.shape[1:] != mu.shape:
-        raise ValueError(f"{kernel}: eps must have shape (K,) + {mu.shape}, got {eps.shape}")
+        raise ValueError(f"{name}: eps must have shape (K,) + {mu.shape}, got {eps.shape}")
     return eps.shape[0]
 
 
@@ -78,10 +79,22 @@ def scalars_like(array, *numbers):
     return tuple(array.dtype.type(n) for n in numbers)
 
 
-def check_flat(kernel, *buffers):
+def adam_step_sizes_array(xp, dtype, step, lr, beta1, beta2, eps):
+    """[a_t, eps_t] (``reference.adam_step_sizes``) as an array of ``xp`` in ``dtype``, for a kernel to read.
+
+    With step and lr 0-d arrays of ``xp`` the sizes are computed where those
+    live, on the device, without the host reading them; numbers are copied in once.
+    """
+    a_t, eps_t = adam_step_sizes(step, lr, beta1, beta2, eps)
+    if isinstance(a_t, numbers.Real):
+        return xp.asarray(np.array([a_t, eps_t], dtype))
+    return xp.stack([a_t.astype(dtype), eps_t.astype(dtype)])
+
+
+def check_flat(name, *buffers):
     """Optimizer steps run over flat 1-D parameter buffers of one length."""
     if any(a.ndim != 1 or a.shape != buffers[0].shape for a in buffers):
-        raise ValueError(f"{kernel}: expects flat 1-D buffers of one length, got shapes "
+        raise ValueError(f"{name}: expects flat 1-D buffers of one length, got shapes "
                          f"{[a.shape for a in buffers]}")
 
 

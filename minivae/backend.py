@@ -14,11 +14,9 @@ environment variable, or ``--backend`` on the command line.
 A backend that cannot run here raises ``BackendUnavailable`` with one line
 saying why; ``available_backends()`` collects those lines without raising.
 What can be checked without a device is checked first: that the packages
-import, and that their versions work together (numba-cuda 0.30 and older
-call ``np.row_stack``, which numpy 2.5 removed).
+import, and that their versions work together (``versions``).
 """
 import importlib
-import importlib.metadata
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -26,6 +24,7 @@ from types import ModuleType
 import numpy as np
 
 from minivae.errors import MinivaeError
+from minivae.versions import numba_cuda_compile_failure, numpy_too_new_for_numba_cuda
 
 BACKEND_NAMES = ("numpy", "numba", "cupy", "numba-cuda")
 ENV_VAR = "MINIVAE_BACKEND"
@@ -83,57 +82,11 @@ def _load_numba_cuda():
     if not cuda.is_available():
         raise BackendUnavailable("numba-cuda: " + _NO_GPU)
     cupy = _import_cupy("numba-cuda")  # the array module on a GPU
-    check_numba_cuda_compiles(cuda.jit)
+    failure = numba_cuda_compile_failure(cuda.jit)
+    if failure:
+        raise BackendUnavailable(failure)
     from minivae.kernels import numba_cuda
     return Backend("numba-cuda", cupy, numba_cuda)
-
-
-def installed_version(package):
-    """The installed version of ``package`` (a distribution name such as "numba-cuda"), or None."""
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def numpy_too_new_for_numba_cuda():
-    """The one-line reason numba-cuda cannot compile with this numpy (and what to install), or None.
-
-    numba-cuda up to 0.30.x calls ``np.row_stack``; numpy 2.5 removed it.
-    """
-    version = installed_version("numba-cuda")
-    if version is None or hasattr(np, "row_stack") or _release(version) >= (0, 31):
-        return None
-    return _too_new_line(version)
-
-
-def _too_new_line(version):
-    installed = f"numba-cuda {version}" if version else "this numba-cuda"
-    return (f"numba-cuda: {installed} needs numpy < 2.5 (it calls np.row_stack, which numpy "
-            f"{np.__version__} removed); pip install 'numpy<2.5', or reinstall with pip install "
-            "'minivae[gpu-cuda12]' or 'minivae[gpu-cuda13]'")
-
-
-def _release(version):
-    """(major, minor) of a version string such as "0.30.4"; (0, 0) when it does not parse."""
-    try:
-        return tuple(int(part) for part in version.split(".")[:2])
-    except ValueError:
-        return (0, 0)
-
-
-def _probe(out):
-    out[0] = 1.0
-
-
-def check_numba_cuda_compiles(jit):
-    """Compile a one-line kernel now, so that a numba-cuda that fails on this numpy says so here, in one line."""
-    try:
-        jit("void(float32[:])")(_probe)
-    except AttributeError as exc:
-        if "row_stack" not in str(exc):
-            raise
-        raise BackendUnavailable(_too_new_line(installed_version("numba-cuda"))) from None
 
 
 _NO_GPU = "no CUDA GPU found (nvidia driver/device absent); use --backend numpy or numba"

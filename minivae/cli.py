@@ -22,6 +22,7 @@ COMMANDS = {
     "bound-gap": ("bound_gap", "run",
                   "ELBO <= IW bound <= exact log p(x) on a 2-D latent model; the gap is KL(q || posterior)"),
     "figures": ("figures", "run", "a figure, with the numbers it shows, for each argument of docs/walkthrough.md"),
+    "graph": ("graph", "run", "draw the tape backward() walks: the ELBO, the score-function surrogate, the IWAE bound"),
     "sample": ("images", "run_sample", "decode prior samples from a checkpoint"),
     "reconstruct": ("images", "run_reconstruct", "reconstruct test images with a checkpoint"),
     "backends": ("backends", "run", "list the backends and whether each can run here"),

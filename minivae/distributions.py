@@ -36,26 +36,26 @@ class DiagonalNormal:
             raise ShapeError(f"DiagonalNormal: mu {self.mu.shape} and logvar {self.logvar.shape} differ")
         self.eps = None
 
-    def rsample(self, k=1, rng=None, eps=None):
+    def rsample(self, samples=1, rng=None, eps=None):
         """z = mu + exp(logvar / 2) * eps, shape (K, B, D) (Kingma & Welling 2014, eq. 10).
 
         eps ~ N(0, I) is drawn once from ``rng`` (a generator from
         ``get_backend().kernels.make_rng``) and kept as ``self.eps``: the
         backward pass uses this same eps. Pass ``eps`` (K, B, D) to fix it;
-        then ``k`` and ``rng`` are not used.
+        then ``samples`` (K) and ``rng`` are not used.
         """
         if eps is None:
             if rng is None:
                 raise MinivaeError("rsample needs rng= (get_backend().kernels.make_rng(seed)) or eps=")
-            check_positive_int("rsample", "k", k)
-            eps = get_backend().kernels.standard_normal(rng, (k,) + self.mu.shape, self.mu.dtype)
+            check_positive_int("rsample", "samples", samples)
+            eps = get_backend().kernels.standard_normal(rng, (samples,) + self.mu.shape, self.mu.dtype)
         self.eps = _as_data(eps, self.mu)
         return ops.reparameterize(self.mu, self.logvar, self.eps)
 
-    def sample(self, k=1, rng=None):
-        """K samples (K, B, D), cut from the graph."""
+    def sample(self, samples=1, rng=None):
+        """K = ``samples`` samples (K, B, D), cut from the graph."""
         with no_grad():
-            return self.rsample(k, rng)
+            return self.rsample(samples, rng)
 
     def log_prob(self, z):
         """log N(z | mu, diag(var)) = -1/2 sum_j ((z_j - mu_j)^2 / var_j + logvar_j + log 2 pi)."""

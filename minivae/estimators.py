@@ -62,8 +62,8 @@ class GradientProblem:
 
 # ----- The two estimators -----
 
-def score_function_gradient(problem, k, rng, baseline=False):
-    """One score-function estimate: 1/K sum_k (f(z_k) - b_k) grad log q(z_k) (Williams 1992).
+def score_function_gradient(problem, samples, rng, baseline=False):
+    """One score-function estimate from K = ``samples`` draws: 1/K sum_k (f(z_k) - b_k) grad log q(z_k) (Williams 1992).
 
     z is sampled under ``no_grad`` (held fixed), f(z_k) enters as numbers, and
     one backward pass of the surrogate sum_k (f_k - b_k) log q(z_k) / K gives
@@ -73,38 +73,52 @@ def score_function_gradient(problem, k, rng, baseline=False):
     _zero_grads(problem.parameters)
     q = problem.posterior()
     with no_grad():
-        z = q.rsample(k, rng)
-        signal = problem.integrand(z, q).data
-    if baseline:
-        signal = signal - leave_one_out_mean(signal)
-    surrogate = (Tensor(signal) * q.log_prob(z)).mean(axis=0).sum()
-    _plus_exact_term(problem, q, surrogate).backward()
+        z = q.rsample(samples, rng)
+    score_function_surrogate(problem, q, z, score_function_signal(problem, q, z, baseline)).backward()
     return _gradients(problem.parameters)
 
 
-def reparameterization_gradient(problem, k, rng):
-    """One reparameterization estimate: grad 1/K sum_k f(mu + sigma eps_k) (Kingma & Welling 2014, eq. 10)."""
+def score_function_signal(problem, q, z, baseline=False):
+    """f(z_k) - b_k (K, B) as a constant Tensor: numbers, with no tape behind them (b_k = 0 without ``baseline``)."""
+    with no_grad():
+        signal = problem.integrand(z, q).data
+    if baseline:
+        signal = signal - leave_one_out_mean(signal)
+    return Tensor(signal)
+
+
+def score_function_surrogate(problem, q, z, signal):
+    """sum_b 1/K sum_k signal_k log q(z_k | x) (+ h): its gradient is the score-function estimate.
+
+    z and the signal are constants, so the gradient reaches q's parameters only through log q.
+    """
+    return _plus_exact_term(problem, q, (signal * q.log_prob(z)).mean(axis=0).sum())
+
+
+def reparameterization_gradient(problem, samples, rng):
+    """One reparameterization estimate from K = ``samples`` draws: grad 1/K sum_k f(mu + sigma eps_k) (Kingma &
+    Welling 2014, eq. 10)."""
     _zero_grads(problem.parameters)
     q = problem.posterior()
-    z = q.rsample(k, rng)
+    z = q.rsample(samples, rng)
     _plus_exact_term(problem, q, problem.integrand(z, q).mean(axis=0).sum()).backward()
     return _gradients(problem.parameters)
 
 
 def leave_one_out_mean(values):
     """b_k = (sum_j f_j - f_k) / (K - 1) over axis 0: the mean of the other samples."""
-    k = values.shape[0]
-    if k < 2:
-        raise MinivaeError("the leave-one-out baseline needs at least 2 samples per example; use k >= 2")
-    return (values.sum(axis=0, keepdims=True) - values) / (k - 1)
+    samples = values.shape[0]
+    if samples < 2:
+        raise MinivaeError("the leave-one-out baseline needs at least 2 samples per example; use K >= 2")
+    return (values.sum(axis=0, keepdims=True) - values) / (samples - 1)
 
 
-def estimate(problem, estimator, k, rng):
+def estimate(problem, estimator, samples, rng):
     """One estimate by the estimator named in ``ESTIMATORS``: {parameter name: NumPy array}."""
     if estimator == "reparameterization":
-        return reparameterization_gradient(problem, k, rng)
+        return reparameterization_gradient(problem, samples, rng)
     if estimator in ESTIMATORS:
-        return score_function_gradient(problem, k, rng, baseline=estimator.endswith("baseline"))
+        return score_function_gradient(problem, samples, rng, baseline=estimator.endswith("baseline"))
     raise MinivaeError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
 
 
@@ -182,8 +196,8 @@ def quadratic_exact_gradient(mu, sigma, c):
     return {"mu": 2 * (mu - c), "sigma": 2 * sigma}
 
 
-def quadratic_variances(mu, sigma, c, k):
-    """Variance of each estimator of ``quadratic_exact_gradient`` with K samples, in closed form.
+def quadratic_variances(mu, sigma, c, samples):
+    """Variance of each estimator of ``quadratic_exact_gradient`` with K = ``samples`` samples, in closed form.
 
     From the moments of e ~ N(0, 1); the leave-one-out baseline's only for K >= 2.
     """
@@ -201,18 +215,18 @@ def quadratic_variances(mu, sigma, c, k):
         "score function": {"mu": a2**2 / s2 + 14 * a2 + 15 * s2,
                            "sigma": 2 * a2**2 / s2 + 60 * a2 + 74 * s2},
     }
-    per_sample = {name: {p: v / k for p, v in group.items()} for name, group in variances.items()}  # K samples: / K
-    if k >= 2:
+    per_sample = {name: {p: v / samples for p, v in group.items()} for name, group in variances.items()}  # / K
+    if samples >= 2:
         # 1/K sum_k (f_k - m_-k) s_k, m_-k the mean of the other K - 1 values. Split
         # f_k - m_-k = (f_k - m) - (m_-k - m): the first part gives V_m / K, V_m = Var((f - m) s); the second,
         # C = 1/(K(K-1)) sum_{j != k} (f_j - m) s_k, has mean 0, is uncorrelated with the first, and
         # E C^2 = (Var f E s^2 + g^2) / (K (K-1)): only the pairings (j, k) = (j', k') and (k', j') survive.
         #   (f - m) s_mu    = 2 a e^2 + sigma (e^3 - e):            V_m = 8 a^2 + 10 sigma^2
         #   (f - m) s_sigma = 2 a e (e^2 - 1) + sigma (e^2 - 1)^2:   V_m = 40 a^2 + 56 sigma^2
-        pairs = k * (k - 1)
+        pairs = samples * (samples - 1)
         per_sample["score function + baseline"] = {
-            "mu": (8 * a2 + 10 * s2) / k + (8 * a2 + 2 * s2) / pairs,
-            "sigma": (40 * a2 + 56 * s2) / k + (8 * a2 + 8 * s2) / pairs,
+            "mu": (8 * a2 + 10 * s2) / samples + (8 * a2 + 2 * s2) / pairs,
+            "sigma": (40 * a2 + 56 * s2) / samples + (8 * a2 + 8 * s2) / pairs,
         }
     return per_sample
 
@@ -282,19 +296,19 @@ def agreement(a, b):
     return Agreement(np.concatenate([difference[varies] / scale[varies], np.full(mismatched.sum(), np.inf)]))
 
 
-def estimators_for(k):
-    """The estimators that can run with K samples (the leave-one-out baseline needs K >= 2)."""
-    return ESTIMATORS if k >= 2 else tuple(name for name in ESTIMATORS if not name.endswith("baseline"))
+def estimators_for(samples):
+    """The estimators that can run with K = ``samples`` samples (the leave-one-out baseline needs K >= 2)."""
+    return ESTIMATORS if samples >= 2 else tuple(name for name in ESTIMATORS if not name.endswith("baseline"))
 
 
-def gradient_statistics(problem, k, n, rng, estimators=None):
-    """N independent estimates from each estimator at K samples: {group: {estimator: Summary}}.
+def gradient_statistics(problem, samples, n, rng, estimators=None):
+    """N = ``n`` independent estimates from each estimator at K = ``samples`` samples: {group: {estimator: Summary}}.
 
     Groups are the named parameters, plus "all" (every parameter as one vector).
-    ``estimators`` defaults to ``estimators_for(k)``.
+    ``estimators`` defaults to ``estimators_for(samples)``.
     """
-    estimators = estimators or estimators_for(k)
-    draws = {name: [estimate(problem, name, k, rng) for _ in range(n)] for name in estimators}
+    estimators = estimators or estimators_for(samples)
+    draws = {name: [estimate(problem, name, samples, rng) for _ in range(n)] for name in estimators}
     groups = list(problem.parameters) + ["all"]
     stats = {group: {} for group in groups}
     for name, estimates in draws.items():

@@ -10,8 +10,8 @@ that it does. Call them as ``ops.bias_act`` and so on.
 """
 from minivae.backend import get_backend
 from minivae.kernels import reference
-from minivae.ops import _xp, as_tensor, make_result, unbroadcast
-from minivae.tensor import ShapeError, Tensor
+from minivae.ops import array_module, as_tensor, make_result, unbroadcast
+from minivae.tensor import ShapeError
 
 
 def _kernel(spec):
@@ -29,7 +29,7 @@ def matmul(a, b):
                          "a's last dimension equal to b's second-to-last)")
     if a.ndim == 2 and b.ndim == 2:
         return _matmul_2d(a, b)
-    xp = _xp()
+    xp = array_module()
     try:
         out = xp.matmul(a.data, b.data)
     except ValueError:
@@ -71,17 +71,19 @@ def bias_act(x, bias, activation="identity"):
 
 
 def reparameterize(mu, logvar, eps):
-    """z = mu + exp(logvar / 2) * eps (Kingma & Welling, eq. 10), eps (K, B, D) fixed for the backward."""
-    mu, logvar = as_tensor(mu), as_tensor(logvar)
-    eps = eps.data if isinstance(eps, Tensor) else eps
+    """z = mu + exp(logvar / 2) * eps (Kingma & Welling, eq. 10), eps (K, B, D) fixed for the backward.
+
+    eps is recorded as an input, the noise leaf of the tape, and gets no gradient.
+    """
+    mu, logvar, eps = as_tensor(mu), as_tensor(logvar), as_tensor(eps)
     if mu.shape != logvar.shape or eps.shape[1:] != mu.shape:
         raise ShapeError(f"reparameterize: mu {mu.shape}, logvar {logvar.shape}, eps {eps.shape} "
                          "(needs mu and logvar (B, D) and eps (K, B, D))")
 
     def backward(g):  # dz/dmu = 1, dz/dlogvar = eps exp(logvar / 2) / 2, each summed over the K samples
-        return _needed((mu, logvar), _kernel(reference.reparameterize_backward)(g, logvar.data, eps))
-    return make_result(_kernel(reference.reparameterize)(mu.data, logvar.data, eps), (mu, logvar), backward,
-                       "reparameterize")
+        return (*_needed((mu, logvar), _kernel(reference.reparameterize_backward)(g, logvar.data, eps.data)), None)
+    return make_result(_kernel(reference.reparameterize)(mu.data, logvar.data, eps.data), (mu, logvar, eps),
+                       backward, "reparameterize")
 
 
 def kl_normal(mu, logvar):
@@ -98,27 +100,26 @@ def kl_normal(mu, logvar):
 def bernoulli_log_prob(x, logits):
     """log Bernoulli(x | sigmoid(l)) summed over the last axis = sum(x l - softplus(l)).
 
-    x is data (no gradient); logits may carry extra leading axes (K samples) that x broadcasts over.
+    x is data (recorded as an input, no gradient); logits may carry extra leading axes (K samples)
+    that x broadcasts over.
     """
-    logits = as_tensor(logits)
-    x = x.data if isinstance(x, Tensor) else _xp().asarray(x)
+    x, logits = as_tensor(x), as_tensor(logits)
     _check_data_shape("bernoulli_log_prob", x, logits)
 
     def backward(g):  # d/dl = x - sigmoid(l), times its row's g
-        return (_kernel(reference.bernoulli_log_prob_backward)(g, x, logits.data),)
-    return make_result(_kernel(reference.bernoulli_log_prob)(x, logits.data), (logits,), backward,
+        return None, _kernel(reference.bernoulli_log_prob_backward)(g, x.data, logits.data)
+    return make_result(_kernel(reference.bernoulli_log_prob)(x.data, logits.data), (x, logits), backward,
                        "bernoulli_log_prob")
 
 
 def gaussian_log_prob(x, mean, sigma):
-    """log N(x | mean, sigma^2 I) summed over the last axis, sigma a fixed number."""
-    mean = as_tensor(mean)
-    x = x.data if isinstance(x, Tensor) else _xp().asarray(x)
+    """log N(x | mean, sigma^2 I) summed over the last axis, sigma a fixed number; x is data, as above."""
+    x, mean = as_tensor(x), as_tensor(mean)
     _check_data_shape("gaussian_log_prob", x, mean)
 
     def backward(g):  # d/dmean = (x - mean) / sigma^2, times its row's g
-        return (_kernel(reference.gaussian_log_prob_backward)(g, x, mean.data, sigma),)
-    return make_result(_kernel(reference.gaussian_log_prob)(x, mean.data, sigma), (mean,), backward,
+        return None, _kernel(reference.gaussian_log_prob_backward)(g, x.data, mean.data, sigma)
+    return make_result(_kernel(reference.gaussian_log_prob)(x.data, mean.data, sigma), (x, mean), backward,
                        "gaussian_log_prob")
 
 

@@ -86,10 +86,11 @@ def log_mean_exp_in_chunks(log_terms, n, chunk):
     return np.asarray(backend.asnumpy(total), dtype=np.float64) - math.log(n)
 
 
-def log_px_prior_sampling(model, x, n, rng, batch=DEFAULT_CHUNK):
-    """Naive Monte Carlo, per example: log (1/n) sum_i p(x|z_i) with z_i ~ p(z) = N(0, I).
+def log_px_prior_sampling(model, x, samples, rng, chunk=DEFAULT_CHUNK):
+    """Naive Monte Carlo, per example: log (1/n) sum_i p(x|z_i) with z_i ~ p(z) = N(0, I), n = ``samples``.
 
-    The draws do not depend on x, so one set serves every example in the batch.
+    The draws do not depend on x, so one set serves every example in the batch;
+    memory holds ``chunk`` of them at a time.
     """
     x = _as_input(model, x)
     normal = get_backend().kernels.standard_normal
@@ -98,15 +99,15 @@ def log_px_prior_sampling(model, x, n, rng, batch=DEFAULT_CHUNK):
         z = Tensor(normal(rng, (m, model.config["latent_dim"]), model.dtype))
         return log_likelihood_each(model, x, z).T
     with no_grad():
-        return log_mean_exp_in_chunks(log_terms, n, batch)
+        return log_mean_exp_in_chunks(log_terms, samples, chunk)
 
 
-def log_px_importance(model, x, k, rng, batch=DEFAULT_CHUNK):
-    """Importance sampling with q(z|x), per example: log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q.
+def log_px_importance(model, x, samples, rng, chunk=DEFAULT_CHUNK):
+    """Importance sampling with q(z|x), per example: log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q, K = ``samples``.
 
     Its expectation is the importance-weighted bound L_K (Burda et al. 2016,
     eq. 8); K = 1 gives an unbiased estimate of the ELBO. Memory holds
-    ``batch`` samples per example at a time.
+    ``chunk`` samples per example at a time.
     """
     x = _as_input(model, x)
     with no_grad():
@@ -115,30 +116,30 @@ def log_px_importance(model, x, k, rng, batch=DEFAULT_CHUNK):
         def log_terms(m):
             z = q.rsample(m, rng)
             return _float64(log_joint(model, x, z) - q.log_prob(z))
-        return log_mean_exp_in_chunks(log_terms, k, batch)
+        return log_mean_exp_in_chunks(log_terms, samples, chunk)
 
 
-def kl_standard_normal_monte_carlo(q, k, rng):
-    """KL(q || N(0, I)) = E_q[log q(z) - log p(z)] by K samples, per row: (mean, standard error).
+def kl_standard_normal_monte_carlo(q, samples, rng):
+    """KL(q || N(0, I)) = E_q[log q(z) - log p(z)] by K = ``samples`` samples, per row: (mean, standard error).
 
     A check of the closed form ``q.kl_standard_normal()`` (Kingma & Welling 2014, Appendix B).
     """
     with no_grad():
-        z = q.rsample(k, rng)
+        z = q.rsample(samples, rng)
         terms = _numpy(q.log_prob(z) - log_prior(z))
-    return terms.mean(axis=0), terms.std(axis=0, ddof=1) / math.sqrt(k)
+    return terms.mean(axis=0), terms.std(axis=0, ddof=1) / math.sqrt(samples)
 
 
-def elbo_with_error(model, x, k, rng, repeats=10):
-    """The ELBO per example from ``model.elbo`` with k samples, and its Monte Carlo standard error.
+def elbo_with_error(model, x, samples, rng, repeats=10):
+    """The ELBO per example from ``model.elbo`` with K = ``samples`` samples, and its Monte Carlo standard error.
 
-    The k samples are split into ``repeats`` independent estimates; the
+    The K samples are split into ``repeats`` independent estimates; the
     standard error is their standard deviation over sqrt(repeats).
     """
     x = _as_input(model, x)
-    per_repeat = max(1, k // repeats)
+    per_repeat = max(1, samples // repeats)
     with no_grad():
-        estimates = np.stack([_numpy(model.elbo(x, k=per_repeat, rng=rng).elbo) for _ in range(repeats)])
+        estimates = np.stack([_numpy(model.elbo(x, per_repeat, rng).elbo) for _ in range(repeats)])
     return estimates.mean(axis=0), estimates.std(axis=0, ddof=1) / math.sqrt(repeats)
 
 
@@ -150,7 +151,7 @@ def evaluate_elbo(model, x, batch_size, samples, seed):
     totals = np.zeros(3)
     with no_grad():
         for start in range(0, len(x), batch_size):
-            totals += term_sums(model.elbo(Tensor(x[start:start + batch_size]), k=samples, rng=rng))
+            totals += term_sums(model.elbo(Tensor(x[start:start + batch_size]), samples, rng))
     return totals / len(x)
 
 
@@ -159,12 +160,12 @@ def term_sums(terms):
     return np.array([float(t.data.sum()) for t in (terms.elbo, terms.reconstruction, terms.kl)])
 
 
-def importance_sampled_log_px(model, x, k, seed, examples=100):
-    """``log_px_importance`` over a whole set, ``examples`` at a time, with chunks sized by ``CHUNK_ROWS``."""
+def importance_sampled_log_px(model, x, samples, seed, batch_size=100):
+    """``log_px_importance`` over a whole set, ``batch_size`` examples at a time, chunks sized by ``CHUNK_ROWS``."""
     rng = get_backend().kernels.make_rng(seed)
-    chunk = max(1, CHUNK_ROWS // min(examples, len(x)))
-    return np.concatenate([log_px_importance(model, x[i:i + examples], k, rng, chunk)
-                           for i in range(0, len(x), examples)])
+    chunk = max(1, CHUNK_ROWS // min(batch_size, len(x)))
+    return np.concatenate([log_px_importance(model, x[i:i + batch_size], samples, rng, chunk)
+                           for i in range(0, len(x), batch_size)])
 
 
 # ----- Quadrature on a grid (latent dimension 1 or 2) -----
@@ -303,7 +304,7 @@ def bound_gap(model, x, grid_size=101, extent=5.0, sample_counts=SAMPLE_COUNTS, 
 
 
 def spread_across_seeds(estimator, model, x, sample_counts, seeds):
-    """``estimator(model, x, n, rng)`` for each n and seeds 0..seeds-1: shape (len(sample_counts), seeds, B)."""
+    """``estimator(model, x, samples, rng)`` for each count and seeds 0..seeds-1: (len(sample_counts), seeds, B)."""
     make_rng = get_backend().kernels.make_rng
-    return np.stack([np.stack([estimator(model, x, n, make_rng(seed)) for seed in range(seeds)])
-                     for n in sample_counts])
+    return np.stack([np.stack([estimator(model, x, samples, make_rng(seed)) for seed in range(seeds)])
+                     for samples in sample_counts])

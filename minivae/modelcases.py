@@ -2,7 +2,7 @@
 import numpy as np
 
 from minivae.nn import Module, functional_call
-from minivae.opcases import OpCase, _fixed_normal
+from minivae.opcases import OpCase, fixed_normal
 from minivae.vae import VAE
 
 
@@ -26,7 +26,7 @@ def model_cases():
         module = Objective(VAE((6, 5), 2, (5, 6), likelihood=likelihood, sigma=0.8,
                                rng=np.random.default_rng(0), dtype=np.float64), objective)
         names = [name for name, _ in module.named_parameters()]
-        x, eps = 0.5 * (1 + np.tanh(_fixed_normal((4, 6), 3))), _fixed_normal((3, 4, 2), 4)
+        x, eps = 0.5 * (1 + np.tanh(fixed_normal((4, 6), 3))), fixed_normal((3, 4, 2), 4)
 
         def of_parameters(*params):
             return functional_call(module, dict(zip(names, params)), x, eps=eps)

@@ -43,7 +43,7 @@ class OpCase:
         return [DOMAINS[d](np.asarray(r, dtype=np.float64)) for d, r in zip(self.domains, raw)]
 
 
-def _fixed_normal(shape, seed=0):
+def fixed_normal(shape, seed=0):
     """A fixed standard-normal array: the eps or data a case holds constant."""
     return np.random.default_rng(seed).standard_normal(shape)
 
@@ -53,15 +53,15 @@ def _checkerboard(shape):
 
 
 def _reparameterize(mu, logvar):
-    return ops.reparameterize(mu, logvar, _fixed_normal((3,) + mu.shape))
+    return ops.reparameterize(mu, logvar, fixed_normal((3,) + mu.shape))
 
 
 def _bernoulli(logits):
-    return ops.bernoulli_log_prob(0.5 * (1 + np.tanh(_fixed_normal(logits.shape[-1:], 1))), logits)
+    return ops.bernoulli_log_prob(0.5 * (1 + np.tanh(fixed_normal(logits.shape[-1:], 1))), logits)
 
 
 def _gaussian(mean):
-    return ops.gaussian_log_prob(_fixed_normal(mean.shape[-1:], 2), mean, 0.7)
+    return ops.gaussian_log_prob(fixed_normal(mean.shape[-1:], 2), mean, 0.7)
 
 
 UNARY = (3, 4)

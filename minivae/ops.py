@@ -24,7 +24,8 @@ from minivae.kernels import reference
 from minivae.tensor import ShapeError, Tensor, is_grad_enabled
 
 
-def _xp():
+def array_module():
+    """The active backend's array module: numpy, or cupy on a GPU."""
     return get_backend().xp
 
 
@@ -86,7 +87,7 @@ def _normalize_axes(axis, ndim):
 
 def _expand_reduced(g, axes, keepdims):
     """Put back the reduced axes (as size 1) so ``g`` broadcasts against the input."""
-    return g if keepdims else _xp().expand_dims(g, axes)
+    return g if keepdims else array_module().expand_dims(g, axes)
 
 
 # ----- Simple grads: arithmetic -----
@@ -162,7 +163,7 @@ def square(a):
 def exp(a):
     """out = e^a;  da = g * out."""
     a = as_tensor(a)
-    out = _xp().exp(a.data)
+    out = array_module().exp(a.data)
 
     def backward(g):
         return (g * out,)
@@ -175,7 +176,7 @@ def log(a):
 
     def backward(g):
         return (g / a.data,)
-    return make_result(_xp().log(a.data), (a,), backward, "log")
+    return make_result(array_module().log(a.data), (a,), backward, "log")
 
 
 def log1p(a):
@@ -184,13 +185,13 @@ def log1p(a):
 
     def backward(g):
         return (g / (1 + a.data),)
-    return make_result(_xp().log1p(a.data), (a,), backward, "log1p")
+    return make_result(array_module().log1p(a.data), (a,), backward, "log1p")
 
 
 def sqrt(a):
     """out = sqrt(a);  da = g / (2 out)."""
     a = as_tensor(a)
-    out = _xp().sqrt(a.data)
+    out = array_module().sqrt(a.data)
 
     def backward(g):
         return (g / (2 * out),)
@@ -202,14 +203,14 @@ def absolute(a):
     a = as_tensor(a)
 
     def backward(g):
-        return (g * _xp().sign(a.data),)
-    return make_result(_xp().abs(a.data), (a,), backward, "abs")
+        return (g * array_module().sign(a.data),)
+    return make_result(array_module().abs(a.data), (a,), backward, "abs")
 
 
 def tanh(a):
     """out = tanh a;  da = g * (1 - out^2)."""
     a = as_tensor(a)
-    out = _xp().tanh(a.data)
+    out = array_module().tanh(a.data)
 
     def backward(g):
         return (g * (1 - out * out),)
@@ -232,7 +233,7 @@ def relu(a):
 
     def backward(g):
         return (g * (a.data > 0),)
-    return make_result(_xp().maximum(a.data, 0), (a,), backward, "relu")
+    return make_result(array_module().maximum(a.data, 0), (a,), backward, "relu")
 
 
 def softplus(a):
@@ -250,7 +251,7 @@ def clip(a, low, high):
 
     def backward(g):
         return (g * ((a.data > low) & (a.data < high)),)
-    return make_result(_xp().clip(a.data, low, high), (a,), backward, "clip")
+    return make_result(array_module().clip(a.data, low, high), (a,), backward, "clip")
 
 
 def maximum(a, b):
@@ -261,14 +262,14 @@ def maximum(a, b):
     def backward(g):
         return (unbroadcast(g * share_a, a.shape) if a.requires_grad else None,
                 unbroadcast(g * (1 - share_a), b.shape) if b.requires_grad else None)
-    return make_result(_xp().maximum(a.data, b.data), (a, b), backward, "maximum")
+    return make_result(array_module().maximum(a.data, b.data), (a, b), backward, "maximum")
 
 
 def where(condition, a, b):
     """out = a where condition else b;  g goes to a where condition holds, to b elsewhere."""
-    condition = condition.data if isinstance(condition, Tensor) else _xp().asarray(condition)
+    condition = condition.data if isinstance(condition, Tensor) else array_module().asarray(condition)
     a, b = _broadcast_operands("where", a, b)
-    xp = _xp()
+    xp = array_module()
 
     def backward(g):
         return (unbroadcast(xp.where(condition, g, 0), a.shape) if a.requires_grad else None,
@@ -284,7 +285,7 @@ def reduce_sum(a, axis=None, keepdims=False):
     axes = _normalize_axes(axis, a.ndim)
 
     def backward(g):
-        return (_xp().broadcast_to(_expand_reduced(g, axes, keepdims), a.shape),)
+        return (array_module().broadcast_to(_expand_reduced(g, axes, keepdims), a.shape),)
     return make_result(a.data.sum(axis=axes, keepdims=keepdims), (a,), backward, "sum")
 
 
@@ -312,7 +313,7 @@ def logsumexp(a, axis=None, keepdims=False):
     """out = ln sum exp(a) over ``axis``, shifted by the max;  da = g * softmax(a) = g * exp(a - out)."""
     a = as_tensor(a)
     axes = _normalize_axes(axis, a.ndim)
-    xp = _xp()
+    xp = array_module()
     shift = a.data.max(axis=axes, keepdims=True)
     shift = xp.where(xp.isfinite(shift), shift, 0)
     with np.errstate(divide="ignore"):  # every term -inf: the sum is 0 and the answer -inf
@@ -361,7 +362,7 @@ def broadcast_to(a, shape):
     """out = a repeated along broadcast axes to ``shape``;  da = g summed back."""
     a = as_tensor(a)
     try:
-        out = _xp().broadcast_to(a.data, shape)
+        out = array_module().broadcast_to(a.data, shape)
     except ValueError:
         raise ShapeError(f"broadcast_to: cannot broadcast {a.shape} to {tuple(shape)}") from None
 
@@ -369,8 +370,6 @@ def broadcast_to(a, shape):
         return (unbroadcast(g, a.shape),)
     return make_result(out, (a,), backward, "broadcast_to")
 
-
-expand = broadcast_to
 
 
 def _is_basic_index(index):
@@ -397,7 +396,7 @@ def getitem(a, index):
     basic = _is_basic_index(index)
 
     def backward(g):
-        xp = _xp()
+        xp = array_module()
         grad = xp.zeros_like(a.data)
         if basic:
             grad[index] = g
@@ -410,7 +409,7 @@ def getitem(a, index):
 def concatenate(tensors, axis=0):
     """out = the tensors joined along ``axis``;  each gets its slice of g."""
     tensors = tuple(as_tensor(t) for t in tensors)
-    xp = _xp()
+    xp = array_module()
     try:
         out = xp.concatenate([t.data for t in tensors], axis=axis)
     except ValueError:
@@ -425,7 +424,7 @@ def concatenate(tensors, axis=0):
 def stack(tensors, axis=0):
     """out = the tensors stacked along a new ``axis``;  each gets its slice of g."""
     tensors = tuple(as_tensor(t) for t in tensors)
-    xp = _xp()
+    xp = array_module()
     try:
         out = xp.stack([t.data for t in tensors], axis=axis)
     except ValueError as err:  # unequal shapes, or an axis the result does not have: NumPy says which

@@ -38,7 +38,7 @@ class FlatParameters:
     def gradients(self):
         """The flat gradient, every reset slice zero-filled first (see ``Tensor.zero_grad``)."""
         for p in self.params:
-            p._zero_if_stale()
+            p.fill_reset_grad()
         return self.grad
 
 
@@ -187,10 +187,10 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba 2015, Algorithm 1; PyTorch's form, one fused kernel).
+    """Adam (Kingma & Ba 2015, Algorithm 1; PyTorch's form): the moments m and v of the gradient, bias-corrected.
 
-    g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
-    p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+    One fused kernel pass over the flat buffers per step; its formula is
+    ``kernels.reference.adam_step`` (linked, not copied, so it is written once).
     """
 
     HYPERPARAMETERS = {"lr": POSITIVE, "beta1": FRACTION, "beta2": FRACTION, "eps": NON_NEGATIVE,
@@ -205,8 +205,16 @@ class Adam(Optimizer):
 
     def step(self):
         self.step_count += 1
-        get_backend().kernels.adam_step(self.flat.data, self.flat.gradients(), self.m, self.v, self.step_count,
-                                        self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
+        self.update(self.step_count, self.lr)
+
+    def update(self, t, lr):
+        """The kernel's update at step t with learning rate lr, leaving ``step_count`` as it is.
+
+        t and lr are numbers, or 0-d arrays of the backend, which the kernel reads
+        where they live: on a GPU they can change on the device with no copy to or from the host.
+        """
+        get_backend().kernels.adam_step(self.flat.data, self.flat.gradients(), self.m, self.v, t, lr,
+                                        self.beta1, self.beta2, self.eps, self.weight_decay)
 
 
 class Adagrad(Optimizer):

@@ -153,10 +153,12 @@ class Tensor:
         return order
 
     def _propagate(self, grad, pending):
-        """Store grad on a leaf, or hand each parent its share, summed with what it has."""
+        """Store grad on a leaf or a tensor that retains it; hand each parent its share, summed with what it has."""
         if self._backward is None:
             self._accumulate(grad)
             return
+        if self._retains_grad:
+            self._accumulate(grad)
         for parent, parent_grad in zip(self._parents, self._backward(grad)):
             if parent_grad is None or not parent.requires_grad:
                 continue
@@ -166,10 +168,16 @@ class Tensor:
 
     # ----- The gradient: accumulated by backward, reset by zero_grad -----
 
+    _retains_grad = False  # a class default: an operation's result keeps no gradient unless asked
+
+    def retain_grad(self):
+        """Keep this operation's result's gradient in ``.grad`` too, as a leaf's is (to look at it)."""
+        self._retains_grad = True
+
     @property
     def grad(self):
         """dL/d(self) summed over every backward since the last ``zero_grad``; None before the first."""
-        self._zero_if_stale()
+        self.fill_reset_grad()
         return self._grad
 
     @grad.setter
@@ -193,8 +201,8 @@ class Tensor:
         """Reset the gradient to zero, lazily: the next backward writes over it, a read before then finds zeros."""
         self._grad_is_stale = self._grad is not None
 
-    def _zero_if_stale(self):
-        """Write the zeros a reset gradient stands for (before anything reads it)."""
+    def fill_reset_grad(self):
+        """Write the zeros a reset gradient stands for, so its buffer can be read directly (``FlatParameters``)."""
         if self._grad_is_stale:
             self._grad[...] = 0
             self._grad_is_stale = False

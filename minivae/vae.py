@@ -92,10 +92,8 @@ class VAE(Module):
     ends in one Linear layer of 2 * latent outputs whose first half is mu and
     second half logvar: one matrix product for both heads instead of two (and
     one fewer in each of the two backward products), at the cost of slicing,
-    whose backward writes each half's gradient into its columns. State dicts
-    with the two heads apart (``fc_mu``, ``fc_logvar``) still load: see
-    ``fuse_split_heads``. ``config`` holds the
-    constructor arguments, JSON-safe, so ``VAE(**model.config)`` rebuilds it.
+    whose backward writes each half's gradient into its columns. ``config``
+    holds the constructor arguments, JSON-safe, so ``VAE(**model.config)`` rebuilds it.
 
     ``logvar_clamp=c`` (off by default) clips the encoder's logvar to [-c, c]
     with ``ops.clip``, so exp(logvar) stays between e^-c and e^c even when
@@ -127,10 +125,6 @@ class VAE(Module):
     def dtype(self):
         return self.fc_heads.weight.dtype
 
-    def load_state_dict(self, state):
-        """``Module.load_state_dict`` of ``fuse_split_heads(state)``: the separate-heads layout loads too."""
-        super().load_state_dict(fuse_split_heads(state))
-
     def encode(self, x):
         """x (B, D) -> (mu, logvar), each (B, latent): the parameters of q(z | x); logvar clipped if asked.
 
@@ -144,9 +138,9 @@ class VAE(Module):
             logvar = ops.clip(logvar, -clamp, clamp)
         return mu, logvar
 
-    def reparameterize(self, mu, logvar, k=1, rng=None, eps=None):
-        """z = mu + exp(logvar / 2) * eps, shape (K, B, latent); see ``DiagonalNormal.rsample``."""
-        return DiagonalNormal(mu, logvar).rsample(k, rng, eps)
+    def reparameterize(self, mu, logvar, samples=1, rng=None, eps=None):
+        """z = mu + exp(logvar / 2) * eps, shape (K, B, latent), K = ``samples``; see ``DiagonalNormal.rsample``."""
+        return DiagonalNormal(mu, logvar).rsample(samples, rng, eps)
 
     def decode(self, z):
         """z (B, latent) or (K, B, latent) -> logits (Bernoulli) or means (Gaussian), same leading axes."""
@@ -160,50 +154,50 @@ class VAE(Module):
             return Gaussian(decoded, self.config["sigma"])
         return Bernoulli(decoded)
 
-    def elbo(self, x, k=1, rng=None, eps=None):
+    def elbo(self, x, samples=1, rng=None, eps=None):
         """ElboTerms per example (B,): reconstruction = 1/K sum_k log p(x | z_k), kl in closed form.
 
         eps ~ N(0, I) is drawn from ``rng``, or given as ``eps`` (K, B, latent)
-        to fix it (then ``k`` and ``rng`` are not used), e.g. to gradient-check.
+        to fix it (then ``samples``, K, and ``rng`` are not used), e.g. to gradient-check.
         """
         posterior = DiagonalNormal(*self.encode(x))
-        z = posterior.rsample(k, rng, eps)
+        z = posterior.rsample(samples, rng, eps)
         reconstruction = self.p_x_given_z(z).log_prob(x).mean(axis=0)
         kl = posterior.kl_standard_normal()
         return ElboTerms(reconstruction - kl, reconstruction, kl)
 
-    def iwae(self, x, k=1, rng=None, eps=None, beta=1.0):
+    def iwae(self, x, samples=1, rng=None, eps=None, beta=1.0):
         """IwaeTerms per example (B,): the bound L_K = log 1/K sum_k w_k (Burda et al. 2016, eq. 8).
 
         log w_k = log p(x | z_k) + beta (log p(z_k) - log q(z_k | x)), z_k drawn as in ``elbo`` (same draws);
         beta < 1 discounts the prior's pull, as KL warm-up does for the ELBO.
         """
         posterior = DiagonalNormal(*self.encode(x))
-        z = posterior.rsample(k, rng, eps)
+        z = posterior.rsample(samples, rng, eps)
         log_px_given_z = self.p_x_given_z(z).log_prob(x)  # (K, B)
         log_w = log_px_given_z + beta * (log_prior(z) - posterior.log_prob(z))
         # logsumexp's backward is the softmax: each sample's gradient weighed by w_k / sum_j w_j.
         bound = ops.logsumexp(log_w, axis=0) - math.log(z.shape[0])
         return IwaeTerms(bound, log_px_given_z.mean(axis=0), posterior.kl_standard_normal())
 
-    def objective(self, x, objective="elbo", k=1, rng=None, eps=None, beta=1.0):
+    def objective(self, x, objective="elbo", samples=1, rng=None, eps=None, beta=1.0):
         """The per-example objective training maximizes, and the ``ElboTerms`` of the same samples.
 
         elbo: reconstruction - beta * KL (the ELBO at beta = 1); iwae: ``iwae``'s
         L_K, its log weights' log p(z) - log q(z | x) scaled by beta (L_K at beta = 1).
-        ``beta`` is a number, or a 0-d Tensor (a captured step keeps it on the device).
+        ``beta`` is a number, or a 0-d Tensor (whose value can then change on the device between steps).
         """
         if objective not in OBJECTIVES:
             raise MinivaeError(f"VAE.objective: unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
         if objective == "iwae":
-            terms = self.iwae(x, k, rng, eps, beta)
+            terms = self.iwae(x, samples, rng, eps, beta)
             return terms.bound, ElboTerms(terms.reconstruction - terms.kl, terms.reconstruction, terms.kl)
-        terms = self.elbo(x, k, rng, eps)
+        terms = self.elbo(x, samples, rng, eps)
         return terms.reconstruction - beta * terms.kl, terms
 
-    def forward(self, x, k=1, rng=None, eps=None):
+    def forward(self, x, samples=1, rng=None, eps=None):
         """``model(x)`` is the ELBO, the objective training maximizes."""
-        return self.elbo(x, k, rng, eps)
+        return self.elbo(x, samples, rng, eps)
 
     def sample(self, n, rng):
         """n draws z ~ N(0, I) decoded to probabilities (Bernoulli) or means (Gaussian): NumPy (n, D)."""
@@ -233,39 +227,3 @@ def parameter_count(encoder_sizes, latent_dim, decoder_sizes):
               *zip([latent_dim] + decoder_sizes, decoder_sizes)]
     return sum(a * b + b for a, b in layers)
 
-
-# ----- Checkpoints with the heads apart -----
-
-SPLIT_HEADS = ("fc_mu.weight", "fc_mu.bias", "fc_logvar.weight", "fc_logvar.bias")  # their order in the flat buffer
-
-
-def fuse_split_heads(state):
-    """A state dict with separate heads ``fc_mu.*`` and ``fc_logvar.*`` rewritten to ``fc_heads.*``, others as they are.
-
-    W = [W_mu | W_logvar], b = [b_mu | b_logvar]: the fused head's columns are mu's and logvar's side by side.
-    """
-    if not all(name in state for name in SPLIT_HEADS):
-        return state
-    fused = {name: value for name, value in state.items() if name not in SPLIT_HEADS}
-    for kind in ("weight", "bias"):
-        fused[f"fc_heads.{kind}"] = np.concatenate([state[f"fc_mu.{kind}"], state[f"fc_logvar.{kind}"]], axis=-1)
-    return fused
-
-
-def fuse_split_heads_flat(flat, state):
-    """An optimizer's flat buffer (e.g. Adam's m) of the separate-heads model ``state``, in the fused order.
-
-    Both layouts hold the encoder's parameters first, then the heads' in one
-    block of the same length, then the decoder's; only the block's inside
-    differs (W_mu, b_mu, W_logvar, b_logvar before; W, b now).
-    """
-    if not all(name in state for name in SPLIT_HEADS):
-        return flat
-    start = sum(np.size(value) for name, value in state.items() if name.startswith("encoder."))
-    pieces, end = {}, start
-    for name in SPLIT_HEADS:
-        size = np.size(state[name])
-        pieces[name] = flat[end:end + size].reshape(np.shape(state[name]))
-        end += size
-    fused = fuse_split_heads(pieces)
-    return np.concatenate([flat[:start], fused["fc_heads.weight"].ravel(), fused["fc_heads.bias"], flat[end:]])

@@ -1,4 +1,4 @@
-"""The whole user path on one backend, through the command line: train, resume, evaluate, sample, reconstruct.
+"""The whole user path on one backend, through the command line: train, resume, evaluate, sample, reconstruct, graph.
 
 Shared by ``cudasim/test_commands.py`` (numba-cuda under the simulator, in
 CI) and ``test_gpu.py`` (cupy and numba-cuda on a real device, marked
@@ -27,6 +27,7 @@ def check_user_path(name, tmp_path, capsys, monkeypatch):
             status, out, err = run_cli([command, str(checkpoint), "--backend", name], capsys)
             assert status == 0, err
             assert (checkpoint.parent / figure).stat().st_size > 0, out
+        check_graph(name, checkpoint, capsys)
     finally:
         backend.set_backend("numpy")
 
@@ -59,3 +60,13 @@ def check_evaluate(name, checkpoint, capsys):
     nll = re.search(r"K=4 .*: (\S+) \+- (\S+) nats", out)
     assert elbo and nll, out
     assert all(math.isfinite(float(value)) for value in (elbo[1], nll[1], nll[2])), out
+
+
+def check_graph(name, checkpoint, capsys):
+    """``graph --only elbo`` draws the checkpoint's ELBO tape: the device's noise eps is a leaf with no gradient."""
+    out_dir = checkpoint.parent / "graphs"
+    status, out, err = run_cli(["graph", "--checkpoint", str(checkpoint), "--backend", name, "--only", "elbo",
+                                "--examples", "2", "--out", str(out_dir)], capsys)
+    assert status == 0, err
+    assert "elbo: " in out and "no gradient reaches x, eps" in out, out
+    assert (out_dir / "tape_elbo.png").stat().st_size > 0 and (out_dir / "tape_elbo.dot").stat().st_size > 0

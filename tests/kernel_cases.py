@@ -67,6 +67,10 @@ class Arrays:
         self.parents.append((parent, inside))
         return view
 
+    def scalar(self, value):
+        """``value`` as a 0-d array of the dtype (not placed in a parent: it is only read)."""
+        return np.asarray(value, self.dtype)
+
     def _place(self, parent, shape):
         n = int(np.prod(shape))
         if self.layout == "strided":
@@ -147,10 +151,11 @@ def case_logsumexp(arr, kernels):
 
 
 def case_adam_step(arr, kernels):
+    """Step count and learning rate as numbers, then as 0-d arrays (which a device kernel reads where they live)."""
     n = B * D
-    for weight_decay in (0.0, 0.01):
+    for weight_decay, step, lr in ((0.0, 3, 0.01), (0.01, 3, 0.01), (0.01, arr.scalar(3), arr.scalar(0.01))):
         p, g, m, v = arr((n,)), arr((n,)), arr((n,), -0.1, 0.1), arr((n,), 0.01, 0.1)
-        yield (p, g, m, v, 3, 0.01), {"weight_decay": weight_decay}
+        yield (p, g, m, v, step, lr), {"weight_decay": weight_decay}
 
 
 def case_sgd_step(arr, kernels):
@@ -203,6 +208,21 @@ def _assert_close(got, want, dtype, what, to_host):
     assert got.shape == want.shape, f"{what}: shape {got.shape}, reference {want.shape}"
     assert got.dtype == want.dtype == dtype, f"{what}: dtype {got.dtype}, reference {want.dtype}"
     np.testing.assert_allclose(got, want, err_msg=what, **TOLERANCE[dtype])
+
+
+# ----- Adam's step count and learning rate read from memory -----
+
+def assert_adam_reads_step_and_lr_from_arrays(kernels, to_device=np.asarray, to_host=np.asarray):
+    """adam_step with t and lr as float64 0-d arrays of the backend (a static training step keeps them on the
+    device) moves p, m and v as it does with the same numbers."""
+    results = []
+    for step, lr in ((3, 0.01), (to_device(np.asarray(3.0)), to_device(np.asarray(0.01)))):
+        arr, n = Arrays(np.float32, "contiguous"), B * D
+        buffers = [to_device(a) for a in (arr((n,)), arr((n,)), arr((n,), -0.1, 0.1), arr((n,), 0.01, 0.1))]
+        kernels.adam_step(*buffers, step, lr, weight_decay=0.01)
+        results.append([to_host(buffer) for buffer in buffers])
+    for name, got, want in zip("pgmv", *results):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, err_msg=name)
 
 
 # ----- The generator's state, through a checkpoint and back -----

@@ -78,10 +78,10 @@ def test_ctrl_c_exits_130_with_how_to_resume(tmp_path, monkeypatch, capsys):
     skip_figures(monkeypatch)
     real_epoch = training.run_epoch
 
-    def interrupted_in_epoch_2(model, optimizer, data, config, epoch, *args):
-        if epoch == 2:
+    def interrupted_in_epoch_2(run, *args):
+        if run.next_epoch == 2:
             raise KeyboardInterrupt
-        return real_epoch(model, optimizer, data, config, epoch, *args)
+        return real_epoch(run, *args)
     monkeypatch.setattr(training, "run_epoch", interrupted_in_epoch_2)
     status, _, err = run_cli(train_argv(tmp_path, 3), capsys)
     checkpoint = tmp_path / run_checkpoint.CHECKPOINT_NAME

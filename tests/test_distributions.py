@@ -44,10 +44,10 @@ def test_rsample_keeps_float32():
     assert q.rsample(2, make_rng(0)).dtype == np.float32 and q.eps.dtype == np.float32
 
 
-def test_rsample_needs_a_generator_or_eps_and_a_positive_k():
+def test_rsample_needs_a_generator_or_eps_and_a_positive_sample_count():
     with pytest.raises(MinivaeError, match=r"rsample needs rng="):
         posterior().rsample(2)
-    with pytest.raises(MinivaeError, match="rsample: k must be a positive integer, got 0"):
+    with pytest.raises(MinivaeError, match="rsample: samples must be a positive integer, got 0"):
         posterior().rsample(0, make_rng(0))
 
 

@@ -256,6 +256,31 @@ def test_two_backward_calls_accumulate_and_zero_grad_resets():
     np.testing.assert_allclose(x.grad, 2 * x.data)
 
 
+def test_retain_grad_keeps_an_intermediate_gradient_and_leaves_the_rest_as_they_were():
+    """y = 2x, L = sum y^2: dL/dy = 2y kept on y; x's gradient 8x as without it; z, not retained, keeps none."""
+    x = Tensor(np.array([1.0, -2.0]), requires_grad=True)
+    y, z = x * 2, x * 3
+    y.retain_grad()
+    ((y * y).sum() + z.sum()).backward()
+    np.testing.assert_allclose(y.grad, 2 * y.data)
+    np.testing.assert_allclose(x.grad, 8 * x.data + 3)
+    assert z.grad is None
+
+
+def test_noise_and_data_are_recorded_as_inputs_that_get_no_gradient():
+    """reparameterize keeps eps, the likelihoods keep x, among their parents; neither takes a gradient."""
+    rng = np.random.default_rng(0)
+    mu, logvar = (Tensor(rng.standard_normal((2, 3)), requires_grad=True) for _ in range(2))
+    eps, x = rng.standard_normal((4, 2, 3)), rng.random(3)
+    z = ops.reparameterize(mu, logvar, eps)
+    log_px = ops.bernoulli_log_prob(x, z)
+    assert z._parents[:2] == (mu, logvar) and z._parents[2].data is eps
+    assert log_px._parents[0].data is x and log_px._parents[1] is z
+    log_px.sum().backward()
+    assert mu.grad is not None and logvar.grad is not None
+    assert z._parents[2].grad is None and log_px._parents[0].grad is None
+
+
 def test_deep_chain_backpropagates_without_recursion():
     """5000 sequential adds, far past the recursion limit: the backward pass must be iterative."""
     depth = 5000

@@ -34,7 +34,7 @@ def test_quadratic_toy_matches_closed_forms(estimator, k):
 
 def test_toy_ranks_the_estimators():
     """On the toy the closed forms already order them: RP < SF with baseline < SF."""
-    v = quadratic_variances(MU, SIGMA, C, k=10)
+    v = quadratic_variances(MU, SIGMA, C, samples=10)
     for name in ("mu", "sigma"):
         assert v["reparameterization"][name] < v["score function + baseline"][name] < v["score function"][name]
 
@@ -42,7 +42,7 @@ def test_toy_ranks_the_estimators():
 def test_leave_one_out_mean_excludes_the_sample_itself():
     values = np.array([[1.0, 10.0], [2.0, 20.0], [6.0, 60.0]])
     np.testing.assert_allclose(leave_one_out_mean(values), [[4.0, 40.0], [3.5, 35.0], [1.5, 15.0]])
-    with pytest.raises(MinivaeError, match="k >= 2"):
+    with pytest.raises(MinivaeError, match="K >= 2"):
         leave_one_out_mean(values[:1])
 
 

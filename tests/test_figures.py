@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minivae.cli import main
-from minivae.commands.figures import (FIGURES, QUICK, erase_bottom, samples_needed, shift, squared_distance,
+from minivae.app.figures import (FIGURES, QUICK, erase_bottom, samples_needed, shift, squared_distance,
                                       write_figures)
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from end_to_end import check_user_path
-from kernel_cases import (CASES, LAYOUTS, PHILOX_TOLERANCE, assert_matches_reference, assert_rng_state_round_trips,
-                          needs_gpu)
+from kernel_cases import (CASES, LAYOUTS, PHILOX_TOLERANCE, assert_adam_reads_step_and_lr_from_arrays,
+                          assert_matches_reference, assert_rng_state_round_trips, needs_gpu)
 from minivae import backend
 from minivae.backend import BackendUnavailable, available_backends, load_backend
 from minivae.kernels import philox
@@ -84,6 +84,12 @@ def test_cupy_standard_normal_is_seeded_and_normal(dtype):
 def test_cupy_rng_state_round_trips_through_the_host():
     import cupy
     assert_rng_state_round_trips(load_backend("cupy").kernels, cupy.asnumpy)
+
+
+@needs_gpu
+def test_cupy_adam_reads_step_and_lr_from_device_arrays():
+    import cupy
+    assert_adam_reads_step_and_lr_from_arrays(load_backend("cupy").kernels, cupy.asarray, cupy.asnumpy)
 
 
 @needs_gpu
@@ -180,6 +186,12 @@ def test_numba_cuda_standard_normal_is_seeded_and_normal(dtype):
 def test_numba_cuda_rng_state_round_trips_through_the_host():
     import cupy
     assert_rng_state_round_trips(numba_cuda_on_device(), cupy.asnumpy)
+
+
+@needs_gpu
+def test_numba_cuda_adam_reads_step_and_lr_from_device_arrays():
+    import cupy
+    assert_adam_reads_step_and_lr_from_arrays(numba_cuda_on_device(), cupy.asarray, cupy.asnumpy)
 
 
 # ----- The user's commands end to end (the simulator runs the numba-cuda one in CI) -----

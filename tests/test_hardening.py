@@ -23,7 +23,7 @@ from hypothesis.extra import numpy as hnp
 
 from checkpoint_files import UNPICKLED, Trap, altered, encoded_meta, write_npz
 from minivae import cli, ops
-from minivae.app import run_checkpoint, training
+from minivae.app import loop, run_checkpoint, training
 from minivae.gradcheck import GradcheckError, check_grads
 from minivae.ops import make_result
 from minivae.tensor import Tensor
@@ -215,12 +215,12 @@ def test_divergence_after_good_epochs_leaves_their_checkpoint_untouched(tmp_path
     checkpoint = tmp_path / run_checkpoint.CHECKPOINT_NAME
     assert run_cli(train_argv(tmp_path, 2), capsys)[0] == 0
     saved = checkpoint.read_bytes()
-    real_step = training.train_step
+    real_step = loop.train_step
 
     def step_from_nan_weights(model, optimizer, *args):
         optimizer.flat.data[0] = np.nan  # as if a previous update had gone wrong
         return real_step(model, optimizer, *args)
-    monkeypatch.setattr(training, "train_step", step_from_nan_weights)
+    monkeypatch.setattr(loop, "train_step", step_from_nan_weights)
     status, _, err = run_cli(train_argv(tmp_path, 4, "--resume", str(checkpoint)), capsys)
     assert_one_line_error(status, err, "training diverged at epoch 3, step 1",
                           f"the checkpoint {checkpoint} (epoch 2) is intact")

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from kernel_cases import CASES, LAYOUTS, assert_matches_reference, assert_rng_state_round_trips
+from kernel_cases import (CASES, LAYOUTS, assert_adam_reads_step_and_lr_from_arrays, assert_matches_reference,
+                          assert_rng_state_round_trips)
 from minivae.kernels import numba_cpu, reference
 from minivae.kernels.reference import KERNEL_NAMES
 
@@ -35,6 +36,10 @@ def test_kernel_matches_reference(kernels, name, layout, dtype):
 
 def test_rng_state_round_trips(kernels):
     assert_rng_state_round_trips(kernels)
+
+
+def test_adam_reads_step_and_lr_from_arrays(kernels):
+    assert_adam_reads_step_and_lr_from_arrays(kernels)
 
 
 @pytest.mark.parametrize("module", KERNEL_SETS)

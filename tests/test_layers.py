@@ -18,10 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Each layer's modules, by dotted-name prefix; minivae.kernels and minivae.benchmarks are kernels/ and benchmarks/.
 LAYERS = (
     ("kernels", ("minivae.errors", "minivae.kernels")),
-    ("engine", ("minivae", "minivae.backend", "minivae.tensor", "minivae.ops", "minivae.kernel_ops",
-                "minivae.gradcheck", "minivae.opcases")),
-    ("model", ("minivae.nn", "minivae.distributions", "minivae.vae", "minivae.optim", "minivae.graph_step",
-               "minivae.modelcases")),
+    ("engine", ("minivae", "minivae.backend", "minivae.versions", "minivae.tensor", "minivae.ops", "minivae.kernel_ops",
+                "minivae.gradcheck", "minivae.opcases", "minivae.tape")),
+    ("model", ("minivae.nn", "minivae.distributions", "minivae.vae", "minivae.optim", "minivae.modelcases")),
     ("inference math", ("minivae.estimators", "minivae.likelihood")),
     ("application", ("minivae.app",)),
     ("commands", ("minivae.commands", "minivae.cli", "minivae.__main__", "minivae.benchmarks")),

@@ -6,7 +6,7 @@ from scipy.special import logsumexp
 from minivae import cli
 from minivae.app import run_checkpoint, runconfig, training
 from minivae.app.data import STATIC_SEED, Pixels, binarize_static, load_digits
-from minivae.app.loading import load_model_and_data, train_small_2d_model
+from minivae.app.loading import load_model_and_data, train_small_model
 from minivae.distributions import DiagonalNormal
 from minivae.errors import MinivaeError
 from minivae.likelihood import (bound_gap, importance_sampled_log_px, kl_standard_normal_monte_carlo,
@@ -22,7 +22,7 @@ EXAMPLES = 6
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("bound_gap_model")
-    model, _ = train_small_2d_model(out, epochs=30)
+    model, _ = train_small_model(out, epochs=30)
     return model, load_digits().test_x[:EXAMPLES], out / "checkpoint.npz"
 
 
@@ -91,8 +91,8 @@ def test_quadrature_refuses_three_latent_dimensions():
 def test_chunks_do_not_change_the_estimate(trained):
     """Chunks of 7 samples draw the same numbers as one chunk of 100, so the answer is the same."""
     model, x, _ = trained
-    small = log_px_importance(model, x, 100, np.random.default_rng(3), batch=7)
-    whole = log_px_importance(model, x, 100, np.random.default_rng(3), batch=100)
+    small = log_px_importance(model, x, 100, np.random.default_rng(3), chunk=7)
+    whole = log_px_importance(model, x, 100, np.random.default_rng(3), chunk=100)
     np.testing.assert_allclose(small, whole, rtol=1e-6)
 
 
@@ -108,8 +108,8 @@ def test_test_images_stay_uint8_and_score_as_their_float32_rows(trained):
     _, _, x = load_model_and_data(checkpoint)
     assert isinstance(x, Pixels) and x.stored.dtype == np.uint8 and len(x) == 359
     x = x.subset(slice(20))
-    np.testing.assert_array_equal(importance_sampled_log_px(model, x, 30, seed=0, examples=8),
-                                  importance_sampled_log_px(model, np.asarray(x), 30, seed=0, examples=8))
+    np.testing.assert_array_equal(importance_sampled_log_px(model, x, 30, seed=0, batch_size=8),
+                                  importance_sampled_log_px(model, np.asarray(x), 30, seed=0, batch_size=8))
 
 
 def test_a_binarized_run_is_scored_on_one_fixed_binarization_kept_as_uint8(tmp_path, monkeypatch):

@@ -8,9 +8,9 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 
 from minivae import backend, likelihood
-from minivae.app import run_checkpoint, runconfig, training
+from minivae.app import loop, run_checkpoint, runconfig
 from minivae.app.data import load_digits
-from minivae.app.loading import train_small_2d_model
+from minivae.app.loading import train_small_model
 from minivae.errors import MinivaeError
 from minivae.gradcheck import check_grads
 from minivae.likelihood import log_px_quadrature
@@ -97,7 +97,7 @@ def test_bound_gradients_match_finite_differences(likelihood, beta):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    model, _ = train_small_2d_model(tmp_path_factory.mktemp("iwae_model"), epochs=15)
+    model, _ = train_small_model(tmp_path_factory.mktemp("iwae_model"), epochs=15)
     return model, load_digits().test_x[:20]
 
 
@@ -106,7 +106,7 @@ def test_bound_rises_with_k_and_stays_below_log_px(trained):
     model, x = trained
     rng = backend.get_backend().kernels.make_rng(0)
     with no_grad():
-        bounds = np.stack([np.stack([model.iwae(Tensor(x), k=k, rng=rng).bound.numpy() for _ in range(100)])
+        bounds = np.stack([np.stack([model.iwae(Tensor(x), samples=k, rng=rng).bound.numpy() for _ in range(100)])
                            for k in (1, 5, 50)])  # (K values, repeats, examples)
     steps = np.diff(bounds, axis=0).reshape(2, -1)
     step_se = steps.std(axis=1, ddof=1) / math.sqrt(steps.shape[1])
@@ -122,7 +122,7 @@ def test_beta_weighs_the_kl_in_the_elbo_objective():
     model, x = tiny_vae(), Tensor(binary((B, 6), 1))
     rng = backend.get_backend().kernels.make_rng
     maximized, terms = model.objective(x, "elbo", 2, rng(0), beta=0.25)
-    np.testing.assert_array_equal(terms.elbo.numpy(), model.elbo(x, k=2, rng=rng(0)).elbo.numpy())
+    np.testing.assert_array_equal(terms.elbo.numpy(), model.elbo(x, samples=2, rng=rng(0)).elbo.numpy())
     np.testing.assert_allclose(maximized.numpy(), (terms.reconstruction - 0.25 * terms.kl).numpy(), rtol=1e-15)
 
 
@@ -137,7 +137,7 @@ def test_an_unknown_objective_is_a_one_line_error():
 ])
 def test_kl_weight_rises_step_by_step_to_beta_at_the_end_of_the_warmup(warmup, expected):
     config = runconfig.TrainConfig(beta=0.5, kl_warmup=warmup)
-    weights = [training.kl_weight(config, epoch, step, 3) for epoch in (1, 2, 3) for step in (1, 2, 3)][:8]
+    weights = [loop.kl_weight(config, epoch, step, 3) for epoch in (1, 2, 3) for step in (1, 2, 3)][:8]
     np.testing.assert_allclose(weights, expected, rtol=1e-15)
 
 
@@ -151,9 +151,9 @@ WARMUP = ("--objective", "iwae", "--samples", "3", "--beta", "0.5", "--kl-warmup
 def test_the_burda_schedule_lowers_the_rate_by_10_to_the_minus_1_7_each_stage_of_3_to_the_i_epochs():
     config = runconfig.TrainConfig(lr=1e-3, lr_schedule="burda")
     stages = [0, 1, 1, 1] + [2] * 9 + [3] * 27 + [4]
-    rates = [training.learning_rate(config, epoch) for epoch in range(1, 42)]
+    rates = [loop.learning_rate(config, epoch) for epoch in range(1, 42)]
     np.testing.assert_allclose(rates, [1e-3 * 10 ** (-i / 7) for i in stages], rtol=1e-15)
-    assert training.learning_rate(runconfig.TrainConfig(lr=1e-3), 500) == 1e-3
+    assert loop.learning_rate(runconfig.TrainConfig(lr=1e-3), 500) == 1e-3
 
 
 def test_a_run_resumed_mid_warmup_is_the_uninterrupted_run(tmp_path, capsys, monkeypatch):

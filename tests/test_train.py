@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minivae import likelihood
-from minivae.app import data, run_checkpoint, runconfig, training
+from minivae.app import data, loop, run_checkpoint, runconfig, training
 from minivae.app.checkpoint import load_checkpoint
 from minivae.errors import MinivaeError
 from minivae.tensor import Tensor
@@ -24,20 +24,20 @@ def tiny(tmp_path, **changes):
 def quiet_train(config, resume=None):
     """train() without progress bar; returns (model, history, logged lines)."""
     lines = []
-    model, history = training.train(config, resume=resume, progress=False, log=lines.append)
-    return model, history, lines
+    run = training.train(config, resume=resume, progress=False, log=lines.append)
+    return run.model, run.history, lines
 
 
 def steps_failing_at(monkeypatch, failing_call, fault):
     """Make the ``failing_call``-th call of train_step run ``fault(optimizer)`` first."""
-    real_step, calls = training.train_step, []
+    real_step, calls = loop.train_step, []
 
     def step(model, optimizer, *args):
         calls.append(1)
         if len(calls) == failing_call:
             fault(optimizer)
         return real_step(model, optimizer, *args)
-    monkeypatch.setattr(training, "train_step", step)
+    monkeypatch.setattr(loop, "train_step", step)
 
 
 def ctrl_c(optimizer):
@@ -88,6 +88,13 @@ def test_write_figures_writes_the_named_files(tmp_path):
     training.write_figures(tmp_path, model, data, 7, [row], seed=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "latent_scatter.png", "loss_curves.png", "manifold.png", "reconstruction_7.png", "sample_7.png"]
+
+
+def test_the_free_space_check_counts_the_checkpoints_arrays_without_building_them(tmp_path):
+    config = tiny(tmp_path)
+    run = runconfig.start_run(config, runconfig.prepare_data(config))
+    arrays, _ = run_checkpoint.checkpoint_payload(run)
+    assert run_checkpoint.checkpoint_nbytes(run) == sum(array.nbytes for array in arrays.values())
 
 
 def test_log_interval_prints_steps(tmp_path, monkeypatch, capsys):
@@ -210,22 +217,22 @@ def test_a_non_finite_loss_makes_no_update(tmp_path):
     optimizer.flat.data[0] = np.nan
     before = optimizer.flat.data.copy()
     rng = np.random.default_rng(0)
-    assert training.train_step(model, optimizer, data.train_x[:8], 1, rng) is None
+    assert loop.train_step(model, optimizer, data.train_x[:8], 1, rng) is None
     np.testing.assert_array_equal(optimizer.flat.data, before)
     assert optimizer.step_count == 0
 
 
 def test_an_update_that_overflows_is_caught_at_its_step(tmp_path):
     """lr beyond float32's range: the first step's loss is finite, the parameters after it are not."""
-    with pytest.raises(training.Diverged, match=r"^training diverged at epoch 1, step 1: the loss or the updated "
+    with pytest.raises(loop.Diverged, match=r"^training diverged at epoch 1, step 1: the loss or the updated "
                                              r"parameters are not finite; lower --lr \(now 1e\+39\)"):
         quiet_train(tiny(tmp_path, optimizer="sgd", lr=1e39))
     assert not (tmp_path / run_checkpoint.CHECKPOINT_NAME).exists()
 
 
 def test_a_non_finite_test_elbo_stops_before_the_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "evaluate_elbo", lambda *args, **kwargs: np.array([-np.inf, -np.inf, 0.0]))
-    with pytest.raises(training.Diverged, match=r"^training diverged at epoch 1: the test ELBO is -inf; .* "
+    monkeypatch.setattr(loop, "evaluate_elbo", lambda *args, **kwargs: np.array([-np.inf, -np.inf, 0.0]))
+    with pytest.raises(loop.Diverged, match=r"^training diverged at epoch 1: the test ELBO is -inf; .* "
                                              r"no checkpoint was written yet$"):
         quiet_train(tiny(tmp_path))
     assert list(tmp_path.iterdir()) == []
@@ -234,8 +241,8 @@ def test_a_non_finite_test_elbo_stops_before_the_checkpoint(tmp_path, monkeypatc
 def test_train_examples_and_test_examples_take_the_first_images(tmp_path, capsys, monkeypatch):
     skip_figures(monkeypatch)
     seen = []
-    step = training.train_step
-    monkeypatch.setattr(training, "train_step", lambda model, optimizer, x, *rest: seen.append(x) or step(
+    step = loop.train_step
+    monkeypatch.setattr(loop, "train_step", lambda model, optimizer, x, *rest: seen.append(x) or step(
         model, optimizer, x, *rest))
     status, _, err = run_cli(train_argv(tmp_path, 1, "--train-examples", "20", "--test-examples", "7",
                                         "--batch-size", "8"), capsys)

@@ -154,7 +154,7 @@ def test_elbo_matches_numpy(likelihood):
 
 def test_elbo_draws_k_samples_from_the_generator_reproducibly():
     model, x = tiny_vae(), binary((B, 6))
-    first, second = model.elbo(x, k=K, rng=make_rng(5)), model(x, k=K, rng=make_rng(5))
+    first, second = model.elbo(x, samples=K, rng=make_rng(5)), model(x, samples=K, rng=make_rng(5))
     np.testing.assert_array_equal(first.elbo.numpy(), second.elbo.numpy())
     eps = get_backend().kernels.standard_normal(make_rng(5), (K, B, 2), np.float64)
     np.testing.assert_array_equal(model.elbo(x, eps=eps).elbo.numpy(), first.elbo.numpy())
@@ -203,8 +203,17 @@ def test_a_hundred_adam_steps_raise_the_elbo():
     before, rng = mean_elbo(), make_rng(0)
     for _ in range(100):
         optimizer.zero_grad()
-        loss = -model.elbo(x, k=1, rng=rng).elbo.mean()
+        loss = -model.elbo(x, samples=1, rng=rng).elbo.mean()
         loss.backward()
         optimizer.step()
     after = mean_elbo()
     assert after > before + 1.5, (before, after)
+
+
+def test_one_head_computes_mu_and_logvar_side_by_side():
+    model = VAE((6, 5), 3, (5, 6), dtype=np.float64)
+    x = np.random.default_rng(0).random((4, 6))
+    mu, logvar = model.encode(x)
+    hidden = model.encoder(x).numpy()
+    heads = hidden @ model.fc_heads.weight.numpy() + model.fc_heads.bias.numpy()
+    np.testing.assert_allclose(np.hstack([mu.numpy(), logvar.numpy()]), heads, rtol=1e-12)

@@ -1,8 +1,11 @@
-"""docs/walkthrough.md runs: every ```python block, in order, in one namespace."""
+"""docs/walkthrough.md and docs/autodiff.md run: every ```python block of each, in order, in one namespace."""
 import re
 from pathlib import Path
 
-WALKTHROUGH = Path(__file__).resolve().parent.parent / "docs" / "walkthrough.md"
+import pytest
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+GUIDES = {"walkthrough.md": 10, "autodiff.md": 8}  # each guide, and the fewest blocks it has (one a step)
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
@@ -10,12 +13,14 @@ def python_blocks(text):
     return PYTHON_BLOCK.findall(text)
 
 
-def test_walkthrough_has_a_block_per_step():
-    assert len(python_blocks(WALKTHROUGH.read_text())) >= 10
+@pytest.mark.parametrize("guide, fewest", GUIDES.items())
+def test_guide_has_a_block_per_step(guide, fewest):
+    assert len(python_blocks((DOCS / guide).read_text())) >= fewest
 
 
-def test_walkthrough_blocks_run_in_order():
+@pytest.mark.parametrize("guide", GUIDES)
+def test_guide_blocks_run_in_order(guide):
     namespace = {}
-    for number, block in enumerate(python_blocks(WALKTHROUGH.read_text()), start=1):
-        code = compile(block, f"{WALKTHROUGH.name}, python block {number}", "exec")
+    for number, block in enumerate(python_blocks((DOCS / guide).read_text()), start=1):
+        code = compile(block, f"{guide}, python block {number}", "exec")
         exec(code, namespace)

@@ -7,12 +7,6 @@ in a uint8 array named ``__meta__``, wrapped as ``{"format_version": 1,
 "meta": meta}`` so a future format can be told apart.
 
 The arrays of a model are named as its parameters (``model/fc_heads.weight``).
-Checkpoints written before the encoder's mu and logvar heads were fused into
-one layer hold ``fc_mu.*`` and ``fc_logvar.*`` instead, and optimizer buffers
-in that parameter order; they are upgraded on load, not rewritten:
-``VAE.load_state_dict`` joins the heads side by side (``vae.fuse_split_heads``)
-and resuming reorders the optimizer buffers (``vae.fuse_split_heads_flat``).
-New checkpoints hold only the fused layout.
 
 Saving is atomic: a crash or a full disk mid-write leaves the previous
 checkpoint as it was.

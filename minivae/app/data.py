@@ -25,6 +25,7 @@ import numpy as np
 
 from minivae.app.idx import read_idx, read_idx_header
 from minivae.errors import MinivaeError
+from minivae.vae import LIKELIHOODS
 
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist")
 DIGITS_TEST_FRACTION = 0.2
@@ -32,7 +33,6 @@ BINARIZE_MODES = ("none", "static", "dynamic")
 SPLITS = ("train", "test")
 FINGERPRINT_BYTES = 1 << 20
 STATIC_SEED = 0
-LIKELIHOODS = ("bernoulli", "gaussian")
 CHUNK_ELEMENTS = 1 << 20  # elements per block where a whole-set pass would otherwise make a same-sized temporary
 
 # ----- Datasets -----

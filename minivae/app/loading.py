@@ -36,12 +36,11 @@ def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test")
     return model, config, x
 
 
-def train_small_2d_model(out, epochs=40, seed=1, **options):
-    """A VAE with a 2-D latent space trained on the bundled digits in a few seconds (64 hidden units).
+def train_small_model(out, epochs=40, seed=1, **options):
+    """A small VAE (64 hidden units, a 2-D latent space by default) trained on the bundled digits in a few seconds.
 
     ``options`` replace other ``TrainConfig`` fields: ``latent_dim=5``, ``likelihood="gaussian", sigma=0.3``.
     """
     fields = dict(data="digits", hidden=(64,), latent_dim=2, batch_size=64, lr=1e-2, plot_interval=0)
     config = TrainConfig(**{**fields, **options}, epochs=epochs, seed=seed, out=str(out))
-    model, _ = train(config, progress=False, log=lambda line: None, overwrite=True)
-    return model, config
+    return train(config, progress=False, log=lambda line: None, overwrite=True).model, config

@@ -15,24 +15,33 @@ from minivae.app.runconfig import RESUME_FIELDS, TrainConfig, check_same_data
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
 from minivae.kernels import reference
-from minivae.vae import VAE, fuse_split_heads_flat, parameter_count
+from minivae.vae import VAE, parameter_count
 
 CHECKPOINT_NAME = "checkpoint.npz"
 
 
 # ----- Saving and restoring a run -----
 
-def checkpoint_payload(model, optimizer, rngs, config, history, data):
+def checkpoint_payload(run):
     """The arrays and JSON metadata of a run's checkpoint: everything ``restore_checkpoint`` needs."""
-    arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
-    optimizer_arrays, optimizer_scalars = optimizer.state_dict()
+    arrays = {f"model/{name}": value for name, value in run.model.state_dict().items()}
+    optimizer_arrays, optimizer_scalars = run.optimizer.state_dict()
     arrays.update({f"optimizer/{name}": value for name, value in optimizer_arrays.items()})
-    rng_meta = {name: kernels.rng_state(rngs[name]) for name, kernels in _rng_kernels().items()}
-    meta = {"config": dataclasses.asdict(config), "model": model.config, "history": history,
+    rng_meta = {name: kernels.rng_state(run.rngs[name]) for name, kernels in _rng_kernels().items()}
+    meta = {"config": dataclasses.asdict(run.config), "model": run.model.config, "history": run.history,
             "optimizer": optimizer_scalars, "rng": rng_meta, "backend": get_backend().name,
-            "image_shape": list(data.image_shape),
-            "data": {"source": data.source, "test_images": data.test_fingerprint}}
+            "image_shape": list(run.data.image_shape),
+            "data": {"source": run.data.source, "test_images": run.data.test_fingerprint}}
     return arrays, meta
+
+
+def checkpoint_nbytes(run):
+    """The bytes of the arrays in the run's checkpoint, counted without copying the model or optimizer to the host.
+
+    The parameters and each optimizer buffer are one flat array each, of the
+    parameters' size; the generators' states are JSON metadata, not arrays.
+    """
+    return run.optimizer.flat.data.nbytes * (1 + len(run.optimizer.BUFFERS))
 
 
 def _rng_kernels():
@@ -44,10 +53,11 @@ def _split_arrays(arrays, prefix):
     return {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
 
 
-def restore_checkpoint(path, config, model, optimizer, rngs, data):
-    """Load a checkpoint into a freshly built run; returns its history."""
+def restore_checkpoint(path, run):
+    """Load a checkpoint into a freshly started ``run``: its model, optimizer, generators and history."""
     arrays, meta, trained = read_training_checkpoint(path)
-    check_same_data(path, meta, data)
+    config = run.config
+    check_same_data(path, meta, run.data)
     for field in RESUME_FIELDS:
         if getattr(trained, field) != getattr(config, field):
             raise MinivaeError(f"{path} was trained with {field}={getattr(trained, field)!r}, not "
@@ -55,18 +65,15 @@ def restore_checkpoint(path, config, model, optimizer, rngs, data):
     if len(meta["history"]) >= config.epochs:
         raise MinivaeError(f"{path} already holds {len(meta['history'])} epochs; pass --epochs above "
                            f"{len(meta['history'])} to train further")
-    model_arrays = _split_arrays(arrays, "model/")
-    model.load_state_dict(model_arrays)
-    optimizer_arrays = {name: fuse_split_heads_flat(buffer, model_arrays)  # a checkpoint with the heads apart
-                        for name, buffer in _split_arrays(arrays, "optimizer/").items()}
-    optimizer.load_state_dict(optimizer_arrays, meta["optimizer"])
+    run.model.load_state_dict(_split_arrays(arrays, "model/"))
+    run.optimizer.load_state_dict(_split_arrays(arrays, "optimizer/"), meta["optimizer"])
     for name, kernels in _rng_kernels().items():
         try:
-            rngs[name] = kernels.restore_rng(meta["rng"].get(name))
+            run.rngs[name] = kernels.restore_rng(meta["rng"].get(name))
         except MinivaeError as err:
             raise MinivaeError(f"{path}: {err}; it was written with --backend {meta.get('backend', 'numpy')}, "
                                "resume with that backend") from None
-    return meta["history"]
+    run.history = meta["history"]
 
 
 # ----- Reading a checkpoint, checked before it is trusted -----
@@ -111,6 +118,7 @@ def check_training_meta(path, meta, headers):
     if any(name.startswith("rng/") for name in headers):
         raise MinivaeError(f"checkpoint {path} holds the states of a GPU generator this minivae no longer has "
                            "(xoroshiro128+ or XORWOW; it draws from Philox4x32-10 now): train the run again")
+    _check_current_layout(path, meta, headers)
     unknown = [name for name in headers if not name.startswith(("model/", "optimizer/"))]
     if unknown:
         raise MinivaeError(f"checkpoint {path}: unexpected array {unknown[0]!r}, which minivae train never "
@@ -126,6 +134,18 @@ def check_training_meta(path, meta, headers):
         if name.startswith("optimizer/") and shape != (count,):
             raise MinivaeError(f"checkpoint {path}: {name} has shape {shape}, not ({count},) for the "
                                f"{count:,} parameters its metadata describes; use another checkpoint")
+
+
+def _check_current_layout(path, meta, headers):
+    """Refuse, in one line, what older versions of minivae wrote: the encoder's heads apart, no image shape."""
+    if any(name.startswith(("model/fc_mu.", "model/fc_logvar.")) for name in headers):
+        raise MinivaeError(f"checkpoint {path} holds the encoder's mu and logvar heads apart (fc_mu, fc_logvar), "
+                           "as minivae wrote before it fused them into fc_heads; retrain it with this minivae")
+    shape, pixels = meta.get("image_shape"), meta["model"]["encoder_sizes"][0]
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(n) is int for n in shape)
+            and math.prod(shape) == pixels):
+        raise MinivaeError(f"checkpoint {path} does not say the (height, width) of its {pixels}-pixel images, "
+                           "as minivae wrote before it stored them; retrain it with this minivae")
 
 
 def _train_config(path, meta):

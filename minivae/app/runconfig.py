@@ -1,4 +1,4 @@
-"""A training run's definition: its options (``TrainConfig``), the data it reads, the model and optimizer it builds.
+"""A training run: its options (``TrainConfig``), and the data, model, optimizer and generators they define (``Run``).
 
 Everything here follows from the config alone, so a checkpoint that stores
 the config rebuilds the same run (``run_checkpoint``).
@@ -8,7 +8,8 @@ import dataclasses
 import numpy as np
 
 from minivae import optim
-from minivae.app.data import SPLITS, STATIC_SEED, Pixels, binarize_static, check_pixels, load_dataset
+from minivae.app.data import SPLITS, STATIC_SEED, Dataset, Pixels, binarize_static, check_pixels, load_dataset
+from minivae.backend import get_backend
 from minivae.errors import MinivaeError
 from minivae.vae import VAE
 
@@ -103,3 +104,33 @@ def build_model(config, input_dim):
 
 def build_optimizer(config, model):
     return OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
+
+
+# ----- The run -----
+
+@dataclasses.dataclass
+class Run:
+    """Everything a training run holds, which its epochs advance and its checkpoint saves.
+
+    ``rngs``: ``"data"``, the NumPy generator shuffling the host-held images, and
+    ``"sample"``, the kernel set's generator drawing the noise eps.
+    ``history``: one metrics row per completed epoch.
+    """
+    config: TrainConfig
+    data: Dataset
+    model: VAE
+    optimizer: optim.Optimizer
+    rngs: dict
+    history: list = dataclasses.field(default_factory=list)
+
+    @property
+    def next_epoch(self):
+        """The number of the epoch the run trains next: 1, 2, ..."""
+        return len(self.history) + 1
+
+
+def start_run(config, data):
+    """A fresh run of ``config`` on ``data``: model, optimizer and generators seeded by ``config.seed``, no history."""
+    model = build_model(config, data.train_x.shape[1])
+    rngs = {"data": np.random.default_rng([config.seed, 0]), "sample": get_backend().kernels.make_rng(config.seed)}
+    return Run(config, data, model, build_optimizer(config, model), rngs)

@@ -1,16 +1,11 @@
-"""Training: maximize the ELBO by minibatch gradient ascent, with figures, metrics and exact resume.
+"""A training run, start to finish: ``train`` runs ``loop.run_epoch`` until ``--epochs``, saving as it goes.
 
-One step (Kingma & Welling, Algorithm 1): draw a minibatch x and noise eps,
-compute the ELBO with z = mu + sigma * eps, backpropagate, update. Or, with
-``objective="iwae"``, the same for the importance-weighted bound L_K (Burda et
-al. 2016). ``beta`` weighs the KL term of the objective (``kl_weight``: fixed,
-or warmed up linearly from 0); the test ELBO is always the true one (beta = 1).
-After each epoch the test ELBO is measured, a checkpoint holding everything needed to
-continue (weights, optimizer state, both random generators, history) replaces
-the previous one atomically, and then ``metrics.jsonl`` and the figures are
-written.
-
-What can go wrong, and what happens (docs/reliability.md has the table):
+After each epoch (``loop.py``: the step and the epoch) a checkpoint holding
+everything needed to continue (``Run``: weights, optimizer state, both random
+generators, history) replaces the previous one atomically, and then
+``metrics.jsonl`` and the figures are written. Here is the rest of the run:
+whether the step is captured (``make_step``), and what can go wrong, and
+what happens (docs/reliability.md has the table):
 
 - a loss, or parameters after an update, that are not finite stop training
   with the epoch and step (``Diverged``) before anything is saved (a step
@@ -27,131 +22,28 @@ What can go wrong, and what happens (docs/reliability.md has the table):
 """
 import dataclasses
 import json
-import math
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 
 from minivae.app import plots
 from minivae.app.checkpoint import check_writable, save_checkpoint
-from minivae.app.data import batches
+from minivae.app.loop import Diverged, EagerStep, run_epoch
 from minivae.app.files import write_atomically
-from minivae.app.run_checkpoint import CHECKPOINT_NAME, checkpoint_payload, restore_checkpoint
-from minivae.app.runconfig import build_model, build_optimizer, prepare_data
+from minivae.app.run_checkpoint import CHECKPOINT_NAME, checkpoint_nbytes, checkpoint_payload, restore_checkpoint
+from minivae.app.runconfig import prepare_data, start_run
 from minivae.app.rundir import own_run_directory
+from minivae.app.static_step import CAPTURING_BACKENDS, StaticStep
 from minivae.app.threads import choose_threads, product_size, threads_limited
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
-from minivae.graph_step import CAPTURING_BACKENDS, StaticStep
-from minivae.likelihood import evaluate_elbo, term_sums
 from minivae.tensor import Tensor, no_grad
 
 # Room kept free beside a new checkpoint: figures (well under 1 MiB each at
 # 28x28), metrics.jsonl and the checkpoint's JSON metadata.
 OUTPUT_ALLOWANCE = 8 << 20
 FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
-
-
-# ----- One step, one epoch -----
-
-class Diverged(MinivaeError):
-    """The loss or the parameters became NaN or infinite; nothing of that epoch was saved."""
-
-
-def train_step(model, optimizer, x_batch, samples, rng, objective="elbo", beta=1.0):
-    """One gradient step on -mean objective; returns the batch's per-example (objective, elbo, reconstruction, kl) sums.
-
-    Returns None when the loss, or a parameter after the update, is not
-    finite: the caller stops, and must not save this model.
-    """
-    optimizer.zero_grad()
-    with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are checked for below
-        maximized, terms = model.objective(Tensor(x_batch), objective, samples, rng, beta=beta)
-        loss = -maximized.mean()
-        if not math.isfinite(loss.item()):
-            return None
-        loss.backward()
-        optimizer.step()
-    if not get_backend().xp.isfinite(optimizer.flat.data).all():
-        return None
-    return np.concatenate([[float(maximized.data.sum())], term_sums(terms)])
-
-
-def learning_rate(config, epoch):
-    """The epoch's learning rate: ``lr``, or with ``lr_schedule="burda"`` lr 10^(-i/7) in stage i = 0, 1, ...
-
-    Stage i lasts 3^i epochs (Burda et al. 2016, section 5: epochs 1, 2-4, 5-13,
-    ...; stages 0 to 7 make their 3280 epochs; later stages go on decaying).
-    """
-    if config.lr_schedule == "constant":
-        return config.lr
-    stage, last_epoch = 0, 1
-    while epoch > last_epoch:
-        stage += 1
-        last_epoch += 3 ** stage
-    return config.lr * 10 ** (-stage / 7)
-
-
-def kl_weight(config, epoch, step, steps_per_epoch):
-    """beta at a step: B min(1, t / (E S)), t the step's number in the run (1, 2, ...), S steps per epoch.
-
-    A function of the step's place in the run alone, so a resumed run continues the same schedule.
-    """
-    if config.kl_warmup == 0:
-        return config.beta
-    t = (epoch - 1) * steps_per_epoch + step  # from B / (E S) up to B at the end of epoch E (B e / E after epoch e)
-    return config.beta * min(1.0, t / (config.kl_warmup * steps_per_epoch))
-
-
-
-def train_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step=None):
-    """One pass over the training set: the mean per-example (objective, ELBO, reconstruction, KL), and the last beta.
-
-    With a ``static_step`` (``graph_step.StaticStep``, replaying a CUDA graph)
-    every full batch goes through it, and its losses are checked once, at the
-    end of the epoch; the last, partial batch runs ``train_step``.
-    """
-    from tqdm import tqdm
-    steps = math.ceil(len(data.train_x) / config.batch_size)
-    binarize = "dynamic" if config.binarize == "dynamic" else "none"  # static: done once in prepare_data
-    totals = np.zeros(4)
-    with tqdm(batches(data.train_x, data.train_y, config.batch_size, rngs["data"], binarize=binarize),
-              total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
-              disable=not progress) as bar:
-        for step, (x_batch, _) in enumerate(bar, start=1):
-            beta = kl_weight(config, epoch, step, steps)
-            if static_step is not None and len(x_batch) == config.batch_size:
-                static_step(x_batch, beta)
-                continue
-            sums = train_step(model, optimizer, x_batch, config.samples, rngs["sample"], config.objective, beta)
-            if sums is None:
-                raise Diverged(f"training diverged at epoch {epoch}, step {step}: "
-                               "the loss or the updated parameters are not finite")
-            totals += sums
-            bar.set_postfix(elbo=f"{sums[1] / len(x_batch):.2f}")
-            if config.log_interval and step % config.log_interval == 0:
-                bar.write(f"  epoch {epoch} step {step}/{steps}  ELBO {sums[1] / len(x_batch):.3f}")
-    if static_step is not None:
-        sums, finite = static_step.take_sums()
-        if not finite:
-            raise Diverged(f"training diverged in epoch {epoch} (a captured step is checked once an epoch): "
-                           "the loss or the updated parameters are not finite")
-        totals += sums
-    return totals / len(data.train_x), beta
-
-
-def run_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step=None):
-    """Train one epoch and measure the test ELBO; the epoch's metrics row."""
-    started = time.perf_counter()
-    optimizer.lr = learning_rate(config, epoch)
-    train_terms, beta = train_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step)
-    with np.errstate(over="ignore", invalid="ignore"):
-        test_terms = evaluate_elbo(model, data.test_x, config.batch_size, config.samples, seed=config.seed)
-    if not np.isfinite(test_terms).all():
-        raise Diverged(f"training diverged at epoch {epoch}: the test ELBO is {test_terms[0]:g}")
-    return _metrics_row(epoch, beta, train_terms, test_terms, time.perf_counter() - started)
 
 
 # ----- The run -----
@@ -173,12 +65,12 @@ class Saved:
 
 
 def train(config, resume=None, progress=True, log=print, overwrite=False, threads=None, cuda_graph=None):
-    """Train per ``config`` (or continue the checkpoint ``resume``); returns (model, history).
+    """Train per ``config`` (or continue the checkpoint ``resume``); returns the ``Run``, its last epoch done.
 
     The output directory is held for the whole run (``own_run_directory``):
     it must not hold another run's checkpoint unless ``overwrite``. ``threads``
     (None: chosen for the model and the machine) caps BLAS and numba while it runs.
-    ``cuda_graph``: capture the step once and replay it (``make_static_step``);
+    ``cuda_graph``: capture the step once and replay it (``make_step``);
     None captures where the backend can.
     """
     if config.data_dir is not None:  # stored absolute: a checkpoint finds its data from any directory
@@ -191,54 +83,51 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, thread
         log(f"{data.name} from {data.source}: {len(data.train_x)} training and {len(data.test_x)} test images; "
             f"{get_backend().name} backend, {reason}")
         with threads_limited(count):
-            return _train(config, data, out, resume, progress, log, cuda_graph)
+            run = start_run(config, data)
+            _train(run, out, resume, progress, log, cuda_graph)
+            return run
 
 
-def _train(config, data, out, resume, progress, log, cuda_graph):
-    """The run itself, once ``train`` owns ``out`` and has the data."""
-    model = build_model(config, data.train_x.shape[1])
-    optimizer = build_optimizer(config, model)
-    rngs = {"data": np.random.default_rng([config.seed, 0]), "sample": get_backend().kernels.make_rng(config.seed)}
-    history, saved = [], Saved()
+def _train(run, out, resume, progress, log, cuda_graph):
+    """The epochs of ``run``, once ``train`` owns ``out``: each saved, then its metrics and figures written."""
+    saved = Saved()
     if resume is not None:
-        history = restore_checkpoint(resume, config, model, optimizer, rngs, data)
-        saved = Saved(Path(resume), len(history))
-    check_free_space(out, checkpoint_payload(model, optimizer, rngs, config, history, data)[0])
-    static_step = make_static_step(cuda_graph, config, model, optimizer, rngs["sample"], log)
+        restore_checkpoint(resume, run)
+        saved = Saved(Path(resume), len(run.history))
+    check_free_space(out, checkpoint_nbytes(run))
+    step = make_step(run, cuda_graph, log)
     try:
-        for epoch in range(len(history) + 1, config.epochs + 1):
-            history.append(run_epoch(model, optimizer, data, config, epoch, rngs, progress, static_step))
-            _save(out / CHECKPOINT_NAME, checkpoint_payload(model, optimizer, rngs, config, history, data), saved)
-            saved = Saved(out / CHECKPOINT_NAME, epoch)
-            _write_outputs(out, model, data, config, history, saved)
-            log(_epoch_line(history[-1]))
+        while len(run.history) < run.config.epochs:
+            run_epoch(run, step, progress)
+            _save(out / CHECKPOINT_NAME, checkpoint_payload(run), saved)
+            saved = Saved(out / CHECKPOINT_NAME, len(run.history))
+            _write_outputs(out, run, saved)
+            log(_epoch_line(run.history[-1]))
     except Diverged as diverged:
-        raise Diverged(f"{diverged}; lower --lr (now {config.lr:g}) or set --logvar-clamp; "
+        raise Diverged(f"{diverged}; lower --lr (now {run.config.lr:g}) or set --logvar-clamp; "
                        f"{saved.describe()}") from None
     except KeyboardInterrupt:
         raise TrainingInterrupted(_interrupted_message(saved)) from None
-    return model, history
 
 
-def make_static_step(cuda_graph, config, model, optimizer, rng, log):
-    """A StaticStep capturing the step as a CUDA graph where asked and possible, else None (every step eager).
+def make_step(run, cuda_graph, log):
+    """The run's step: a StaticStep captured as a CUDA graph where asked and possible, else an EagerStep.
 
     ``cuda_graph`` None means where possible: a capturing backend and Adam.
     Asked for where it is not possible, it says so in one line and trains eagerly.
     """
-    backend = get_backend().name
+    backend, optimizer = get_backend().name, run.config.optimizer
     if cuda_graph is None:
-        cuda_graph = backend in CAPTURING_BACKENDS and config.optimizer == "adam"
+        cuda_graph = backend in CAPTURING_BACKENDS and optimizer == "adam"
     if not cuda_graph:
-        return None
+        return EagerStep(run)
     if backend not in CAPTURING_BACKENDS:
         log(f"--cuda-graph: only the cupy backend captures the training step; training eagerly on {backend}")
-        return None
-    if config.optimizer != "adam":
-        log(f"--cuda-graph: only Adam's step is captured; training eagerly with {config.optimizer}")
-        return None
-    return StaticStep(model, optimizer, config.batch_size, config.samples, rng, capture=True,
-                      objective=config.objective)
+        return EagerStep(run)
+    if optimizer != "adam":
+        log(f"--cuda-graph: only Adam's step is captured; training eagerly with {optimizer}")
+        return EagerStep(run)
+    return StaticStep(run, capture=True)
 
 
 def _interrupted_message(saved):
@@ -249,23 +138,13 @@ def _interrupted_message(saved):
             f"and --resume {saved.path}")
 
 
-def check_free_space(out, arrays):
+def check_free_space(out, checkpoint_bytes):
     """Refuse to start unless ``out`` has room for one more checkpoint (written beside the old one) and outputs."""
-    needed = sum(array.nbytes for array in arrays.values()) + OUTPUT_ALLOWANCE
+    needed = checkpoint_bytes + OUTPUT_ALLOWANCE
     free = shutil.disk_usage(out).free
     if free < needed:
         raise MinivaeError(f"only {free / 2**20:.1f} MiB free in {out}, but a checkpoint and the figures need "
                            f"about {needed / 2**20:.1f} MiB; free some space or choose another --out")
-
-
-def _metrics_row(epoch, beta, train_terms, test_terms, seconds):
-    """The epoch's row of metrics.jsonl: beta at its last step, the training objective (with that
-    schedule's betas), and the train and test ELBO terms (beta = 1)."""
-    row = {"epoch": epoch, "beta": beta, "train_objective": float(train_terms[0])}
-    for split, terms in (("train", train_terms[1:]), ("test", test_terms)):
-        row.update({f"{split}_{key}": float(v) for key, v in zip(("elbo", "reconstruction", "kl"), terms)})
-    row["seconds"] = round(seconds, 3)
-    return row
 
 
 def _epoch_line(row):
@@ -284,14 +163,14 @@ def _save(path, payload, saved):
         raise MinivaeError(f"{err}; {saved.describe()}") from None
 
 
-def _write_outputs(out, model, data, config, history, saved):
+def _write_outputs(out, run, saved):
     """metrics.jsonl every epoch; figures every ``plot_interval`` epochs and at the last."""
     try:
-        metrics = "".join(json.dumps(row) + "\n" for row in history).encode()
+        metrics = "".join(json.dumps(row) + "\n" for row in run.history).encode()
         write_atomically(out / "metrics.jsonl", lambda f: f.write(metrics))
-        epoch = history[-1]["epoch"]
+        epoch, config = len(run.history), run.config
         if epoch == config.epochs or (config.plot_interval and epoch % config.plot_interval == 0):
-            write_figures(out, model, data, epoch, history, seed=config.seed)
+            write_figures(out, run.model, run.data, epoch, run.history, seed=config.seed)
     except OSError as exc:
         raise MinivaeError(f"cannot write metrics or figures in {out} ({exc}); {saved.describe()}; "
                            "free some space and continue with --resume") from None

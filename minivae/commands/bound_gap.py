@@ -6,14 +6,15 @@ import math
 import numpy as np
 
 from minivae.app import plots
+from minivae.app.figures import bound_gap_panels
 from minivae.app.checkpoint import check_writable
 from minivae.app.data import load_dataset
-from minivae.app.loading import load_model_and_data, train_small_2d_model
+from minivae.app.loading import load_model_and_data, train_small_model
 from minivae.backend import get_backend
 from minivae.commands.argtypes import extent, non_negative_int, positive_int
 from minivae.distributions import DiagonalNormal
 from minivae.errors import MinivaeError, check_finite
-from minivae.likelihood import _numpy, bound_gap, kl_standard_normal_monte_carlo, latent_grid
+from minivae.likelihood import bound_gap, kl_standard_normal_monte_carlo, latent_grid
 from minivae.tensor import Tensor, no_grad
 
 
@@ -38,7 +39,7 @@ def run(args):
         raise MinivaeError(f"--seeds {args.seeds}: a spread needs at least 2 seeds; use e.g. 10")
     if args.checkpoint is None:
         print(f"training a 2-D latent VAE on digits (64 hidden units) into {out / 'bound_gap_model'} ...")
-        model, _ = train_small_2d_model(out / "bound_gap_model")
+        model, _ = train_small_model(out / "bound_gap_model")
         x = load_dataset("digits").test_x
     else:
         model, _, x = load_model_and_data(args.checkpoint, None, args.data_dir)
@@ -82,7 +83,7 @@ def _print_bounds(r, grid_size):
 def _print_kl_check(model, x, rng):
     with no_grad():
         q = DiagonalNormal(*model.encode(Tensor(x, dtype=model.dtype)))
-        closed = _numpy(q.kl_standard_normal())
+        closed = q.kl_standard_normal().numpy()
     estimate, se = kl_standard_normal_monte_carlo(q, 20_000, rng)
     print(f"KL(q || p(z)), mean over examples: closed form {closed.mean():.4f}, Monte Carlo (20000 samples each) "
           f"{estimate.mean():.4f} +- {np.sqrt(np.sum(se**2)) / len(se):.4f} nats")
@@ -96,18 +97,6 @@ def _print_spreads(r):
     for i, n in enumerate(r.sample_counts):
         print(f"{n:6d} {r.naive[i].mean():11.3f} {naive[i]:12.4f} {r.weighted[i].mean():9.3f} "
               f"{weighted[i]:9.4f} {naive[i] / weighted[i]:6.1f}")
-
-
-def bound_gap_panels(r):
-    """Two panels: ELBO <= L_K <= log p(x) on a scale that shows their gaps (tenths of a nat); the naive estimate."""
-    counts = r.sample_counts
-    exact = (counts, [r.exact.mean()] * len(counts), None)
-    bounds = {"importance sampling, z ~ q(z|x): L_K": (counts, r.weighted.mean(axis=(1, 2)), r.spread(r.weighted)),
-              "ELBO": (counts, [r.elbo.mean()] * len(counts), None), "exact log p(x) (quadrature)": exact}
-    naive = {"naive Monte Carlo, z ~ p(z)": (counts, r.naive.mean(axis=(1, 2)), r.spread(r.naive)),
-             "exact log p(x) (quadrature)": exact}
-    return [[plots.Curves("ELBO <= L_K <= log p(x)", "samples K", "nats", bounds),
-             plots.Curves("naive Monte Carlo against the exact value", "samples n", "nats", naive)]]
 
 
 def _spread_curves(r):

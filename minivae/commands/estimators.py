@@ -1,14 +1,14 @@
 """``minivae estimators``: the score-function and reparameterization gradients of the encoder, side by side."""
-import math
 
 from minivae.app import plots
 from minivae.app.checkpoint import check_writable
 from minivae.app.data import DATASET_NAMES
+from minivae.app.figures import variance_curves
 from minivae.app.loading import load_model_and_data
 from minivae.backend import get_backend
 from minivae.commands.argtypes import int_list, non_negative_int, positive_int
 from minivae.errors import MinivaeError, check_finite
-from minivae.estimators import ESTIMATORS, agreement, elbo_problem, estimators_for, gradient_statistics
+from minivae.estimators import agreement, elbo_problem, estimators_for, gradient_statistics
 
 COLUMNS_LEGEND = """columns:
   total var  sum over the parameters of each one's variance across the N estimates: E||g_hat - g||^2
@@ -85,12 +85,3 @@ def _plot_variances(out, totals):
                       "variance of the encoder gradient estimators against K (log-log)")
     return path
 
-
-def variance_curves(totals):
-    """{estimator: (K values, log10 total variance, None)} from {K: {estimator: total variance}}."""
-    series = {}
-    for name in ESTIMATORS:
-        ks = [k for k in totals if name in totals[k]]
-        if ks:
-            series[name] = (ks, [math.log10(totals[k][name]) for k in ks], None)
-    return series

@@ -39,7 +39,7 @@ def run(args):
     if args.iw_samples:
         started = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):
-            log_px = importance_sampled_log_px(model, x, args.iw_samples, args.seed, args.batch_size)
+            log_px = importance_sampled_log_px(model, x, args.iw_samples, args.seed, batch_size=args.batch_size)
         check_finite("the importance-sampled log p(x)", log_px, WEIGHTS_ADVICE)
         print(f"test NLL, importance sampling with K={args.iw_samples} (Burda et al. 2016): "
               f"{-log_px.mean():.3f} +- {_standard_error(log_px):.3f} nats per example "

@@ -1,5 +1,4 @@
 """``minivae sample`` and ``minivae reconstruct``: a checkpoint's figures, under names a training run never writes."""
-import math
 from pathlib import Path
 
 from minivae.app import plots
@@ -34,26 +33,11 @@ def _write_figure(save, path, *arguments):
     print(f"wrote {path}")
 
 
-def image_shape(path, model, meta):
-    """The images' (height, width): stored by train; for older checkpoints, square if the input size is."""
-    pixels = model.config["encoder_sizes"][0]
-    shape = meta.get("image_shape")
-    if isinstance(shape, list) and len(shape) == 2 and all(isinstance(n, int) for n in shape) \
-            and math.prod(shape) == pixels:
-        return tuple(shape)
-    side = math.isqrt(pixels)
-    if side * side != pixels:
-        raise MinivaeError(f"{path} does not say its images' shape and {pixels} pixels are not a square; "
-                           "retrain it with this minivae, which stores the shape")
-    return side, side
-
-
 def run_sample(args):
     """Decode samples from the prior into sample_epoch{E}_seed{S}.png (never a training run's sample_{E}.png)."""
     model, _, meta, out = _figure_job(args)
-    shape = image_shape(args.checkpoint, model, meta)
     _write_figure(plots.save_samples, out / f"sample_epoch{len(meta['history'])}_seed{args.seed}.png",
-                  model.sample(64, get_backend().kernels.make_rng(args.seed)), shape)
+                  model.sample(64, get_backend().kernels.make_rng(args.seed)), tuple(meta["image_shape"]))
     return 0
 
 

@@ -9,7 +9,7 @@ from minivae.app.run_checkpoint import CHECKPOINT_NAME
 from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS, TrainConfig
 from minivae.app.training import TrainingInterrupted, train
 from minivae.commands.argtypes import int_list, non_negative_int, positive_float, positive_int, sigma
-from minivae.vae import OBJECTIVES
+from minivae.vae import LIKELIHOODS, OBJECTIVES
 
 
 def add_arguments(parser):
@@ -26,7 +26,7 @@ def add_arguments(parser):
     parser.add_argument("--latent-dim", type=positive_int, default=defaults.latent_dim, help="size of z")
     parser.add_argument("--activation", choices=("relu", "tanh"), default=defaults.activation,
                         help="the hidden layers' activation")
-    parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=defaults.likelihood,
+    parser.add_argument("--likelihood", choices=LIKELIHOODS, default=defaults.likelihood,
                         help="the decoder's distribution p(x|z)")
     parser.add_argument("--sigma", type=sigma, default=defaults.sigma,
                         help="the Gaussian decoder's fixed standard deviation (default 0.1)")
@@ -52,7 +52,7 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=non_negative_int, default=defaults.seed,
                         help="seeds the weights, the shuffling and the noise")
     parser.add_argument("--log-interval", type=non_negative_int, default=defaults.log_interval,
-                        help="print every N steps (default 0: once per epoch)")
+                        help="print the mean ELBO of every N steps (default 0: once per epoch)")
     parser.add_argument("--plot-interval", type=non_negative_int, default=defaults.plot_interval,
                         help="write figures every N epochs, and always after the last (default 25)")
     parser.add_argument("--out", default=defaults.out, help="output directory (default: results)")

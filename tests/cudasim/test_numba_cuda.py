@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from kernel_cases import CASES, TOLERANCE, assert_matches_reference, assert_rng_state_round_trips
+from kernel_cases import (CASES, TOLERANCE, assert_adam_reads_step_and_lr_from_arrays, assert_matches_reference,
+                          assert_rng_state_round_trips)
 from minivae.errors import MinivaeError
 from minivae.kernels import numba_cuda, reference
 
@@ -61,6 +62,10 @@ def test_standard_normal_keeps_dtype_shape_and_seed(draws):
 
 def test_rng_state_round_trips_through_the_host():
     assert_rng_state_round_trips(numba_cuda)
+
+
+def test_adam_reads_step_and_lr_from_device_arrays():
+    assert_adam_reads_step_and_lr_from_arrays(numba_cuda)
 
 
 def test_standard_normal_refuses_a_numpy_generator():

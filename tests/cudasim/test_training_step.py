@@ -58,10 +58,33 @@ def test_elbo_with_on_device_noise_is_finite_and_trains():
         elbos = []
         for _ in range(5):
             optimizer.zero_grad()
-            elbo = model.elbo(x, k=2, rng=noise).elbo.mean()
+            elbo = model.elbo(x, samples=2, rng=noise).elbo.mean()
             (-elbo).backward()
             optimizer.step()
             elbos.append(elbo.item())
     finally:
         set_backend("numpy")
     assert np.all(np.isfinite(elbos)) and elbos[-1] > elbos[0]
+
+
+def test_the_static_step_equals_the_eager_step():
+    """Adam's t and learning rate as 0-d device arrays, advanced on the device: the eager step's parameters."""
+    from minivae.app.loop import EagerStep
+    from minivae.app.runconfig import Run, TrainConfig
+    from minivae.app.static_step import StaticStep
+    set_backend("numba-cuda")
+    try:
+        from minivae.backend import get_backend
+        x = (np.random.default_rng(4).random((2, 4, 6)) < 0.5).astype(np.float32)
+        params = []
+        for make_step in (EagerStep, StaticStep):
+            model = VAE((6, 8), 2, (8, 6), rng=np.random.default_rng(0))
+            run = Run(TrainConfig(batch_size=4), None, model, Adam(model.parameters(), lr=1e-2),
+                      {"sample": get_backend().kernels.make_rng(5)})
+            step = make_step(run)
+            assert all(step(batch) for batch in x) and step.take_sums()[1]
+            params.append({name: p.numpy().copy() for name, p in model.named_parameters()})
+    finally:
+        set_backend("numpy")
+    for name, value in params[0].items():
+        np.testing.assert_array_equal(params[1][name], value, err_msg=name)

@@ -1,4 +1,4 @@
-"""The static-buffer training step that CUDA captures: run eagerly here, it must equal ``training.train_step``.
+"""The static-buffer training step that CUDA captures: run eagerly here, it must equal ``loop.train_step``.
 
 Capture itself needs a GPU (the ``gpu`` test at the end); what it records is
 ``StaticStep.run``, which runs eagerly on every backend.
@@ -10,10 +10,10 @@ import pytest
 
 from kernel_cases import needs_gpu
 from minivae import set_backend
-from minivae.app import runconfig, training
+from minivae.app import loop, runconfig, training
+from minivae.app.static_step import StaticStep
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
-from minivae.graph_step import StaticStep
 from minivae.optim import SGD, Adam
 from minivae.vae import VAE
 from runs import run_cli, skip_figures, train_argv
@@ -21,12 +21,14 @@ from runs import run_cli, skip_figures, train_argv
 BATCH, STEPS = 8, 10
 
 
-def fresh_run(seed=0):
-    """A model, its Adam, the backend's sampling generator and 10 binary batches, all from ``seed``."""
+def fresh_run(seed=0, objective="elbo", samples=1, optimizer=Adam):
+    """A run of a tiny model (its optimizer, the backend's sampling generator; no data) and 10 binary batches."""
     model = VAE((12, 10), 3, (10, 12), rng=np.random.default_rng(seed))
-    optimizer = Adam(model.parameters(), lr=1e-2)
+    config = runconfig.TrainConfig(batch_size=BATCH, objective=objective, samples=samples)
+    run = runconfig.Run(config, None, model, optimizer(model.parameters(), lr=1e-2),
+                        {"sample": get_backend().kernels.make_rng(seed)})
     batches = (np.random.default_rng(seed + 1).random((STEPS, BATCH, 12)) < 0.5).astype(np.float32)
-    return model, optimizer, get_backend().kernels.make_rng(seed), batches
+    return run, batches
 
 
 def parameters(model):
@@ -39,24 +41,24 @@ PLAIN = ("elbo", 1, [1.0] * STEPS, [1e-2] * STEPS)
 SCHEDULED = ("iwae", 2, list(np.linspace(0.1, 1.0, STEPS)), [1e-2] * 5 + [3e-3] * 5)
 
 
-def ordinary_steps(objective, samples, betas, rates):
-    model, optimizer, rng, batches = fresh_run()
-    sums = 0
+def steps(make_step, objective, samples, betas, rates):
+    """(parameters, summed terms, optimizer) after the schedule's steps, each through ``make_step(run)``."""
+    run, batches = fresh_run(objective=objective, samples=samples)
+    step = make_step(run)
     for x, beta, lr in zip(batches, betas, rates):
-        optimizer.lr = lr
-        sums = sums + training.train_step(model, optimizer, x, samples, rng, objective, beta)
-    return parameters(model), sums, optimizer
-
-
-def static_steps(objective, samples, betas, rates, capture=False):
-    model, optimizer, rng, batches = fresh_run()
-    step = StaticStep(model, optimizer, BATCH, samples=samples, rng=rng, capture=capture, objective=objective)
-    for x, beta, lr in zip(batches, betas, rates):
-        optimizer.lr = lr
-        step(x, beta)
+        run.optimizer.lr = lr
+        assert step(x, beta)
     sums, finite = step.take_sums()
     assert finite
-    return parameters(model), sums, optimizer
+    return parameters(run.model), sums, run.optimizer
+
+
+def ordinary_steps(*schedule):
+    return steps(loop.EagerStep, *schedule)
+
+
+def static_steps(*schedule, capture=False):
+    return steps(lambda run: StaticStep(run, capture=capture), *schedule)
 
 
 def assert_close(got, expected, scale_tolerance, name):
@@ -76,67 +78,67 @@ def assert_same_steps(got, expected, scale_tolerance):
 
 
 @pytest.mark.parametrize("schedule", [PLAIN, SCHEDULED], ids=["elbo", "iwae with warm-up and an lr drop"])
-@pytest.mark.parametrize("backend, scale_tolerance", [
-    ("numba", 0),  # the same float32 operations as numba's fused Adam kernel, in the same order
-    ("numpy", 1e-4)])  # the reference Adam rounds in another order, and 10 steps amplify it
-def test_the_static_step_run_eagerly_equals_the_ordinary_step(backend, scale_tolerance, schedule):
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_the_static_step_run_eagerly_equals_the_ordinary_step(backend, schedule):
+    """The same kernels in the same order, Adam's t and lr read from 0-d arrays: the same parameters, exactly."""
     set_backend(backend)
     try:
-        assert_same_steps(static_steps(*schedule), ordinary_steps(*schedule), scale_tolerance)
+        assert_same_steps(static_steps(*schedule), ordinary_steps(*schedule), scale_tolerance=0)
     finally:
         set_backend("numpy")
 
 
-def test_a_step_outside_it_moves_its_step_count_too():
-    """The last, partial batch of an epoch runs train_step; the next static step's Adam must see t + 1."""
-    model, optimizer, rng, batches = fresh_run()
-    step = StaticStep(model, optimizer, BATCH, samples=1, rng=rng)
-    step(batches[0])
-    training.train_step(model, optimizer, batches[1][:5], 1, rng)
-    step(batches[2])
-    twin, twin_optimizer, twin_rng, _ = fresh_run()
+def test_a_short_batch_runs_the_eager_step_and_the_next_static_step_sees_its_step_count():
+    """The last, partial batch of an epoch runs eagerly; the next static step's Adam must see t + 1."""
+    run, batches = fresh_run()
+    step = StaticStep(run)
     for x in (batches[0], batches[1][:5], batches[2]):
-        training.train_step(twin, twin_optimizer, x, 1, twin_rng)
-    for name, value in parameters(twin).items():
-        np.testing.assert_allclose(parameters(model)[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+        assert step(x)
+    twin, _ = fresh_run()
+    eager = loop.EagerStep(twin)
+    for x in (batches[0], batches[1][:5], batches[2]):
+        assert eager(x)
+    assert run.optimizer.step_count == twin.optimizer.step_count == 3
+    for name, value in parameters(twin.model).items():
+        np.testing.assert_allclose(parameters(run.model)[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(step.take_sums()[0], eager.take_sums()[0], rtol=1e-5)  # the short batch's sums too
 
 
 def test_take_sums_reports_a_non_finite_loss_and_resets():
-    model, optimizer, rng, batches = fresh_run()
-    step = StaticStep(model, optimizer, BATCH, samples=1, rng=rng)
+    run, batches = fresh_run()
+    step = StaticStep(run)
     step(batches[0])
     sums, finite = step.take_sums()
     assert finite and sums[0] == pytest.approx(sums[1]) == pytest.approx(sums[2] - sums[3])  # beta 1: the ELBO
-    model.fc_heads.bias.data[3:] = 200.0  # logvar's bias: exp(200) overflows float32
-    step(batches[1])
+    run.model.fc_heads.bias.data[3:] = 200.0  # logvar's bias: exp(200) overflows float32
+    assert step(batches[1])  # nothing is read back during the step
     assert step.take_sums()[1] is False
     assert not step.sums.any()
 
 
 def test_only_adam_is_static():
-    model = VAE((12, 10), 3, (10, 12))
+    run, _ = fresh_run(optimizer=SGD)
     with pytest.raises(MinivaeError, match="a static training step runs Adam, not SGD; use --optimizer adam"):
-        StaticStep(model, SGD(model.parameters(), lr=0.1), BATCH, samples=1, rng=None)
+        StaticStep(run)
 
 
 # ----- In training -----
 
 def test_a_run_with_the_static_step_ends_where_an_eager_run_does(tmp_path, monkeypatch):
-    """Full batches through StaticStep (eagerly here), the last partial batch through train_step."""
+    """Full batches through StaticStep (eagerly here), the last partial batch through the eager step."""
     skip_figures(monkeypatch)
     config = runconfig.TrainConfig(hidden=(16,), epochs=2, plot_interval=0, batch_size=100)  # 1438 = 14 x 100 + 38
-    eager_model, eager_history = training.train(dataclasses.replace(config, out=str(tmp_path / "eager")),
-                                             progress=False, log=lambda line: None)
+    eager = training.train(dataclasses.replace(config, out=str(tmp_path / "eager")), progress=False,
+                           log=lambda line: None)
     monkeypatch.setattr(training, "CAPTURING_BACKENDS", ("numpy",))
     made = []
-    monkeypatch.setattr(training, "StaticStep", lambda *args, **options: made.append(
-        StaticStep(*args, **{**options, "capture": False})) or made[-1])
-    static_model, static_history = training.train(dataclasses.replace(config, out=str(tmp_path / "static")),
-                                               progress=False, log=lambda line: None)
+    monkeypatch.setattr(training, "StaticStep", lambda run, capture: made.append(StaticStep(run)) or made[-1])
+    static = training.train(dataclasses.replace(config, out=str(tmp_path / "static")), progress=False,
+                            log=lambda line: None)
     assert len(made) == 1 and made[0].optimizer.step_count == 2 * 15
-    for name, value in parameters(eager_model).items():
-        np.testing.assert_allclose(parameters(static_model)[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
-    for eager_row, static_row in zip(eager_history, static_history):
+    for name, value in parameters(eager.model).items():
+        np.testing.assert_allclose(parameters(static.model)[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+    for eager_row, static_row in zip(eager.history, static.history):
         assert static_row["train_elbo"] == pytest.approx(eager_row["train_elbo"], rel=1e-5)
 
 

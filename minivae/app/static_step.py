@@ -10,14 +10,15 @@ kernels are recorded, not run. A step can be replayed only if
   array ``x``; the parameters, their gradients and Adam's moments already live
   in the optimizer's flat buffers (``optim.flatten_parameters``);
 - every number that changes from step to step lives on the device: Adam's step
-  count ``t``, its learning rate and step sizes (``_adam_update``), the KL
-  weight ``beta`` (warm-up), and the random generator's
-  state (the noise is drawn on the device, which advances the state in place);
+  count ``t`` (advanced there) and its learning rate, which the Adam kernel
+  reads from device memory (``Adam.update``), the KL weight ``beta`` (warm-up),
+  and the random generator's state (the noise is drawn on the device, which
+  advances the state in place);
 - it never waits for the host: no ``.item()``, ``float()`` or ``bool()`` of a
   device array, no copy to the host. So the loss is not checked each step, as
-  ``training.train_step`` does with ``loss.item()``: the step adds its ELBO terms
+  ``loop.train_step`` does with ``loss.item()``: the step adds its ELBO terms
   into device sums, and ``take_sums`` reads them, and checks them and the
-  parameters for NaN, once an epoch;
+  parameters for NaN, when the epoch asks (at its end, and every ``--log-interval`` steps);
 - the memory it allocates does not move: the graph holds the addresses of the
   step's intermediate arrays, so they come from a private memory pool that
   nothing else allocates from, kept as long as the graph;
@@ -27,14 +28,13 @@ kernels are recorded, not run. A step can be replayed only if
 
 Only the cupy backend captures. On every backend the same step runs eagerly
 when ``capture`` is off, which is how the CPU tests check it against
-``training.train_step``.
+``loop.train_step``.
 """
 import numpy as np
 
+from minivae.app.loop import EagerStep
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
-from minivae.kernels.reference import adam_step_sizes
-from minivae.kernels.shared import scalars_like
 from minivae.optim import Adam
 from minivae.tensor import Tensor
 
@@ -42,23 +42,28 @@ CAPTURING_BACKENDS = ("cupy",)
 
 
 class StaticStep:
-    """One Adam step on -mean objective of ``batch_size`` rows copied into a fixed buffer; captured if asked.
+    """One Adam step on -mean objective of a full batch copied into a fixed buffer; captured if asked.
 
-    ``step(x_batch, beta)`` copies the batch, the KL weight beta and Adam's
-    learning rate in and runs the step (replays the graph once captured);
+    The step interface of ``loop.EagerStep``: ``step(x_batch, beta)`` copies a
+    full batch, the KL weight beta and Adam's learning rate in and runs the
+    step (replays the graph once captured), and returns True: nothing is read
+    back. A shorter batch (an epoch's last) runs an ``EagerStep`` instead.
     ``take_sums()`` returns the summed (objective, elbo, reconstruction, kl)
     of the steps since the last call and whether they and the parameters are
     finite.
     """
 
-    def __init__(self, model, optimizer, batch_size, samples, rng, capture=False, objective="elbo"):
+    def __init__(self, run, capture=False):
+        model, optimizer = run.model, run.optimizer
         if not isinstance(optimizer, Adam):
             raise MinivaeError(f"a static training step runs Adam, not {type(optimizer).__name__}; "
                                "use --optimizer adam or --no-cuda-graph")
-        self.model, self.optimizer, self.samples, self.rng, self.objective = model, optimizer, samples, rng, objective
+        self.model, self.optimizer, self.rng = model, optimizer, run.rngs["sample"]
+        self.samples, self.objective = run.config.samples, run.config.objective
+        self.eager = EagerStep(run)
         self.xp = get_backend().xp
         dtype = optimizer.flat.data.dtype
-        self.x = self.xp.zeros((batch_size, model.config["encoder_sizes"][0]), dtype)
+        self.x = self.xp.zeros((run.config.batch_size, model.config["encoder_sizes"][0]), dtype)
         self.sums = self.xp.zeros(4, np.float64)
         self.t = self.xp.zeros((), np.float64)  # Adam's step count, on the device
         self.lr = self.xp.zeros((), np.float64)  # Adam's learning rate and the KL weight: they change between
@@ -68,7 +73,9 @@ class StaticStep:
         self.graph = self.stream = self.pool = None
 
     def __call__(self, x_batch, beta=1.0):
-        """One step on ``x_batch`` (exactly ``batch_size`` rows): replayed once captured, else run eagerly."""
+        """One step on ``x_batch``, replayed once captured; True (a short batch: the eager step's answer)."""
+        if len(x_batch) != len(self.x):
+            return self.eager(x_batch, beta)
         self.x[...] = self.xp.asarray(x_batch)
         self.lr.fill(self.optimizer.lr)
         self.beta.fill(beta)
@@ -81,6 +88,7 @@ class StaticStep:
             self.run()
         self.optimizer.step_count += 1
         self._t_on_device += 1
+        return True
 
     def run(self):
         """The step itself: forward, backward, Adam, the terms added into ``sums``; no host sync."""
@@ -89,42 +97,24 @@ class StaticStep:
             maximized, terms = self.model.objective(Tensor(self.x), self.objective, self.samples, self.rng,
                                                     beta=Tensor(self.beta))
             (-maximized.mean()).backward()
-            self._adam_update()
-            self.sums += self.xp.stack([t.data.sum(dtype=np.float64)
-                                        for t in (maximized, terms.elbo, terms.reconstruction, terms.kl)])
-
-    def _adam_update(self):
-        """``optim.Adam.step`` with t on the device: t += 1, a_t and eps_t computed there (reference.adam_step_sizes).
-
-        g' = g + wd p;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;  p -= a_t m / (sqrt(v) + eps_t),
-        each as the fused kernel rounds it, in the buffers' dtype.
-        """
-        xp, opt = self.xp, self.optimizer
-        p, g, m, v = opt.flat.data, opt.flat.gradients(), opt.m, opt.v
-        one, beta1, beta2, weight_decay = scalars_like(p, 1, opt.beta1, opt.beta2, opt.weight_decay)
-        self.t += 1
-        a_t, eps_t = (size.astype(p.dtype) for size in adam_step_sizes(self.t, self.lr, opt.beta1, opt.beta2, opt.eps))
-        if weight_decay:
-            g = g + weight_decay * p
-        m *= beta1
-        m += (one - beta1) * g
-        v *= beta2
-        v += (one - beta2) * g * g
-        p -= a_t * m / (xp.sqrt(v) + eps_t)
+            self.t += 1
+            self.optimizer.update(self.t, self.lr)
+            self.sums += self.xp.stack([term.data.sum(dtype=np.float64)
+                                        for term in (maximized, terms.elbo, terms.reconstruction, terms.kl)])
 
     def take_sums(self):
-        """(summed (objective, elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets the sums.
+        """(summed (objective, elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets them.
 
-        The one host sync of an epoch: it waits for every replayed step.
+        The step's only host sync (``loop.train_epoch`` calls it once an epoch): it waits for every replayed step.
         """
         backend = get_backend()
-        sums = backend.asnumpy(self.sums).copy()
+        sums = backend.asnumpy(self.sums) + self.eager.take_sums()[0]
         finite = bool(np.isfinite(sums).all()) and bool(self.xp.isfinite(self.optimizer.flat.data).all())
         self.sums[...] = 0
         return sums, finite
 
     def _sync_step_count(self):
-        """Write the host's step count into t when a step outside this one (the last, partial batch) moved it."""
+        """Write the host's step count into t when another step (the eager one, on a short batch) moved it."""
         if self._t_on_device != self.optimizer.step_count:
             self.t.fill(self.optimizer.step_count)
             self._t_on_device = self.optimizer.step_count
