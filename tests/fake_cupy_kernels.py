@@ -75,9 +75,9 @@ def _logsumexp_columns(a, rows, cols, out):
         out[...] = (top + np.log(np.exp(columns - top).sum(axis=0))).astype(out.dtype).reshape(out.shape)
 
 
-def _adam_step(p, g, m, v, n, a_t, eps_t, beta1, beta2, weight_decay):
-    """optim.cu adam_update, every element at once."""
-    one = p.dtype.type(1)
+def _adam_step(p, g, m, v, n, sizes, beta1, beta2, weight_decay):
+    """optim.cu adam_update, every element at once; sizes = [a_t, eps_t] in device memory."""
+    one, (a_t, eps_t) = p.dtype.type(1), sizes
     grad = g + weight_decay * p
     m[...] = beta1 * m + (one - beta1) * grad
     v[...] = beta2 * v + (one - beta2) * grad * grad

@@ -108,9 +108,9 @@ def test_host_arrays_never_mix_into_device_operations(cupy):
 def to_device(cupy, layout):
     def copy(a):
         if layout != "strided":
-            return cupy.asarray(np.ascontiguousarray(a))
+            return cupy.asarray(np.asarray(a, order="C"))
         view = cupy.full(2 * a.size, np.nan, a.dtype)[::2].reshape(a.shape)
-        view[...] = cupy.asarray(np.ascontiguousarray(a))
+        view[...] = cupy.asarray(np.asarray(a, order="C"))
         return view
     return copy
 
@@ -135,22 +135,21 @@ SCHEDULED = ("iwae", 2, list(np.linspace(0.2, 1.0, STEPS)), [1e-2] * 3 + [3e-3] 
 
 
 def run_steps(objective, samples, betas, rates, capture):
-    """STEPS Adam steps of a small VAE on the cupy backend: captured once and replayed, or eager; its parameters."""
-    from minivae.app import training
-    from minivae.graph_step import StaticStep
+    """STEPS Adam steps of a small VAE on the cupy backend, captured once and replayed, or eager; its parameters."""
+    from minivae.app import loop, runconfig
+    from minivae.app.static_step import StaticStep
     from minivae.optim import Adam
     from minivae.vae import VAE
     model = VAE((12, 10), 3, (10, 12), rng=np.random.default_rng(0))
-    optimizer = Adam(model.parameters(), lr=1e-2)
-    rng = backend.get_backend().kernels.make_rng(0)
+    config = runconfig.TrainConfig(batch_size=BATCH, objective=objective, samples=samples)
+    run = runconfig.Run(config, None, model, Adam(model.parameters(), lr=1e-2),
+                        {"sample": backend.get_backend().kernels.make_rng(0)})
+    step = StaticStep(run, capture=True) if capture else loop.EagerStep(run)
     batches = (np.random.default_rng(1).random((STEPS, BATCH, 12)) < 0.5).astype(np.float32)
-    step = StaticStep(model, optimizer, BATCH, samples=samples, rng=rng, capture=True, objective=objective)
     for x, beta, lr in zip(batches, betas, rates):
-        optimizer.lr = lr
-        if capture:
-            step(x, beta)
-        else:
-            training.train_step(model, optimizer, x, samples, rng, objective, beta)
+        run.optimizer.lr = lr
+        step(x, beta)
+    assert step.take_sums()[1]
     return {name: backend.get_backend().asnumpy(p.data) for name, p in model.named_parameters()}
 
 
