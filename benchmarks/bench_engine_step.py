@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from . import gemm_floor, harness, peers
+from . import confinement, gemm_floor, harness, peers
 
 FLOOR = "GEMM floor"
 LATENT, HIDDEN = 20, 400
@@ -74,7 +74,7 @@ def build_steps(batch_size, seed, backends, with_peers=True):
     return steps, skipped
 
 
-def format_table(stats, skipped, batch_size, load_before, load_after):
+def format_table(stats, skipped, batch_size, load_before, load_after, confined):
     floor = stats[FLOOR].median
     lines = [f"one training step, 784-400-20 Bernoulli VAE, batch {batch_size}",
              f"{'implementation':<16}{'median ms':>10}{'IQR ms':>9}{'x floor':>9}"]
@@ -84,6 +84,7 @@ def format_table(stats, skipped, batch_size, load_before, load_after):
     lines.append(f"load average (1, 5, 15 min): before {load_before[0]:.2f} {load_before[1]:.2f} "
                  f"{load_before[2]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; "
                  f"{os.cpu_count()} cores")
+    lines.append(f"confinement: {confinement.describe(confined)}")
     return "\n".join(lines)
 
 
@@ -95,16 +96,15 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--min-time", type=float, default=0.05, help="seconds per sample (default 0.05)")
-    parser.add_argument("--threads", type=int, default=None, help="cap BLAS/OpenMP/XLA threads")
+    parser.add_argument("--threads", type=int, default=None, help="run on N cores: cap the pools, pin every thread")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.threads:
-        harness.limit_threads(args.threads)
+    cores = confinement.confine(args.threads) if args.threads else None
     load_before = os.getloadavg()
     steps, skipped = build_steps(args.batch_size, args.seed, args.backends, not args.no_peers)
     stats = harness.compare(steps, rounds=args.rounds, warmup=args.warmup, min_time=args.min_time,
                             seed=args.seed)
-    print(format_table(stats, skipped, args.batch_size, load_before, os.getloadavg()))
+    print(format_table(stats, skipped, args.batch_size, load_before, os.getloadavg(), confinement.check(cores)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ For each batch size, every registered step and the GEMM floor (the step's
 11 matrix products alone, ``benchmarks.gemm_floor``) are timed interleaved
 by ``harness.compare``; the results go to ``step.json`` (every sample and
 the environment), ``step.md`` and ``step.png`` (step time as a multiple of
-the floor) in ``--out``.
+the floor) in ``--out``. ``judge`` gives every row its products' rate and
+its floor multiple with an interval, marks a row faster than the machine
+allows invalid, and compares minivae's rows with the others' (ahead, behind
+or level: ``benchmarks.verdicts``); with ``--threads N`` every thread is
+pinned and checked after each batch (``benchmarks.confinement``).
 
 Plug-in point: ``STEP_FACTORIES`` maps a name to a ``Factory``. The peer
 frameworks are registered here; minivae's backends join with::
@@ -33,7 +37,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import gemm_floor, harness, peers
+from . import confinement, gemm_floor, harness, peers, verdicts
 
 FLOOR = "GEMM floor"
 BATCH_SIZES = (32, 128, 512)
@@ -92,22 +96,44 @@ def bench_batch(batch_size, settings, seed, has_gpu, factories=None):
     traced = {FLOOR} | {name for name, factory in factories.items() if factory.numpy_buffers}
     for name in traced & rows.keys():
         rows[name]["tracemalloc_peak_mib"] = harness.traced_peak_mib(steps[name])
-    rows[FLOOR]["gflops"] = gemm_floor.flops_per_example() * batch_size / rows[FLOOR]["median"] / 1e9
     return rows | {name: {"skipped": why} for name, why in skipped.items()}
 
 
-def run(batch_sizes, settings, seed=0, threads=None, factories=None, peak=None):
+def judge(report):
+    """Judge every row against ``report["peak_gflops"]`` and compare minivae's rows with the others'.
+
+    Called again whenever the peak changes (the suite measures it at the start and the end).
+    """
+    gpu_rows = set(report["gpu_rows"])
+    for batch, rows in report["batches"].items():
+        cpu_rows = set(rows) - gpu_rows
+        verdicts.judge_rows(rows, FLOOR, report["flops_per_example"] * int(batch), report["peak_gflops"], cpu_rows)
+    names = {name for rows in report["batches"].values() for name in rows} - gpu_rows - {FLOOR}
+    ours = sorted(name for name in names if name.startswith("minivae "))
+    report["comparisons"] = verdicts.compare_batches(report["batches"], ours, sorted(names - set(ours)))
+    return report
+
+
+def run(batch_sizes, settings, seed=0, threads=None, factories=None, peak=None, cores=None):
     """The whole report (see ``benchmarks.harness``); ``threads`` is recorded, not applied.
 
-    ``peak`` is the machine's GEMM rate if already measured (else measured here).
+    ``peak`` is the machine's GEMM rate if already measured (else measured
+    here); ``cores`` what ``confinement.confine`` pinned the threads to (None:
+    not confined), checked after each batch, once every implementation has run.
     """
+    factories = STEP_FACTORIES if factories is None else factories
     load_before = os.getloadavg()
     has_gpu = harness.gpu_name() is not None
     peak = gemm_floor.peak_gflops(repeat=settings.peak_repeat) if peak is None else peak
-    batches = {str(b): bench_batch(b, settings, seed, has_gpu, factories) for b in batch_sizes}
+    batches, checks = {}, []
+    for batch_size in batch_sizes:
+        batches[str(batch_size)] = bench_batch(batch_size, settings, seed, has_gpu, factories)
+        checks.append(confinement.check(cores))
     env = harness.environment() | {"load_average_before": load_before}
-    return {"environment": env, "settings": vars(settings) | {"threads": threads}, "peak_gflops": peak,
-            "flops_per_example": gemm_floor.flops_per_example(), "floor": FLOOR, "batches": batches}
+    return judge({"environment": env, "settings": vars(settings) | {"threads": threads}, "peak_gflops": peak,
+                  "flops_per_example": gemm_floor.flops_per_example(), "floor": FLOOR, "batches": batches,
+                  "gpu_rows": sorted(name for name, factory in factories.items() if factory.gpu),
+                  "confinement": confinement.merge(checks)})
 
 
 def build_parser():
@@ -116,16 +142,15 @@ def build_parser():
     parser.add_argument("--quick", action="store_true", help="fewer rounds: well under a minute")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
     parser.add_argument("--threads", type=int, default=None,
-                        help="run on N cores: cap BLAS/OpenMP/Numba threads, pin the process (default: all cores)")
+                        help="run on N cores: cap BLAS/OpenMP/Numba threads, pin every thread (default: all cores)")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.threads:
-        harness.limit_threads(args.threads)
-    report = run(args.batch_sizes, QUICK if args.quick else FULL, args.seed, args.threads)
+    cores = confinement.confine(args.threads) if args.threads else None
+    report = run(args.batch_sizes, QUICK if args.quick else FULL, args.seed, args.threads, cores=cores)
     os.makedirs(args.out, exist_ok=True)
     harness.write_json(report, os.path.join(args.out, "step.json"))
     harness.write_markdown(report, os.path.join(args.out, "step.md"))

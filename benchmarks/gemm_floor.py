@@ -11,11 +11,14 @@ example (2 FLOP per multiply-add).
 Weights are stored (in, out) and every operand has the layout the step uses:
 ``x @ W`` forward, ``x.T @ grad`` for a weight, ``grad @ W.T`` for an input.
 No step can be faster than these products, so step times are reported as
-multiples of this floor. ``peak_gflops`` measures the machine's ceiling.
+multiples of this floor. ``peak_gflops`` measures the ceiling of the cores a run may use.
 """
+import time
 from typing import NamedTuple
 
 import numpy as np
+
+from minivae.app.threads import usable_cores
 
 from .harness import measure
 
@@ -60,6 +63,12 @@ def flops_per_example():
     return sum(product.flops for product in products(1))
 
 
+def iw_flops(examples, k):
+    """FLOP of the products of an importance-weighted evaluation: encode each example once, decode K samples."""
+    encoder, heads, decoder, logits = products(1)[:4]
+    return examples * (encoder.flops + heads.flops + k * (decoder.flops + logits.flops))
+
+
 def _operands(product, rng):
     """float32 operands laid out as in the step, and the output buffer."""
     a_shape = (product.k, product.m) if product.transpose_a else (product.m, product.k)
@@ -81,10 +90,27 @@ def make_floor(batch_size, seed=0):
     return floor
 
 
-def peak_gflops(size=2048, repeat=5):
-    """The machine's float32 GEMM rate: best of ``repeat`` ``size``-cubed products."""
+def core_gflops(size=2048, repeat=3):
+    """One core's float32 GEMM rate: the best of ``repeat`` ``size``-cubed products on one BLAS thread.
+
+    Timed by the calling thread's CPU time, which a spell descheduled by
+    other work on a shared machine does not count: the rate the core reaches
+    while it runs, not the share of it this process got.
+    """
+    from threadpoolctl import threadpool_limits
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
     out = np.empty_like(a)
-    best = min(measure(lambda: np.matmul(a, b, out=out), warmup=1, repeat=repeat))
+    with threadpool_limits(1):
+        best = min(measure(lambda: np.matmul(a, b, out=out), warmup=1, repeat=repeat, clock=time.thread_time))
     return 2 * size**3 / best / 1e9
+
+
+def peak_gflops(cores=None, size=2048, repeat=3):
+    """The ceiling of ``cores`` cores (default: every core this process may use): ``cores`` x ``core_gflops``.
+
+    No implementation's products run faster on those cores; one core alone
+    may clock higher than all of them together, so this errs high, never low.
+    """
+    cores = usable_cores() if cores is None else cores
+    return cores * core_gflops(size, repeat)

@@ -8,13 +8,17 @@ spell on a shared machine lands on all of them rather than on whichever ran
 last. ``measure`` is the one-candidate case.
 
 A report is a plain dict, written as JSON (all samples and the environment),
-a Markdown table and a bar chart of step time as multiples of the GEMM floor::
+a Markdown table and a bar chart of step time as multiples of the GEMM floor.
+Each timed row is judged by ``verdicts.judge_rows`` (its products' rate, its
+floor multiple with an interval, "invalid" where impossible); "confinement"
+is ``confinement.check``'s result, "comparisons" ``verdicts.compare_batches``::
 
     {"environment": {...}, "settings": {"rounds": 7, "threads": None, ...},
-     "peak_gflops": 150.0, "floor": "GEMM floor",
-     "batches": {"128": {"GEMM floor": Stats.to_dict(),
-                         "torch eager": Stats.to_dict(),
-                         "cupy": {"skipped": "no GPU"}}}}
+     "peak_gflops": 150.0, "floor": "GEMM floor", "confinement": {...},
+     "batches": {"128": {"GEMM floor": Stats.to_dict() | {"gflops", "floor_ratio"},
+                         "torch eager": Stats.to_dict() | {"gflops", "floor_ratio", "invalid"?},
+                         "cupy": {"skipped": "no GPU"}}},
+     "comparisons": {"minivae numba": {"jax jit": {"128": "level"}}}}
 """
 import gc
 import json
@@ -32,6 +36,8 @@ import time
 import tracemalloc
 from dataclasses import dataclass
 from datetime import datetime, timezone
+
+from . import confinement, verdicts
 
 MIB = 2**20
 VERSIONED = ("numpy", "scipy", "numba", "threadpoolctl", "torch", "jax", "jaxlib",
@@ -219,29 +225,6 @@ def synchronized(fn, runtime):
     return run_and_wait
 
 
-# ----- Threads -----
-
-def limit_threads(count):
-    """Run on ``count`` cores: cap the pools of BLAS, OpenMP (PyTorch) and Numba, and pin the process.
-
-    Environment variables reach libraries loaded later, so call this before
-    torch or jax is imported; threadpoolctl caps the ones already loaded
-    (NumPy's BLAS), and ``numba.set_num_threads`` Numba's if it is loaded
-    (up to the pool it started with). JAX sizes its thread pool from the CPU
-    affinity and no XLA flag caps it any more (jax-ml/jax#1539), so the
-    process is pinned to its first ``count`` usable cores; threads started
-    later inherit that. On a machine shared with other work, fewer threads
-    than cores avoids threads spinning while they wait for a descheduled
-    sibling.
-    """
-    from minivae.app.threads import use_threads
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[name] = str(count)
-    use_threads(count)
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:count])
-
-
 # ----- Environment -----
 
 def _cpu_model():
@@ -316,35 +299,46 @@ def write_json(report, path):
 
 
 def format_duration(seconds):
-    """'12.3 us', '4.56 ms' or '7.89 s': three significant digits in the largest unit below the value."""
+    """'12.3 us', '4.56 ms' or '7.89 s': three significant digits in the largest unit below the value (a
+    difference of two times may be negative: '-142 us')."""
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds * 1e9:.3g} ns"
 
 
-def _cell(row, floor):
-    """'2.41 ms (1.90x, IQR 8%)': median, multiple of the floor, IQR relative to the median."""
-    return (f"{format_duration(row['median'])} ({row['median'] / floor['median']:.2f}x,"
-            f" IQR {100 * row['iqr'] / row['median']:.0f}%)")
+def _cell(row):
+    """'2.41 ms (1.90x [1.85, 1.97], 68 GFLOP/s)': median, floor multiple and its interval, products' rate.
+
+    A row faster than the machine allows reads '**invalid** ...'.
+    """
+    ratio = row["floor_ratio"]
+    rate = f", {row['gflops']:.0f} GFLOP/s" if "gflops" in row else ""
+    cell = (f"{format_duration(row['median'])} ({ratio['ratio']:.2f}x"
+            f" [{ratio['low']:.2f}, {ratio['high']:.2f}]{rate})")
+    return f"**invalid** {cell}" if row.get("invalid") else cell
 
 
-def floor_table(columns, floor):
+def floor_table(columns):
     """(table, notes): Markdown lines, one row per implementation and one column per ``{header: {name: row}}``.
 
-    Each cell is the median, its multiple of the ``floor`` row of the same
-    column, and the IQR; a skipped row reads "skipped", and ``notes`` say why
-    ("- name: reason"), to go below the table.
+    Each cell is ``_cell`` of a row judged by ``verdicts.judge_rows``; a
+    skipped row reads "skipped", and ``notes`` say why ("- name: reason"),
+    and why an invalid cell is invalid, to go below the table.
     """
     names = list(dict.fromkeys(name for rows in columns.values() for name in rows))
     lines = ["| implementation | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     notes = {}
     for name in names:
         cells = []
-        for rows in columns.values():
+        for header, rows in columns.items():
             row = rows.get(name, {"skipped": "not run"})
             if "median" in row:
-                cells.append(_cell(row, rows[floor]))
+                cells.append(_cell(row))
+                if row.get("invalid"):
+                    notes[f"{name}, {header}"] = "**invalid**: " + row["invalid"]
             else:
                 cells.append("skipped")
                 notes[name] = row["skipped"]
@@ -352,20 +346,38 @@ def floor_table(columns, floor):
     return lines, [f"- {name}: {note}" for name, note in notes.items()]
 
 
+def verdict_lines(report):
+    """The comparisons of minivae's rows with the others', batch by batch, as a table and one line per pair."""
+    comparisons = report.get("comparisons") or {}
+    if not comparisons:
+        return []
+    batches = list(report["batches"])
+    lines = ["| minivae vs | " + " | ".join(f"batch {b}" for b in batches) + " |", "|---" * (len(batches) + 1) + "|"]
+    for mine, others in comparisons.items():
+        for other, cells in others.items():
+            lines.append(f"| {mine} vs {other} | " + " | ".join(cells.get(b, "not run") for b in batches) + " |")
+    rule = (f"Ahead or behind only where the two 95% intervals do not overlap, else level; invalid where either"
+            f" row is physically impossible; no verdict from fewer than {verdicts.MIN_ROUNDS} rounds.")
+    return [*lines, "", rule, "", *(f"- {line}" for line in verdicts.summary_lines(comparisons))]
+
+
 def markdown_table(report):
-    """Step time per implementation and batch size, with floor multiples, the machine and the skip reasons."""
-    lines, notes = floor_table({f"batch {b}": rows for b, rows in report["batches"].items()}, report["floor"])
+    """Step time per implementation and batch size, floor multiples with intervals, the machine, the verdicts."""
+    lines, notes = floor_table({f"batch {b}": rows for b, rows in report["batches"].items()})
     env = report["environment"]
-    legend = (f"Median per step; Nx = multiple of the {report['floor']} at the same batch size;"
-              " IQR = interquartile range over the rounds, relative to the median.")
+    legend = (f"Median per step; Nx [low, high] = multiple of the {report['floor']} at the same batch size (the"
+              " median of the per-round ratios) and its 95% bootstrap interval over the interleaved rounds;"
+              f" GFLOP/s = the rate of the step's products ({report['flops_per_example'] / 1e6:.2f} MFLOP per"
+              f" example); **invalid** = faster than {verdicts.PEAK_MARGIN:.2f}x the peak allows.")
     machine = (f"Machine: {env['cpu']}, {env['cores']} cores, load average {env['load_average'][0]:.2f},"
                f" threads {report['settings'].get('threads') or 'as the libraries choose'};"
                f" peak float32 GEMM {report['peak_gflops']:.0f} GFLOP/s; GPU: {env['gpu']}.")
-    lines += ["", legend, machine]
+    lines += ["", legend, machine, f"Confinement: {confinement.describe(report['confinement'])}."]
     if env["load_average"][0] > env["cores"] / 2:
         lines.append("Warning: the machine was busy with other work; absolute times are inflated"
                      " and noisy, the interleaved ratios less so.")
-    return "\n".join(lines + notes) + "\n"
+    verdict = verdict_lines(report)
+    return "\n".join(lines + notes + ([""] + verdict if verdict else [])) + "\n"
 
 
 def write_markdown(report, path):
@@ -386,13 +398,17 @@ def write_chart(report, path):
     width = 0.8 / len(batches)
     figure, axes = plt.subplots(figsize=(1.6 + 1.4 * len(names), 4))
     for index, batch in enumerate(batches):
-        rows, floor = _timed_rows(report, batch), report["batches"][batch][report["floor"]]["median"]
+        rows = _timed_rows(report, batch)
         shown = [name for name in names if name in rows]
-        ratios = [rows[name]["median"] / floor for name in shown]
-        errors = [[(rows[n]["median"] - rows[n]["q1"]) / floor for n in shown],
-                  [(rows[n]["q3"] - rows[n]["median"]) / floor for n in shown]]
+        ratios = [rows[name]["floor_ratio"]["ratio"] for name in shown]
+        errors = [[rows[n]["floor_ratio"]["ratio"] - rows[n]["floor_ratio"]["low"] for n in shown],
+                  [rows[n]["floor_ratio"]["high"] - rows[n]["floor_ratio"]["ratio"] for n in shown]]
         positions = [names.index(name) + (index - (len(batches) - 1) / 2) * width for name in shown]
         axes.bar(positions, ratios, width, yerr=errors, capsize=2, label=f"batch {batch}")
+        for position, name in zip(positions, shown):
+            if rows[name].get("invalid"):
+                axes.annotate("invalid", (position, rows[name]["floor_ratio"]["high"]), ha="center", va="bottom",
+                              rotation=90, fontsize=7, color="red")
     axes.axhline(1.0, color="black", linestyle="--", linewidth=1, label=report["floor"])
     axes.set_xticks(range(len(names)), names)
     axes.set_ylabel("step time / GEMM floor")

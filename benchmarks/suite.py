@@ -21,10 +21,18 @@ rounds, medians and quartiles):
 
 GPU backends, the cuBLAS floor, the captured CuPy step and PyTorch and JAX
 on the GPU (``benchmarks.gpu_step``) appear as rows that say "no GPU" where
-there is none; ``--batch-sizes 128,1024,8192`` gives the GPU's range. The report (JSON with every sample, Markdown, and a bar chart
-of step times as multiples of the floor) records the machine, the BLAS and
-thread pools, and the load average before and after: on a machine shared
-with other work, pass ``--threads 1``.
+there is none; ``--batch-sizes 128,1024,8192`` gives the GPU's range.
+
+The step's and the epoch's rows are judged at the end against the peak GEMM
+rate of the cores the run may use (``benchmarks.verdicts``): each gets its
+products' GFLOP/s and its floor multiple with a 95% interval, a row faster
+than the peak allows is marked invalid, and minivae is called ahead of,
+behind or level with each peer from the intervals. ``--threads N`` pins
+every thread (``benchmarks.confinement``), and the report says whether they
+all stayed. The report (JSON with every sample, Markdown by
+``benchmarks.report``, and a bar chart of step times as multiples of the
+floor) records the machine, the BLAS and thread pools, and the load average
+before and after: on a machine shared with other work, pass ``--threads 1``.
 """
 import dataclasses
 import functools
@@ -44,8 +52,9 @@ from minivae.backend import BACKEND_NAMES, BackendUnavailable, get_backend, load
 from minivae.commands.argtypes import int_list, name_list, non_negative_int, positive_int
 from minivae.errors import MinivaeError
 
-from . import bench_step, gemm_floor, gpu_step, harness, micro, peers
+from . import bench_step, confinement, gemm_floor, gpu_step, harness, micro, peers, verdicts
 from .bench_engine_step import make_step
+from .report import markdown, write_report
 
 PARTS = ("micro", "step", "epoch", "iw", "memory")
 GPU_BACKENDS = tuple(micro.GPU_RUNTIMES)
@@ -167,14 +176,13 @@ def bench_epoch(statuses, config, data, rounds):
     candidates = {FLOOR: epoch_floor(len(data.train_x), config.batch_size, config.seed)}
     candidates |= {f"minivae {name}": make_epoch(name, config, data) for name, why in statuses.items() if not why}
     stats = harness.compare(candidates, rounds=rounds, warmup=0, seed=config.seed)
-    return ({name: s.to_dict() for name, s in stats.items()}
-            | _skipped_rows(statuses))
+    return {name: s.to_dict() for name, s in stats.items()} | _skipped_rows(statuses)
 
 
-def iw_flops(examples, k):
-    """FLOP of the products of an importance-weighted evaluation: encode each example once, decode K samples."""
-    encoder, heads, decoder, logits = gemm_floor.products(1)[:4]
-    return examples * (encoder.flops + heads.flops + k * (decoder.flops + logits.flops))
+def judge_epoch(epoch, statuses, peak):
+    """``verdicts.judge_rows`` for the epoch's rows: the CPU rows against ``peak``."""
+    cpu_rows = {FLOOR} | {f"minivae {name}" for name in statuses if name not in GPU_BACKENDS}
+    verdicts.judge_rows(epoch["rows"], FLOOR, epoch["examples"] * gemm_floor.flops_per_example(), peak, cpu_rows)
 
 
 def bench_iw(statuses, config, x, k, rounds):
@@ -187,7 +195,7 @@ def bench_iw(statuses, config, x, k, rounds):
             candidates[f"minivae {name}"] = on_backend(name, functools.partial(
                 likelihood.importance_sampled_log_px, model, x, k, config.seed, IW_BATCH))
     stats = harness.compare(candidates, rounds=rounds, warmup=0, seed=config.seed)
-    rows = {name: s.to_dict() | {"gflops": iw_flops(len(x), k) / s.median / 1e9} for name, s in stats.items()}
+    rows = {name: s.to_dict() | {"gflops": gemm_floor.iw_flops(len(x), k) / s.median / 1e9} for name, s in stats.items()}
     return rows | _skipped_rows(statuses)
 
 
@@ -263,11 +271,13 @@ def _warn_if_busy(load, threads):
               file=sys.stderr)
 
 
-def run(args, plan):
+def run(args, plan, cores=None):
     """The report: settings, backends, peak GEMM rate, each part asked for, then the environment.
 
     The peak is the better of two measurements, at the start and at the end:
-    a burst of other work during one of them would lower it.
+    a burst of other work during one of them would lower it; the rows are
+    judged against it at the end. ``cores``: what ``confinement.confine``
+    pinned every thread to (None: not confined), checked again at the end.
     """
     load_before, commit = os.getloadavg(), harness.git_commit()  # the code this process runs, read at the start
     _warn_if_busy(load_before[0], args.threads)
@@ -276,7 +286,7 @@ def run(args, plan):
     peak = gemm_floor.peak_gflops(repeat=plan.step.peak_repeat)
     report = {"settings": {"quick": args.quick, "threads": args.threads, "parts": list(parts),
                            "peers": not args.skip_peers, "batch_sizes": args.batch_sizes, "data": args.data,
-                           "plan": dataclasses.asdict(plan)},
+                           "epoch_batch": EPOCH_BATCH, "plan": dataclasses.asdict(plan)},
               "backends": statuses}
     started = time.perf_counter()
     if "micro" in parts:
@@ -284,124 +294,26 @@ def run(args, plan):
         report["micro"] = micro.measure(micro.cases(args.batch_sizes), timed, plan.micro, args.seed)
     if "step" in parts:
         report["step"] = bench_step.run(args.batch_sizes, plan.step, args.seed, args.threads,
-                                        step_factories(statuses, not args.skip_peers), peak)
+                                        step_factories(statuses, not args.skip_peers), peak, cores)
     data_parts = [part for part in ("epoch", "iw", "memory") if part in parts]
     if data_parts:
         report |= _data_parts(args, plan, data_parts, statuses)
     report["seconds"] = time.perf_counter() - started
-    report["peak_gflops"] = max(peak, gemm_floor.peak_gflops(repeat=plan.step.peak_repeat))
-    if "step" in report:
-        report["step"]["peak_gflops"] = report["peak_gflops"]
+    _judge(report, max(peak, gemm_floor.peak_gflops(repeat=plan.step.peak_repeat)), statuses, cores)
     report["environment"] = harness.environment() | {"load_average_before": load_before, "commit": commit}
     return report
 
 
-# ----- Report -----
-
-def _thread_pools(env):
-    """'openblas 0.3.27 (2 threads), numba 2 threads': the pools that ran the work."""
-    pools = [f"{pool['prefix']} {pool['version'] or ''}".rstrip() + f" ({pool['num_threads']} threads)"
-             for pool in env["thread_pools"]]
-    pools += [f"{name} {env[key]} threads" for name, key in (("numba", "numba_threads"), ("torch", "torch_threads"))
-              if env.get(key)]
-    return ", ".join(pools) or "none loaded"
-
-
-def machine_lines(report):
-    """Where and how the numbers were measured, the load average before and after, and a warning if busy."""
-    env, settings = report["environment"], report["settings"]
-    before, after = env["load_average_before"][0], env["load_average"][0]
-    versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
-    lines = [(f"- Machine: {env['cpu']}, {env['cores']} cores ({env['usable_cores']} usable), {env['platform']},"
-              f" Python {env['python']}; GPU: {env['gpu']}."),
-             f"- Libraries: {versions}.",
-             f"- Thread pools: {_thread_pools(env)}; --threads {settings['threads'] or 'not given'}.",
-             f"- Peak float32 GEMM (2048-cubed, NumPy, best at start and end): {report['peak_gflops']:.0f} GFLOP/s.",
-             f"- Load average (1 minute): {before:.2f} before, {after:.2f} after, on {env['cores']} cores.",
-             (f"- Run: {'quick' if settings['quick'] else 'full'}, parts {', '.join(settings['parts'])},"
-              f" {report['seconds']:.0f} s, finished {env['time']}, commit {env['commit']}.")]
-    if max(before, after) > env["cores"] / 2:
-        lines.append("- **The machine was busy with other work.** With the default thread counts, BLAS, OpenMP"
-                     " and Numba threads spin waiting for descheduled siblings: absolute times are inflated and"
-                     " noisy, the interleaved ratios less so. Rerun when it is idle, or with --threads 1.")
-    backends = ["| backend | status |", "|---|---|"]
-    backends += [f"| {name} | {why or 'timed'} |" for name, why in report["backends"].items()]
-    return lines + [""] + backends
-
-
-def _iw_lines(iw, peak):
-    lines = ["| implementation | time | GFLOP/s | share of peak |", "|---|---|---|---|"]
-    for name, row in iw["rows"].items():
-        if "median" in row:
-            lines.append(f"| {name} | {harness.format_duration(row['median'])} (IQR"
-                         f" {100 * row['iqr'] / row['median']:.0f}%) | {row['gflops']:.1f} |"
-                         f" {100 * row['gflops'] / peak:.0f}% |")
-        else:
-            lines.append(f"| {name} | skipped: {row['skipped']} | | |")
-    legend = (f"GFLOP/s: the products alone ({iw_flops(iw['examples'], iw['k']) / 1e12:.2f} TFLOP:"
-              " encode each image once, decode K samples); share of the peak GEMM rate above.")
-    return [*lines, "", legend]
-
-
-def _epoch_lines(epoch):
-    table, notes = harness.floor_table({"one epoch": epoch["rows"]}, FLOOR)
-    legend = (f"Nx = multiple of the {FLOOR} of the same {epoch['examples']:,} images"
-              f" (the step's products for every batch of {epoch['batch_size']}).")
-    return [*table, "", legend, *notes]
-
-
-def _memory_lines(memory):
-    allowance = memory["allowance_mib"]
-    budget = (f"Dataset in float32: {memory['dataset_mib']:.1f} MiB; budget: dataset + "
-              f"{allowance * harness.MIB / 1e6:.0f} MB ({allowance:.1f} MiB) = {memory['budget_mib']:.1f} MiB"
-              " (MB = 10^6 bytes, MiB = 2^20 bytes).")
-    lines = [budget, "", "| backend | peak RSS of `minivae train --epochs 1` | within budget |", "|---|---|---|"]
-    for name, row in memory["rows"].items():
-        if "peak_rss_mib" in row:
-            spare = memory["budget_mib"] - row["peak_rss_mib"]
-            within = f"yes ({spare:.0f} MiB to spare)" if spare >= 0 else f"**no** ({-spare:.0f} MiB over)"
-            lines.append(f"| {name} | {row['peak_rss_mib']:.0f} MiB | {within} |")
-        else:
-            lines.append(f"| {name} | skipped: {row['skipped']} | |")
-    return lines
-
-
-def _section(report, part, title, lines):
-    """A titled section, or one line saying why the part was skipped."""
-    body = [f"Skipped: {report[part]['skipped']}"] if "skipped" in report[part] else lines(report[part])
-    return ["", f"## {title}", "", *body]
-
-
-def markdown(report):
-    """The whole report as Markdown: the machine, then each part that ran."""
-    lines = ["# minivae bench", "", *machine_lines(report)]
+def _judge(report, peak, statuses, cores):
+    """The final peak, the step's and the epoch's rows judged against it, every thread's CPUs checked again."""
+    report["peak_gflops"] = peak
+    checks = [report["step"]["confinement"]] if "step" in report else []
+    report["confinement"] = confinement.merge([*checks, confinement.check(cores)])
     if "step" in report:
-        lines += ["", "## One training step: 784-400-20 Bernoulli VAE, forward, backward, Adam", "",
-                  harness.markdown_table(report["step"]).rstrip()]
-    data = report["settings"]["data"]
-    if "epoch" in report:
-        lines += _section(report, "epoch", f"One epoch of {data} training images, batch {EPOCH_BATCH}", _epoch_lines)
-    if "iw" in report:
-        lines += _section(report, "iw", f"Importance-weighted log-likelihood of {data} test images",
-                          lambda part: [f"K = {part['k']} samples for each of {part['examples']} images.", "",
-                                        *_iw_lines(part, report["peak_gflops"])])
-    if "memory" in report:
-        lines += _section(report, "memory", f"Peak memory of a {data} training run", _memory_lines)
-    if "micro" in report:
-        timed = [name for name, why in report["backends"].items() if not why]
-        lines += ["", "## Kernels", "", *micro.markdown(report["micro"], timed)]
-    return "\n".join(lines) + "\n"
-
-
-def write_report(report, text, out):
-    """bench.json (every sample), bench.md and, when the step ran, bench.png; returns the paths written."""
-    paths = [out / "bench.json", out / "bench.md"]
-    harness.write_json(report, paths[0])
-    paths[1].write_text(text, encoding="utf-8")
-    if "step" in report:
-        paths.append(out / "bench.png")
-        harness.write_chart(report["step"], paths[2])
-    return paths
+        report["step"]["peak_gflops"] = peak
+        bench_step.judge(report["step"])
+    if "rows" in report.get("epoch", {}):
+        judge_epoch(report["epoch"], statuses, peak)
 
 
 # ----- minivae bench -----
@@ -412,8 +324,8 @@ def add_bench_arguments(parser):
     parser.add_argument("--out", default=None, metavar="DIR",
                         help=f"write bench.json, bench.md, bench.png here (default {DEFAULT_OUT}; with --quick: none)")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="run on N cores: cap BLAS, OpenMP and Numba threads and pin the process (JAX"
-                             " follows the pinning); default: the libraries' own, every core; on a busy machine, 1")
+                        help="run on N cores: cap BLAS, OpenMP and Numba threads and pin every thread (JAX"
+                             " follows the pinning), checked and reported; default: the libraries' own, every core")
     parser.add_argument("--backends", type=name_list(BACKEND_NAMES), default=None,
                         help=f"comma-separated minivae backends (default: --backend's, else {','.join(BACKEND_NAMES)})")
     parser.add_argument("--skip-peers", action="store_true", help="time no peer framework (PyTorch, JAX, autograd)")
@@ -436,9 +348,8 @@ def run_bench(args):
     out = args.out or (None if args.quick else DEFAULT_OUT)
     out = check_writable(out) if out else None
     args.backends = args.backends or ([args.backend] if args.backend else list(BACKEND_NAMES))
-    if args.threads:
-        harness.limit_threads(args.threads)
-    report = run(args, QUICK if args.quick else FULL)
+    cores = confinement.confine(args.threads) if args.threads else None
+    report = run(args, QUICK if args.quick else FULL, cores)
     text = markdown(report)
     print(text, end="")
     if out:

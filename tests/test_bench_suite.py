@@ -14,7 +14,7 @@ import pytest
 
 from minivae.app.data import Pixels
 from minivae.backend import load_backend
-from minivae.benchmarks import bench_step, harness, micro, suite
+from minivae.benchmarks import bench_step, harness, micro, report, suite
 from minivae.kernels.reference import KERNEL_NAMES
 from runs import assert_one_line_error, run_cli, write_fake_mnist
 
@@ -53,7 +53,7 @@ def test_kernel_table_covers_every_kernel_on_each_cpu_backend():
 
 def test_model_sizes():
     assert micro.PARAMETERS == 652_824  # 784*400+400 + 400*40+40 + 20*400+400 + 400*784+784
-    assert suite.iw_flops(1, 1) == sum(p.flops for p in bench_step.gemm_floor.products(1)[:4])
+    assert bench_step.gemm_floor.iw_flops(1, 1) == sum(p.flops for p in bench_step.gemm_floor.products(1)[:4])
 
 
 @no_gpu_here
@@ -88,11 +88,11 @@ def test_memory_budget_is_the_float32_dataset_plus_200_megabytes(monkeypatch, im
     assert memory["dataset_mib"] == dataset / 2**20
     assert memory["budget_mib"] == pytest.approx((dataset + 200_000_000) / 2**20)  # 200 MB, not 200 MiB
     assert memory["rows"]["cupy"] == {"skipped": "no GPU"}
-    lines = suite._memory_lines(memory)
+    lines = report._memory_lines(memory)
     assert lines[0].startswith("Dataset in float32: 3.7 MiB; budget: dataset + 200 MB (190.7 MiB) = 194.5 MiB")
     assert "| numpy | 300 MiB | **no** (106 MiB over) |" in lines
     peaks["numpy"] = 150.0
-    lines = suite._memory_lines(suite.bench_memory({"numpy": None}, None, images))
+    lines = report._memory_lines(suite.bench_memory({"numpy": None}, None, images))
     assert "| numpy | 150 MiB | yes (44 MiB to spare) |" in lines
 
 
@@ -114,9 +114,19 @@ def test_full_report_is_printed_and_written(tmp_path, capsys):
     markdown = (out / "bench.md").read_text()
     assert markdown == printed.split("report written to ")[0]
     assert "| cupy | no GPU (cupy: " in markdown and "- minivae cupy: no GPU" in markdown
-    assert "Load average (1 minute):" in markdown
+    assert "Load average (1 minute):" in markdown and "- Confinement: none asked (no --threads)" in markdown
     assert all(f"| {kernel} |" in markdown for kernel in KERNEL_NAMES)
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_threads_confine_the_run_and_the_report_says_it_held(tmp_path):
+    argv = [sys.executable, "-m", "minivae.cli", "bench", "--quick", "--only", "step", "--threads", "1",
+            "--skip-peers", "--backends", "numpy", "--batch-sizes", "2", "--out", str(tmp_path)]
+    result = subprocess.run(argv, capture_output=True, text=True, check=True)  # a process of its own: it is pinned
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert len(report["confinement"]["cores"]) == 1 and report["confinement"]["escaped"] == []
+    assert f"- Confinement: held: all {report['confinement']['threads']} threads allowed only CPU " in result.stdout
+    assert "minivae numpy" in report["step"]["batches"]["2"]
 
 
 def test_quick_run_writes_nothing_without_out(tmp_path, capsys, monkeypatch):
@@ -138,3 +148,25 @@ def test_drivers_run_from_the_repository_as_modules():
     for module in ("benchmarks.bench_step", "benchmarks.bench_overhead", "benchmarks.bench_engine_step"):
         result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0 and "usage:" in result.stdout, result.stderr
+
+
+def test_rerun_runs_both_thread_settings_in_processes_of_their_own(tmp_path):
+    argv = [sys.executable, "-m", "minivae.benchmarks.rerun", "--out", str(tmp_path), "--",
+            "--quick", "--skip-peers", "--backends", "numpy", "--batch-sizes", "2"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=True)
+    text = (tmp_path / "rerun.md").read_text()
+    assert text == result.stdout
+    assert [line.split(":")[0] for line in text.splitlines() if line.endswith(" after.")] == ["- default", "- 1-thread"]
+    default, one = (json.loads((tmp_path / setting / "bench.json").read_text()) for setting in ("default", "1-thread"))
+    assert default["confinement"]["cores"] is None and len(one["confinement"]["cores"]) == 1
+    assert "## 1-thread\n\n- Machine: " in text and "- Confinement: held: all " in text
+
+
+def test_rerun_refuses_to_start_without_every_peer(monkeypatch, tmp_path, capsys):
+    from minivae.benchmarks import rerun
+    monkeypatch.setattr(rerun.peers, "available", lambda name: "jax not installed: pip install jax jaxlib"
+                        if name == "jax jit" else None)
+    assert rerun.main(["--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("rerun: rerun needs every peer installed (pip install -e '.[peers]'):"
+                                       " jax jit: jax not installed: pip install jax jaxlib\n")
+    assert list(tmp_path.iterdir()) == []
