@@ -114,14 +114,15 @@ def device_memory(address, nbytes):
     """The live device buffer holding ``nbytes`` from ``address`` (raw bytes, uint8), as a pointer-taking
     library (cuBLAS through nvmath) reads it; a ValueError where that memory is not a device buffer's."""
     starts = sorted(_state.buffers)
-    i = bisect.bisect_right(starts, address) - 1
-    if i >= 0:
-        start = starts[i]
+    for start in reversed(starts[:bisect.bisect_right(starts, address)]):
         end, buffer = _state.buffers[start]
         host = buffer()
-        if host is not None and address + nbytes <= end:
+        if host is None:
+            continue  # a freed buffer, whose memory a live one (starting lower) may now hold
+        if address + nbytes <= end:
             flat = host.reshape(-1) if host.flags.c_contiguous else host.ravel(order="A")
             return flat.view(np.uint8)[address - start:address - start + nbytes]
+        break  # live buffers do not overlap: none starting lower holds it either
     raise ValueError(f"{nbytes} bytes at {address:#x} are not inside a live device buffer")
 
 
@@ -544,8 +545,9 @@ cuda = types.SimpleNamespace(Stream=Stream, Graph=Graph, Event=Event, MemoryPool
 
 def install(monkeypatch):
     """Make ``import cupy`` give this module for one test, with nothing compiled yet and no kernels cached."""
-    from minivae.kernels import cupy_kernels
+    from minivae.kernels import cupy_gemm, cupy_kernels
     reset()
     monkeypatch.setitem(sys.modules, "cupy", sys.modules[__name__])
     cupy_kernels._kernels.cache_clear()
+    cupy_gemm._handles.clear()  # their workspaces lived on the previous fake device
     return sys.modules[__name__]

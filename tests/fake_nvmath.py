@@ -70,6 +70,9 @@ class _Handle:
 
 
 def create():
+    """A new handle; refused while a stream captures (cublasCreate "allocates hardware resources on the host and
+    device", cuBLAS documentation 2.4.1: conservatively, this stand-in lets no capture record that)."""
+    fake_cupy._refuse("cublasCreate", "a handle allocates on the device; create it before the capture")
     handle = len(_handles) + 1
     _handles[handle] = _Handle()
     return handle
@@ -145,8 +148,10 @@ def gemm_ex(handle, transa, transb, m, n, k, alpha, a, atype, lda, b, btype, ldb
 
 
 def install(monkeypatch):
-    """Make ``from nvmath.bindings import cublas`` give this module for one test."""
+    """Make ``from nvmath.bindings import cublas`` give this module for one test, with no handle made yet."""
+    from minivae.kernels import cupy_gemm
     _handles.clear()
+    cupy_gemm._handles.clear()
     module = sys.modules[__name__]
     nvmath = types.ModuleType("nvmath")
     nvmath.CudaDataType = CudaDataType

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fake_cupy
+import fake_nvmath
 from end_to_end import check_user_path
 from kernel_cases import CASES, LAYOUTS, assert_matches_reference, assert_rng_state_round_trips
 from minivae import backend
@@ -20,8 +21,10 @@ TABLE = [name for name in CASES if name not in ("make_rng", "standard_normal")] 
 
 @pytest.fixture
 def cupy(monkeypatch):
-    """The fake CuPy as ``cupy``, the cupy backend active; numpy again afterwards."""
+    """The fake CuPy as ``cupy`` and the fake cuBLAS bindings as ``nvmath``, the cupy backend active; numpy again
+    afterwards."""
     fake = fake_cupy.install(monkeypatch)
+    fake_nvmath.install(monkeypatch)
     backend.set_backend("cupy")
     yield fake
     backend.set_backend("numpy")
@@ -180,9 +183,8 @@ def row_major_product(cublas, handle, a, b, out):
 
 
 @pytest.fixture
-def cublas(cupy, monkeypatch):
-    import fake_nvmath
-    return fake_nvmath.install(monkeypatch)
+def cublas(cupy):
+    return fake_nvmath
 
 
 def test_the_cublas_stand_in_computes_column_major_products(cupy, cublas):
