@@ -11,9 +11,11 @@ import pytest
 
 import fake_cupy
 import fake_nvmath
-from end_to_end import check_user_path
+from end_to_end import SMALL, check_exact_resume, check_user_path
 from kernel_cases import CASES, LAYOUTS, assert_matches_reference, assert_rng_state_round_trips
 from minivae import backend
+from minivae.app.run_checkpoint import CHECKPOINT_NAME
+from runs import assert_one_line_error, run_cli, skip_figures
 
 
 TABLE = [name for name in CASES if name not in ("make_rng", "standard_normal")]  # other streams than NumPy's
@@ -164,10 +166,39 @@ def test_the_captured_step_replays_to_the_eager_parameters(cupy, schedule):
         np.testing.assert_allclose(captured[name], value, rtol=0, atol=1e-5 * np.abs(value).max(), err_msg=name)
 
 
-# ----- Every command a user runs, on --backend cupy -----
+# ----- Every command a user runs, on --backend cupy; training captured with --cuda-graph -----
 
 def test_every_command_runs_on_the_cupy_backend(cupy, tmp_path, capsys, monkeypatch):
     check_user_path("cupy", tmp_path, capsys, monkeypatch)
+
+
+def test_train_with_cuda_graph_replays_and_resumes_bit_identically(cupy, tmp_path, capsys, monkeypatch):
+    """Two full batches an epoch: the first step is captured, the rest replay the graph, under the guard."""
+    skip_figures(monkeypatch)
+    launch, launches = cupy.Graph.launch, []
+    monkeypatch.setattr(cupy.Graph, "launch", lambda graph, stream=None: launches.append(launch(graph, stream)))
+    check_exact_resume("cupy", tmp_path, capsys, "--cuda-graph", "--train-examples", "16")
+    assert len(launches) == 3 + 1 + 1  # replays after each capture: 2 epochs straight, 1 epoch, the resumed epoch
+    assert not cupy._state.violations
+
+
+def cupy_matmul(a, b, trans_a=False, trans_b=False):
+    """The product through CuPy's own cuBLAS wrapper, which a capture refuses."""
+    import cupy
+    return cupy.matmul(a.T if trans_a else a, b.T if trans_b else b)
+
+
+def test_a_capture_that_fails_is_one_line_and_leaves_the_checkpoint(cupy, tmp_path, capsys, monkeypatch):
+    skip_figures(monkeypatch)
+    argv = ["train", "--backend", "cupy", *SMALL, "--out", str(tmp_path)]
+    assert run_cli([*argv, "--epochs", "1"], capsys)[0] == 0
+    checkpoint = tmp_path / CHECKPOINT_NAME
+    saved = checkpoint.read_bytes()
+    monkeypatch.setattr(backend.get_backend().kernels, "matmul", cupy_matmul)
+    status, _, err = run_cli([*argv, "--epochs", "2", "--resume", str(checkpoint), "--cuda-graph"], capsys)
+    assert_one_line_error(status, err, "could not be captured as a CUDA graph",
+                          "CaptureViolation: cupy.matmul while a stream captures", "leave out --cuda-graph")
+    assert checkpoint.read_bytes() == saved
 
 
 # ----- cuBLAS through nvmath's bindings, on the same device memory -----

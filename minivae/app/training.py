@@ -64,14 +64,13 @@ class Saved:
         return f"the checkpoint {self.path} (epoch {self.epoch}) is intact"
 
 
-def train(config, resume=None, progress=True, log=print, overwrite=False, threads=None, cuda_graph=None):
+def train(config, resume=None, progress=True, log=print, overwrite=False, threads=None, cuda_graph=False):
     """Train per ``config`` (or continue the checkpoint ``resume``); returns the ``Run``, its last epoch done.
 
     The output directory is held for the whole run (``own_run_directory``):
     it must not hold another run's checkpoint unless ``overwrite``. ``threads``
     (None: chosen for the model and the machine) caps BLAS and numba while it runs.
-    ``cuda_graph``: capture the step once and replay it (``make_step``);
-    None captures where the backend can.
+    ``cuda_graph``: capture the step once and replay it (``make_step``; off by default).
     """
     if config.data_dir is not None:  # stored absolute: a checkpoint finds its data from any directory
         config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).resolve()))
@@ -113,12 +112,10 @@ def _train(run, out, resume, progress, log, cuda_graph):
 def make_step(run, cuda_graph, log):
     """The run's step: a StaticStep captured as a CUDA graph where asked and possible, else an EagerStep.
 
-    ``cuda_graph`` None means where possible: a capturing backend and Adam.
-    Asked for where it is not possible, it says so in one line and trains eagerly.
+    Capture is opt-in (no GPU has run it yet). Asked for where it is not
+    possible, it says so in one line and trains eagerly.
     """
     backend, optimizer = get_backend().name, run.config.optimizer
-    if cuda_graph is None:
-        cuda_graph = backend in CAPTURING_BACKENDS and optimizer == "adam"
     if not cuda_graph:
         return EagerStep(run)
     if backend not in CAPTURING_BACKENDS:
