@@ -32,6 +32,7 @@ import numpy as np
 from minivae.app.checkpoint import check_writable, load_checkpoint
 from minivae.backend import available_backends
 from minivae.errors import MinivaeError
+from minivae.versions import GPU_INSTALL
 
 from . import harness
 from .bench_engine_step import make_step
@@ -50,7 +51,7 @@ def require_gpu():
     """Raise a one-line MinivaeError unless a CUDA GPU and both GPU backends can run here."""
     if harness.gpu_name() is None:
         raise MinivaeError("gpu_check: no CUDA GPU here (nvidia-smi finds none); run it on a machine with an "
-                           "NVIDIA GPU after pip install -e '.[gpu]'")
+                           f"NVIDIA GPU after {GPU_INSTALL}")
     reasons = {name: why for name, why in available_backends().items() if name in GPU_BACKENDS and why}
     if reasons:
         raise MinivaeError("gpu_check: " + "; ".join(reasons.values()))

@@ -12,6 +12,8 @@ registered with ``gpu=True``, so its rows say "no GPU" where there is none.
 """
 import numpy as np
 
+from minivae.versions import GPU_INSTALL
+
 from . import gemm_floor, harness, peers
 
 
@@ -19,7 +21,7 @@ def _cupy():
     try:
         import cupy
     except ImportError:
-        raise harness.Unavailable("cupy not installed: pip install minivae[gpu]") from None
+        raise harness.Unavailable(f"cupy not installed: {GPU_INSTALL}") from None
     return cupy
 
 
