@@ -267,3 +267,15 @@ def test_a_captured_draw_draws_new_numbers_at_each_replay(cupy):
         replays.append(cupy.asnumpy(drawn[0]).copy())
     expected = [cupy.asnumpy(kernels.standard_normal(twin, (4, 5))) for _ in range(3)][1:]
     np.testing.assert_array_equal(replays, expected)
+
+
+# ----- The benchmark's GPU rows -----
+
+def test_the_gpu_bench_rows_build_and_time_on_the_cupy_backend(cupy):
+    """The cuBLAS floor and the captured step, built and timed as ``minivae bench`` does on a GPU."""
+    from benchmarks import bench_step, gpu_step
+    factories = {name: bench_step.Factory(gpu_step.FACTORIES[name], gpu=True)
+                 for name in ("cuBLAS floor", "minivae cupy captured")}
+    rows = bench_step.bench_batch(8, bench_step.QUICK, 0, has_gpu=True, factories=factories)
+    assert all("median" in rows[name] for name in factories), rows
+    assert not cupy._state.violations
