@@ -70,20 +70,25 @@ def draw(batches, path, title):
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for name, points in medians(batches).items():
         if points:
-            axes.plot(list(points), list(points.values()), marker="o", linestyle="--" if name in FLOORS else "-",
-                      label=name)
+            axes.plot(list(points), [seconds * 1e3 for seconds in points.values()], marker="o",
+                      linestyle="--" if name in FLOORS else "-", label=name)
         else:
             why = next((rows[name]["skipped"] for rows in batches.values() if name in rows), "not run")
             axes.plot([], [], linestyle="none", label=f"{name}: {why[:40]}")
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda milliseconds, _: f"{milliseconds:g}"))
+    axes.yaxis.set_minor_formatter(FuncFormatter(lambda milliseconds, _: ""))
     axes.set_xticks(list(batches), [str(batch) for batch in batches])
+    axes.set_xticks([], minor=True)
     axes.set_xlabel("batch size (examples per step)")
-    axes.set_ylabel("median time per training step (s)")
+    axes.set_ylabel("median time per training step (ms)")
     axes.set_title(title, fontsize=10)
     axes.legend(fontsize=8)
     figure.tight_layout()
