@@ -5,21 +5,22 @@
 On a machine with a CUDA GPU (meant to take under 5 minutes on one H200) it
 
 1. lists each backend as available or the one line why not;
-2. runs the tests marked ``gpu`` (``pytest -m gpu tests``, from a checkout);
-3. trains 2 epochs of the 784-400-20 Bernoulli VAE on Fashion-MNIST on numpy,
+2. trains 2 epochs of the 784-400-20 Bernoulli VAE on Fashion-MNIST on numpy,
    cupy (eager, and captured with ``--cuda-graph``) and numba-cuda (``minivae
    train``, each in its own process) and puts the test ELBOs side by side:
    they must agree within ``ELBO_TOLERANCE``;
-4. on each GPU run, trains 1 epoch and resumes it to 2: the checkpoint must be
+3. on each GPU run, trains 1 epoch and resumes it to 2: the checkpoint must be
    bit-identical to the 2-epoch run's;
-5. on each GPU backend, runs ``minivae evaluate --iw-samples 5000`` on the
+4. on each GPU backend, runs ``minivae evaluate --iw-samples 5000`` on the
    first 1,000 test images;
-6. times one training step (batch 128) per backend, and the captured one;
+5. times one training step (batch 128) per backend, and the captured one;
+6. runs the tests marked ``gpu`` (``pytest -m gpu tests``, from a checkout);
 
 and writes ``gpu_check.md`` whatever fails: a stage or a row that fails is a
-FAIL row with its cause in one line, and the rest still run. Exit status 0
-when every check passes, 1 when one fails; without a GPU it says so in one
-line, writes nothing, and exits 2.
+FAIL row with its cause in one line, and the rest still run; the report so
+far is written after each stage, so a run stopped part-way leaves it. Exit
+status 0 when every check passes, 1 when one fails; without a GPU it says so
+in one line, writes nothing, and exits 2.
 """
 import argparse
 import json
@@ -207,16 +208,23 @@ def step_section():
     return ["## One training step, batch 128", "", "| run | median |", "|---|---|", *rows], passed
 
 
-def check(out, data_dir):
-    """Every section's Markdown lines and whether all passed; a section that fails to run is a FAIL line."""
-    lines, passed = [f"# minivae GPU check: {harness.gpu_name()}"], True
-    runs = {label: attempt(train, label, out / label.replace(" --", "-"), 2, data_dir) for label in RUNS}
-    for section, args in ((backends_section, ()), (tests_section, ()), (elbo_section, (runs,)),
-                          (resume_section, (out, data_dir, runs)), (evaluate_section, (runs,)), (step_section, ())):
+def check(out, data_dir, save):
+    """Every section's Markdown lines and whether all passed; a section that fails to run is a FAIL line.
+
+    ``save(lines)`` is called after each section, so a run stopped part-way (a timeout) leaves its report so far.
+    """
+    lines, passed, runs = [f"# minivae GPU check: {harness.gpu_name()}"], True, {}
+
+    def train_every_run():
+        runs.update({label: attempt(train, label, out / label.replace(" --", "-"), 2, data_dir) for label in RUNS})
+        return elbo_section(runs)
+    for section, args in ((backends_section, ()), (train_every_run, ()), (resume_section, (out, data_dir, runs)),
+                          (evaluate_section, (runs,)), (step_section, ()), (tests_section, ())):
         result, why = attempt(section, *args)
         section_lines, section_passed = result or ([f"## {section.__name__}", "", fail(why)], False)
         lines += ["", *section_lines]
         passed &= section_passed
+        save(lines + ["", "(the check is still running)"])
     return lines, passed
 
 
@@ -232,11 +240,13 @@ def main(argv=None):
     except MinivaeError as err:
         print(f"minivae: {err}", file=sys.stderr)
         return 2
-    started = time.perf_counter()
-    lines, passed = check(out, args.data_dir)
+    started, report = time.perf_counter(), out / "gpu_check.md"
+
+    def save(lines):
+        report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    lines, passed = check(out, args.data_dir, save)
     lines += ["", f"{'All checks passed' if passed else 'A check FAILED'} in {time.perf_counter() - started:.0f} s."]
-    report = out / "gpu_check.md"
-    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    save(lines)
     print("\n".join(lines))
     print(f"report written to {report}")
     return 0 if passed else 1

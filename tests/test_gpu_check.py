@@ -120,3 +120,15 @@ def test_on_the_fake_gpu_cupy_passes_eager_and_captured(monkeypatch, tmp_path):
     assert re.search(r"^\| cupy --cuda-graph \| -\d+\.\d{3} \|$", report, re.MULTILINE), report
     assert re.search(r"^\| cupy \| \d+\.\d{3} \+- \d+\.\d{3} nats \| \d+\.\d s \|$", report, re.MULTILINE), report
     assert re.search(r"^\| cupy --cuda-graph \| [\d.]+ [mu]?s \|$", report, re.MULTILINE), report
+
+
+def test_a_check_stopped_part_way_leaves_its_report_so_far(failing_gpu, monkeypatch, tmp_path):
+    """As when ``timeout`` stops it: the sections done are in the report, and it says it did not finish."""
+    def stopped():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(gpu_check, "step_section", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--out", str(tmp_path)])
+    report = (tmp_path / "gpu_check.md").read_text()
+    assert "## evaluate --iw-samples" in report and "## One training step" not in report
+    assert report.endswith("(the check is still running)\n")
