@@ -172,12 +172,14 @@ def test_every_command_runs_on_the_cupy_backend(cupy, tmp_path, capsys, monkeypa
     check_user_path("cupy", tmp_path, capsys, monkeypatch)
 
 
-def test_train_with_cuda_graph_replays_and_resumes_bit_identically(cupy, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("objective", [["--objective", "elbo"], ["--objective", "iwae", "--samples", "2",
+                                                                  "--kl-warmup", "2"]], ids=["elbo", "iwae"])
+def test_train_with_cuda_graph_replays_and_resumes_bit_identically(cupy, objective, tmp_path, capsys, monkeypatch):
     """Two full batches an epoch: the first step is captured, the rest replay the graph, under the guard."""
     skip_figures(monkeypatch)
     launch, launches = cupy.Graph.launch, []
     monkeypatch.setattr(cupy.Graph, "launch", lambda graph, stream=None: launches.append(launch(graph, stream)))
-    check_exact_resume("cupy", tmp_path, capsys, "--cuda-graph", "--train-examples", "16")
+    check_exact_resume("cupy", tmp_path, capsys, "--cuda-graph", "--train-examples", "16", *objective)
     assert len(launches) == 3 + 1 + 1  # replays after each capture: 2 epochs straight, 1 epoch, the resumed epoch
     assert not cupy._state.violations
 
