@@ -199,7 +199,8 @@ def test_a_capture_that_fails_is_one_line_and_leaves_the_checkpoint(cupy, tmp_pa
     monkeypatch.setattr(backend.get_backend().kernels, "matmul", cupy_matmul)
     status, _, err = run_cli([*argv, "--epochs", "2", "--resume", str(checkpoint), "--cuda-graph"], capsys)
     assert_one_line_error(status, err, "could not be captured as a CUDA graph",
-                          "CaptureViolation: cupy.matmul while a stream captures", "leave out --cuda-graph")
+                          "CaptureViolation: cupy.matmul while a stream captures", "leave out --cuda-graph",
+                          f"the checkpoint {checkpoint} (epoch 1) is intact")
     assert checkpoint.read_bytes() == saved
 
 
