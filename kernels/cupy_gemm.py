@@ -69,10 +69,10 @@ def _gemm_types(dtype):
         return nvmath.CudaDataType.CUDA_R_32F, cublas.ComputeType.COMPUTE_32F
     if dtype == np.float64:
         return nvmath.CudaDataType.CUDA_R_64F, cublas.ComputeType.COMPUTE_64F
-    raise TypeError(f"matmul: cuBLAS products here are float32 or float64, not {dtype}")
+    raise TypeError(f"gemm: cuBLAS products here are float32 or float64, not {dtype}")
 
 
-def matmul(a, b, trans_a=False, trans_b=False):
+def gemm(a, b, trans_a=False, trans_b=False):
     """out[i, j] = sum_k op(a)[i, k] op(b)[k, j] by cublasGemmEx, op = transpose when asked.
 
     cuBLAS reads matrices column-major: a C-contiguous (r, c) array is, read so,
@@ -89,7 +89,7 @@ def matmul(a, b, trans_a=False, trans_b=False):
     m, k = a.shape[::-1] if trans_a else a.shape
     k_b, n = b.shape[::-1] if trans_b else b.shape
     if k != k_b:
-        raise ValueError(f"matmul: op(a) {(m, k)} @ op(b) {(k_b, n)}: inner dimensions differ")
+        raise ValueError(f"gemm: op(a) {(m, k)} @ op(b) {(k_b, n)}: inner dimensions differ")
     out = cp.empty((m, n), dtype)
     if out.size == 0:
         return out

@@ -88,7 +88,9 @@ def _launch(name, a, n, *args):
 
 # ----- Matrix product: cuBLAS GEMM on a handle of the current stream (cupy_gemm) -----
 
-matmul = cupy_gemm.matmul
+def matmul(a, b, trans_a=False, trans_b=False):
+    """out[i, j] = sum_k op(a)[i, k] * op(b)[k, j] by cuBLAS GEMM, op = transpose when asked."""
+    return cupy_gemm.gemm(a, b, trans_a, trans_b)
 
 
 # ----- Bias plus activation -----
