@@ -37,6 +37,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from minivae.errors import one_line
+
 from . import confinement, gemm_floor, harness, peers, verdicts
 
 FLOOR = "GEMM floor"
@@ -92,7 +94,7 @@ def _build_steps(batch_size, seed, has_gpu, factories):
             if not factory.gpu:
                 raise
             steps.pop(name, None)
-            skipped[name] = "failed: " + harness.failure_line(failure)
+            skipped[name] = "failed: " + one_line(failure)
     steps[FLOOR] = gemm_floor.make_floor(batch_size, seed)
     return steps, skipped
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from minivae.app.checkpoint import check_writable, load_checkpoint
 from minivae.backend import available_backends
-from minivae.errors import MinivaeError
+from minivae.errors import MinivaeError, one_line
 from minivae.versions import GPU_INSTALL
 
 from . import gpu_step, harness
@@ -65,7 +65,7 @@ def attempt(work, *args):
     try:
         return work(*args), None
     except Exception as failure:  # a failing stage is a FAIL row, and the check goes on
-        return None, harness.failure_line(failure)
+        return None, one_line(failure)
 
 
 def minivae(*argv):

@@ -50,11 +50,6 @@ class Unavailable(Exception):
     """A candidate cannot run here; the message says why in one line."""
 
 
-def failure_line(failure):
-    """An exception in one line: its type and the first line of its message ("CaptureFailed: ...")."""
-    return f"{type(failure).__name__}: {(str(failure).strip().splitlines() or [''])[0]}"
-
-
 # ----- Timing -----
 
 @dataclass

@@ -27,7 +27,7 @@ from types import ModuleType
 
 import numpy as np
 
-from minivae.errors import MinivaeError
+from minivae.errors import MinivaeError, one_line
 from minivae.versions import GPU_INSTALL, numpy_too_new_for_numba_cuda, row_stack_failure
 
 BACKEND_NAMES = ("numpy", "numba", "cupy", "numba-cuda")
@@ -130,9 +130,8 @@ def product_failure(loaded):
     try:
         product = loaded.asnumpy(loaded.kernels.matmul(loaded.xp.asarray(a), loaded.xp.asarray(a), trans_b=True))
     except Exception as failure:  # any failure of the first product is the answer
-        cause = (str(failure).strip().splitlines() or [""])[0]
         return row_stack_failure(failure) or (
-            f"{loaded.name}: a 2x3 product on the device failed ({type(failure).__name__}: {cause}); "
+            f"{loaded.name}: a 2x3 product on the device failed ({one_line(failure)}); "
             f"{GPU_INSTALL} installs what the GPU backends load (cuBLAS, nvmath-python, NVVM and libdevice)")
     if not np.allclose(product, a @ a.T):
         return f"{loaded.name}: a 2x3 product on the device came out {product.tolist()}, not {(a @ a.T).tolist()}"

@@ -1,4 +1,4 @@
-"""Package versions that do not work together, found without a device, and the one command that installs the GPU backends.
+"""Package versions that do not work together (found without a device), and the GPU backends' install hint.
 
 numba-cuda 0.30 and older call ``np.row_stack``, which numpy 2.5 removed:
 ``numpy_too_new_for_numba_cuda`` reads the installed versions, and

@@ -36,7 +36,7 @@ import numpy as np
 
 from minivae.app.loop import EagerStep
 from minivae.backend import get_backend
-from minivae.errors import MinivaeError
+from minivae.errors import MinivaeError, one_line
 from minivae.optim import Adam
 from minivae.tensor import Tensor
 
@@ -47,9 +47,8 @@ class CaptureFailed(MinivaeError):
     """CUDA (or a library inside the step) refused to capture the step; the message says why and how to go on."""
 
     def __init__(self, failure):
-        cause = (str(failure).strip().splitlines() or [""])[0]
         super().__init__(f"--cuda-graph: the training step could not be captured as a CUDA graph "
-                         f"({type(failure).__name__}: {cause}); train without capture: leave out --cuda-graph "
+                         f"({one_line(failure)}); train without capture: leave out --cuda-graph "
                          "(or pass --no-cuda-graph)")
 
 
