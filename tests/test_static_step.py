@@ -134,7 +134,7 @@ def test_a_run_with_the_static_step_ends_where_an_eager_run_does(tmp_path, monke
     made = []
     monkeypatch.setattr(training, "StaticStep", lambda run, capture: made.append(StaticStep(run)) or made[-1])
     static = training.train(dataclasses.replace(config, out=str(tmp_path / "static")), progress=False,
-                            log=lambda line: None)
+                            log=lambda line: None, cuda_graph=True)
     assert len(made) == 1 and made[0].optimizer.step_count == 2 * 15
     for name, value in parameters(eager.model).items():
         np.testing.assert_allclose(parameters(static.model)[name], value, rtol=1e-4, atol=1e-5, err_msg=name)

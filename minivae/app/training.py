@@ -42,7 +42,7 @@ from minivae.app.run_memory import check_run_memory
 from minivae.app.runconfig import prepare_data, start_run
 from minivae.app.rundir import own_run_directory
 from minivae.app.stop_requests import check_stop
-from minivae.app.static_step import CAPTURING_BACKENDS, StaticStep
+from minivae.app.static_step import CAPTURING_BACKENDS, CaptureFailed, StaticStep
 from minivae.app.threads import choose_threads, product_size, threads_limited
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
@@ -72,15 +72,14 @@ class Saved:
         return f"the checkpoint {self.path} (epoch {self.epoch}) is intact"
 
 
-def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_graph=None):
+def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_graph=False):
     """Train per ``config`` (or continue the checkpoint ``resume``); returns the ``Run``, its last epoch done.
 
     The output directory is held for the whole run (``own_run_directory``):
     it must not hold another run's checkpoint unless ``overwrite``. ``config.threads``
     (None: chosen for the model and the machine; on resume, the run's own) caps
     BLAS and numba while it runs, and is stored in the checkpoint.
-    ``cuda_graph``: capture the step once and replay it (``make_step``);
-    None captures where the backend can.
+    ``cuda_graph``: capture the step once and replay it (``make_step``; off by default).
     """
     if config.data_dir is not None:  # stored absolute: a checkpoint finds its data from any directory
         config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).resolve()))
@@ -123,6 +122,8 @@ def _train(run, out, resume, progress, log, cuda_graph):
     except Diverged as diverged:
         raise Diverged(f"{diverged}; lower --lr (now {run.config.lr:g}) or set --logvar-clamp; "
                        f"{saved.describe()}") from None
+    except CaptureFailed as failed:
+        raise MinivaeError(f"{failed}; {saved.describe()}") from None
     except KeyboardInterrupt:
         raise TrainingInterrupted(_interrupted_message(saved, run.config.epochs)) from None
 
@@ -143,12 +144,10 @@ def _complete_outputs(out, run, saved, log):
 def make_step(run, cuda_graph, log):
     """The run's step: a StaticStep captured as a CUDA graph where asked and possible, else an EagerStep.
 
-    ``cuda_graph`` None means where possible: a capturing backend and Adam.
-    Asked for where it is not possible, it says so in one line and trains eagerly.
+    Capture is opt-in (no GPU has run it yet). Asked for where it is not
+    possible, it says so in one line and trains eagerly.
     """
     backend, optimizer = get_backend().name, run.config.optimizer
-    if cuda_graph is None:
-        cuda_graph = backend in CAPTURING_BACKENDS and optimizer == "adam"
     if not cuda_graph:
         return EagerStep(run)
     if backend not in CAPTURING_BACKENDS:
