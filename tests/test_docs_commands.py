@@ -105,6 +105,14 @@ def test_every_documented_command_has_a_bash_block_the_test_reads():
     assert "minivae train" in commands and any(c.startswith("minivae evaluate") for c in commands), commands
 
 
+def test_the_test_commands_shown_name_tests_that_exist():
+    """The suite is not run here, but every test file or folder a shown pytest command names exists."""
+    named = [path for _, _, command in documented_commands() if "python -m pytest" in command
+             for path in re.findall(r"tests/\S+", command)]
+    assert "tests/test_docs_commands.py" in named
+    assert [path for path in named if not (ROOT / path).exists()] == []
+
+
 @pytest.fixture(scope="module")
 def newcomer(tmp_path_factory):
     """Every documented command run in order in a fresh directory: (directory, [(command as run, result)])."""
