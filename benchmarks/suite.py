@@ -340,7 +340,8 @@ def add_bench_arguments(parser):
                         help="importance samples per test image (default 5000)")
     parser.add_argument("--iw-examples", type=positive_int, default=None, metavar="N",
                         help="test images to evaluate (default 1000; with --quick 20)")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seeds every timed model's weights, data order and noise")
 
 
 def run_bench(args):

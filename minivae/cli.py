@@ -17,23 +17,29 @@ from minivae.backend import BACKEND_NAMES, ENV_VAR, set_backend
 from minivae.commands.argtypes import thread_count
 from minivae.errors import MinivaeError, NonFiniteResult
 
-# name: (module in minivae.commands, its run function, summary). Each module has add_arguments(parser).
+# name: (module in minivae.commands, its run function, its add-arguments function, summary).
 COMMANDS = {
-    "train": ("train", "run", "train a VAE (default: the bundled digits)"),
-    "evaluate": ("evaluate", "run", "test ELBO of a checkpoint, and the importance-weighted NLL with --iw-samples"),
-    "estimators": ("estimators", "run", "score-function vs reparameterization gradient: means, variances, SNR"),
-    "bound-gap": ("bound_gap", "run",
+    "train": ("train", "run", "add_arguments", "train a VAE (default: the bundled digits)"),
+    "evaluate": ("evaluate", "run", "add_arguments",
+                 "test ELBO of a checkpoint, and the importance-weighted NLL with --iw-samples"),
+    "estimators": ("estimators", "run", "add_arguments",
+                   "score-function vs reparameterization gradient: means, variances, SNR"),
+    "bound-gap": ("bound_gap", "run", "add_arguments",
                   "ELBO <= IW bound <= exact log p(x) on a 2-D latent model; the gap is KL(q || posterior)"),
-    "figures": ("figures", "run", "a figure, with the numbers it shows, for each argument of docs/walkthrough.md"),
-    "graph": ("graph", "run", "draw the tape backward() walks: the ELBO, the score-function surrogate, the IWAE bound"),
-    "sample": ("images", "run_sample", "decode prior samples from a checkpoint"),
-    "reconstruct": ("images", "run_reconstruct", "reconstruct test images with a checkpoint"),
-    "backends": ("backends", "run", "list the backends and whether each can run here"),
-    "gradcheck": ("gradcheck", "run", "check every primitive's gradient against finite differences"),
-    "bench": ("bench", "run",
+    "figures": ("figures", "run", "add_arguments",
+                "a figure, with the numbers it shows, for each argument of docs/walkthrough.md"),
+    "graph": ("graph", "run", "add_arguments",
+              "draw the tape backward() walks: the ELBO, the score-function surrogate, the IWAE bound"),
+    "sample": ("images", "run_sample", "add_sample_arguments", "decode prior samples from a checkpoint"),
+    "reconstruct": ("images", "run_reconstruct", "add_reconstruct_arguments",
+                    "reconstruct test images with a checkpoint"),
+    "backends": ("backends", "run", "add_arguments", "list the backends and whether each can run here"),
+    "gradcheck": ("gradcheck", "run", "add_arguments", "check every primitive's gradient against finite differences"),
+    "bench": ("bench", "run", "add_arguments",
               "time the kernels, a training step against PyTorch, JAX and autograd, an epoch, an evaluation"),
 }
 OWN_THREADS = ("bench",)  # commands that set threads their own way
+NO_BACKEND = ("backends",)  # commands that report on every backend, computing nothing: no --backend, no --threads
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -65,15 +71,17 @@ def build_parser(command=None):
     parser = OneLineParser(prog="minivae", description="A VAE from scratch: train, verify, benchmark.")
     parser.add_argument("--version", action="version", version=f"minivae {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, _, summary) in COMMANDS.items():
+    for name, (_, _, add_arguments, summary) in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary, formatter_class=DefaultsHelpFormatter)
         if name == command:
             add_common_arguments(sub, name)
-            command_module(name).add_arguments(sub)
+            getattr(command_module(name), add_arguments)(sub)
     return parser
 
 
 def add_common_arguments(parser, name):
+    if name in NO_BACKEND:
+        return
     parser.add_argument("--backend", choices=BACKEND_NAMES, default=None,
                         help="array backend (default: $MINIVAE_BACKEND or numpy)")
     if name not in OWN_THREADS:
@@ -146,11 +154,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parse_args(argv)
-        if args.backend:
+        if getattr(args, "backend", None):
             set_backend(args.backend)
-        else:
+        elif args.command not in NO_BACKEND:
             check_backend_variable()
-        if args.command not in OWN_THREADS:
+        if args.command not in OWN_THREADS + NO_BACKEND:
             from minivae.app.threads import choose_threads, use_threads
             use_threads(choose_threads(args.threads)[0])  # train and evaluate narrow it to their model
         return getattr(command_module(args.command), COMMANDS[args.command][1])(args)

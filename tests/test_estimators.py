@@ -84,7 +84,8 @@ def test_estimators_command_prints_table_and_writes_figure(tmp_path, capsys):
     assert run_estimators(args) == 0
     out = capsys.readouterr().out
     assert "K = 3" in out and "score function + baseline" in out
-    assert (tmp_path / "estimator_variance.png").stat().st_size > 0
+    assert out.splitlines()[-1] == f"wrote {tmp_path / 'estimator_variance_closed_kl.png'}"
+    assert [path.name for path in tmp_path.iterdir()] == ["estimator_variance_closed_kl.png"]
 
 
 def test_estimators_command_refuses_one_estimate(tmp_path):

@@ -1,4 +1,6 @@
 """log p(x) three ways on a trained 2-D latent VAE: the bounds' order, the gap identity, the samplers' spreads."""
+import json
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -6,6 +8,7 @@ from scipy.special import logsumexp
 from minivae import cli
 from minivae.app import run_checkpoint, runconfig, training
 from minivae.app.data import STATIC_SEED, Pixels, binarize_static, load_digits
+from minivae.app.figures import Sizes, write_figures
 from minivae.app.loading import load_model_and_data, train_small_model
 from minivae.distributions import DiagonalNormal
 from minivae.errors import MinivaeError
@@ -129,12 +132,43 @@ def _run(argv):
 
 def test_evaluate_reports_elbo_and_importance_sampled_nll(trained, capsys):
     _, _, checkpoint = trained
-    assert _run(["evaluate", str(checkpoint), "--limit", "20", "--iw-samples", "50"]) == 0
+    assert _run(["evaluate", str(checkpoint), "--iw-samples", "50", "--batch-size", "100"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    elbo = float(lines[2].split(": ")[1].split()[0])
+    elbo = float(lines[1].split(": ")[1].split()[0])
     nll = float(lines[3].split(": ")[1].split()[0])
-    assert lines[0] == "digits test images from scikit-learn (bundled)"
-    assert "20 examples; 1 thread" in lines[1] and 0 < nll < -elbo
+    assert lines[0].startswith("digits test images from scikit-learn (bundled): 359 examples; 1 thread (")
+    assert "noise seed 1, batches of 100; training's epoch lines drew another estimate" in lines[2]
+    assert "noise seed 1:" in lines[3] and 0 < nll < -elbo  # L_50 >= ELBO: the tighter bound
+
+
+def test_evaluate_prints_the_test_elbo_of_trainings_last_epoch_line(trained, capsys):
+    """The checkpoint's seed and batch size by default: the same draws, the same number; another seed, another."""
+    _, _, checkpoint = trained
+    last = json.loads((checkpoint.parent / "metrics.jsonl").read_text().splitlines()[-1])["test_elbo"]
+    assert _run(["evaluate", str(checkpoint)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(f"test ELBO (K=1): {last:.3f} nats per example")
+    assert lines[2].endswith("training's own draws, so its last epoch line printed this number")
+    assert _run(["evaluate", str(checkpoint), "--seed", "7"]) == 0
+    assert not capsys.readouterr().out.splitlines()[1].startswith(f"test ELBO (K=1): {last:.3f}")
+
+
+def test_bound_gap_without_a_checkpoint_prints_the_numbers_of_figure_bound_gap(tmp_path, capsys):
+    """Its own model (seed --seed) and noise: `minivae figures --seed S` at the same sizes prints the same bounds."""
+    sizes = {"epochs": 2, "examples": 2, "seeds": 3, "max_samples": 100, "grid_size": 31}
+    argv = ["bound-gap", "--seed", "3", "--out", str(tmp_path / "gap")]
+    for name, value in sizes.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    assert _run(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    figure = write_figures(tmp_path / "figures", Sizes(**sizes), seed=3, names=("bound_gap",), log=lambda line: None)
+    elbo, bound, exact = figure["bound_gap"]["bounds"].mean(axis=1)
+    assert any(line.startswith(f"mean ELBO {elbo:.3f} <= L_100 {bound:.3f} <= log p(x) {exact:.3f} nats")
+               for line in printed), printed
+    gap = tmp_path / "gap"
+    written = [gap / "bound_gap.png", gap / "bound_gap_spread.png", gap / "model" / "checkpoint.npz"]
+    assert printed[-1] == f"wrote {', '.join(map(str, written))}"
+    assert sorted(path.name for path in gap.iterdir()) == ["bound_gap.png", "bound_gap_spread.png", "model"]
 
 
 def test_bound_gap_command_writes_its_figure(trained, tmp_path, capsys):

@@ -186,6 +186,25 @@ def test_the_training_objective_uses_beta_and_the_test_elbo_does_not(tmp_path, c
     assert metrics(tmp_path)[-1]["test_elbo"] == test_elbo
 
 
+@pytest.mark.parametrize("options, line, name", [
+    ([], "objective: ELBO (the ELBO, 1 sample of z per image)", None),
+    (["--objective", "iwae", "--samples", "3"],
+     "objective: L_3 (the importance-weighted bound, K = 3 samples of z per image; Burda et al. 2016)", "L_3"),
+    (["--beta", "0.5", "--kl-warmup", "2"],
+     "objective: beta-ELBO (the ELBO, 1 sample of z per image; its KL weighted by beta rising from 0 to 0.5 over "
+     "2 epochs)", "beta-ELBO")])
+def test_the_output_names_the_objective_and_each_epoch_line_gives_its_value(tmp_path, capsys, monkeypatch, options,
+                                                                            line, name):
+    skip_figures(monkeypatch)
+    status, out, err = run_cli(train_argv(tmp_path, 2, *options), capsys)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[1] == line
+    for row, epoch_line in zip(metrics(tmp_path), lines[2:4]):
+        trained = "" if name is None else f"{name} {row['train_objective']:9.3f}  "
+        assert epoch_line.startswith(f"epoch {row['epoch']:3d}  train {trained}ELBO {row['train_elbo']:9.3f} ")
+
+
 def iwae_curve(out, name, capsys):
     status, _, err = run_cli(train_argv(out, 3, "--backend", name, *WARMUP), capsys)
     backend.set_backend("numpy")

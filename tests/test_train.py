@@ -49,8 +49,9 @@ def ctrl_c(optimizer):
 def test_a_run_logs_and_saves_its_history(tmp_path, monkeypatch):
     skip_figures(monkeypatch)
     _, history, lines = quiet_train(tiny(tmp_path))
-    assert [row["epoch"] for row in history] == [1, 2, 3] and len(lines) == 4
+    assert [row["epoch"] for row in history] == [1, 2, 3] and len(lines) == 5
     assert lines[0].startswith("digits from scikit-learn (bundled): 1438 training and 359 test images; numpy backend")
+    assert lines[1] == "objective: ELBO (the ELBO, 1 sample of z per image)"
     for row in history:
         assert row["train_elbo"] == pytest.approx(row["train_reconstruction"] - row["train_kl"])
         assert row["test_elbo"] == pytest.approx(row["test_reconstruction"] - row["test_kl"])
@@ -146,7 +147,7 @@ def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, tmp_p
     skip_figures(monkeypatch)
     quiet_train(tiny(tmp_path, epochs=1))
     _, history, lines = quiet_train(tiny(tmp_path), resume=tmp_path / run_checkpoint.CHECKPOINT_NAME)
-    assert [row["epoch"] for row in history] == [1, 2, 3] and len(lines) == 3
+    assert [row["epoch"] for row in history] == [1, 2, 3] and len(lines) == 4  # data, objective, epochs 2 and 3
     assert_same_run(tmp_path / run_checkpoint.CHECKPOINT_NAME, reference)
 
 

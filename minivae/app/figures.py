@@ -30,6 +30,7 @@ from minivae.tensor import Tensor, no_grad
 TARGET_ERROR = 0.1  # nats: the dimension sweep asks how many samples reach this root-mean-square error
 SIGMA_RECONSTRUCTIONS = (0.1, 0.3, 1.0)
 ERASED_ROWS = 3
+EXTENT = 5.0  # the quadrature grid covers [-EXTENT, EXTENT]^L
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,12 @@ class Sizes:
     grid_size: int = 101                    # quadrature points per latent axis
     estimates: int = 200                    # N per estimator and K in the gradient-variance figure
     estimator_ks: tuple = (1, 10, 100)
+
+    def changes(self):
+        """The fields that differ from the walkthrough's sizes (``Sizes()``), as "name value" pairs."""
+        full = Sizes()
+        return [f"{field.name} {getattr(self, field.name)}" for field in dataclasses.fields(self)
+                if getattr(self, field.name) != getattr(full, field.name)]
 
 
 QUICK = Sizes(epochs=2, examples=2, seeds=3, max_samples=100, reference_samples=1000, latent_dims=(1, 2, 3),
@@ -86,6 +93,16 @@ class Context:
 
     def make_rng(self, offset=0):
         return get_backend().kernels.make_rng(self.seed + offset)
+
+    def title(self, text=None):
+        """A figure's title: ``text``, under a warning when the sizes are not the walkthrough's."""
+        changes = self.sizes.changes()
+        if not changes:
+            return text
+        shown = ", ".join(changes[:3]) + (", ..." if len(changes) > 3 else "")
+        warning = (f"{'QUICK RUN' if self.sizes == QUICK else 'REDUCED SIZES'} ({shown}): too small and noisy to show "
+                   "the walkthrough's conclusions")
+        return warning if text is None else f"{warning}\n{text}"
 
 
 # ----- Pixel distance is not meaning -----
@@ -166,7 +183,7 @@ def figure_sigma(ctx, path):
         plots.Curves("ELBO's reconstruction term E_q[log p(x|z)]", "sigma", "nats per image",
                      {"reconstruction term": (sigmas, table[:, 4], None), "ELBO": (sigmas, table[:, 3], None)}),
         plots.Images("test images and their reconstructions", images, ctx.digits.image_shape, min(6, len(x)),
-                     row_labels=("original",) + tuple(f"sigma {s:g}" for s in shown))]])
+                     row_labels=("original",) + tuple(f"sigma {s:g}" for s in shown))]], ctx.title())
     return {"table": table, "images": images}
 
 
@@ -217,7 +234,7 @@ def figure_dimensions(ctx, path):
         plots.Curves(f"samples needed for a {TARGET_ERROR}-nat rms error", "latent dimension", "samples (log scale)",
                      {name: (dims, n, None) for name, n in needed.items()}, log_x=False, yscale="log"),
         plots.Curves("rms error against the reference", "samples n", "nats", errors, yscale="log")]],
-        panel_size=(5, 3.8))
+        ctx.title(), panel_size=(5, 3.8))
     return {"needed": np.array(list(needed.values())), "errors": np.array([e[1] for e in errors.values()])}
 
 
@@ -242,7 +259,7 @@ def figure_posterior(ctx, path, images=4):
                                      "p(z|x), exact", "q(z|x)"))
         ctx.log(f"test image {b}: KL(q(z|x) || p(z|x)) = log p(x) - ELBO = {kl[b]:.4f} nats")
     pictures = [plots.Images(f"test image {b}", x[b:b + 1], ctx.digits.image_shape, 1) for b in range(images)]
-    plots.save_panels(path, [pictures, panels], panel_size=(3.4, 3.2))
+    plots.save_panels(path, [pictures, panels], ctx.title(), panel_size=(3.4, 3.2))
     return {"kl": kl, "posterior": posterior, "q": q_density}
 
 
@@ -297,7 +314,7 @@ def figure_estimator_variance(ctx, path):
         panels.append(plots.Curves(f"KL {kl}", "K, samples per estimate", "log10 total variance",
                                    variance_curves(totals)))
     plots.save_panels(path, [panels],
-                      f"encoder gradient of the ELBO, {len(x)} images, N = {sizes.estimates} estimates each")
+                      ctx.title(f"encoder gradient of the ELBO, {len(x)} images, N = {sizes.estimates} estimates each"))
     return {f"total variance, KL {kl}": np.array([v for t in totals.values() for v in t.values()])
             for kl, totals in totals_by_kl.items()}
 
@@ -305,7 +322,7 @@ def figure_estimator_variance(ctx, path):
 def figure_bound_gap(ctx, path):
     """ELBO <= L_K <= log p(x) against K on their own scale, and the naive estimate beside them."""
     model, x, sizes = ctx.models.get(2), ctx.test_x, ctx.sizes
-    result = bound_gap(model, x, sizes.grid_size, 5.0, ctx.sample_counts, sizes.seeds, seed=ctx.seed)
+    result = bound_gap(model, x, sizes.grid_size, EXTENT, ctx.sample_counts, sizes.seeds, seed=ctx.seed)
     naive, weighted = result.spread(result.naive), result.spread(result.weighted)
     ctx.log(f"mean over {len(x)} test images: ELBO {result.elbo.mean():.3f} <= L_{result.sample_counts[-1]} "
             f"{result.bound.mean():.3f} <= log p(x) {result.exact.mean():.3f}; gap log p(x) - ELBO "
@@ -314,8 +331,8 @@ def figure_bound_gap(ctx, path):
         f"n = {n}: {a:.3g} / {b:.3g} ({(a / b) ** 2:.2g}x the samples)" for n, a, b in
         zip(result.sample_counts, naive, weighted)))
     plots.save_panels(path, bound_gap_panels(result),
-                      f"log p(x) estimates against sample count, mean over {len(x)} examples; "
-                      f"bands: spread over {sizes.seeds} seeds")
+                      ctx.title(f"log p(x) estimates against sample count, mean over {len(x)} examples; "
+                                f"bands: spread over {sizes.seeds} seeds"))
     return {"bounds": np.array([result.elbo, result.bound, result.exact]), "naive": result.naive,
             "weighted": result.weighted}
 

@@ -10,13 +10,13 @@ from minivae.app.training import train
 from minivae.errors import MinivaeError
 
 
-def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test"):
+def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test", log=print):
     """(model, config, x): a checkpoint's model (or a fresh one for ``data_name``) and a split's images (``Pixels``).
 
     A model trained on binarized images (static or dynamic) is evaluated on one
     fixed binarization of the split (seed ``data.STATIC_SEED``), as papers do.
-    Only that split is read; its test images must be the checkpoint's. Prints
-    where the images were read.
+    Only that split is read; its test images must be the checkpoint's. Says
+    (``log``) where the images were read.
     """
     if checkpoint is None:
         config, meta = TrainConfig(data=data_name or "digits"), {}
@@ -27,7 +27,7 @@ def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test")
     data = prepare_data(dataclasses.replace(config, data_dir=data_dir or config.data_dir,  # every image
                                             train_examples=None, test_examples=None), splits=(split,))
     check_same_data(checkpoint, meta, data)
-    print(f"{data.name} {split} images from {data.source}")
+    log(f"{data.name} {split} images from {data.source}")
     x = data.train_x if split == "train" else data.test_x
     if checkpoint is None:
         model = build_model(config, x.shape[1])

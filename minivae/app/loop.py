@@ -103,6 +103,27 @@ def kl_weight(config, epoch, step, steps_per_epoch):
     return config.beta * min(1.0, t / (config.kl_warmup * steps_per_epoch))
 
 
+# ----- What is maximized -----
+
+def objective_name(config):
+    """The training objective's short name in an epoch line: ELBO or L_K, beta-ELBO or beta-L_K when the KL is
+    weighted (beta != 1, or warmed up)."""
+    name = f"L_{config.samples}" if config.objective == "iwae" else "ELBO"
+    return f"beta-{name}" if config.beta != 1 or config.kl_warmup else name
+
+
+def describe_objective(config):
+    """The training objective's line: its name, K and the KL weight beta."""
+    k = config.samples
+    text = (f"the importance-weighted bound, K = {k} samples of z per image; Burda et al. 2016"
+            if config.objective == "iwae" else f"the ELBO, {k} sample{'s' * (k > 1)} of z per image")
+    if config.kl_warmup:
+        text += f"; its KL weighted by beta rising from 0 to {config.beta:g} over {config.kl_warmup} epochs"
+    elif config.beta != 1:
+        text += f"; its KL weighted by beta = {config.beta:g}"
+    return f"objective: {objective_name(config)} ({text})"
+
+
 # ----- One epoch -----
 
 def train_epoch(run, step, progress=False):

@@ -87,38 +87,44 @@ def save_latent_scatter(path, z, labels):
     save_figure(fig, path)
 
 
-def manifold_grid(n):
-    """n x n latent points: a uniform grid on (0, 1)^2 mapped through the Gaussian inverse CDF.
+def manifold_coordinates(n):
+    """n values of z along one axis: a uniform grid on (0, 1) mapped through the Gaussian inverse CDF.
 
     Kingma & Welling (2014), figure 4: equal steps in probability under the prior.
     """
     # Within 1e-15 of scipy.stats.norm.ppf; importing scipy.stats for 15 numbers would cost a run 50 MiB at its peak.
     inverse_cdf = statistics.NormalDist().inv_cdf
-    coords = [inverse_cdf(float(p)) for p in np.linspace(0.05, 0.95, n)]
+    return [inverse_cdf(float(p)) for p in np.linspace(0.05, 0.95, n)]
+
+
+def manifold_grid(n):
+    """n x n latent points (z[0], z[1]) row by row, z[1] falling from the top row: ``manifold_coordinates`` squared."""
+    coords = manifold_coordinates(n)
     return np.array([[x, y] for y in coords[::-1] for x in coords], dtype=np.float64)
 
 
 def save_manifold(path, images, image_shape, n):
-    """The decoded images of ``manifold_grid(n)``, laid out as the grid they came from."""
-    _save_grid(path, _tile(images, image_shape, n), "decoded latent grid (Kingma & Welling, fig. 4)",
-               long_side=MANIFOLD_CELL_PIXELS * n)  # n cells of (side + 1) - 1/n canvas pixels each
+    """The decoded images of ``manifold_grid(n)``, laid out as the grid they came from, z[0] and z[1] on the axes."""
+    plt = _pyplot()
+    height, width = image_shape
+    side = n * MANIFOLD_CELL_PIXELS / 100  # inches at 100 dpi: at least MANIFOLD_CELL_PIXELS per decoded image
+    fig, ax = plt.subplots(figsize=(side + 1, side + 0.8))
+    ax.imshow(_tile(images, image_shape, n), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    coords, shown = manifold_coordinates(n), range(0, n, 2)
+    ax.set_xticks([j * (width + 1) + (width - 1) / 2 for j in shown], [f"{coords[j]:.2f}" for j in shown],
+                  fontsize=7)
+    ax.set_yticks([i * (height + 1) + (height - 1) / 2 for i in shown], [f"{coords[::-1][i]:.2f}" for i in shown],
+                  fontsize=7)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_title("decoded means of p(x|z) on a grid of z, in equal steps of prior probability\n"
+                 "(Kingma & Welling 2014, fig. 4)", fontsize=9)
+    save_figure(fig, path)
 
 
 def save_curves(path, series, xlabel, ylabel, title, log_x=True):
-    """Several named (x, y, spread) series on one plot, spread drawn as a band where given."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, (x, y, spread) in series.items():
-        ax.plot(x, y, marker=".", label=name)
-        if spread is not None:
-            ax.fill_between(x, np.asarray(y) - spread, np.asarray(y) + spread, alpha=0.2)
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.legend()
-    save_figure(fig, path)
+    """Several named (x, y, spread) series on one plot, spread drawn as a band where given (one ``Curves`` panel)."""
+    save_panels(path, [[Curves(title, xlabel, ylabel, series, log_x)]], panel_size=(6, 4))
 
 
 # ----- Multi-panel figures (``minivae figures``, ``minivae bound-gap``) -----
@@ -201,8 +207,19 @@ def _draw_curves(ax, panel):
             ax.fill_between(x, np.asarray(y) - spread, np.asarray(y) + spread, alpha=0.2)
     ax.set_xscale("log" if panel.log_x else "linear")
     ax.set_yscale(panel.yscale)
+    _integer_ticks(ax, [value for x, _, _ in panel.series.values() for value in x])
     _label(ax, panel)
     ax.legend(fontsize=7)
+
+
+def _integer_ticks(ax, xs, most=12):
+    """Where every x is a whole number (K, n, a latent dimension) and there are at most ``most`` of them, one
+    tick at each, labelled as the integer it is (no 1.25 dimensions, no 2x10^0 samples), and no minor ticks."""
+    values = sorted({float(x) for x in xs})
+    if len(values) > most or not all(value.is_integer() for value in values):
+        return
+    ax.set_xticks(values, [str(int(value)) for value in values])
+    ax.set_xticks([], minor=True)
 
 
 def _draw_scatter(ax, panel):

@@ -33,7 +33,7 @@ import numpy as np
 
 from minivae.app import plots
 from minivae.app.checkpoint import check_writable, save_checkpoint
-from minivae.app.loop import Diverged, EagerStep, run_epoch
+from minivae.app.loop import Diverged, EagerStep, describe_objective, objective_name, run_epoch
 from minivae.app.files import write_atomically
 from minivae.app.outputs import METRICS_NAME, draws_figures, figure_names, run_outputs, unwritten_outputs
 from minivae.app.run_checkpoint import (CHECKPOINT_NAME, checkpoint_nbytes, checkpoint_payload, restore_checkpoint,
@@ -93,6 +93,7 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_g
         config = dataclasses.replace(config, threads=count)
         log(f"{data.name} from {data.source}: {len(data.train_x)} training and {len(data.test_x)} test images; "
             f"{get_backend().name} backend, {reason}")
+        log(describe_objective(config))
         with threads_limited(count):
             run = start_run(config, data)
             _train(run, out, resume, progress, log, cuda_graph)
@@ -115,7 +116,7 @@ def _train(run, out, resume, progress, log, cuda_graph):
             _save(out / CHECKPOINT_NAME, checkpoint_payload(run), saved)
             saved = Saved(out / CHECKPOINT_NAME, len(run.history))
             _write_outputs(out, run, saved)
-            log(_epoch_line(run.history[-1]))
+            log(_epoch_line(run.history[-1], objective_name(run.config)))
             if len(run.history) < run.config.epochs:
                 check_stop()  # a stop asked for during the evaluation or the figures: now, with the epoch saved
     except Diverged as diverged:
@@ -178,8 +179,11 @@ def check_free_space(out, checkpoint_bytes):
                            f"about {needed / 2**20:.1f} MiB; free some space or choose another --out")
 
 
-def _epoch_line(row):
-    return (f"epoch {row['epoch']:3d}  train ELBO {row['train_elbo']:9.3f} "
+def _epoch_line(row, objective):
+    """The epoch's line: the training objective's value where it is not the ELBO itself, the train ELBO and its
+    terms, the test ELBO, beta and the seconds."""
+    trained = "" if objective == "ELBO" else f"{objective} {row['train_objective']:9.3f}  "
+    return (f"epoch {row['epoch']:3d}  train {trained}ELBO {row['train_elbo']:9.3f} "
             f"(recon {row['train_reconstruction']:9.3f}, KL {row['train_kl']:7.3f})  "
             f"test ELBO {row['test_elbo']:9.3f}  beta {row['beta']:.3g}  [{row['seconds']:.2f} s]")
 

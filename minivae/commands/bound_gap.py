@@ -6,10 +6,11 @@ import math
 import numpy as np
 
 from minivae.app import plots
-from minivae.app.figures import bound_gap_panels
+from minivae.app.figures import EXTENT, Sizes, bound_gap_panels
 from minivae.app.checkpoint import check_writable
 from minivae.app.data import load_dataset
 from minivae.app.loading import load_model_and_data, train_small_model
+from minivae.app.run_checkpoint import CHECKPOINT_NAME
 from minivae.backend import get_backend
 from minivae.commands.argtypes import extent, non_negative_int, positive_int
 from minivae.distributions import DiagonalNormal
@@ -19,17 +20,22 @@ from minivae.tensor import Tensor, no_grad
 
 
 def add_arguments(parser):
+    full = Sizes()  # the defaults are figure bound_gap's: `minivae figures --seed S` prints the same numbers
     parser.add_argument("--checkpoint", default=None,
                         help="a model with a 1-D or 2-D latent space (default: train one on digits in seconds)")
     parser.add_argument("--data-dir", default=None, help="directory of the IDX files (default: the checkpoint's)")
-    parser.add_argument("--examples", type=positive_int, default=8, help="test examples to compare (default 8)")
-    parser.add_argument("--grid-size", type=positive_int, default=101, help="grid points per latent axis (default 101)")
-    parser.add_argument("--extent", type=extent, default=5.0, help="the grid covers [-extent, extent]^L")
-    parser.add_argument("--max-samples", type=positive_int, default=10_000,
-                        help="largest sample count n (counts are 1, 10, 100, ... up to it; default 10000)")
-    parser.add_argument("--seeds", type=positive_int, default=10, help="repetitions for the spread (default 10)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the noise")
-    parser.add_argument("--out", default="results", help="directory for bound_gap.png (and the trained model)")
+    parser.add_argument("--epochs", type=positive_int, default=full.epochs,
+                        help="training epochs of the model trained without --checkpoint")
+    parser.add_argument("--examples", type=positive_int, default=full.examples, help="test examples to compare")
+    parser.add_argument("--grid-size", type=positive_int, default=full.grid_size, help="grid points per latent axis")
+    parser.add_argument("--extent", type=extent, default=EXTENT, help="the grid covers [-extent, extent]^L")
+    parser.add_argument("--max-samples", type=positive_int, default=full.max_samples,
+                        help="largest sample count n (counts are 1, 10, 100, ... up to it)")
+    parser.add_argument("--seeds", type=positive_int, default=full.seeds, help="repetitions for the spread")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of the noise, and of the model trained without --checkpoint")
+    parser.add_argument("--out", default="results/bound_gap",
+                        help="directory for bound_gap.png, bound_gap_spread.png and the model trained here")
 
 
 def run(args):
@@ -37,10 +43,13 @@ def run(args):
     out = check_writable(args.out)
     if args.seeds < 2:
         raise MinivaeError(f"--seeds {args.seeds}: a spread needs at least 2 seeds; use e.g. 10")
+    written = []
     if args.checkpoint is None:
-        print(f"training a 2-D latent VAE on digits (64 hidden units) into {out / 'bound_gap_model'} ...")
-        model, _ = train_small_model(out / "bound_gap_model")
+        print(f"training a 2-D latent VAE on digits (64 hidden units, {args.epochs} epochs, seed {args.seed}) "
+              f"into {out / 'model'} ...")
+        model, _ = train_small_model(out / "model", args.epochs, args.seed)
         x = load_dataset("digits").test_x
+        written.append(out / "model" / CHECKPOINT_NAME)
     else:
         model, _, x = load_model_and_data(args.checkpoint, None, args.data_dir)
     latent_grid(model.config["latent_dim"], args.grid_size, args.extent)  # refuse other dimensions up front
@@ -52,6 +61,8 @@ def run(args):
                              ("the importance-weighted bound", result.bound), ("KL(q || p(z|x))", result.kl)):
         check_finite(quantity, values, "the weights or --extent are too large; use another checkpoint or "
                                        "the default --extent 5")
+    print(f"the first {len(x)} test images; every estimate's noise from seed {args.seed} (--seed), "
+          f"spreads over {args.seeds} seeds from it")
     _print_bounds(result, args.grid_size)
     _print_kl_check(model, x, get_backend().kernels.make_rng(args.seed))
     _print_spreads(result)
@@ -61,7 +72,8 @@ def run(args):
                       f"bands: spread over {args.seeds} seeds")
     plots.save_curves(spreads, _spread_curves(result), "samples n", "log10 spread over seeds, nats",
                       "how fast each estimate's spread shrinks (log-log)")
-    print(f"figures: {estimates}, {spreads}")
+    written[:0] = [estimates, spreads]
+    print(f"wrote {', '.join(map(str, written))}")
     return 0
 
 

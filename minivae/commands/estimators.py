@@ -32,7 +32,8 @@ def add_arguments(parser):
                         help="closed: estimate E_q[log p(x|z)], KL exact (as training does); "
                              "sampled: estimate all of E_q[log p(x,z) - log q(z|x)] (default closed)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the noise")
-    parser.add_argument("--out", default="results", help="directory for estimator_variance.png (default: results)")
+    parser.add_argument("--out", default="results/estimators",
+                        help="directory for estimator_variance_KL_kl.png (KL: closed or sampled)")
 
 
 def run(args):
@@ -46,7 +47,7 @@ def run(args):
     rng = get_backend().kernels.make_rng(args.seed)
     print(f"gradient of sum_b ELBO(x_b) over {len(x)} examples w.r.t. the encoder's "
           f"{sum(p.size for p in problem.parameters.values())} parameters, KL {args.kl}; "
-          f"N = {args.samples_n} estimates each")
+          f"N = {args.samples_n} estimates each, their noise from seed {args.seed} (--seed)")
     print(COLUMNS_LEGEND)
     totals = {}
     for k in args.k:
@@ -56,8 +57,8 @@ def run(args):
         totals[k] = {name: stats["all"][name].total_variance for name in names}
         check_finite(f"the total variance at K = {k}", list(totals[k].values()),
                      "the checkpoint's weights are too large; use another checkpoint")
-    path = _plot_variances(out, totals)
-    print(f"figure: {path}")
+    path = _plot_variances(out / f"estimator_variance_{args.kl}_kl.png", totals)
+    print(f"wrote {path}")
     return 0
 
 
@@ -78,9 +79,8 @@ def _print_table(k, stats, names):
             print(line)
 
 
-def _plot_variances(out, totals):
+def _plot_variances(path, totals):
     """log10 of the total variance (all encoder parameters) against K, one line per estimator."""
-    path = out / "estimator_variance.png"
     plots.save_curves(path, variance_curves(totals), "K, samples per estimate", "log10 total variance of the estimate",
                       "variance of the encoder gradient estimators against K (log-log)")
     return path

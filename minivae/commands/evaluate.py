@@ -19,32 +19,56 @@ def add_arguments(parser):
                         help="also report the importance-sampled NLL with K samples (papers use 5000)")
     parser.add_argument("--data-dir", default=None, help="directory of the IDX files (default: the checkpoint's)")
     parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N test examples")
-    parser.add_argument("--batch-size", type=positive_int, default=100, help="examples per pass (default 100)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the noise")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="examples per pass (default: the checkpoint's, so that the noise is training's)")
+    parser.add_argument("--seed", type=non_negative_int, default=None,
+                        help="seed of the noise (default: the checkpoint's, the seed of training's test ELBO)")
 
 
 def run(args):
-    """The test ELBO (K = 1) and, with --iw-samples, the importance-weighted NLL, in nats per example."""
-    model, config, x = load_model_and_data(args.checkpoint, None, args.data_dir)
+    """The test ELBO and, with --iw-samples, the importance-weighted NLL, in nats per example.
+
+    With the defaults the test ELBO is drawn as training draws it after each
+    epoch (its seed, batch size and samples of z), so it is the number the
+    run's last epoch line printed; the output says which noise it depends on.
+    """
+    found = []
+    model, config, x = load_model_and_data(args.checkpoint, None, args.data_dir, log=found.append)
+    test_images = len(x)
     x = x.subset(slice(args.limit))  # still uint8: converted batch by batch as it is evaluated
-    count, reason = choose_threads(args.threads, product_size(args.batch_size, model.config["encoder_sizes"]))
+    seed = config.seed if args.seed is None else args.seed
+    batch_size = config.batch_size if args.batch_size is None else args.batch_size
+    count, reason = choose_threads(args.threads, product_size(batch_size, model.config["encoder_sizes"]))
     use_threads(count)
+    print(f"{found[0]}: {len(x)} examples; {reason}")
     started = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        elbo, reconstruction, kl = evaluate_elbo(model, x, args.batch_size, samples=1, seed=args.seed)
+        elbo, reconstruction, kl = evaluate_elbo(model, x, batch_size, config.samples, seed=seed)
     check_finite("the test ELBO", [elbo, reconstruction, kl], WEIGHTS_ADVICE)
-    print(f"{config.data} test set, {len(x)} examples; {reason}")
-    print(f"test ELBO (K=1): {elbo:.3f} nats per example (reconstruction {reconstruction:.3f}, KL {kl:.3f}) "
-          f"[{time.perf_counter() - started:.1f} s]")
+    print(f"test ELBO (K={config.samples}): {elbo:.3f} nats per example (reconstruction {reconstruction:.3f}, "
+          f"KL {kl:.3f}) [{time.perf_counter() - started:.1f} s]")
+    print(f"  {_noise_note(config, seed, batch_size, len(x), test_images)}")
     if args.iw_samples:
         started = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):
-            log_px = importance_sampled_log_px(model, x, args.iw_samples, args.seed, batch_size=args.batch_size)
+            log_px = importance_sampled_log_px(model, x, args.iw_samples, seed, batch_size=batch_size)
         check_finite("the importance-sampled log p(x)", log_px, WEIGHTS_ADVICE)
-        print(f"test NLL, importance sampling with K={args.iw_samples} (Burda et al. 2016): "
+        print(f"test NLL, importance sampling with K={args.iw_samples} (Burda et al. 2016), noise seed {seed}: "
               f"{-log_px.mean():.3f} +- {_standard_error(log_px):.3f} nats per example "
               f"(standard error over examples) [{time.perf_counter() - started:.1f} s]")
     return 0
+
+
+def _noise_note(config, seed, batch_size, examples, test_images):
+    """What the test ELBO's noise is, and whether it is training's own (the number its last epoch line printed)."""
+    drawn = f"one Monte Carlo estimate with K samples of z per image: noise seed {seed}, batches of {batch_size}"
+    if config.binarize != "none":
+        return f"{drawn}, on the test images binarized once (training's epoch lines measured the grey ones)"
+    trained_on = config.test_examples or test_images
+    if (seed, batch_size, examples) == (config.seed, config.batch_size, trained_on):
+        return f"{drawn}: training's own draws, so its last epoch line printed this number"
+    return (f"{drawn}; training's epoch lines drew another estimate (seed {config.seed}, batches of "
+            f"{config.batch_size}, {trained_on} test images)")
 
 
 def _standard_error(values):

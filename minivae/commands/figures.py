@@ -8,7 +8,7 @@ from minivae.errors import MinivaeError
 
 
 def add_arguments(parser):
-    parser.add_argument("--out", default="figures", help="directory for the PNG files (default: figures)")
+    parser.add_argument("--out", default="results/figures", help="directory for the PNG files")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seeds the models and every sample")
     parser.add_argument("--quick", action="store_true",
                         help="every size small (2 epochs, 2 images, n up to 100): a check that runs in seconds")
@@ -33,5 +33,6 @@ def run(args):
         raise MinivaeError(f"--seeds {args.seeds}: an error over seeds needs at least 2; use e.g. 10")
     started = time.perf_counter()
     write_figures(args.out, dataclasses.replace(sizes, **changes), args.seed, args.only)
-    print(f"\n{len(args.only)} figures in {args.out} [{time.perf_counter() - started:.0f} s]")
+    print(f"\n{len(args.only)} figures in {args.out}; every number above follows from --seed {args.seed} (the "
+          f"models' weights and every sample) [{time.perf_counter() - started:.0f} s]")
     return 0

@@ -10,7 +10,7 @@ from minivae.app.tapes import PRESETS
 
 def add_arguments(parser):
     from minivae.commands.argtypes import name_list, non_negative_int, positive_int
-    parser.add_argument("--out", default="graphs", help="directory for tape_NAME.png and tape_NAME.dot")
+    parser.add_argument("--out", default="results/graphs", help="directory for tape_NAME.png and tape_NAME.dot")
     parser.add_argument("--only", type=name_list(tuple(PRESETS)), default=list(PRESETS), metavar="NAMES",
                         help=f"comma-separated tapes to draw, of: {', '.join(PRESETS)} (default: all)")
     parser.add_argument("--checkpoint", default=None,

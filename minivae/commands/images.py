@@ -16,10 +16,14 @@ from minivae.tensor import Tensor, no_grad
 WEIGHTS_ADVICE = "the checkpoint's weights are too large to decode; use another checkpoint"
 
 
-def add_arguments(parser):
+def add_reconstruct_arguments(parser):
     parser.add_argument("checkpoint", help="a checkpoint.npz written by minivae train")
     parser.add_argument("--out", default=None, help="where to write the figure (default: beside the checkpoint)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the prior samples (sample)")
+
+
+def add_sample_arguments(parser):
+    add_reconstruct_arguments(parser)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the prior samples z ~ N(0, I)")
 
 
 def _figure_job(args):
