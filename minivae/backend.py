@@ -16,6 +16,7 @@ saying why; ``available_backends()`` collects those lines without raising.
 What can be checked without a device is checked first: that the packages
 import, and that their versions work together (``versions``).
 """
+import contextlib
 import importlib
 import os
 from dataclasses import dataclass
@@ -145,3 +146,14 @@ def get_backend():
     if _active is None:
         set_backend(os.environ.get(ENV_VAR, "numpy"))
     return _active
+
+
+@contextlib.contextmanager
+def using_backend(backend):
+    """Inside the block ``backend`` (a ``Backend`` object) is the active one; the one before it after."""
+    global _active
+    previous, _active = _active, backend
+    try:
+        yield backend
+    finally:
+        _active = previous
