@@ -88,6 +88,16 @@ def test_the_static_step_run_eagerly_equals_the_ordinary_step(backend, schedule)
         set_backend("numpy")
 
 
+@pytest.mark.parametrize("schedule", [PLAIN, SCHEDULED], ids=["elbo", "iwae with warm-up and an lr drop"])
+def test_the_recorded_step_replayed_on_numba_equals_the_ordinary_step_exactly(schedule):
+    """Recorded at the first step, its calls replayed on the same buffers for the other nine: the same bits."""
+    set_backend("numba")
+    try:
+        assert_same_steps(static_steps(*schedule, capture=True), ordinary_steps(*schedule), scale_tolerance=0)
+    finally:
+        set_backend("numpy")
+
+
 def test_a_short_batch_runs_the_eager_step_and_the_next_static_step_sees_its_step_count():
     """The last, partial batch of an epoch runs eagerly; the next static step's Adam must see t + 1."""
     run, batches = fresh_run()
@@ -142,11 +152,47 @@ def test_a_run_with_the_static_step_ends_where_an_eager_run_does(tmp_path, monke
         assert static_row["train_elbo"] == pytest.approx(eager_row["train_elbo"], rel=1e-5)
 
 
+@pytest.mark.parametrize("backend, optimizer, recorded", [("numba", "adam", True), ("numba", "sgd", False),
+                                                         ("numpy", "adam", False)])
+def test_a_run_records_its_step_by_default_on_numba_with_adam(backend, optimizer, recorded):
+    set_backend(backend)
+    try:
+        run, _ = fresh_run(optimizer={"adam": Adam, "sgd": SGD}[optimizer])
+        run.config = dataclasses.replace(run.config, optimizer=optimizer)
+        step = training.make_step(run, None, log=print)
+        assert isinstance(step, StaticStep) == recorded and getattr(step, "capture", False) == recorded
+    finally:
+        set_backend("numpy")
+
+
+def test_on_numba_the_replayed_run_and_its_resume_end_exactly_where_an_eager_run_does(tmp_path, monkeypatch):
+    """Full batches replayed, the last partial one eager, two epochs, and the same again resumed after one."""
+    skip_figures(monkeypatch)
+    set_backend("numba")
+    try:
+        config = runconfig.TrainConfig(hidden=(16,), epochs=2, plot_interval=0, batch_size=100)
+        quiet = dict(progress=False, log=lambda line: None)
+        eager = training.train(dataclasses.replace(config, out=str(tmp_path / "eager")), cuda_graph=False, **quiet)
+        replayed = training.train(dataclasses.replace(config, out=str(tmp_path / "replayed")), **quiet)
+        first = training.train(dataclasses.replace(config, epochs=1, out=str(tmp_path / "resumed")), **quiet)
+        resumed = training.train(dataclasses.replace(config, out=str(tmp_path / "resumed")), **quiet,
+                                 resume=tmp_path / "resumed" / "checkpoint.npz")
+    finally:
+        set_backend("numpy")
+    for run in (replayed, resumed):
+        for name, value in parameters(eager.model).items():
+            np.testing.assert_array_equal(parameters(run.model)[name], value, err_msg=name)
+    without_seconds = [{**row, "seconds": 0} for row in replayed.history]
+    assert [{**row, "seconds": 0} for row in first.history + resumed.history[1:]] == without_seconds
+    for replayed_row, eager_row in zip(replayed.history, eager.history):  # its sums: float64, the eager step's not
+        assert replayed_row["train_elbo"] == pytest.approx(eager_row["train_elbo"], rel=1e-6)
+
+
 def test_cuda_graph_on_a_cpu_backend_trains_eagerly_with_a_note(tmp_path, monkeypatch, capsys):
     skip_figures(monkeypatch)
     status, out, err = run_cli(train_argv(tmp_path, 1, "--cuda-graph"), capsys)
     assert status == 0, err
-    assert "--cuda-graph: only the cupy backend captures the training step; training eagerly on numpy" in out
+    assert "--cuda-graph: only the cupy and numba backends record the training step; training eagerly on numpy" in out
     status, out, _ = run_cli(train_argv(tmp_path / "off", 1, "--no-cuda-graph"), capsys)
     assert status == 0 and "--cuda-graph" not in out
 

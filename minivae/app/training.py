@@ -70,8 +70,8 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, thread
     The output directory is held for the whole run (``own_run_directory``):
     it must not hold another run's checkpoint unless ``overwrite``. ``threads``
     (None: chosen for the model and the machine) caps BLAS and numba while it runs.
-    ``cuda_graph``: capture the step once and replay it (``make_step``);
-    None captures where the backend can.
+    ``cuda_graph``: record the step once and replay it (``make_step``);
+    None records where the backend can.
     """
     if config.data_dir is not None:  # stored absolute: a checkpoint finds its data from any directory
         config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).resolve()))
@@ -111,10 +111,11 @@ def _train(run, out, resume, progress, log, cuda_graph):
 
 
 def make_step(run, cuda_graph, log):
-    """The run's step: a StaticStep captured as a CUDA graph where asked and possible, else an EagerStep.
+    """The run's step: a StaticStep recorded once and replayed where asked and possible, else an EagerStep.
 
-    ``cuda_graph`` None means where possible: a capturing backend and Adam.
-    Asked for where it is not possible, it says so in one line and trains eagerly.
+    Recorded: as a CUDA graph on cupy, as its list of kernel calls on numba
+    (``static_step.py``). ``cuda_graph`` None means where possible: a recording
+    backend and Adam. Asked for where it is not possible, it says so in one line and trains eagerly.
     """
     backend, optimizer = get_backend().name, run.config.optimizer
     if cuda_graph is None:
@@ -122,7 +123,8 @@ def make_step(run, cuda_graph, log):
     if not cuda_graph:
         return EagerStep(run)
     if backend not in CAPTURING_BACKENDS:
-        log(f"--cuda-graph: only the cupy backend captures the training step; training eagerly on {backend}")
+        log(f"--cuda-graph: only the {' and '.join(CAPTURING_BACKENDS)} backends record the training step; "
+            f"training eagerly on {backend}")
         return EagerStep(run)
     if optimizer != "adam":
         log(f"--cuda-graph: only Adam's step is captured; training eagerly with {optimizer}")

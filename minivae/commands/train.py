@@ -62,8 +62,9 @@ def add_arguments(parser):
                         help="replace the run whose checkpoint.npz is already in --out (default: refuse)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
-                        help="capture the training step as a CUDA graph once and replay it for every full "
-                             "batch (default: on with --backend cupy and Adam; other backends train eagerly)")
+                        help="record the training step once and replay it for every full batch: a CUDA graph "
+                             "on cupy, its kernel calls on numba (default: on with cupy or numba and Adam; "
+                             "other backends train eagerly)")
     parser.add_argument("--progress", action="store_true",
                         help="show the progress bar even when stderr is not a terminal (default: only on one)")
 
