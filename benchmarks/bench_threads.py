@@ -13,7 +13,7 @@ import statistics
 import tempfile
 
 from minivae.app.runconfig import TrainConfig
-from minivae.app.threads import choose_threads, free_cores, product_size
+from minivae.app.threads import choose_threads, product_size
 from minivae.app.training import train
 
 TARGET = 1.10
@@ -22,8 +22,8 @@ SETTINGS = {"default": None, "1 thread": 1, "2 threads": 2}
 
 def training_seconds(threads, epochs, out):
     """Seconds of ``epochs`` epochs of the default run with ``threads`` (None: minivae's choice)."""
-    config = TrainConfig(epochs=epochs, plot_interval=0, out=out)
-    history = train(config, progress=False, log=lambda line: None, overwrite=True, threads=threads).history
+    config = TrainConfig(epochs=epochs, plot_interval=0, out=out, threads=threads)
+    history = train(config, progress=False, log=lambda line: None, overwrite=True).history
     return sum(row["seconds"] for row in history)
 
 
@@ -34,7 +34,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     defaults = TrainConfig()
     _, reason = choose_threads(None, product_size(defaults.batch_size, (64, *defaults.hidden)))
-    print(f"default choice: {reason}; free cores by load average: {free_cores()}")
+    print(f"default choice: {reason}")
     times = {name: [] for name in SETTINGS}
     with tempfile.TemporaryDirectory() as out:
         for _ in range(args.rounds):

@@ -8,10 +8,11 @@ import sys
 
 def main():
     try:
-        from minivae.cli import main as run_command
+        from minivae.cli import main as run_command, prepare_output
     except KeyboardInterrupt:
         print("minivae: interrupted", file=sys.stderr)
         return 130
+    prepare_output()
     return run_command()
 
 

@@ -3,15 +3,18 @@
 Every subcommand takes ``--backend`` and (but ``bench``, which has its own)
 ``--threads``. A ``MinivaeError`` (bad input, a backend that cannot run here)
 prints one line and exits with status 2; a result that is not finite, with
-status 3; Ctrl-C, with status 130.
+status 3; Ctrl-C, with status 130. ``prepare_output`` (called by the entry point,
+``minivae/__main__.py``) makes the process's output survive a closed pipe and
+print any path.
 """
 import argparse
 import importlib
+import os
 import sys
 
 from minivae import __version__
-from minivae.backend import BACKEND_NAMES, set_backend
-from minivae.commands.argtypes import positive_int
+from minivae.backend import BACKEND_NAMES, ENV_VAR, set_backend
+from minivae.commands.argtypes import thread_count
 from minivae.errors import MinivaeError, NonFiniteResult
 
 # name: (module in minivae.commands, its run function, summary). Each module has add_arguments(parser).
@@ -74,9 +77,9 @@ def add_common_arguments(parser, name):
     parser.add_argument("--backend", choices=BACKEND_NAMES, default=None,
                         help="array backend (default: $MINIVAE_BACKEND or numpy)")
     if name not in OWN_THREADS:
-        parser.add_argument("--threads", type=positive_int, default=None,
-                            help="BLAS and numba threads (default: one for small models, else the cores "
-                                 "the load average leaves free)")
+        parser.add_argument("--threads", type=thread_count, default=None,
+                            help="BLAS and numba threads (default: one for small models, else one per core; "
+                                 "train --resume: the run's own)")
 
 
 def requested_command(argv):
@@ -90,12 +93,63 @@ def parse_args(argv):
     return build_parser(requested_command(argv)).parse_args(argv)
 
 
+class OutlivesItsReader:
+    """A text stream that goes on after its reader left: once a pipe is closed (``minivae train | head -1``),
+    what follows is written to /dev/null, so a run is not killed by its log."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())  # the stream's buffered text goes there too at its next flush
+        os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def prepare_output():
+    """stdout and stderr for the process: any path printable (what the encoding cannot show is backslash-escaped,
+    e.g. a file name's byte 0xff under ``PYTHONIOENCODING=ascii``), and outliving their readers."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            continue
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+        setattr(sys, name, OutlivesItsReader(stream))
+
+
+def check_backend_variable():
+    """Refuse an unknown ``MINIVAE_BACKEND`` before the command does anything (it is read when first used)."""
+    name = os.environ.get(ENV_VAR)
+    if name is not None and name not in BACKEND_NAMES:
+        raise MinivaeError(f"{ENV_VAR}={name!r} names no backend; set it to one of {', '.join(BACKEND_NAMES)}, "
+                           "or unset it")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parse_args(argv)
         if args.backend:
             set_backend(args.backend)
+        else:
+            check_backend_variable()
         if args.command not in OWN_THREADS:
             from minivae.app.threads import choose_threads, use_threads
             use_threads(choose_threads(args.threads)[0])  # train and evaluate narrow it to their model
@@ -105,6 +159,10 @@ def main(argv=None):
         return 3
     except MinivaeError as err:
         print(f"minivae: {err}", file=sys.stderr)
+        return 2
+    except MemoryError:  # a size no check foresaw: still one line
+        print("minivae: out of memory; choose smaller sizes (--batch-size, --samples, --iw-samples, ...)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("minivae: interrupted", file=sys.stderr)

@@ -3,7 +3,15 @@
 A run on the bundled digits with 16 hidden units takes a few hundredths of a
 second per epoch; the figures written after the last epoch take a second, so
 tests that do not look at them call ``skip_figures`` first.
+
+``minivae(*argv)`` runs the command as a subprocess, the way a user meets it;
+``assert_refused`` checks what it printed.
 """
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,6 +21,7 @@ from minivae.app.checkpoint import load_checkpoint
 from minivae.commands import train as train_command
 
 TINY = ["--hidden", "16", "--plot-interval", "0", "--quiet"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_argv(out, epochs, *extra):
@@ -37,6 +46,30 @@ def assert_one_line_error(status, err, *fragments, code=2):
     assert line.startswith("minivae")
     for fragment in fragments:
         assert fragment in line, line
+
+
+def subprocess_env(**extra):
+    """The environment of a ``python -m minivae`` subprocess: this checkout first on the path, and ``extra``."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra}
+
+
+def minivae(*argv, timeout=120, env=None, **popen):
+    """``python -m minivae ARGV`` from this checkout: the finished process (text stdout and stderr)."""
+    return subprocess.run([sys.executable, "-m", "minivae", *map(str, argv)], capture_output=True, text=True,
+                          env=subprocess_env(**(env or {})), timeout=timeout, **popen)
+
+
+def assert_refused(result, *fragments, code=2):
+    """Exit ``code``, one stderr line starting ``minivae`` holding each fragment, no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert_one_line_error(result.returncode, result.stderr, *fragments, code=code)
+
+
+def ended_pid():
+    """The PID of a process that has just ended (what a killed run's temporary files name)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
 
 
 def skip_figures(monkeypatch):

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from minivae import MinivaeError, Tensor, is_grad_enabled, no_grad, ops
@@ -53,6 +53,19 @@ def test_primitive_gradients(case, data):
     layout = data.draw(st.sampled_from(LAYOUTS), label="layout")
     assert_agree(value_and_grads(case.fn, *inputs),
                  value_and_grads(case.fn, *(laid_out(x, layout) for x in inputs)))
+
+
+@given(raw=st.lists(st.floats(-3, 3), min_size=2, max_size=24))
+@example(raw=[0.001, 0.0])  # the old ladder (x + 0.001 i) made these two equal
+def test_separated_domains_keep_values_apart_and_off_the_kinks(raw):
+    """Ties and kinks closer than the central difference's step would make max, abs, relu and clip fail at random;
+    a raw draw whose values differ by the old ladder's 0.001 steps was one (max found it)."""
+    x = np.asarray(raw)
+    for name in ("separated", "separated_b"):
+        values = DOMAINS[name](x)
+        gaps = np.abs(values[:, None] - values[None, :])[~np.eye(len(values), dtype=bool)]
+        assert gaps.min() > 1e-4
+        assert np.abs(values[:, None] - np.array([-1.0, 0.0, 1.0])).min() > 1e-4
 
 
 ENGINE_PRIMITIVES = (  # every primitive of minivae.ops: the gradient table covers each

@@ -206,7 +206,7 @@ def test_a_learning_rate_that_diverges_stops_before_any_checkpoint(tmp_path, mon
     status, _, err = run_cli(train_argv(tmp_path, 3, "--lr", "1000"), capsys)
     assert_one_line_error(status, err, "minivae: training diverged at epoch 1, step ",
                           "the loss or the updated parameters are not finite; lower --lr (now 1000) or set "
-                          "--logvar-clamp; no checkpoint was written yet")
+                          "--logvar-clamp; no checkpoint was written yet", code=3)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -223,7 +223,7 @@ def test_divergence_after_good_epochs_leaves_their_checkpoint_untouched(tmp_path
     monkeypatch.setattr(loop, "train_step", step_from_nan_weights)
     status, _, err = run_cli(train_argv(tmp_path, 4, "--resume", str(checkpoint)), capsys)
     assert_one_line_error(status, err, "training diverged at epoch 3, step 1",
-                          f"the checkpoint {checkpoint} (epoch 2) is intact")
+                          f"the checkpoint {checkpoint} (epoch 2) is intact", code=3)
     assert checkpoint.read_bytes() == saved
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
 
@@ -357,8 +357,8 @@ def test_a_full_disk_while_writing_metrics_names_the_saved_epoch(tmp_path, monke
     status, _, err = run_cli(train_argv(tmp_path, 2), capsys)
     checkpoint = tmp_path / run_checkpoint.CHECKPOINT_NAME
     assert_one_line_error(status, err, f"cannot write metrics or figures in {tmp_path} ([Errno 28] No space left",
-                          f"the checkpoint {checkpoint} (epoch 1) is intact; free some space and continue with "
-                          "--resume")
+                          f"the checkpoint {checkpoint} (epoch 1) is intact; free some space, then the same "
+                          f"options and --resume {checkpoint} write what is missing and go on")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
     assert len(run_checkpoint.read_training_checkpoint(checkpoint)[1]["history"]) == 1
 
@@ -405,7 +405,7 @@ def unknown_option(arrays, meta):
 
 @pytest.mark.parametrize("change, message", [
     (nan_weight, "model/fc_heads.weight is not an array of finite floats; it is damaged"),
-    (integer_weights, "model/fc_heads.bias is not an array of finite floats (int64)"),
+    (integer_weights, "model/fc_heads.bias is int64, not the model's float32; it is damaged"),
     (not_from_training, "is not a checkpoint written by minivae train: its metadata lacks config, model, optimizer, "
                         "rng, history"),
     (epochs_miscounted, "its history does not count epochs 1, 2, ...; it is damaged"),

@@ -24,9 +24,8 @@ from checkpoint_files import altered
 from minivae.app import idx, run_checkpoint, runconfig, threads, training
 from minivae.app.checkpoint import load_checkpoint, save_checkpoint
 from minivae.app.rundir import LOCK_NAME
-from runs import assert_one_line_error, reference_checkpoint, run_cli, skip_figures, train_argv, write_fake_mnist
-
-ROOT = Path(__file__).resolve().parents[1]
+from runs import (assert_one_line_error, assert_refused, ended_pid, minivae, reference_checkpoint, run_cli, skip_figures,
+                  subprocess_env, train_argv, write_fake_mnist)
 
 
 # ----- A run directory is owned -----
@@ -48,14 +47,15 @@ def test_stale_temporaries_are_removed_and_planted_links_are_replaced_not_follow
     outside.mkdir()
     run = tmp_path / "run"
     run.mkdir()
-    (run / ".checkpoint.npz.k1ll3d.tmp").write_bytes(b"half a checkpoint")
+    stale = run / f".checkpoint.npz.minivae-{ended_pid()}-k1ll3d_0.tmp"
+    stale.write_bytes(b"half a checkpoint")
     (run / "metrics.jsonl.tmp").symlink_to(outside / "metrics-target")  # the old fixed temporary name
     (run / "sample_1.png").symlink_to(outside / "sample-target.png")
     (run / "metrics.jsonl").symlink_to(outside / "metrics-final")
-    status, out, err = run_cli(["train", "--hidden", "16", "--latent-dim", "3", "--epochs", "1", "--out", str(run)],
-                               capsys)
+    status, out, err = run_cli(["train", "--hidden", "16", "--latent-dim", "3", "--epochs", "1", "--overwrite",
+                                "--out", str(run)], capsys)
     assert status == 0, err
-    assert "removed 1 temporary file(s)" in out and not (run / ".checkpoint.npz.k1ll3d.tmp").exists()
+    assert "removed 1 temporary file(s)" in out and not stale.exists()
     assert list(outside.iterdir()) == []  # nothing written through a link
     for name in ("sample_1.png", "metrics.jsonl"):
         assert not (run / name).is_symlink() and (run / name).stat().st_size > 0
@@ -92,7 +92,8 @@ def test_a_full_disk_while_drawing_a_figure_keeps_the_previous_one(tmp_path, mon
 # ----- Checked before trusted -----
 
 def grow_the_model(arrays, meta):
-    meta["model"]["encoder_sizes"] = [64, 300_000_000]
+    meta["config"]["hidden"] = [300_000_000]
+    meta["model"].update(encoder_sizes=[64, 300_000_000], decoder_sizes=[300_000_000, 64])
 
 
 def add_an_array(arrays, meta):
@@ -178,7 +179,9 @@ def test_threads_fit_the_work_and_the_machine():
     assert threads.choose_threads(3, 1)[0] == 3
     assert threads.choose_threads(None, threads.product_size(128, (64, 256)))[0] == 1
     count, reason = threads.choose_threads(None, threads.product_size(128, (784, 1024, 1024)))
-    assert 1 <= count <= threads.usable_cores() and "--threads N" in reason
+    assert count == threads.usable_cores() and "--threads N" in reason
+    assert threads.choose_threads(None, 1 << 30, trained=3) == (3, "3 threads (the run's own, stored in its checkpoint)")
+    assert threads.choose_threads(3, 1, trained=3)[0] == 3
     from threadpoolctl import threadpool_info
     before = [pool["num_threads"] for pool in threadpool_info()]
     with threads.threads_limited(1):
@@ -195,19 +198,6 @@ def test_progress_is_forced_with_the_option(tmp_path, monkeypatch, capsys):
 
 # ----- Through a subprocess, as a user runs it -----
 
-def minivae(*argv, timeout=120):
-    """``python -m minivae ARGV`` from this checkout: the finished process."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "minivae", *map(str, argv)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
-
-
-def assert_refused(result, *fragments, code=2):
-    """Exit ``code``, one stderr line starting ``minivae`` holding each fragment, no traceback."""
-    assert "Traceback" not in result.stderr, result.stderr
-    assert_one_line_error(result.returncode, result.stderr, *fragments, code=code)
-
-
 def test_a_second_run_leaves_the_first_runs_checkpoint_intact(tmp_path, monkeypatch, capsys):
     run = tmp_path / "D"
     first = minivae("train", "--epochs", 5, "--hidden", 64, "--out", run)
@@ -219,15 +209,14 @@ def test_a_second_run_leaves_the_first_runs_checkpoint_intact(tmp_path, monkeypa
     assert (run / run_checkpoint.CHECKPOINT_NAME).read_bytes() == checkpoint
     skip_figures(monkeypatch)
     status, out, _ = run_cli(train_argv(run, 1, "--seed", "7", "--overwrite"), capsys)
-    assert status == 0 and f"--overwrite: {run / run_checkpoint.CHECKPOINT_NAME} and this directory's metrics" in out
+    assert status == 0 and f"--overwrite: checkpoint.npz, metrics.jsonl, loss_curves.png and 2 more in {run} will" in out
     assert len(load_checkpoint(run / run_checkpoint.CHECKPOINT_NAME)[1]["history"]) == 1
 
 
 def test_sigterm_says_how_to_resume(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-m", "minivae", "train", "--hidden", "16", "--plot-interval", "0",
                                 "--epochs", "100000", "--out", str(tmp_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
     deadline = time.monotonic() + 60
     while not (tmp_path / run_checkpoint.CHECKPOINT_NAME).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -255,9 +244,8 @@ runpy.run_module("minivae", run_name="__main__")
 
 
 def test_ctrl_c_while_the_command_loads_is_one_line(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", INTERRUPTED_WHILE_LOADING, str(tmp_path)], capture_output=True,
-                          text=True, env=env, timeout=60)
+                          text=True, env=subprocess_env(), timeout=60)
     assert_refused(done, "interrupted", code=130)
     assert list(tmp_path.iterdir()) == []  # interrupted before anything was written
 
@@ -290,9 +278,11 @@ def bad(tmp_path_factory):
 
     (tmp / "mt").mkdir()
     mt = altered(run / run_checkpoint.CHECKPOINT_NAME, tmp / "mt" / run_checkpoint.CHECKPOINT_NAME, shorten_the_key)
+    (tmp / "absurd").mkdir()
+    altered(run / run_checkpoint.CHECKPOINT_NAME, tmp / "absurd" / run_checkpoint.CHECKPOINT_NAME, huge_weights)
     (tmp / "text.npz").write_text("epoch,loss\n1,93.2\n")
     (tmp / "a-file").write_text("not a directory")
-    return types.SimpleNamespace(tmp=tmp, wide=wide, empty=empty, crc=crc, run=run, mt=mt)
+    return types.SimpleNamespace(tmp=tmp, wide=wide, empty=empty, crc=crc, run=run, mt=mt, absurd=tmp / "absurd")
 
 
 # id: (argv, with {tmp}, {wide}, ... filled from ``bad``; exit status; fragments of the one stderr line)
@@ -317,6 +307,13 @@ REFUSALS = {
     "corrupt gzip CRC": (["evaluate", "{run}/checkpoint.npz", "--data-dir", "{crc}"], 2,
                          ["t10k-images-idx3-ubyte.gz: cannot read it (CRC check failed"]),
     "estimators --out a file": (["estimators", "--out", "{tmp}/a-file"], 2, ["a-file is a file, not a directory"]),
+    # Results that are not finite: exit status 3, nothing written
+    "reconstruct absurd weights": (["reconstruct", "{tmp}/absurd/checkpoint.npz"], 3,
+                                   ["reconstructions: a code z is inf (not finite); the checkpoint's weights are too"]),
+    "sample absurd weights": (["sample", "{tmp}/absurd/checkpoint.npz"], 3,
+                              ["samples: the decoder's output is", "(not finite)"]),
+    "diverging --lr 1e300": (["train", "--hidden", "16", "--epochs", "2", "--lr", "1e300", "--plot-interval", "0",
+                              "--out", "{tmp}/diverged"], 3, ["training diverged at epoch 1, step 1"]),
 }
 
 
@@ -326,6 +323,7 @@ def test_a_refusal_is_one_line_without_a_traceback(bad, case):
     places = {name: str(value) for name, value in vars(bad).items()}
     result = minivae(*[arg.format(**places) for arg in argv])
     assert_refused(result, *fragments, code=code)
+    assert not list(bad.absurd.glob("*.png"))
 
 
 def test_sample_draws_non_square_images_and_the_command_answers_version_and_defaults(bad):

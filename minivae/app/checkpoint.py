@@ -13,6 +13,8 @@ checkpoint as it was.
 """
 import json
 import math
+import os
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -25,6 +27,7 @@ from minivae.errors import MinivaeError
 
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
+MAX_META_BYTES = 16 << 20  # JSON metadata: a run's history takes about 300 bytes an epoch
 # What np.load and zipfile raise on a damaged file. RuntimeError covers zipfile's
 # "encrypted" and NotImplementedError ("compression method not supported");
 # MemoryError a damaged header that claims a huge array.
@@ -66,7 +69,7 @@ def _payload(path, arrays, meta):
     return {**arrays, META_KEY: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
 
 
-def load_checkpoint(path, check=None):
+def load_checkpoint(path, check=None, load_arrays=True):
     """``(arrays, meta)`` from a file written by ``save_checkpoint``; never unpickles.
 
     Nothing is trusted before it is checked: the metadata and every array's
@@ -75,29 +78,66 @@ def load_checkpoint(path, check=None):
     before any array is loaded. So an array the caller did not expect, or a
     metadata claiming a huge model, costs nothing. Compressed members are
     refused (``save_checkpoint`` never compresses), so every array loaded is at
-    most as large as the file.
+    most as large as the file. With ``load_arrays=False`` no array is loaded
+    (``arrays`` is empty): the metadata alone, checked.
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             _check_is_npz(path, f.read(len(NPY_MAGIC)))
-        with zipfile.ZipFile(path) as archive:
-            members = _members(path, archive)
-            if META_KEY not in members:
-                raise MinivaeError(f"{path} has no {META_KEY} entry, so it is not a minivae checkpoint; "
-                                   "check the path")
-            meta = _decode_meta(path, _read_member(archive, members.pop(META_KEY)))
-            headers = {name: _read_header(path, archive, info) for name, info in members.items()}
-            if check is not None:
-                check(meta, headers)
-            arrays = {name: _read_member(archive, info) for name, info in members.items()}
+            f.seek(0)
+            with zipfile.ZipFile(f) as archive:
+                return _read_archive(path, archive, check, load_arrays)
     except FileNotFoundError:
         raise MinivaeError(f"no checkpoint at {path}; check the path") from None
-    except IsADirectoryError:
-        raise MinivaeError(f"{path} is a directory, not a checkpoint; pass the checkpoint.npz inside it") from None
     except _LOAD_ERRORS as exc:
         raise MinivaeError(f"checkpoint {path} is unreadable or corrupt ({exc}); use another checkpoint") from None
+
+
+def _read_archive(path, archive, check, load_arrays):
+    """``load_checkpoint`` on the open zip ``archive``: the metadata and headers, checked, then the arrays."""
+    members = _members(path, archive)
+    if META_KEY not in members:
+        raise MinivaeError(f"{path} has no {META_KEY} entry, so it is not a minivae checkpoint; check the path")
+    meta_info = members.pop(META_KEY)
+    _check_meta_header(path, _read_header(path, archive, meta_info))
+    meta = _decode_meta(path, _read_member(archive, meta_info))
+    headers = {name: _read_header(path, archive, info) for name, info in members.items()}
+    if check is not None:
+        check(meta, headers)
+    arrays = {name: _read_member(archive, info) for name, info in members.items() if load_arrays}
     return arrays, meta
+
+
+def check_checkpoint_file(path):
+    """Refuse ``path`` unless it names a regular file (a FIFO would block its reader forever), without opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise MinivaeError(f"no checkpoint at {path}; check the path") from None
+    except OSError as exc:
+        raise MinivaeError(f"cannot read the checkpoint {path} ({exc.strerror}); check the path") from None
+    _check_regular(path, mode)
+
+
+def _open_regular(path):
+    """``path`` opened for binary reading, refused unless a regular file: opened without blocking (a FIFO's open
+    waits for a writer), then checked on the open file itself."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _check_regular(path, os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _check_regular(path, mode):
+    if stat.S_ISDIR(mode):
+        raise MinivaeError(f"{path} is a directory, not a checkpoint; pass the checkpoint.npz inside it")
+    if not stat.S_ISREG(mode):
+        raise MinivaeError(f"{path} is not a regular file (a FIFO, a socket or a device), so not a checkpoint; "
+                           "pass the checkpoint.npz a training run wrote")
 
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -150,6 +190,14 @@ def _read_member(archive, info):
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
+def _check_meta_header(path, header):
+    """The metadata member is JSON bytes (uint8, one dimension), no larger than ``MAX_META_BYTES``, before it is read."""
+    shape, dtype = header
+    if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_META_BYTES:
+        raise MinivaeError(f"checkpoint {path}: its {META_KEY} entry is {dtype} of shape {shape}, not at most "
+                           f"{MAX_META_BYTES:,} bytes of JSON; it is damaged, use another checkpoint")
+
+
 def _decode_meta(path, encoded):
     """The meta dict from its uint8 JSON bytes, after checking the format version."""
     try:
@@ -161,16 +209,19 @@ def _decode_meta(path, encoded):
         raise MinivaeError(
             f"checkpoint {path} has format version {version!r} but this minivae reads version "
             f"{FORMAT_VERSION}; load it with the minivae version that wrote it")
+    if not isinstance(meta, dict):
+        raise MinivaeError(f"checkpoint {path}: its metadata is a {type(meta).__name__}, not a dict of named "
+                           "parts; it is damaged, use another checkpoint")
     return meta
 
 
 def check_writable(directory):
     """Create ``directory`` if needed and make sure a file can be written there; returns it as a Path."""
     directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise MinivaeError(f"{directory} is a file, not a directory; choose a directory for the output "
-                           "(it is created if missing)")
     try:
+        if directory.exists() and not directory.is_dir():
+            raise MinivaeError(f"{directory} is a file, not a directory; choose a directory for the output "
+                               "(it is created if missing)")
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
             pass

@@ -8,15 +8,21 @@ A rename replaces a directory entry: a symlink planted at the target is
 replaced, never written through. Readers see the old file or the new one,
 never a truncated one.
 
-A SIGKILL between creating the temporary file and the rename leaves it
-behind; ``remove_stale_temporaries`` deletes such leftovers when the next run
-takes the directory.
+A temporary file is named ``.NAME.minivae-PID-XXXXXXXX.tmp`` (PID: the
+writer's process), a name only minivae gives. A SIGKILL between creating it
+and the rename leaves it behind; ``remove_stale_temporaries`` deletes such
+leftovers, and nothing else, once the next run has taken the directory.
 """
 import os
+import re
 import tempfile
 from pathlib import Path
 
+from minivae.errors import MinivaeError
+
 TEMPORARY_SUFFIX = ".tmp"
+# .NAME.minivae-PID-XXXXXXXX.tmp, XXXXXXXX being mkstemp's random letters, digits and underscores.
+TEMPORARY_NAME = re.compile(r"\..+\.minivae-(?P<pid>[0-9]+)-[a-z0-9_]{8}" + re.escape(TEMPORARY_SUFFIX))
 
 
 def write_atomically(path, write):
@@ -27,7 +33,8 @@ def write_atomically(path, write):
     existing ``path`` is untouched.
     """
     path = Path(path)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.minivae-{os.getpid()}-",
+                                     suffix=TEMPORARY_SUFFIX)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; the file gets what open() would give it
         with os.fdopen(fd, "wb") as f:
@@ -59,14 +66,36 @@ def fsync_directory(directory):
 
 
 def remove_stale_temporaries(directory):
-    """Delete the temporary files (``.NAME.XXXX.tmp``) a killed writer left in ``directory``; their names.
+    """Delete the temporary files ``write_atomically`` left in ``directory`` when its process was killed; their names.
 
-    Call it only while holding the directory (``rundir.lock_run_directory``):
-    another live writer's temporary file looks the same.
+    Only files named as minivae names them, whose writer (the PID in the name)
+    no longer runs: a user's ``.draft.tmp`` is not minivae's, and a live
+    ``minivae sample`` writing beside a run keeps its file. Call it only once
+    the run owns the directory (``rundir.own_run_directory``).
     """
-    stale = [entry for entry in Path(directory).iterdir()
-             if entry.name.startswith(".") and entry.name.endswith(TEMPORARY_SUFFIX) and entry.name.count(".") >= 3
-             and not entry.is_dir()]
+    try:
+        with os.scandir(directory) as entries:
+            stale = [Path(entry.path) for entry in entries if _is_stale_temporary(entry)]
+    except OSError as exc:
+        raise MinivaeError(f"cannot list the files in {directory} ({exc.strerror}); minivae train needs to read, "
+                           "write and enter its --out: fix the directory's permissions or choose another") from None
     for entry in stale:
         entry.unlink(missing_ok=True)
     return [entry.name for entry in stale]
+
+
+def _is_stale_temporary(entry):
+    """Whether ``entry`` (an ``os.DirEntry``) is a regular file ``write_atomically`` named, of an ended process."""
+    match = TEMPORARY_NAME.fullmatch(entry.name)
+    return match is not None and entry.is_file(follow_symlinks=False) and not _running(int(match["pid"]))
+
+
+def _running(pid):
+    """Whether a process ``pid`` exists (it may be another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or a number no PID reaches: leave the file alone
+    return True

@@ -18,16 +18,17 @@ import time
 import numpy as np
 
 from minivae.app.data import batches
+from minivae.app.stop_requests import check_stop
 from minivae.backend import get_backend
-from minivae.errors import MinivaeError
+from minivae.errors import NonFiniteResult
 from minivae.likelihood import evaluate_elbo, term_sums
 from minivae.tensor import Tensor
 
 NOT_FINITE = "the loss or the updated parameters are not finite"
 
 
-class Diverged(MinivaeError):
-    """The loss or the parameters became NaN or infinite; nothing of that epoch was saved."""
+class Diverged(NonFiniteResult):
+    """The loss or the parameters became NaN or infinite; nothing of that epoch was saved (exit status 3)."""
 
 
 # ----- One step -----
@@ -120,6 +121,7 @@ def train_epoch(run, step, progress=False):
               total=steps, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
               disable=not progress) as bar:
         for number, (x_batch, _) in enumerate(bar, start=1):
+            check_stop()
             beta = kl_weight(config, epoch, number, steps)
             if not step(x_batch, beta):
                 raise Diverged(f"training diverged at epoch {epoch}, step {number}: {NOT_FINITE}")

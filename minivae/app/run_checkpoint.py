@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from minivae.app.checkpoint import load_checkpoint
+from minivae.app.checkpoint_meta import check_array_dtypes, check_meta_values, check_step_count
 from minivae.app.runconfig import RESUME_FIELDS, TrainConfig, check_same_data
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
@@ -31,7 +32,8 @@ def checkpoint_payload(run):
     meta = {"config": dataclasses.asdict(run.config), "model": run.model.config, "history": run.history,
             "optimizer": optimizer_scalars, "rng": rng_meta, "backend": get_backend().name,
             "image_shape": list(run.data.image_shape),
-            "data": {"source": run.data.source, "test_images": run.data.test_fingerprint}}
+            "data": {"source": run.data.source, "test_images": run.data.test_fingerprint,
+                     "train_images": run.data.train_fingerprint}}
     return arrays, meta
 
 
@@ -62,7 +64,8 @@ def restore_checkpoint(path, run):
         if getattr(trained, field) != getattr(config, field):
             raise MinivaeError(f"{path} was trained with {field}={getattr(trained, field)!r}, not "
                                f"{getattr(config, field)!r}; resume with the same options")
-    if len(meta["history"]) >= config.epochs:
+    check_step_count(path, meta, math.ceil(len(run.data.train_x) / config.batch_size))
+    if len(meta["history"]) > config.epochs:  # as many: train writes what the run left unwritten, or refuses
         raise MinivaeError(f"{path} already holds {len(meta['history'])} epochs; pass --epochs above "
                            f"{len(meta['history'])} to train further")
     run.model.load_state_dict(_split_arrays(arrays, "model/"))
@@ -92,6 +95,13 @@ def read_training_checkpoint(path):
     return arrays, meta, _train_config(path, meta)
 
 
+def trained_config(path):
+    """The ``TrainConfig`` a checkpoint of ``train`` holds, from its checked metadata alone (no array is loaded)."""
+    _, meta = load_checkpoint(path, check=lambda meta, headers: check_training_meta(path, meta, headers),
+                              load_arrays=False)
+    return _train_config(path, meta)
+
+
 def check_training_meta(path, meta, headers):
     """Refuse metadata ``train`` did not write, or array headers ((shape, dtype) by name) that do not fit it.
 
@@ -106,10 +116,7 @@ def check_training_meta(path, meta, headers):
     if wrong:
         raise MinivaeError(f"{path} is not a checkpoint written by minivae train: its metadata lacks "
                            f"{', '.join(wrong)}; use the checkpoint.npz a training run wrote")
-    if any(not isinstance(row, dict) or row.get("epoch") != n for n, row in enumerate(meta["history"], 1)):
-        raise MinivaeError(f"checkpoint {path}: its history does not count epochs 1, 2, ...; "
-                           "it is damaged, use another checkpoint")
-    _train_config(path, meta)
+    check_meta_values(path, meta, _train_config(path, meta))
     model = meta["model"]
     try:
         count = parameter_count(model.get("encoder_sizes"), model.get("latent_dim"), model.get("decoder_sizes"))
@@ -123,14 +130,12 @@ def check_training_meta(path, meta, headers):
     if unknown:
         raise MinivaeError(f"checkpoint {path}: unexpected array {unknown[0]!r}, which minivae train never "
                            "writes; use the checkpoint.npz a training run wrote")
+    check_array_dtypes(path, meta, headers)
     stored = sum(math.prod(shape) for name, (shape, _) in headers.items() if name.startswith("model/"))
     if stored != count:
         raise MinivaeError(f"checkpoint {path}: its metadata describes a model of {count:,} parameters but its "
                            f"arrays hold {stored:,}; it is damaged, use another checkpoint")
-    for name, (shape, dtype) in headers.items():
-        if dtype.kind != "f":
-            raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats ({dtype}); "
-                               "it is damaged, use another checkpoint")
+    for name, (shape, _) in headers.items():
         if name.startswith("optimizer/") and shape != (count,):
             raise MinivaeError(f"checkpoint {path}: {name} has shape {shape}, not ({count},) for the "
                                f"{count:,} parameters its metadata describes; use another checkpoint")
@@ -141,11 +146,10 @@ def _check_current_layout(path, meta, headers):
     if any(name.startswith(("model/fc_mu.", "model/fc_logvar.")) for name in headers):
         raise MinivaeError(f"checkpoint {path} holds the encoder's mu and logvar heads apart (fc_mu, fc_logvar), "
                            "as minivae wrote before it fused them into fc_heads; retrain it with this minivae")
-    shape, pixels = meta.get("image_shape"), meta["model"]["encoder_sizes"][0]
-    if not (isinstance(shape, list) and len(shape) == 2 and all(type(n) is int for n in shape)
-            and math.prod(shape) == pixels):
-        raise MinivaeError(f"checkpoint {path} does not say the (height, width) of its {pixels}-pixel images, "
-                           "as minivae wrote before it stored them; retrain it with this minivae")
+    if meta.get("image_shape") is None:  # a shape that is there is checked by check_meta_values
+        raise MinivaeError(f"checkpoint {path} does not say the (height, width) of its "
+                           f"{meta['model']['encoder_sizes'][0]}-pixel images, as minivae wrote before it stored "
+                           "them; retrain it with this minivae")
 
 
 def _train_config(path, meta):

@@ -52,6 +52,7 @@ class TrainConfig:
     log_interval: int = 0
     plot_interval: int = 25
     out: str = "results"
+    threads: int | None = None  # BLAS and numba threads; None: train chooses, and stores the count it ran at
 
     def model_sizes(self, input_dim):
         """Encoder sizes (input, hidden...) and the mirrored decoder sizes (hidden..., input)."""
@@ -73,15 +74,29 @@ def prepare_data(config, splits=SPLITS):
 
 
 def check_same_data(path, meta, data):
-    """Refuse ``data`` unless its test images are those the checkpoint at ``path`` was trained beside."""
+    """Refuse ``data`` unless its images are those the checkpoint at ``path`` was trained on: the test images,
+    and the training images where both the checkpoint and ``data`` fingerprint them."""
     trained_on = meta.get("data")
-    if not isinstance(trained_on, dict) or trained_on.get("test_images") == data.test_fingerprint:
+    if not isinstance(trained_on, dict):
         return
-    expected, found = trained_on.get("test_images") or {}, data.test_fingerprint or {}
-    raise MinivaeError(f"{path} was trained with the test images in {trained_on.get('source')} "
-                       f"({expected.get('file')}, {expected.get('bytes')} bytes), but {data.source} holds other "
-                       f"ones ({found.get('file')}, {found.get('bytes')} bytes); pass --data-dir "
-                       f"{trained_on.get('source')} or a copy of it")
+    for split, key, found in (("test", "test_images", data.test_fingerprint),
+                              ("training", "train_images", data.train_fingerprint)):
+        expected = trained_on.get(key)
+        if expected == found or (split == "training" and None in (expected, found)):
+            continue
+        if None in (expected, found):  # one side is the bundled digits, which have no fingerprint
+            raise MinivaeError(f"{path}: its record of the {split} images does not fit {data.name} "
+                               f"({data.source}); it is damaged, use another checkpoint")
+        raise MinivaeError(f"{path} was trained with the {split} images in {trained_on.get('source')} "
+                           f"({_described(expected)}), but {data.source} holds other ones ({_described(found)}); "
+                           f"pass --data-dir {trained_on.get('source')} or a copy of it")
+
+
+def _described(fingerprint):
+    """A fingerprint in a few words: the file and its size, or how many images and their hash's start."""
+    if "file" in fingerprint:
+        return f"{fingerprint.get('file')}, {fingerprint.get('bytes')} bytes"
+    return f"{fingerprint.get('images')} images, SHA-256 {str(fingerprint.get('sha256'))[:12]}"
 
 
 def _first(n, split, data):

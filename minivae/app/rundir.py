@@ -4,9 +4,12 @@
 ``fcntl`` lock on ``DIR/.minivae.lock`` (the kernel releases it when the
 process ends, however it ends: a file a kill leaves behind locks nothing),
 so a second ``minivae train`` on the same directory refuses at once, naming
-the first one's PID. A run that ends removes the file. Holding the lock, it removes the temporary files a killed run left,
-and refuses a directory that already holds a checkpoint unless the run
-continues that checkpoint (``--resume``) or replaces it (``--overwrite``).
+the first one's PID. A run that ends removes the file. Holding the lock, it
+refuses a directory that holds a checkpoint, or any other file the run would
+write (``outputs.run_outputs``), unless the run continues that checkpoint
+(``--resume``) or replaces them (``--overwrite``); only a run
+accepted so removes the temporary files a killed minivae left (never a file
+minivae did not name, ``files.remove_stale_temporaries``).
 """
 import contextlib
 import fcntl
@@ -14,19 +17,20 @@ import os
 from pathlib import Path
 
 from minivae.app.files import remove_stale_temporaries
+from minivae.app.run_checkpoint import CHECKPOINT_NAME
 from minivae.errors import MinivaeError
 
 LOCK_NAME = ".minivae.lock"
 
 
 @contextlib.contextmanager
-def own_run_directory(directory, checkpoint_name, resume=None, overwrite=False, log=print):
-    """Lock ``directory``, clean stale temporaries, and check that this run may write its checkpoint there."""
+def own_run_directory(directory, outputs, resume=None, overwrite=False, log=print):
+    """Lock ``directory``, check that this run may write its ``outputs`` (file names) there, clean stale temporaries."""
     with _locked(Path(directory)):
+        _check_not_another_run(Path(directory), outputs, resume, overwrite, log)
         removed = remove_stale_temporaries(directory)
         if removed:
-            log(f"removed {len(removed)} temporary file(s) a stopped run left in {directory}: {', '.join(removed)}")
-        _check_not_another_run(Path(directory) / checkpoint_name, resume, overwrite, log)
+            log(f"removed {len(removed)} temporary file(s) a killed run left in {directory}: {', '.join(removed)}")
         yield
 
 
@@ -67,15 +71,29 @@ def _still_named(path, fd):
         return False
 
 
-def _check_not_another_run(checkpoint, resume, overwrite, log):
-    """Refuse to replace ``checkpoint`` unless this run resumes it or was told to --overwrite it."""
-    if not checkpoint.exists():
+def _check_not_another_run(directory, outputs, resume, overwrite, log):
+    """Refuse to replace any of ``outputs`` in ``directory`` unless this run continues the run there (``resume``
+    names its checkpoint) or was told to ``overwrite``."""
+    present = [name for name in outputs if os.path.lexists(directory / name)]
+    checkpoint = directory / CHECKPOINT_NAME
+    if not present or _continues(resume, checkpoint):
         return
     if overwrite:
-        log(f"--overwrite: {checkpoint} and this directory's metrics.jsonl and figures will be replaced "
-            "by this run's as it writes them")
+        log(f"--overwrite: {_listed(present)} in {directory} will be replaced by this run's as it writes them")
         return
-    if resume is not None and Path(resume).exists() and os.path.samefile(resume, checkpoint):
-        return
-    raise MinivaeError(f"{checkpoint.parent} already holds a run ({checkpoint}); continue it with --resume "
-                       f"{checkpoint}, or replace it with --overwrite")
+    if CHECKPOINT_NAME in present:
+        raise MinivaeError(f"{directory} already holds a run ({checkpoint}); continue it with --resume "
+                           f"{checkpoint}, or replace it with --overwrite")
+    raise MinivaeError(f"{directory} holds {_listed(present)}, which this run would replace; move them away, "
+                       "choose another --out, or replace them with --overwrite")
+
+
+def _continues(resume, checkpoint):
+    """Whether ``resume`` names ``checkpoint`` itself: the directory's files are then the run's own."""
+    return resume is not None and checkpoint.exists() and Path(resume).exists() and os.path.samefile(resume, checkpoint)
+
+
+def _listed(names, shown=3):
+    """The first ``shown`` names, and how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -11,14 +11,18 @@ what happens (docs/reliability.md has the table):
   with the epoch and step (``Diverged``) before anything is saved (a step
   replayed from a CUDA graph is checked at the end of its epoch instead);
 - Ctrl-C (or SIGTERM) stops with one line saying which epoch the checkpoint
-  holds and how to resume (``TrainingInterrupted``);
+  holds and how to resume (``TrainingInterrupted``); under
+  ``stop_requests.stop_requests()`` (the command) it stops before the next
+  step, or after the epoch's outputs, never inside an import or a figure;
 - the output directory is owned (``rundir.own_run_directory``): a second run
-  on it refuses at once, and a run never replaces another's checkpoint unless
-  told to (``--overwrite``);
+  on it refuses at once, and a run never replaces another's checkpoint, or any
+  file it would write (``outputs.run_outputs``), unless told to
+  (``--overwrite``);
 - a kill or a crash at any moment leaves the previous checkpoint, because it
   is only ever replaced by a rename;
 - too little free space is reported before training starts, a failed write
-  afterwards names the checkpoint that is still intact.
+  afterwards names the checkpoint that is still intact; ``--resume`` in its
+  directory first writes what a stopped run left unwritten.
 """
 import dataclasses
 import json
@@ -31,9 +35,13 @@ from minivae.app import plots
 from minivae.app.checkpoint import check_writable, save_checkpoint
 from minivae.app.loop import Diverged, EagerStep, run_epoch
 from minivae.app.files import write_atomically
-from minivae.app.run_checkpoint import CHECKPOINT_NAME, checkpoint_nbytes, checkpoint_payload, restore_checkpoint
+from minivae.app.outputs import METRICS_NAME, draws_figures, figure_names, run_outputs, unwritten_outputs
+from minivae.app.run_checkpoint import (CHECKPOINT_NAME, checkpoint_nbytes, checkpoint_payload, restore_checkpoint,
+                                        trained_config)
+from minivae.app.run_memory import check_run_memory
 from minivae.app.runconfig import prepare_data, start_run
 from minivae.app.rundir import own_run_directory
+from minivae.app.stop_requests import check_stop
 from minivae.app.static_step import CAPTURING_BACKENDS, StaticStep
 from minivae.app.threads import choose_threads, product_size, threads_limited
 from minivae.backend import get_backend
@@ -64,22 +72,26 @@ class Saved:
         return f"the checkpoint {self.path} (epoch {self.epoch}) is intact"
 
 
-def train(config, resume=None, progress=True, log=print, overwrite=False, threads=None, cuda_graph=None):
+def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_graph=None):
     """Train per ``config`` (or continue the checkpoint ``resume``); returns the ``Run``, its last epoch done.
 
     The output directory is held for the whole run (``own_run_directory``):
-    it must not hold another run's checkpoint unless ``overwrite``. ``threads``
-    (None: chosen for the model and the machine) caps BLAS and numba while it runs.
+    it must not hold another run's checkpoint unless ``overwrite``. ``config.threads``
+    (None: chosen for the model and the machine; on resume, the run's own) caps
+    BLAS and numba while it runs, and is stored in the checkpoint.
     ``cuda_graph``: record the step once and replay it (``make_step``);
     None records where the backend can.
     """
     if config.data_dir is not None:  # stored absolute: a checkpoint finds its data from any directory
         config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).resolve()))
     out = check_writable(config.out)
-    with own_run_directory(out, CHECKPOINT_NAME, resume, overwrite, log):
+    with own_run_directory(out, run_outputs(config), resume, overwrite, log):
         data = prepare_data(config)
+        check_run_memory(config, data.train_x.shape[1])
         sizes = (data.train_x.shape[1], *config.hidden)
-        count, reason = choose_threads(threads, product_size(config.batch_size, sizes))
+        trained = trained_config(resume).threads if resume is not None else None
+        count, reason = choose_threads(config.threads, product_size(config.batch_size, sizes), trained)
+        config = dataclasses.replace(config, threads=count)
         log(f"{data.name} from {data.source}: {len(data.train_x)} training and {len(data.test_x)} test images; "
             f"{get_backend().name} backend, {reason}")
         with threads_limited(count):
@@ -97,17 +109,34 @@ def _train(run, out, resume, progress, log, cuda_graph):
     check_free_space(out, checkpoint_nbytes(run))
     step = make_step(run, cuda_graph, log)
     try:
+        if resume is not None:
+            _complete_outputs(out, run, saved, log)
         while len(run.history) < run.config.epochs:
             run_epoch(run, step, progress)
             _save(out / CHECKPOINT_NAME, checkpoint_payload(run), saved)
             saved = Saved(out / CHECKPOINT_NAME, len(run.history))
             _write_outputs(out, run, saved)
             log(_epoch_line(run.history[-1]))
+            if len(run.history) < run.config.epochs:
+                check_stop()  # a stop asked for during the evaluation or the figures: now, with the epoch saved
     except Diverged as diverged:
         raise Diverged(f"{diverged}; lower --lr (now {run.config.lr:g}) or set --logvar-clamp; "
                        f"{saved.describe()}") from None
     except KeyboardInterrupt:
-        raise TrainingInterrupted(_interrupted_message(saved)) from None
+        raise TrainingInterrupted(_interrupted_message(saved, run.config.epochs)) from None
+
+
+def _complete_outputs(out, run, saved, log):
+    """In the checkpoint's own directory, write what a stopped run left unwritten after its epoch; refuse a
+    finished run with nothing to write."""
+    own = saved.path.parent.samefile(out)
+    unwritten = unwritten_outputs(out, run.config, saved.epoch, saved.path) if own else []
+    if unwritten:
+        _write_outputs(out, run, saved)
+        log(f"wrote what the run had left unwritten after epoch {saved.epoch}: {', '.join(unwritten)}")
+    elif saved.epoch == run.config.epochs:
+        raise MinivaeError(f"{saved.path} already holds {saved.epoch} epochs; pass --epochs above {saved.epoch} "
+                           "to train further")
 
 
 def make_step(run, cuda_graph, log):
@@ -132,10 +161,13 @@ def make_step(run, cuda_graph, log):
     return StaticStep(run, capture=True)
 
 
-def _interrupted_message(saved):
-    """Where the run stopped (the epoch after the last saved one) and how to continue."""
+def _interrupted_message(saved, epochs):
+    """Where the run stopped (the epoch after the last saved one, or the last one's outputs) and how to continue."""
     if saved.path is None:
         return "interrupted in epoch 1, before the first checkpoint; run the same command to start again"
+    if saved.epoch == epochs:
+        return (f"interrupted while writing the outputs of epoch {saved.epoch}, the last; {saved.describe()}; "
+                f"write what is missing with the same options and --resume {saved.path}")
     return (f"interrupted in epoch {saved.epoch + 1}; {saved.describe()}; continue with the same options "
             f"and --resume {saved.path}")
 
@@ -169,28 +201,30 @@ def _write_outputs(out, run, saved):
     """metrics.jsonl every epoch; figures every ``plot_interval`` epochs and at the last."""
     try:
         metrics = "".join(json.dumps(row) + "\n" for row in run.history).encode()
-        write_atomically(out / "metrics.jsonl", lambda f: f.write(metrics))
+        write_atomically(out / METRICS_NAME, lambda f: f.write(metrics))
         epoch, config = len(run.history), run.config
-        if epoch == config.epochs or (config.plot_interval and epoch % config.plot_interval == 0):
+        if draws_figures(config, epoch):
             write_figures(out, run.model, run.data, epoch, run.history, seed=config.seed)
     except OSError as exc:
-        raise MinivaeError(f"cannot write metrics or figures in {out} ({exc}); {saved.describe()}; "
-                           "free some space and continue with --resume") from None
+        raise MinivaeError(f"cannot write metrics or figures in {out} ({exc}); {saved.describe()}; free some "
+                           f"space, then the same options and --resume {saved.path} write what is missing and "
+                           "go on") from None
 
 
 def write_figures(out, model, data, epoch, history, seed):
-    """reconstruction_{epoch}.png, sample_{epoch}.png, loss_curves.png, and the 2-D latent figures."""
+    """reconstruction_{epoch}.png, sample_{epoch}.png, loss_curves.png, and the 2-D latent figures (``figure_names``)."""
+    names = figure_names(epoch, model.config["latent_dim"])
     with no_grad():
         originals = data.test_x[:8]
-        plots.save_reconstructions(out / f"reconstruction_{epoch}.png", originals,
+        plots.save_reconstructions(out / names["reconstruction"], originals,
                                    model.reconstruct(originals), data.image_shape)
-        plots.save_samples(out / f"sample_{epoch}.png", model.sample(64, get_backend().kernels.make_rng(seed)),
+        plots.save_samples(out / names["sample"], model.sample(64, get_backend().kernels.make_rng(seed)),
                            data.image_shape)
         if history:
-            plots.save_loss_curves(out / "loss_curves.png", history)
-        if model.config["latent_dim"] == 2:
+            plots.save_loss_curves(out / names["loss_curves"], history)
+        if "manifold" in names:
             mu = np.concatenate([model.encode(Tensor(data.test_x[start:start + FIGURE_BATCH]))[0].numpy()
                                  for start in range(0, len(data.test_x), FIGURE_BATCH)])  # not all hidden units at once
-            plots.save_latent_scatter(out / "latent_scatter.png", mu, data.test_y)
+            plots.save_latent_scatter(out / names["latent_scatter"], mu, data.test_y)
             grid = Tensor(plots.manifold_grid(15), dtype=model.dtype)
-            plots.save_manifold(out / "manifold.png", model.p_x_given_z(grid).mean.numpy(), data.image_shape, 15)
+            plots.save_manifold(out / names["manifold"], model.p_x_given_z(grid).mean.numpy(), data.image_shape, 15)

@@ -2,6 +2,8 @@
 import argparse
 import math
 
+from minivae.app.threads import MAX_THREADS
+
 
 def _parse(text, convert, kind):
     try:
@@ -19,6 +21,13 @@ def positive_int(text):
     """An integer > 0."""
     value = _parse(text, int, "a whole number")
     _require(value > 0, f"{value} must be a positive whole number")
+    return value
+
+
+def thread_count(text):
+    """A number of threads: 1 to ``threads.MAX_THREADS``."""
+    value = positive_int(text)
+    _require(value <= MAX_THREADS, f"{value} threads: at most {MAX_THREADS}")
     return value
 
 

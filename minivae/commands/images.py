@@ -1,14 +1,19 @@
 """``minivae sample`` and ``minivae reconstruct``: a checkpoint's figures, under names a training run never writes."""
 from pathlib import Path
 
+import numpy as np
+
 from minivae.app import plots
 from minivae.app.checkpoint import check_writable
 from minivae.app.run_checkpoint import load_trained
 from minivae.app.runconfig import check_same_data, prepare_data
 from minivae.backend import get_backend
 from minivae.commands.argtypes import non_negative_int
-from minivae.errors import MinivaeError
-from minivae.tensor import Tensor
+from minivae.errors import MinivaeError, check_finite
+from minivae.tensor import Tensor, no_grad
+
+
+WEIGHTS_ADVICE = "the checkpoint's weights are too large to decode; use another checkpoint"
 
 
 def add_arguments(parser):
@@ -24,6 +29,17 @@ def _figure_job(args):
     return model, config, meta, out
 
 
+def _decoded(model, z, what):
+    """p(x | z)'s means (probabilities or grey levels) for the codes ``z``, refused (NonFiniteResult, exit status 3)
+    unless ``z`` and the decoder's output are finite: a sigmoid shows infinite logits as plausible black and white."""
+    with no_grad(), np.errstate(over="ignore", invalid="ignore"):  # checked below
+        check_finite(f"{what}: a code z", z, WEIGHTS_ADVICE)
+        likelihood = model.p_x_given_z(Tensor(z, dtype=model.dtype))
+        decoded = likelihood.logits if hasattr(likelihood, "logits") else likelihood.mean
+        check_finite(f"{what}: the decoder's output", decoded.numpy(), WEIGHTS_ADVICE)
+        return likelihood.mean.numpy()
+
+
 def _write_figure(save, path, *arguments):
     """``save(path, *arguments)``, or a one-line MinivaeError when the file cannot be written."""
     try:
@@ -36,8 +52,11 @@ def _write_figure(save, path, *arguments):
 def run_sample(args):
     """Decode samples from the prior into sample_epoch{E}_seed{S}.png (never a training run's sample_{E}.png)."""
     model, _, meta, out = _figure_job(args)
-    _write_figure(plots.save_samples, out / f"sample_epoch{len(meta['history'])}_seed{args.seed}.png",
-                  model.sample(64, get_backend().kernels.make_rng(args.seed)), tuple(meta["image_shape"]))
+    z = get_backend().kernels.standard_normal(get_backend().kernels.make_rng(args.seed),
+                                              (64, model.config["latent_dim"]), model.dtype)
+    samples = _decoded(model, z, "samples")  # model.sample, checked
+    _write_figure(plots.save_samples, out / f"sample_epoch{len(meta['history'])}_seed{args.seed}.png", samples,
+                  tuple(meta["image_shape"]))
     return 0
 
 
@@ -48,6 +67,9 @@ def run_reconstruct(args):
     check_same_data(args.checkpoint, meta, data)
     print(f"{data.name} test images from {data.source}")
     originals = data.test_x[:8]
+    with no_grad(), np.errstate(over="ignore", invalid="ignore"):  # checked by _decoded
+        mu, _ = model.encode(Tensor(originals, dtype=model.dtype))
+    reconstructions = _decoded(model, mu.numpy(), "reconstructions")  # model.reconstruct, checked
     _write_figure(plots.save_reconstructions, out / f"reconstruction_epoch{len(meta['history'])}.png", originals,
-                  model.reconstruct(Tensor(originals, dtype=model.dtype)), data.image_shape)
+                  reconstructions, data.image_shape)
     return 0

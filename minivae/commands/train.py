@@ -1,12 +1,13 @@
 """``minivae train``: train a VAE (``app.training.train``) from the command line; Ctrl-C or SIGTERM say how to resume."""
 import argparse
 import dataclasses
-import signal
 import sys
 
+from minivae.app.checkpoint import check_checkpoint_file
 from minivae.app.data import BINARIZE_MODES, DATASET_NAMES
-from minivae.app.run_checkpoint import CHECKPOINT_NAME
+from minivae.app.outputs import describe_outputs
 from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from minivae.app.stop_requests import stop_requests
 from minivae.app.training import TrainingInterrupted, train
 from minivae.commands.argtypes import int_list, non_negative_int, positive_float, positive_int, sigma
 from minivae.vae import LIKELIHOODS, OBJECTIVES
@@ -76,24 +77,19 @@ def config_from_args(args):
     return TrainConfig(**values)
 
 
-def _interrupt_on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 def run(args):
-    """Train; on Ctrl-C or SIGTERM, one line on stderr saying how to resume, and exit status 130."""
+    """Train; on Ctrl-C or SIGTERM (acted on between steps), one line on stderr saying how to resume, and exit
+    status 130."""
     config = config_from_args(args)
+    if args.resume is not None:
+        check_checkpoint_file(args.resume)  # before --out is locked: a FIFO would hold the lock forever
     progress = args.progress or (not args.quiet and sys.stderr.isatty())
-    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
-        train(config, resume=args.resume, progress=progress, overwrite=args.overwrite, threads=args.threads,
-              cuda_graph=args.cuda_graph)
+        with stop_requests():
+            train(config, resume=args.resume, progress=progress, overwrite=args.overwrite,
+                  cuda_graph=args.cuda_graph)
     except TrainingInterrupted as interrupted:
         print(f"minivae: {interrupted}", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    latent_figures = ", latent_scatter.png, manifold.png" if config.latent_dim == 2 else ""
-    print(f"outputs in {config.out}/: {CHECKPOINT_NAME}, metrics.jsonl, reconstruction_{config.epochs}.png, "
-          f"sample_{config.epochs}.png, loss_curves.png{latent_figures}")
+    print(f"outputs in {config.out}/: {describe_outputs(config)}")
     return 0
