@@ -86,3 +86,13 @@ def test_writing_into_an_untraced_array_without_copyto_is_refused(numba_backend)
         out[...] = (Tensor(x) * 2).data
     with pytest.raises(NotReplayable, match="use xp.copyto"):
         record(lambda: writes(np.ones(3, np.float32), np.zeros(3, np.float32)), numba_backend)
+
+
+def test_a_draw_through_the_array_module_is_drawn_again_at_each_replay(numba_backend):
+    """No array goes in, yet it is no constant: only functions known to make constants are made once."""
+    out = np.zeros(3)
+    recording = record(lambda: get_backend().xp.copyto(out, get_backend().xp.random.standard_normal(3)),
+                       numba_backend)
+    first = out.copy()
+    recording.launch()
+    assert not np.array_equal(out, first)

@@ -36,6 +36,7 @@ Reading an array's value on the host (``float()``, ``.item()``, ``if``,
 recording: ``NotReplayable``.
 """
 import operator
+import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,7 @@ from minivae.kernels.reference import KERNEL_NAMES
 KERNEL, COMPUTE, IN_PLACE = "kernel", "compute", "in place"
 TAKES_OUT = (np.ndarray.sum, np.ndarray.max, np.ndarray.min, np.stack, np.concatenate)
 CONSTANT_MAKERS = (np.zeros_like, np.ones_like, np.full_like, np.empty_like)  # their values do not depend on inputs
+NUMBERS_AS_ARRAYS = (np.asarray, np.array)  # a constant when given no array
 
 
 class NotReplayable(MinivaeError):
@@ -190,12 +192,12 @@ def _copies_folded(calls):
 
 
 def _constants_dropped(calls):
-    """Calls computing a constant (from no array, or ``ones_like`` and the like) that no later call writes into
-    kept as their first result only: not called again."""
+    """Calls computing a constant (``ones_like`` and the like, a number as an array) that no later call writes
+    into kept as their first result only: not called again."""
     def constant(call):
         function, args, kwargs = (call.args[1], call.args[2], call.args[3]) if call.function is _compute_into \
             else (call.function, call.args, call.kwargs)
-        return function in CONSTANT_MAKERS or not _arrays(args) + _arrays({**kwargs, "out": None})
+        return function in CONSTANT_MAKERS or function in NUMBERS_AS_ARRAYS and not _arrays(args) + _arrays(kwargs)
     return [call for i, call in enumerate(calls)
             if not (call.kind == COMPUTE and constant(call)
                     and not any(later.makes(w) for later in calls[i + 1:] for w in call.writes))]
@@ -273,6 +275,8 @@ class _TracedModule:
         value = getattr(self._xp, name)
         if isinstance(value, np.ufunc):
             return _TracedUfunc(self._recording, value)
+        if isinstance(value, types.ModuleType):  # xp.linalg, xp.random
+            return _TracedModule(self._recording, value)
         if callable(value) and not isinstance(value, type):
             return _Recorded(self._recording, value)
         return value  # dtypes, constants
