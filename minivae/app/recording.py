@@ -101,7 +101,7 @@ class Recording:
         """
         host_args, host_kwargs = _host(args), _host(kwargs)
         result = function(*host_args, **host_kwargs)
-        if "out" in kwargs or result is None:  # written into given arrays
+        if kwargs.get("out") is not None or result is None:  # written into given arrays
             out = host_kwargs.get("out")
             written = _arrays(out) if out is not None else _arrays(host_args[:1])
             self.calls.append(Call(function, host_args, host_kwargs, written, IN_PLACE))
