@@ -37,6 +37,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from minivae.errors import one_line
+
 from . import confinement, gemm_floor, harness, peers, verdicts
 
 FLOOR = "GEMM floor"
@@ -72,7 +74,11 @@ FULL = Settings(rounds=25, warmup=5, min_time=0.1, peak_repeat=7)
 
 
 def _build_steps(batch_size, seed, has_gpu, factories):
-    """({name: step} of the implementations that can run, {name: why not} of the rest)."""
+    """({name: step} of the implementations that can run, {name: why not} of the rest).
+
+    A GPU step is called once here: one that cannot be built, or fails on the
+    device, gets its failure in one line as its cell, and the other rows are timed.
+    """
     steps, skipped = {}, {}
     for name, factory in factories.items():
         if factory.gpu and not has_gpu:
@@ -80,8 +86,15 @@ def _build_steps(batch_size, seed, has_gpu, factories):
             continue
         try:
             steps[name] = factory.make_step(batch_size, seed)
+            if factory.gpu:
+                steps[name]()
         except harness.Unavailable as why:
             skipped[name] = str(why)
+        except Exception as failure:
+            if not factory.gpu:
+                raise
+            steps.pop(name, None)
+            skipped[name] = "failed: " + one_line(failure)
     steps[FLOOR] = gemm_floor.make_floor(batch_size, seed)
     return steps, skipped
 

@@ -2,21 +2,25 @@
 
     python -m minivae.benchmarks.gpu_check [--out DIR] [--data-dir DIR]
 
-On a machine with a CUDA GPU (about 5 minutes on one H200) it
+On a machine with a CUDA GPU (meant to take under 5 minutes on one H200) it
 
-1. runs the tests marked ``gpu`` (``pytest -m gpu tests``, from a checkout);
+1. lists each backend as available or the one line why not;
 2. trains 2 epochs of the 784-400-20 Bernoulli VAE on Fashion-MNIST on numpy,
-   cupy and numba-cuda (``minivae train``, each in its own process) and puts
-   the test ELBOs side by side: they must agree within ``ELBO_TOLERANCE``;
-3. on each GPU backend, trains 1 epoch and resumes it to 2: the checkpoint
-   must be bit-identical to the 2-epoch run's;
+   cupy (eager, and captured with ``--cuda-graph``) and numba-cuda (``minivae
+   train``, each in its own process) and puts the test ELBOs side by side:
+   they must agree within ``ELBO_TOLERANCE``;
+3. on each GPU run, trains 1 epoch and resumes it to 2: the checkpoint must be
+   bit-identical to the 2-epoch run's;
 4. on each GPU backend, runs ``minivae evaluate --iw-samples 5000`` on the
    first 1,000 test images;
-5. times one training step (batch 128) per backend;
+5. times one training step (batch 128) per backend, and the captured one;
+6. runs the tests marked ``gpu`` (``pytest -m gpu tests``, from a checkout);
 
-and writes ``gpu_check.md``. Exit status 0 when every check passes, 1 when
-one fails; without a GPU (or without the GPU packages) it says so in one
-line and exits 2.
+and writes ``gpu_check.md`` whatever fails: a stage or a row that fails is a
+FAIL row with its cause in one line, and the rest still run; the report so
+far is written after each stage, so a run stopped part-way leaves it. Exit
+status 0 when every check passes, 1 when one fails; without a GPU it says so
+in one line, writes nothing, and exits 2.
 """
 import argparse
 import json
@@ -31,14 +35,17 @@ import numpy as np
 
 from minivae.app.checkpoint import check_writable, load_checkpoint
 from minivae.backend import available_backends
-from minivae.errors import MinivaeError
+from minivae.errors import MinivaeError, one_line
+from minivae.versions import GPU_INSTALL
 
-from . import harness
+from . import gpu_step, harness
 from .bench_engine_step import make_step
 from .micro import GPU_RUNTIMES
 
 GPU_BACKENDS = tuple(GPU_RUNTIMES)
-BACKENDS = ("numpy", *GPU_BACKENDS)
+RUNS = {"numpy": ("numpy",), "cupy": ("cupy",), "cupy --cuda-graph": ("cupy", "--cuda-graph"),
+        "numba-cuda": ("numba-cuda",)}  # each run's label: its backend, then any option of ``minivae train``
+GPU_RUNS = tuple(label for label in RUNS if label != "numpy")
 ELBO_TOLERANCE = 0.5  # nats: float32 on different kernels and generators, after 2 epochs
 MODEL = ["--data", "fashion-mnist", "--hidden", "400", "--latent-dim", "20", "--batch-size", "128",
          "--lr", "1e-3", "--plot-interval", "0", "--quiet"]
@@ -47,13 +54,18 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
 def require_gpu():
-    """Raise a one-line MinivaeError unless a CUDA GPU and both GPU backends can run here."""
+    """Raise a one-line MinivaeError unless nvidia-smi finds a CUDA GPU."""
     if harness.gpu_name() is None:
         raise MinivaeError("gpu_check: no CUDA GPU here (nvidia-smi finds none); run it on a machine with an "
-                           "NVIDIA GPU after pip install -e '.[gpu]'")
-    reasons = {name: why for name, why in available_backends().items() if name in GPU_BACKENDS and why}
-    if reasons:
-        raise MinivaeError("gpu_check: " + "; ".join(reasons.values()))
+                           f"NVIDIA GPU after {GPU_INSTALL}")
+
+
+def attempt(work, *args):
+    """(work(*args), None), or (None, the failure in one line) whatever ``work`` raises."""
+    try:
+        return work(*args), None
+    except Exception as failure:  # a failing stage is a FAIL row, and the check goes on
+        return None, one_line(failure)
 
 
 def minivae(*argv):
@@ -64,12 +76,15 @@ def minivae(*argv):
     return done.returncode, done.stdout, done.stderr
 
 
-def train(backend, out, epochs, data_dir, *extra):
-    """``minivae train`` of the check's model; its checkpoint path, or a RuntimeError with stderr's last line."""
+def train(label, out, epochs, data_dir, *extra):
+    """``minivae train`` of the check's model for run ``label``; its checkpoint, or RuntimeError with stderr's end."""
+    backend, *options = RUNS[label]
     data = ["--data-dir", data_dir] if data_dir else []
-    status, _, err = minivae("train", "--backend", backend, *MODEL, *data, "--epochs", epochs, "--out", out, *extra)
+    status, _, err = minivae("train", "--backend", backend, *options, *MODEL, *data, "--epochs", epochs,
+                             "--out", out, *extra)
     if status != 0:
-        raise RuntimeError(f"minivae train --backend {backend} failed: {err.strip().splitlines()[-1:]}")
+        raise RuntimeError(f"minivae train --backend {backend} {' '.join(options)}".rstrip()
+                           + f" failed: {(err.strip().splitlines() or ['no message'])[-1]}")
     return Path(out) / "checkpoint.npz"
 
 
@@ -107,45 +122,109 @@ def evaluate_iw(backend, checkpoint):
                                "--limit", IW_EXAMPLES)
     found = re.search(r"importance sampling .*: (\S+) \+- (\S+) nats .*\[(\S+) s\]", out)
     if status != 0 or not found:
-        raise RuntimeError(f"minivae evaluate --backend {backend} failed: {(err or out).strip()[-300:]}")
+        raise RuntimeError(f"minivae evaluate --backend {backend} failed: "
+                           f"{((err or out).strip().splitlines() or ['no output'])[-1]}")
     return tuple(float(value) for value in found.groups())
 
 
-def step_seconds(backend):
-    """The median time of one training step (batch 128) on ``backend``, synchronized on a GPU."""
-    step = make_step(128, 0, backend=backend)
-    if backend in GPU_RUNTIMES:
-        step = harness.synchronized(step, GPU_RUNTIMES[backend])
-    return harness.compare({backend: step}, rounds=20, warmup=3)[backend].median
+def step_seconds(name):
+    """The median time of one training step (batch 128) of ``name``: a backend, or "cupy --cuda-graph"."""
+    if name == "cupy --cuda-graph":
+        step = gpu_step.make_captured_step(128, 0)
+    else:
+        step = make_step(128, 0, backend=name)
+        if name in GPU_RUNTIMES:
+            step = harness.synchronized(step, GPU_RUNTIMES[name])
+    return harness.compare({name: step}, rounds=20, warmup=3)[name].median
 
 
-def check(out, data_dir):
-    """Every check, as Markdown lines and whether all passed."""
-    tests_passed, tests_line = run_gpu_tests()
-    lines = [f"# minivae GPU check: {harness.gpu_name()}", "", "## Tests marked gpu", "", f"`{tests_line}`"]
-    passed = tests_passed is not False
-    runs = {name: train(name, out / name, 2, data_dir) for name in BACKENDS}
-    elbos = {name: last_test_elbo(path) for name, path in runs.items()}
-    spread = max(elbos.values()) - min(elbos.values())
-    passed &= spread <= ELBO_TOLERANCE
-    lines += ["", "## Test ELBO after 2 epochs, 784-400-20 on Fashion-MNIST", "",
-              "| " + " | ".join(BACKENDS) + " | spread |", "|---" * (len(BACKENDS) + 1) + "|",
-              "| " + " | ".join(f"{elbos[name]:.3f}" for name in BACKENDS) + f" | {spread:.3f} nats"
-              f" ({'ok' if spread <= ELBO_TOLERANCE else 'FAIL'}: at most {ELBO_TOLERANCE}) |"]
-    lines += ["", "## Exact resume: 1 epoch, --resume to 2, against 2 straight", "", "| backend | result |", "|---|---|"]
-    for name in GPU_BACKENDS:
-        stopped = train(name, out / f"{name}-resumed", 1, data_dir)
-        identical = same_run(runs[name], train(name, out / f"{name}-resumed", 2, data_dir, "--resume", stopped))
-        passed &= identical
-        lines.append(f"| {name} | {'bit-identical' if identical else 'FAIL: differs'} |")
-    lines += ["", f"## evaluate --iw-samples {IW_SAMPLES} on the first {IW_EXAMPLES:,} test images", "",
-              "| backend | test NLL (nats) | time |", "|---|---|---|"]
-    for name in GPU_BACKENDS:
-        nll, se, seconds = evaluate_iw(name, runs[name])
-        passed &= bool(np.isfinite(nll))
-        lines.append(f"| {name} | {nll:.3f} +- {se:.3f} | {seconds:.1f} s |")
-    lines += ["", "## One training step, batch 128", "", "| backend | median |", "|---|---|"]
-    lines += [f"| {name} | {harness.format_duration(step_seconds(name))} |" for name in BACKENDS]
+# ----- The report's sections: (Markdown lines, passed) each -----
+
+def fail(cause):
+    return f"FAIL: {cause}"
+
+
+def backends_section():
+    statuses = available_backends()
+    rows = [f"| {name} | {why or 'available'} |" for name, why in statuses.items()]
+    return ["## Backends", "", "| backend | status |", "|---|---|", *rows], not any(
+        statuses[name] for name in GPU_BACKENDS)
+
+
+def tests_section():
+    passed, line = run_gpu_tests()
+    return ["## Tests marked gpu", "", f"`{line}`" if passed is not False else fail(line)], passed is not False
+
+
+def elbo_section(runs):
+    """The test ELBO of each 2-epoch run, side by side; ``runs``: {label: (checkpoint, failure)}."""
+    elbos = {label: attempt(last_test_elbo, path) if path else (None, why) for label, (path, why) in runs.items()}
+    found = [elbo for elbo, _ in elbos.values() if elbo is not None]
+    spread = max(found) - min(found) if found else float("nan")
+    passed = len(found) == len(RUNS) and spread <= ELBO_TOLERANCE
+    rows = [f"| {label} | {f'{elbo:.3f}' if why is None else fail(why)} |" for label, (elbo, why) in elbos.items()]
+    verdict = (f"spread {spread:.3f} nats over {len(found)} of {len(RUNS)} runs ({'ok' if passed else 'FAIL'}: "
+               f"every run, within {ELBO_TOLERANCE} nats)")
+    return ["## Test ELBO after 2 epochs, 784-400-20 on Fashion-MNIST", "", "| run | test ELBO |", "|---|---|",
+            *rows, "", verdict], passed
+
+
+def resume_section(out, data_dir, runs):
+    """1 epoch, then --resume to 2, against each GPU run's 2 straight epochs."""
+    rows, passed = [], True
+    for label in GPU_RUNS:
+        straight, why = runs[label]
+        if straight is None:
+            identical, why = None, f"no 2-epoch run to compare ({why})"
+        else:
+            resumed = out / f"{label.replace(' --', '-')}-resumed"
+            stopped, why = attempt(train, label, resumed, 1, data_dir)
+            identical, why = (None, why) if why else attempt(
+                lambda: same_run(straight, train(label, resumed, 2, data_dir, "--resume", stopped)))
+        passed &= bool(identical)
+        rows.append(f"| {label} | {'bit-identical' if identical else fail(why or 'the checkpoints differ')} |")
+    return ["## Exact resume: 1 epoch, --resume to 2, against 2 straight", "", "| run | result |", "|---|---|",
+            *rows], passed
+
+
+def evaluate_section(runs):
+    rows, passed = [], True
+    for backend in GPU_BACKENDS:
+        checkpoint, why = runs[backend]
+        result, why = attempt(evaluate_iw, backend, checkpoint) if checkpoint else (None, why)
+        passed &= result is not None and bool(np.isfinite(result[0]))
+        rows.append(f"| {backend} | " + (fail(why) if why else f"{result[0]:.3f} +- {result[1]:.3f} nats | "
+                                                               f"{result[2]:.1f} s") + " |")
+    return [f"## evaluate --iw-samples {IW_SAMPLES} on the first {IW_EXAMPLES:,} test images", "",
+            "| backend | test NLL | time |", "|---|---|---|", *rows], passed
+
+
+def step_section():
+    rows, passed = [], True
+    for name in RUNS:
+        seconds, why = attempt(step_seconds, name)
+        passed &= why is None
+        rows.append(f"| {name} | {fail(why) if why else harness.format_duration(seconds)} |")
+    return ["## One training step, batch 128", "", "| run | median |", "|---|---|", *rows], passed
+
+
+def check(out, data_dir, save):
+    """Every section's Markdown lines and whether all passed; a section that fails to run is a FAIL line.
+
+    ``save(lines)`` is called after each section, so a run stopped part-way (a timeout) leaves its report so far.
+    """
+    lines, passed, runs = [f"# minivae GPU check: {harness.gpu_name()}"], True, {}
+
+    def train_every_run():
+        runs.update({label: attempt(train, label, out / label.replace(" --", "-"), 2, data_dir) for label in RUNS})
+        return elbo_section(runs)
+    for section, args in ((backends_section, ()), (train_every_run, ()), (resume_section, (out, data_dir, runs)),
+                          (evaluate_section, (runs,)), (step_section, ()), (tests_section, ())):
+        result, why = attempt(section, *args)
+        section_lines, section_passed = result or ([f"## {section.__name__}", "", fail(why)], False)
+        lines += ["", *section_lines]
+        passed &= section_passed
+        save(lines + ["", "(the check is still running)"])
     return lines, passed
 
 
@@ -158,14 +237,16 @@ def main(argv=None):
     try:
         require_gpu()
         out = check_writable(args.out)
-        started = time.perf_counter()
-        lines, passed = check(out, args.data_dir)
-    except (MinivaeError, RuntimeError) as err:
+    except MinivaeError as err:
         print(f"minivae: {err}", file=sys.stderr)
         return 2
+    started, report = time.perf_counter(), out / "gpu_check.md"
+
+    def save(lines):
+        report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    lines, passed = check(out, args.data_dir, save)
     lines += ["", f"{'All checks passed' if passed else 'A check FAILED'} in {time.perf_counter() - started:.0f} s."]
-    report = out / "gpu_check.md"
-    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    save(lines)
     print("\n".join(lines))
     print(f"report written to {report}")
     return 0 if passed else 1

@@ -40,8 +40,8 @@ from datetime import datetime, timezone
 from . import confinement, verdicts
 
 MIB = 2**20
-VERSIONED = ("numpy", "scipy", "numba", "threadpoolctl", "torch", "jax", "jaxlib",
-             "autograd", "cupy-cuda12x", "matplotlib")
+VERSIONED = ("numpy", "scipy", "numba", "threadpoolctl", "torch", "jax", "jaxlib", "autograd", "cupy-cuda12x",
+             "cupy-cuda13x", "nvmath-python", "numba-cuda", "matplotlib")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS", "XLA_FLAGS", "NUMBA_ENABLE_CUDASIM")
 

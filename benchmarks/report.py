@@ -1,9 +1,9 @@
 """``minivae bench``'s report as Markdown: the machine, the confinement check, then each part that ran.
 
 The report is ``suite.run``'s dict; ``markdown`` writes it, ``write_report``
-saves it (JSON with every sample, the Markdown, the step's chart).
+saves it (JSON with every sample, the Markdown, the step's charts).
 """
-from . import confinement, gemm_floor, harness, micro, verdicts
+from . import confinement, gemm_floor, gpu_chart, harness, micro, verdicts
 from .bench_step import FLOOR
 
 
@@ -109,11 +109,13 @@ def markdown(report):
 
 
 def write_report(report, text, out):
-    """bench.json (every sample), bench.md and, when the step ran, bench.png; returns the paths written."""
+    """bench.json (every sample), bench.md and, when the step ran, bench.png and the CPU-vs-GPU chart
+    (``gpu_chart``); returns the paths written."""
     paths = [out / "bench.json", out / "bench.md"]
     harness.write_json(report, paths[0])
     paths[1].write_text(text, encoding="utf-8")
     if "step" in report:
         paths.append(out / "bench.png")
         harness.write_chart(report["step"], paths[2])
+        paths += gpu_chart.write_chart(report, out)
     return paths

@@ -1,6 +1,7 @@
 """CuPy kernels: cuBLAS for the products, fused CuPy and CUDA C kernels for the rest.
 
-- ``matmul`` is ``cupy.matmul`` on transposed views: cuBLAS GEMM.
+- ``matmul`` is cuBLAS GEMM through nvmath-python's bindings (``cupy_gemm``),
+  not ``cupy.matmul``, whose cuBLAS wrapper refuses a stream that captures.
 - Pointwise paths are ``cupy.ElementwiseKernel``s and row sums are
   ``cupy.ReductionKernel``s (float64 accumulators), with ``pointwise.cu``
   (the CUDA C twins of ``shared``'s formulas) as their preamble.
@@ -20,7 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from minivae.kernels import philox, shared
+from minivae.kernels import cupy_gemm, philox, shared
 from minivae.kernels.reference import LOG_2PI
 
 SOURCES = Path(__file__).parent
@@ -85,11 +86,11 @@ def _launch(name, a, n, *args):
     _kernels().raw[f"{name}_{_SUFFIX[a.dtype]}"]((blocks,), (THREADS,), args)
 
 
-# ----- Matrix product -----
+# ----- Matrix product: cuBLAS GEMM on a handle of the current stream (cupy_gemm) -----
 
 def matmul(a, b, trans_a=False, trans_b=False):
-    """out[i, j] = sum_k op(a)[i, k] * op(b)[k, j] by cuBLAS, op = transpose when asked."""
-    return _cupy().matmul(a.T if trans_a else a, b.T if trans_b else b)
+    """out[i, j] = sum_k op(a)[i, k] * op(b)[k, j] by cuBLAS GEMM, op = transpose when asked."""
+    return cupy_gemm.gemm(a, b, trans_a, trans_b)
 
 
 # ----- Bias plus activation -----

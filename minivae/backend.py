@@ -14,7 +14,11 @@ environment variable, or ``--backend`` on the command line.
 A backend that cannot run here raises ``BackendUnavailable`` with one line
 saying why; ``available_backends()`` collects those lines without raising.
 What can be checked without a device is checked first: that the packages
-import, and that their versions work together (``versions``).
+import, and that their versions work together (``versions``). Then a GPU
+backend computes a 2x3 product on the device (``product_failure``): a library
+that cannot be loaded (cuBLAS, nvmath-python's bindings) or a compiler that
+cannot work (NVVM, libdevice) is found when the backend loads, in one line,
+not mid-run.
 """
 import contextlib
 import importlib
@@ -24,8 +28,8 @@ from types import ModuleType
 
 import numpy as np
 
-from minivae.errors import MinivaeError
-from minivae.versions import numba_cuda_compile_failure, numpy_too_new_for_numba_cuda
+from minivae.errors import MinivaeError, one_line
+from minivae.versions import GPU_INSTALL, numpy_too_new_for_numba_cuda, row_stack_failure
 
 BACKEND_NAMES = ("numpy", "numba", "cupy", "numba-cuda")
 ENV_VAR = "MINIVAE_BACKEND"
@@ -66,8 +70,9 @@ def _load_cupy():
         cupy.cuda.runtime.getDeviceCount()
     except cupy.cuda.runtime.CUDARuntimeError:
         raise BackendUnavailable("cupy: " + _NO_GPU) from None
+    _require("cupy", "nvmath", GPU_INSTALL, "nvmath-python (cuBLAS's bindings)")
     from minivae.kernels import cupy_kernels
-    return Backend("cupy", cupy, cupy_kernels)
+    return _checked(Backend("cupy", cupy, cupy_kernels))
 
 
 def _load_numba_cuda():
@@ -83,31 +88,55 @@ def _load_numba_cuda():
     if not cuda.is_available():
         raise BackendUnavailable("numba-cuda: " + _NO_GPU)
     cupy = _import_cupy("numba-cuda")  # the array module on a GPU
-    failure = numba_cuda_compile_failure(cuda.jit)
-    if failure:
-        raise BackendUnavailable(failure)
     from minivae.kernels import numba_cuda
-    return Backend("numba-cuda", cupy, numba_cuda)
+    return _checked(Backend("numba-cuda", cupy, numba_cuda))
 
 
 _NO_GPU = "no CUDA GPU found (nvidia driver/device absent); use --backend numpy or numba"
 
 
-def _require(backend, package, install):
-    """Raise BackendUnavailable unless ``package`` imports."""
+def _require(backend, package, install, name=None):
+    """Raise BackendUnavailable unless ``package`` imports; ``name``: what to call it (default: the package)."""
     try:
         importlib.import_module(package)
     except ImportError as exc:
-        what = "package" if package == backend else f"needs {package}:"
+        what = "package" if package == backend else f"needs {name or package}:"
         reason = "not installed" if exc.name == package else f"import failed ({exc})"
         raise BackendUnavailable(f"{backend}: {what} {reason} ({install})") from None
 
 
 def _import_cupy(backend):
     """The cupy module, or BackendUnavailable naming ``backend`` and the install command."""
-    _require(backend, "cupy", "pip install 'minivae[gpu-cuda12]' or 'minivae[gpu-cuda13]' (the CUDA of your driver) "
-                              "where there is an NVIDIA GPU; else use --backend numpy or numba")
+    _require(backend, "cupy", f"{GPU_INSTALL} where there is an NVIDIA GPU; else use --backend numpy or numba")
     return importlib.import_module("cupy")
+
+
+def _checked(loaded):
+    """``loaded``, a GPU backend, once a product on its device came out right; else BackendUnavailable saying why."""
+    failure = product_failure(loaded)
+    if failure:
+        raise BackendUnavailable(failure)
+    return loaded
+
+
+def product_failure(loaded):
+    """None when ``loaded``'s matmul computes a 2x3 @ 3x2 product right on the device, else the one-line reason.
+
+    Whatever the first product raises means the backend cannot run here: a
+    library not found (cuda.pathfinder's ``DynamicLibNotFoundError`` for
+    cuBLAS), NVVM or libdevice missing (numba-cuda's ``NvvmSupportError``, or
+    its RuntimeError "Missing libdevice file"), numpy too new for numba-cuda.
+    """
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    try:
+        product = loaded.asnumpy(loaded.kernels.matmul(loaded.xp.asarray(a), loaded.xp.asarray(a), trans_b=True))
+    except Exception as failure:  # any failure of the first product is the answer
+        return row_stack_failure(failure) or (
+            f"{loaded.name}: a 2x3 product on the device failed ({one_line(failure)}); "
+            f"{GPU_INSTALL} installs what the GPU backends load (cuBLAS, nvmath-python, NVVM and libdevice)")
+    if not np.allclose(product, a @ a.T):
+        return f"{loaded.name}: a 2x3 product on the device came out {product.tolist()}, not {(a @ a.T).tolist()}"
+    return None
 
 
 _LOADERS = {"numpy": _load_numpy, "numba": _load_numba, "cupy": _load_cupy, "numba-cuda": _load_numba_cuda}

@@ -14,6 +14,11 @@ class NonFiniteResult(MinivaeError):
     """A result came out NaN or infinite (absurd weights or options); the command line exits with status 3."""
 
 
+def one_line(failure):
+    """An exception in one line: its type and the first line of its message ("CUDARuntimeError: ...")."""
+    return f"{type(failure).__name__}: {(str(failure).strip().splitlines() or [''])[0]}"
+
+
 def check_finite(quantity, values, advice):
     """Raise ``NonFiniteResult`` naming ``quantity`` unless every one of ``values`` is finite."""
     import numpy as np

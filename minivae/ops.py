@@ -57,11 +57,16 @@ def unbroadcast(grad, shape):
 
 
 def _broadcast_operands(op, a, b):
-    """Both operands as tensors (a plain number takes the other's dtype); one line if shapes clash."""
+    """Both operands as tensors (a plain number becomes a scalar of the other's dtype); one line if shapes clash.
+
+    The number stays a NumPy scalar, not an array: the kernels take it as an
+    argument, so a constant such as the n a mean divides by is never copied to
+    a device (a copy that a captured CUDA graph could not hold).
+    """
     if isinstance(a, numbers.Number) and isinstance(b, Tensor):
-        a = Tensor(a, dtype=b.dtype)
+        a = Tensor(b.dtype.type(a), dtype=b.dtype)
     if isinstance(b, numbers.Number) and isinstance(a, Tensor):
-        b = Tensor(b, dtype=a.dtype)
+        b = Tensor(a.dtype.type(b), dtype=a.dtype)
     a, b = as_tensor(a), as_tensor(b)
     if not _broadcastable(a.shape, b.shape):
         raise ShapeError(f"{op}: shapes {a.shape} and {b.shape} do not broadcast")

@@ -44,6 +44,8 @@ def to_array(data, dtype=None):
     xp = get_backend().xp
     if isinstance(data, Tensor):
         data = data.data
+    if isinstance(data, np.generic) and data.dtype.kind == "f" and dtype in (None, data.dtype):
+        return data  # a NumPy float scalar stays one: a kernel argument, never copied to a device
     if dtype is None and getattr(data, "dtype", None) is not None and data.dtype.kind == "f":
         return xp.asarray(data)
     return xp.asarray(data, dtype=dtype or DEFAULT_DTYPE)

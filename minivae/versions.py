@@ -1,13 +1,16 @@
-"""Package versions that do not work together, found without a device, each as the one line that says so.
+"""Package versions that do not work together (found without a device), and the GPU backends' install hint.
 
 numba-cuda 0.30 and older call ``np.row_stack``, which numpy 2.5 removed:
 ``numpy_too_new_for_numba_cuda`` reads the installed versions, and
-``numba_cuda_compile_failure`` compiles a one-line kernel to catch what the
-versions alone do not tell. ``backend`` raises these lines as ``BackendUnavailable``.
+``row_stack_failure`` recognizes the same clash in a kernel that failed to
+compile. ``backend`` raises these lines as ``BackendUnavailable``;
+``GPU_INSTALL`` is the install hint every message gives (the README's).
 """
 import importlib.metadata
 
 import numpy as np
+
+GPU_INSTALL = 'pip install -e ".[gpu-cuda12]" (or ".[gpu-cuda13]" for a CUDA 13 driver)'
 
 
 def installed_version(package):
@@ -32,8 +35,7 @@ def numpy_too_new_for_numba_cuda():
 def _too_new_line(version):
     installed = f"numba-cuda {version}" if version else "this numba-cuda"
     return (f"numba-cuda: {installed} needs numpy < 2.5 (it calls np.row_stack, which numpy "
-            f"{np.__version__} removed); pip install 'numpy<2.5', or reinstall with pip install "
-            "'minivae[gpu-cuda12]' or 'minivae[gpu-cuda13]'")
+            f"{np.__version__} removed); pip install 'numpy<2.5', or reinstall with {GPU_INSTALL}")
 
 
 def _release(version):
@@ -44,16 +46,9 @@ def _release(version):
         return (0, 0)
 
 
-def _probe(out):
-    out[0] = 1.0
-
-
-def numba_cuda_compile_failure(jit):
-    """Compile a one-line kernel with ``jit`` now: None, or the one-line reason numba-cuda fails on this numpy."""
-    try:
-        jit("void(float32[:])")(_probe)
-    except AttributeError as exc:
-        if "row_stack" not in str(exc):
-            raise
+def row_stack_failure(failure):
+    """The one-line reason numba-cuda fails on this numpy when ``failure`` (raised compiling a kernel) is the
+    missing ``np.row_stack``, else None."""
+    if isinstance(failure, AttributeError) and "row_stack" in str(failure):
         return _too_new_line(installed_version("numba-cuda"))
     return None

@@ -32,10 +32,13 @@ def check_user_path(name, tmp_path, capsys, monkeypatch):
         backend.set_backend("numpy")
 
 
-def check_exact_resume(name, tmp_path, capsys):
-    """1 epoch, then --resume to 2, ends bit-identical to 2 epochs straight; returns the resumed checkpoint."""
+def check_exact_resume(name, tmp_path, capsys, *options):
+    """1 epoch, then --resume to 2, ends bit-identical to 2 epochs straight; returns the resumed checkpoint.
+
+    ``options`` go to every ``minivae train`` (e.g. ``--cuda-graph``).
+    """
     def train(out, epochs, *extra):
-        status, _, err = run_cli(["train", "--backend", name, *SMALL, "--epochs", str(epochs),
+        status, _, err = run_cli(["train", "--backend", name, *SMALL, *options, "--epochs", str(epochs),
                                   "--out", str(out), *extra], capsys)
         assert status == 0, err
         return out / CHECKPOINT_NAME

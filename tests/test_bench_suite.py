@@ -117,6 +117,8 @@ def test_full_report_is_printed_and_written(tmp_path, capsys):
     assert "Load average (1 minute):" in markdown and "- Confinement: none asked (no --threads)" in markdown
     assert all(f"| {kernel} |" in markdown for kernel in KERNEL_NAMES)
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "gpu_chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| minivae cupy captured | no GPU |" in (out / "gpu_chart.md").read_text()
 
 
 def test_threads_confine_the_run_and_the_report_says_it_held(tmp_path):

@@ -9,12 +9,13 @@ import re
 import numpy as np
 import pytest
 
-from end_to_end import check_user_path
+from end_to_end import check_exact_resume, check_user_path
 from kernel_cases import (CASES, LAYOUTS, PHILOX_TOLERANCE, assert_adam_reads_step_and_lr_from_arrays,
                           assert_matches_reference, assert_rng_state_round_trips, needs_gpu)
 from minivae import backend
 from minivae.backend import BackendUnavailable, available_backends, load_backend
 from minivae.kernels import philox
+from runs import skip_figures
 
 RNG_KERNELS = ("make_rng", "standard_normal")  # other streams than NumPy's: checked statistically
 TABLE = [name for name in CASES if name not in RNG_KERNELS]
@@ -135,6 +136,34 @@ def test_a_cuda_graph_replaying_a_draw_draws_new_numbers():
     np.testing.assert_allclose(np.concatenate(replays), np.concatenate([want[:5], want[8:13]]),
                                **PHILOX_TOLERANCE[np.float32])
     assert cupy.asnumpy(rng.words)[2] == 6
+
+
+@needs_gpu
+def test_a_cuda_graph_captures_a_cublas_product_and_replays_it_on_new_data():
+    """cuBLAS through nvmath's bindings inside a capture: the stream's handle is made (and its workspace set) by an
+    eager product first, as the static step's warm-up does; each replay reads the operands' current values."""
+    import cupy
+    kernels = load_backend("cupy").kernels
+    a = cupy.asarray(np.arange(12, dtype=np.float32).reshape(3, 4))
+    pool, stream = cupy.cuda.MemoryPool(), cupy.cuda.Stream(non_blocking=True)
+    with stream, cupy.cuda.using_allocator(pool.malloc):
+        kernels.matmul(a, a, trans_b=True)
+        stream.begin_capture()
+        out = kernels.matmul(a, a, trans_b=True)  # recorded, not run
+        graph = stream.end_capture()
+        a += 1
+        graph.launch(stream)
+    stream.synchronize()
+    want = np.arange(1, 13, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(cupy.asnumpy(out), want @ want.T)
+
+
+@needs_gpu
+@pytest.mark.parametrize("schedule", ["elbo", "iwae"])
+def test_train_with_cuda_graph_resumes_bit_identically(schedule, tmp_path, capsys, monkeypatch):
+    skip_figures(monkeypatch)
+    check_exact_resume("cupy", tmp_path, capsys, "--cuda-graph", "--train-examples", "16",
+                       "--objective", schedule, "--samples", "2", "--kl-warmup", "2")
 
 
 # ----- Numba CUDA on the device, fed CuPy arrays through __cuda_array_interface__ -----

@@ -1,10 +1,15 @@
-"""The GPU acceptance check refuses, in one line and with exit status 2, where it cannot run."""
+"""The GPU acceptance check: without a GPU, one line and exit status 2; on one, a report whatever fails."""
+import contextlib
+import io
+import re
 import subprocess
 import sys
 
 import pytest
 
+from minivae import backend, cli
 from minivae.benchmarks import gpu_check, harness
+from runs import skip_figures
 
 
 def test_without_a_gpu_it_says_so_in_one_line(monkeypatch, tmp_path, capsys):
@@ -15,14 +20,61 @@ def test_without_a_gpu_it_says_so_in_one_line(monkeypatch, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_gpu_without_the_gpu_packages_names_what_is_missing(monkeypatch, tmp_path, capsys):
+TINY = ["--hidden", "8", "--latent-dim", "2", "--batch-size", "8", "--train-examples", "16", "--test-examples", "8",
+        "--plot-interval", "0", "--quiet"]
+NO_NVVM = "minivae: numba-cuda: a 2x3 product on the device failed (NvvmSupportError: libNVVM is not available)"
+NO_NVMATH = "minivae: cupy: needs nvmath-python (cuBLAS's bindings): not installed"
+
+
+def fake_minivae(*argv):
+    """``minivae ARGV`` run here: numpy trains for real (tiny); a GPU backend fails as one without NVVM would."""
+    argv = [str(arg) for arg in argv]
+    backend = argv[argv.index("--backend") + 1]
+    if backend != "numpy":
+        return 2, "", {"cupy": NO_NVMATH, "numba-cuda": NO_NVVM}[backend] + "\n"
+    return cli.main(argv), "", ""
+
+
+def failing_step(name):
+    if name != "numpy":
+        raise RuntimeError("CUDA_ERROR_OUT_OF_MEMORY: out of memory\n(a second line)")
+    return 0.002
+
+
+@pytest.fixture
+def failing_gpu(monkeypatch):
+    """A GPU on which cupy lacks nvmath-python, numba-cuda cannot compile, the gpu tests fail, steps run out of memory."""
     monkeypatch.setattr(harness, "gpu_name", lambda: "a test GPU")
-    monkeypatch.setattr(gpu_check, "available_backends",
-                        lambda: {"numpy": None, "numba": None, "cupy": "cupy: package not installed (pip ...)",
-                                 "numba-cuda": None})
-    assert gpu_check.main(["--out", str(tmp_path / "out")]) == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line == "minivae: gpu_check: cupy: package not installed (pip ...)"
+    monkeypatch.setattr(gpu_check, "available_backends", lambda: {
+        "numpy": None, "numba": None, "cupy": NO_NVMATH[len("minivae: "):], "numba-cuda": NO_NVVM[len("minivae: "):]})
+    monkeypatch.setattr(gpu_check, "MODEL", TINY)
+    monkeypatch.setattr(gpu_check, "minivae", fake_minivae)
+    monkeypatch.setattr(gpu_check, "run_gpu_tests", lambda: (False, "1 failed, 3 passed in 9.10s"))
+    monkeypatch.setattr(gpu_check, "step_seconds", failing_step)
+    skip_figures(monkeypatch)
+
+
+def test_every_stage_that_fails_is_a_fail_row_and_the_report_is_written(failing_gpu, tmp_path, capsys):
+    assert gpu_check.main(["--out", str(tmp_path)]) == 1
+    report = (tmp_path / "gpu_check.md").read_text().splitlines()
+    for row in ("| cupy | cupy: needs nvmath-python (cuBLAS's bindings): not installed |",
+                "FAIL: 1 failed, 3 passed in 9.10s",
+                "| cupy --cuda-graph | FAIL: RuntimeError: minivae train --backend cupy --cuda-graph failed: "
+                + NO_NVMATH + " |",
+                "| numba-cuda | FAIL: no 2-epoch run to compare (RuntimeError: minivae train --backend numba-cuda "
+                "failed: " + NO_NVVM + ") |",
+                "| numba-cuda | FAIL: RuntimeError: CUDA_ERROR_OUT_OF_MEMORY: out of memory |",
+                "| numpy | 2 ms |"):
+        assert row in report, "\n".join(report)
+    assert re.search(r"^\| numpy \| -\d+\.\d{3} \|$", "\n".join(report), re.MULTILINE)  # numpy's test ELBO
+    assert report[-1].startswith("A check FAILED in ")
+
+
+def test_a_section_that_crashes_is_a_fail_line_and_the_next_ones_run(failing_gpu, monkeypatch, tmp_path):
+    monkeypatch.setattr(gpu_check, "evaluate_section", lambda runs: 1 / 0)
+    assert gpu_check.main(["--out", str(tmp_path)]) == 1
+    report = (tmp_path / "gpu_check.md").read_text()
+    assert "## <lambda>\n\nFAIL: ZeroDivisionError: division by zero\n\n## One training step" in report
 
 
 @pytest.mark.skipif(harness.gpu_name() is not None, reason="a GPU is here: the check would run in full")
@@ -30,3 +82,53 @@ def test_the_module_runs_as_the_readme_says():
     done = subprocess.run([sys.executable, "-m", "minivae.benchmarks.gpu_check"], capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and "no CUDA GPU" in done.stderr
+
+
+def in_process_minivae(*argv):
+    """``minivae ARGV`` run here, its stdout captured; numba-cuda fails as without NVVM (the fake GPU has no numba)."""
+    argv = [str(arg) for arg in argv]
+    if argv[argv.index("--backend") + 1] == "numba-cuda":
+        return 2, "", NO_NVVM + "\n"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = cli.main(argv)
+    return status, out.getvalue(), ""
+
+
+def test_on_the_fake_gpu_cupy_passes_eager_and_captured(monkeypatch, tmp_path):
+    """Every stage through gpu_check's own code on the fake CuPy: training, exact resume (with --cuda-graph too),
+    evaluation and step times for cupy; numba-cuda's rows fail, and say why."""
+    import fake_cupy
+    import fake_nvmath
+    fake_cupy.install(monkeypatch)
+    fake_nvmath.install(monkeypatch)
+    monkeypatch.setattr(harness, "gpu_name", lambda: "a fake GPU")
+    monkeypatch.setattr(gpu_check, "MODEL", TINY)
+    monkeypatch.setattr(gpu_check, "minivae", in_process_minivae)
+    monkeypatch.setattr(gpu_check, "run_gpu_tests", lambda: (True, "12 passed in 3.00s"))
+    monkeypatch.setattr(gpu_check, "IW_SAMPLES", 4)
+    monkeypatch.setattr(gpu_check, "IW_EXAMPLES", 4)
+    skip_figures(monkeypatch)
+    try:
+        assert gpu_check.main(["--out", str(tmp_path)]) == 1  # numba-cuda fails
+    finally:
+        backend.set_backend("numpy")
+    report = (tmp_path / "gpu_check.md").read_text()
+    for row in ("| cupy | available |", "| cupy | bit-identical |", "| cupy --cuda-graph | bit-identical |",
+                "| numba-cuda | FAIL: no 2-epoch run to compare (RuntimeError: minivae train --backend numba-cuda"):
+        assert row in report, report
+    assert re.search(r"^\| cupy --cuda-graph \| -\d+\.\d{3} \|$", report, re.MULTILINE), report
+    assert re.search(r"^\| cupy \| \d+\.\d{3} \+- \d+\.\d{3} nats \| \d+\.\d s \|$", report, re.MULTILINE), report
+    assert re.search(r"^\| cupy --cuda-graph \| [\d.]+ [mu]?s \|$", report, re.MULTILINE), report
+
+
+def test_a_check_stopped_part_way_leaves_its_report_so_far(failing_gpu, monkeypatch, tmp_path):
+    """As when ``timeout`` stops it: the sections done are in the report, and it says it did not finish."""
+    def stopped():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(gpu_check, "step_section", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--out", str(tmp_path)])
+    report = (tmp_path / "gpu_check.md").read_text()
+    assert "## evaluate --iw-samples" in report and "## One training step" not in report
+    assert report.endswith("(the check is still running)\n")

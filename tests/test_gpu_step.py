@@ -29,3 +29,21 @@ def test_a_gpu_factory_without_a_gpu_is_unavailable_in_one_line(name):
     with pytest.raises(harness.Unavailable) as why:
         gpu_step.FACTORIES[name](128, 0)
     assert str(why.value) and "\n" not in str(why.value)
+
+
+def test_a_gpu_row_that_fails_says_why_in_its_cell_and_the_rest_are_timed():
+    """A factory that raises, and a step that fails on its first call: each row's cell is its failure."""
+    def failing_factory(batch_size, seed):
+        raise RuntimeError("cudaErrorStreamCaptureInvalidated: operation failed due to a previous error\nmore")
+
+    def failing_on_the_device(batch_size, seed):
+        def step():
+            raise MemoryError("out of device memory")
+        return step
+    factories = {"built badly": bench_step.Factory(failing_factory, gpu=True),
+                 "fails when run": bench_step.Factory(failing_on_the_device, gpu=True)}
+    rows = bench_step.bench_batch(8, bench_step.QUICK, 0, has_gpu=True, factories=factories)
+    assert rows["built badly"] == {"skipped": "failed: RuntimeError: cudaErrorStreamCaptureInvalidated: "
+                                              "operation failed due to a previous error"}
+    assert rows["fails when run"] == {"skipped": "failed: MemoryError: out of device memory"}
+    assert "median" in rows[bench_step.FLOOR]

@@ -11,6 +11,7 @@ import pytest
 from kernel_cases import needs_gpu
 from minivae import set_backend
 from minivae.app import loop, runconfig, training
+from minivae.app.recording import Recording
 from minivae.app.static_step import StaticStep
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
@@ -163,7 +164,7 @@ def test_a_run_with_the_static_step_ends_where_an_eager_run_does(tmp_path, monke
     made = []
     monkeypatch.setattr(training, "StaticStep", lambda run, capture: made.append(StaticStep(run)) or made[-1])
     static = training.train(dataclasses.replace(config, out=str(tmp_path / "static")), progress=False,
-                            log=lambda line: None)
+                            log=lambda line: None, cuda_graph=True)
     assert len(made) == 1 and made[0].optimizer.step_count == 2 * 15
     for name, value in parameters(eager.model).items():
         np.testing.assert_allclose(parameters(static.model)[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
@@ -187,6 +188,8 @@ def test_a_run_records_its_step_by_default_on_numba_with_adam(backend, optimizer
 def test_on_numba_the_replayed_run_and_its_resume_end_exactly_where_an_eager_run_does(tmp_path, monkeypatch):
     """Full batches replayed, the last partial one eager, two epochs, and the same again resumed after one."""
     skip_figures(monkeypatch)
+    made = []
+    monkeypatch.setattr(training, "StaticStep", lambda run, capture: made.append(StaticStep(run, capture)) or made[-1])
     set_backend("numba")
     try:
         config = runconfig.TrainConfig(hidden=(16,), epochs=2, plot_interval=0, batch_size=100)
@@ -198,6 +201,7 @@ def test_on_numba_the_replayed_run_and_its_resume_end_exactly_where_an_eager_run
                                  resume=tmp_path / "resumed" / "checkpoint.npz")
     finally:
         set_backend("numpy")
+    assert len(made) == 3 and all(isinstance(step.graph, Recording) for step in made)  # by default, not eager
     for run in (replayed, resumed):
         for name, value in parameters(eager.model).items():
             np.testing.assert_array_equal(parameters(run.model)[name], value, err_msg=name)

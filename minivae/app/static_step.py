@@ -35,16 +35,27 @@ above are what make that replay right, too. On every backend the same step
 runs eagerly when ``capture`` is off, which is how the CPU tests check it
 against ``loop.train_step``; on numba the replay equals it bit for bit.
 """
+import contextlib
+
 import numpy as np
 
 from minivae.app.loop import EagerStep
 from minivae.app.recording import record
 from minivae.backend import get_backend
-from minivae.errors import MinivaeError
+from minivae.errors import MinivaeError, one_line
 from minivae.optim import Adam
 from minivae.tensor import Tensor
 
 CAPTURING_BACKENDS = ("cupy", "numba")
+
+
+class CaptureFailed(MinivaeError):
+    """CUDA (or a library inside the step) refused to capture the step; the message says why and how to go on."""
+
+    def __init__(self, failure):
+        super().__init__(f"--cuda-graph: the training step could not be captured as a CUDA graph "
+                         f"({one_line(failure)}); train without capture: leave out --cuda-graph "
+                         "(or pass --no-cuda-graph)")
 
 
 class StaticStep:
@@ -147,10 +158,20 @@ class StaticStep:
         cupy.cuda.get_current_stream().synchronize()  # x and t are written before the capture stream reads them
         with self.stream, cupy.cuda.using_allocator(self.pool.malloc):
             self.run()
-            self.stream.begin_capture()
-            try:
-                self.run()
-            finally:
-                graph = self.stream.end_capture()
+            graph = self._capture()
         self.stream.synchronize()
         return graph
+
+    def _capture(self):
+        """The step recorded (not run) as a CUDA graph; ``CaptureFailed`` naming the cause if it cannot be."""
+        self.stream.begin_capture()
+        try:
+            self.run()
+        except Exception as failure:
+            with contextlib.suppress(Exception):
+                self.stream.end_capture()  # close the broken capture; its own error would hide the cause
+            raise CaptureFailed(failure) from None
+        try:
+            return self.stream.end_capture()
+        except Exception as failure:
+            raise CaptureFailed(failure) from None

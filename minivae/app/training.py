@@ -42,7 +42,7 @@ from minivae.app.run_memory import check_run_memory
 from minivae.app.runconfig import prepare_data, start_run
 from minivae.app.rundir import own_run_directory
 from minivae.app.stop_requests import check_stop
-from minivae.app.static_step import CAPTURING_BACKENDS, StaticStep
+from minivae.app.static_step import CAPTURING_BACKENDS, CaptureFailed, StaticStep
 from minivae.app.threads import choose_threads, product_size, threads_limited
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
@@ -52,6 +52,7 @@ from minivae.tensor import Tensor, no_grad
 # 28x28), metrics.jsonl and the checkpoint's JSON metadata.
 OUTPUT_ALLOWANCE = 8 << 20
 FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
+RECORDED_BY_DEFAULT = ("numba",)  # its replay is checked bit for bit here; cupy's capture waits for a GPU
 
 
 # ----- The run -----
@@ -79,8 +80,7 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_g
     it must not hold another run's checkpoint unless ``overwrite``. ``config.threads``
     (None: chosen for the model and the machine; on resume, the run's own) caps
     BLAS and numba while it runs, and is stored in the checkpoint.
-    ``cuda_graph``: record the step once and replay it (``make_step``);
-    None records where the backend can.
+    ``cuda_graph``: record the step once and replay it (``make_step``); None: on numba with Adam only.
     """
     if config.data_dir is not None:  # stored absolute: a checkpoint finds its data from any directory
         config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).resolve()))
@@ -122,6 +122,8 @@ def _train(run, out, resume, progress, log, cuda_graph):
     except Diverged as diverged:
         raise Diverged(f"{diverged}; lower --lr (now {run.config.lr:g}) or set --logvar-clamp; "
                        f"{saved.describe()}") from None
+    except CaptureFailed as failed:
+        raise MinivaeError(f"{failed}; {saved.describe()}") from None
     except KeyboardInterrupt:
         raise TrainingInterrupted(_interrupted_message(saved, run.config.epochs)) from None
 
@@ -142,13 +144,15 @@ def _complete_outputs(out, run, saved, log):
 def make_step(run, cuda_graph, log):
     """The run's step: a StaticStep recorded once and replayed where asked and possible, else an EagerStep.
 
-    Recorded: as a CUDA graph on cupy, as its list of kernel calls on numba
-    (``static_step.py``). ``cuda_graph`` None means where possible: a recording
-    backend and Adam. Asked for where it is not possible, it says so in one line and trains eagerly.
+    Recorded: on numba as its list of calls (``recording.py``), on cupy as a CUDA
+    graph (``static_step.py``). ``cuda_graph`` None records on numba with Adam,
+    whose replay equals the eager step bit for bit; cupy's capture is opt-in (no
+    GPU has run it yet). Asked for where it is not possible, it says so in one
+    line and trains eagerly.
     """
     backend, optimizer = get_backend().name, run.config.optimizer
     if cuda_graph is None:
-        cuda_graph = backend in CAPTURING_BACKENDS and optimizer == "adam"
+        cuda_graph = backend in RECORDED_BY_DEFAULT and optimizer == "adam"
     if not cuda_graph:
         return EagerStep(run)
     if backend not in CAPTURING_BACKENDS:

@@ -33,7 +33,7 @@ def _decoded(model, z, what):
     """p(x | z)'s means (probabilities or grey levels) for the codes ``z``, refused (NonFiniteResult, exit status 3)
     unless ``z`` and the decoder's output are finite: a sigmoid shows infinite logits as plausible black and white."""
     with no_grad(), np.errstate(over="ignore", invalid="ignore"):  # checked below
-        check_finite(f"{what}: a code z", z, WEIGHTS_ADVICE)
+        check_finite(f"{what}: a code z", get_backend().asnumpy(z), WEIGHTS_ADVICE)  # z may live on the device
         likelihood = model.p_x_given_z(Tensor(z, dtype=model.dtype))
         decoded = likelihood.logits if hasattr(likelihood, "logits") else likelihood.mean
         check_finite(f"{what}: the decoder's output", decoded.numpy(), WEIGHTS_ADVICE)

@@ -63,9 +63,9 @@ def add_arguments(parser):
                         help="replace the run whose checkpoint.npz is already in --out (default: refuse)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
-                        help="record the training step once and replay it for every full batch: a CUDA graph "
-                             "on cupy, its kernel calls on numba (default: on with cupy or numba and Adam; "
-                             "other backends train eagerly)")
+                        help="record the training step once and replay it for every full batch, with Adam: its "
+                             "kernel calls on numba (default there: on, bit for bit the eager step), a CUDA graph "
+                             "on cupy (default there: off; not yet run on a GPU); other backends train eagerly")
     parser.add_argument("--progress", action="store_true",
                         help="show the progress bar even when stderr is not a terminal (default: only on one)")
 
