@@ -244,11 +244,12 @@ class Traced(NDArrayOperatorsMixin):
 
     def __array__(self, *args, **kwargs):
         raise NotReplayable("a recorded step turned a traced array into a NumPy array (np.asarray, or an "
-                            "assignment into an untraced array); use xp.copyto, which the recording sees")
+                            "assignment into an untraced array; use xp.copyto, which the recording sees); "
+                            "train eagerly with --no-cuda-graph")
 
     def _read_on_host(self, *args):
-        raise NotReplayable("a recorded step read an array's value on the host (float, item, if); "
-                            "a replay would not read it again")
+        raise NotReplayable("a recorded step read an array's value on the host (float, item, if), which a "
+                            "replay would not read again; train eagerly with --no-cuda-graph")
 
     __float__ = __int__ = __bool__ = __index__ = item = tolist = _read_on_host
 
