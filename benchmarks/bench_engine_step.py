@@ -7,7 +7,11 @@ Bernoulli VAE (``VAE((784, 400), 20, (400, 784))``, float32, PyTorch's
 initialisation) with Adam (lr 1e-3) on the fixed random binary batch the
 peers use (``benchmarks.peers.binary_batch``), and returns a zero-argument
 callable doing one full step: zero_grad, ``elbo(samples=1)``, backward of the
-negative mean ELBO, Adam. ``benchmarks.bench_step`` registers it::
+negative mean ELBO, Adam. It is the step ``minivae train`` runs on that
+backend: on numba (``RECORDED``) the first call records it and every later
+call replays the recording (``app/static_step.StaticStep``, which also copies
+the batch into its buffer and adds up the ELBO's terms); elsewhere the eager
+step. ``benchmarks.bench_step`` registers it::
 
     register("minivae numpy", functools.partial(make_step, backend="numpy"), numpy_buffers=True)
 
@@ -30,22 +34,27 @@ from . import confinement, gemm_floor, harness, peers
 
 FLOOR = "GEMM floor"
 LATENT, HIDDEN = 20, 400
+RECORDED = ("numba",)  # backends whose training step is recorded once and replayed (on cupy: gpu_step)
 
 
 def make_step(batch_size, seed, backend="numpy"):
-    """One minivae training step per call, on ``backend``; ``harness.Unavailable`` if it cannot run here."""
+    """One minivae training step per call, on ``backend``, as ``minivae train`` runs it there (recorded and
+    replayed on numba, else eager); ``harness.Unavailable`` if it cannot run here."""
+    if backend in RECORDED:
+        activate(backend)
+        return make_static_step(batch_size, seed, capture=True)
+    return make_eager_step(batch_size, seed, backend)
+
+
+def make_eager_step(batch_size, seed, backend="numpy"):
+    """One eager training step per call (the engine's tensors, graph and backward walk), on ``backend``."""
     import minivae
-    from minivae.backend import BackendUnavailable
     from minivae.optim import Adam
     from minivae.tensor import Tensor
     from minivae.vae import VAE
 
-    try:
-        minivae.set_backend(backend)
-    except BackendUnavailable as why:
-        raise harness.Unavailable(str(why)) from None
-    kernels = minivae.get_backend().kernels
-    model = VAE((784, HIDDEN), LATENT, (HIDDEN, 784), rng=np.random.default_rng(seed))
+    kernels = activate(backend).kernels
+    model = VAE((gemm_floor.X, HIDDEN), LATENT, (HIDDEN, gemm_floor.X), rng=np.random.default_rng(seed))
     optimizer = Adam(model.parameters(), lr=peers.LEARNING_RATE)
     x = Tensor(peers.binary_batch(batch_size, seed))
     rng = kernels.make_rng(seed)
@@ -58,6 +67,35 @@ def make_step(batch_size, seed, backend="numpy"):
         loss.backward()
         optimizer.step()
     return step
+
+
+def activate(backend):
+    """``set_backend(backend)``, or ``harness.Unavailable`` saying why it cannot run here."""
+    from minivae.backend import BackendUnavailable, set_backend
+    try:
+        return set_backend(backend)
+    except BackendUnavailable as why:
+        raise harness.Unavailable(str(why)) from None
+
+
+def make_static_step(batch_size, seed, capture):
+    """``static_step.StaticStep`` of the same model and batch on the active backend (recorded if ``capture``)."""
+    from minivae.app.runconfig import Run, TrainConfig, build_model, build_optimizer
+    from minivae.app.static_step import StaticStep
+    from minivae.backend import get_backend, set_backend
+
+    backend = get_backend()
+    config = TrainConfig(hidden=(HIDDEN,), latent_dim=LATENT, batch_size=batch_size, lr=peers.LEARNING_RATE,
+                         seed=seed)
+    model = build_model(config, gemm_floor.X)
+    run = Run(config, None, model, build_optimizer(config, model), {"sample": backend.kernels.make_rng(seed)})
+    step, x = StaticStep(run, capture=capture), peers.binary_batch(batch_size, seed)
+
+    def static_step():
+        if get_backend().name != backend.name:
+            set_backend(backend.name)
+        step(x)
+    return static_step
 
 
 def build_steps(batch_size, seed, backends, with_peers=True):

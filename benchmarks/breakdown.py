@@ -3,14 +3,16 @@
     python -m minivae.benchmarks.breakdown --threads 1 [--clock cpu]   # one core
     python -m minivae.benchmarks.breakdown                             # the libraries' default threads
 
-For each batch size, one step of ``bench_engine_step.make_step`` runs with
+For each batch size, one eager step (``bench_engine_step.make_eager_step``) runs with
 every kernel of the backend's kernel set recorded (its function, arguments
 and result) and every gradient copied into the optimizer's flat buffer
 (``Tensor._accumulate``) noted. Then these are timed interleaved
 (``harness.compare``), each a part of the step replayed on the step's own
 arrays, without the tape:
 
-- the whole step, and the GEMM floor (the same 11 products, ``gemm_floor``);
+- the whole eager step, and the GEMM floor (the same 11 products, ``gemm_floor``);
+- the step as ``minivae train`` runs it on a backend that records it (numba):
+  recorded once and replayed (``bench_engine_step.make_step``);
 - every recorded kernel call in order (each allocating its outputs, as in the step);
 - the step's products alone, and again into preallocated outputs: the
   difference is what allocating the products' outputs costs;
@@ -51,7 +53,7 @@ import numpy as np
 from minivae.commands.argtypes import int_list, positive_int
 
 from . import confinement, gemm_floor, harness, verdicts
-from .bench_engine_step import make_step
+from .bench_engine_step import RECORDED, make_eager_step, make_step
 
 FAMILIES = {  # a forward and its backward, as the step calls them
     "bias_act": ("bias_act", "bias_act_backward"),
@@ -177,10 +179,11 @@ def tape_alone(step, kernels, calls):
     return run
 
 
-def parts(calls, copies, step, kernels, floor):
-    """{part name: callable}: the step, the floor, the tape alone, and each part replayed."""
+def parts(calls, copies, step, kernels, floor, replayed):
+    """{part name: callable}: the step, the floor, the replayed step (if any), the tape alone, each part replayed."""
     products = [call for call in calls if call.name == "matmul"]
-    candidates = {"step": step, "GEMM floor": floor, "kernels": replay(calls), "products": replay(products),
+    candidates = {"step": step, "GEMM floor": floor, **({"replayed step": replayed} if replayed else {}),
+                  "kernels": replay(calls), "products": replay(products),
                   "products, preallocated": preallocated_products(products),
                   "tape": tape_alone(step, kernels, calls), "gradient copies": copy_gradients(copies)}
     for family, names in {**FAMILIES, "optimizer": OPTIMIZER}.items():
@@ -226,13 +229,15 @@ def derived(samples):
 def breakdown(batch_size, backend, rounds, min_time, seed, clock):
     """{"rows": {part: {"median", "floor_ratio"}}, "counts": ...} for one batch size."""
     import minivae
-    step = make_step(batch_size, seed, backend)
+    step = make_eager_step(batch_size, seed, backend)
     for _ in range(WARMUP):
         step()
     faults = page_faults(step)
     with recording(minivae.get_backend().kernels) as (calls, copies):
         step()
-    candidates = parts(calls, copies, step, minivae.get_backend().kernels, gemm_floor.make_floor(batch_size, seed))
+    replayed = make_step(batch_size, seed, backend) if backend in RECORDED else None
+    candidates = parts(calls, copies, step, minivae.get_backend().kernels, gemm_floor.make_floor(batch_size, seed),
+                       replayed)
     stats = harness.compare(candidates, rounds=rounds, warmup=WARMUP, min_time=min_time, seed=seed, clock=clock)
     samples = {name: s.samples for name, s in stats.items()} | derived({name: s.samples for name, s in stats.items()})
     floor = samples["GEMM floor"]
@@ -242,7 +247,8 @@ def breakdown(batch_size, backend, rounds, min_time, seed, clock):
 
 
 LABELS = {
-    "step": "whole step",
+    "step": "whole step, eager",
+    "replayed step": "whole step, recorded and replayed (as minivae train runs it)",
     "GEMM floor": "GEMM floor (the 11 products into preallocated outputs)",
     "kernels": "every kernel call replayed, no tape (the rows below up to Adam)",
     "products": "products, as the step runs them",
@@ -266,6 +272,8 @@ def markdown(results, header):
         rows, step = result["rows"], result["rows"]["step"]["median"]
         lines += ["", f"Batch {batch}:", "", "| part | time | x floor [95%] | share of step |", "|---|---|---|---|"]
         for name, label in LABELS.items():
+            if name not in rows:
+                continue
             row, ratio = rows[name], rows[name]["floor_ratio"]
             lines.append(f"| {label} | {harness.format_duration(row['median'])} | {ratio['ratio']:.3f}"
                          f" [{ratio['low']:.3f}, {ratio['high']:.3f}] | {100 * row['median'] / step:.0f}% |")

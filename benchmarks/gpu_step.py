@@ -13,6 +13,7 @@ registered with ``gpu=True``, so its rows say "no GPU" where there is none.
 import numpy as np
 
 from . import gemm_floor, harness, peers
+from .bench_engine_step import make_static_step
 
 
 def _cupy_backend(activate=False):
@@ -43,17 +44,10 @@ def make_cublas_floor(batch_size, seed):
 
 def make_captured_step(batch_size, seed):
     """The 784-400-20 VAE's training step captured as a CUDA graph on cupy; one replay per call."""
-    from minivae.app.runconfig import Run, TrainConfig, build_model, build_optimizer
-    from minivae.app.static_step import StaticStep
-    backend = _cupy_backend(activate=True)
-    config = TrainConfig(hidden=(gemm_floor.HIDDEN,), latent_dim=gemm_floor.LATENT, batch_size=batch_size,
-                         lr=peers.LEARNING_RATE, seed=seed)
-    model = build_model(config, gemm_floor.X)
-    run = Run(config, None, model, build_optimizer(config, model), {"sample": backend.kernels.make_rng(seed)})
-    step = StaticStep(run, capture=True)
-    x = peers.binary_batch(batch_size, seed)
-    step(x)  # the eager first step, then the capture
-    return harness.synchronized(lambda: step(x), "cupy")
+    _cupy_backend(activate=True)
+    step = make_static_step(batch_size, seed, capture=True)
+    step()  # the eager first step, then the capture
+    return harness.synchronized(step, "cupy")
 
 
 def make_jax_gpu_step(batch_size, seed):

@@ -45,9 +45,10 @@ import time
 import numpy as np
 
 from minivae import likelihood
-from minivae.app.loop import EagerStep, train_epoch
+from minivae.app.loop import train_epoch
 from minivae.app.checkpoint import check_writable
 from minivae.app.runconfig import TrainConfig, build_model, prepare_data, start_run
+from minivae.app.training import make_step as make_training_step
 from minivae.backend import BACKEND_NAMES, BackendUnavailable, get_backend, load_backend, set_backend
 from minivae.commands.argtypes import int_list, name_list, non_negative_int, positive_int
 from minivae.errors import MinivaeError
@@ -152,10 +153,11 @@ def model_config(args):
 
 
 def make_epoch(backend, config, data):
-    """One epoch of ``loop.train_epoch`` per call on ``backend``, continuing the same run."""
+    """One epoch of ``loop.train_epoch`` per call on ``backend``, continuing the same run, with the step
+    ``minivae train`` takes there (``training.make_step``: recorded and replayed on numba)."""
     set_backend(backend)
     run = start_run(config, data)
-    step = EagerStep(run)
+    step = make_training_step(run, None, log=lambda line: None)
     step(data.train_x[:config.batch_size])  # load the kernels
     return on_backend(backend, lambda: train_epoch(run, step))
 

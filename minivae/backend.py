@@ -20,6 +20,7 @@ that cannot be loaded (cuBLAS, nvmath-python's bindings) or a compiler that
 cannot work (NVVM, libdevice) is found when the backend loads, in one line,
 not mid-run.
 """
+import contextlib
 import importlib
 import os
 from dataclasses import dataclass
@@ -174,3 +175,14 @@ def get_backend():
     if _active is None:
         set_backend(os.environ.get(ENV_VAR, "numpy"))
     return _active
+
+
+@contextlib.contextmanager
+def using_backend(backend):
+    """Inside the block ``backend`` (a ``Backend`` object) is the active one; the one before it after."""
+    global _active
+    previous, _active = _active, backend
+    try:
+        yield backend
+    finally:
+        _active = previous

@@ -189,12 +189,13 @@ class Tensor:
     def _accumulate(self, grad):
         """grad += g, in place, so a grad that views the optimizer's flat buffer stays one.
 
-        Right after ``zero_grad`` the old values stand for zeros, so g is written over them.
+        Right after ``zero_grad`` the old values stand for zeros, so g is written over them (by ``copyto``,
+        which a recorded step sees as one call, ``app/recording.py``).
         """
         if self._grad is None:
             self._grad = grad.copy()
         elif self._grad_is_stale:
-            self._grad[...] = grad
+            get_backend().xp.copyto(self._grad, grad)
         else:
             self._grad += grad
         self._grad_is_stale = False

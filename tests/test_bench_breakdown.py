@@ -1,6 +1,7 @@
 """The step's breakdown: every kernel call recorded and replayed, every part in the printed table.
 
-numpy backend, batch 4, two rounds: no time is asserted.
+numpy backend (the command: numba, where the step is also recorded and replayed), batch 4, two rounds: no time
+is asserted.
 """
 import subprocess
 import sys
@@ -9,12 +10,12 @@ import numpy as np
 
 import minivae
 from minivae.benchmarks import breakdown
-from minivae.benchmarks.bench_engine_step import make_step
+from minivae.benchmarks.bench_engine_step import make_eager_step
 from minivae.kernels import reference
 
 
 def test_recording_sees_every_kernel_call_of_a_step_and_puts_the_kernels_back():
-    step = make_step(4, 0, "numpy")
+    step = make_eager_step(4, 0, "numpy")
     kernels = minivae.get_backend().kernels
     originals = {name: getattr(kernels, name) for name in reference.KERNEL_NAMES}
     with breakdown.recording(kernels) as (calls, copies):
@@ -27,7 +28,7 @@ def test_recording_sees_every_kernel_call_of_a_step_and_puts_the_kernels_back():
 
 
 def test_a_replayed_kernel_computes_what_it_computed_in_the_step():
-    step = make_step(4, 0, "numpy")
+    step = make_eager_step(4, 0, "numpy")
     step()
     with breakdown.recording(minivae.get_backend().kernels) as (calls, _):
         step()
@@ -42,7 +43,7 @@ def test_a_replayed_kernel_computes_what_it_computed_in_the_step():
 
 
 def test_the_command_prints_every_part_for_each_batch():
-    argv = [sys.executable, "-m", "minivae.benchmarks.breakdown", "--backend", "numpy", "--batch-sizes", "4,8",
+    argv = [sys.executable, "-m", "minivae.benchmarks.breakdown", "--backend", "numba", "--batch-sizes", "4,8",
             "--rounds", "2", "--min-time", "0"]
     printed = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     assert "malloc keeps freed memory: yes" in printed or sys.platform != "linux"

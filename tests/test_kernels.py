@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from kernel_cases import (CASES, LAYOUTS, assert_adam_reads_step_and_lr_from_arrays, assert_matches_reference,
+from kernel_cases import (CASES, LAYOUTS, Arrays, assert_adam_reads_step_and_lr_from_arrays, assert_matches_reference,
                           assert_rng_state_round_trips)
 from minivae.kernels import numba_cpu, reference
 from minivae.kernels.reference import KERNEL_NAMES
@@ -75,3 +75,27 @@ def test_numba_kernels_use_a_threading_layer_that_does_not_spin(chosen, expected
         env["NUMBA_THREADING_LAYER"] = chosen
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert result.stdout.strip() == expected
+
+
+RETURNING = [name for name in CASES if name not in ("make_rng", "adam_step", "sgd_step")]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", RETURNING)
+def test_numba_kernels_write_into_out_exactly_what_they_return(name, layout):
+    """The recorded step replays each kernel into the arrays its first call returned: out= changes only where."""
+    calls = zip(CASES[name](Arrays(np.float32, layout), numba_cpu), CASES[name](Arrays(np.float32, layout), numba_cpu))
+    for (args, kwargs), (same_args, _) in calls:
+        want = getattr(numba_cpu, name)(*args, **kwargs)
+        results = want if isinstance(want, tuple) else (want,)
+        out = tuple(np.full_like(r, np.nan) for r in results)
+        got = getattr(numba_cpu, name)(*same_args, **kwargs, out=out if isinstance(want, tuple) else out[0])
+        for result, expected, target in zip(got if isinstance(got, tuple) else (got,), results, out):
+            np.testing.assert_array_equal(result, expected)
+            assert result is target or result is same_args[0], "a result not written into out (nor its input g)"
+
+
+def test_a_numba_kernel_refuses_an_out_that_does_not_fit():
+    x = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"bias_act: out must be a C-contiguous float32 array of shape \(4, 3\)"):
+        numba_cpu.bias_act(x, x[0], "relu", out=np.empty((3, 4), np.float32).T)

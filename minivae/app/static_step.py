@@ -1,4 +1,4 @@
-"""One whole training step on fixed buffers, so that CUDA can capture it once and replay it.
+"""One whole training step on fixed buffers, so that it can be recorded once and replayed: CUDA graph or CPU twin.
 
 A CUDA graph is a recording of the kernels a stream runs, with their
 arguments (array addresses and numbers); ``Graph.launch`` replays all of them
@@ -26,21 +26,27 @@ kernels are recorded, not run. A step can be replayed only if
   (it is a real step, the first batch's), compiling every kernel and filling
   the pool; the capture that follows reuses the same blocks.
 
-Only the cupy backend captures. On every backend the same step runs eagerly
-when ``capture`` is off, which is how the CPU tests check it against
-``loop.train_step``.
+On numba the same step is recorded by its CPU twin (``recording.py``): the
+first step runs for real while every kernel call and every NumPy operation
+between kernels is kept with its arrays, which stay allocated; each later
+step replays that list of calls on the same buffers, with none of the
+autodiff engine's Python (no tensors, no graph, no backward walk). The rules
+above are what make that replay right, too. On every backend the same step
+runs eagerly when ``capture`` is off, which is how the CPU tests check it
+against ``loop.train_step``; on numba the replay equals it bit for bit.
 """
 import contextlib
 
 import numpy as np
 
 from minivae.app.loop import EagerStep
+from minivae.app.recording import record
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError, one_line
 from minivae.optim import Adam
 from minivae.tensor import Tensor
 
-CAPTURING_BACKENDS = ("cupy",)
+CAPTURING_BACKENDS = ("cupy", "numba")
 
 
 class CaptureFailed(MinivaeError):
@@ -92,9 +98,10 @@ class StaticStep:
         self.beta.fill(beta)
         self._sync_step_count()
         if self.graph is not None:
-            self.graph.launch()  # on CuPy's current stream, after the copy above
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.graph.launch()  # on CuPy's current stream, after the copy above
         elif self.capture:
-            self.graph = self._warm_up_and_record()
+            self.graph = self._record()
         else:
             self.run()
         self.optimizer.step_count += 1
@@ -108,10 +115,11 @@ class StaticStep:
             maximized, terms = self.model.objective(Tensor(self.x), self.objective, self.samples, self.rng,
                                                     beta=Tensor(self.beta))
             (-maximized.mean()).backward()
-            self.t += 1
+            xp = get_backend().xp  # while recording, the recording's: it sees xp.add (+= on t it would not)
+            xp.add(self.t, 1, out=self.t)
             self.optimizer.update(self.t, self.lr)
-            self.sums += self.xp.stack([term.data.sum(dtype=np.float64)
-                                        for term in (maximized, terms.elbo, terms.reconstruction, terms.kl)])
+            self.sums += xp.stack([term.data.sum(dtype=np.float64)
+                                   for term in (maximized, terms.elbo, terms.reconstruction, terms.kl)])
 
     def take_sums(self):
         """(summed (objective, elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets them.
@@ -129,6 +137,14 @@ class StaticStep:
         if self._t_on_device != self.optimizer.step_count:
             self.t.fill(self.optimizer.step_count)
             self._t_on_device = self.optimizer.step_count
+
+    def _record(self):
+        """The step, run once and recorded for replay (``launch()``): a CUDA graph on cupy, its calls on numba."""
+        backend = get_backend()
+        if backend.name not in CAPTURING_BACKENDS:
+            raise MinivaeError(f"a training step is recorded on {' and '.join(CAPTURING_BACKENDS)}, "
+                               f"not on {backend.name}; train it eagerly (--no-cuda-graph)")
+        return self._warm_up_and_record() if backend.name == "cupy" else record(self.run, backend)
 
     def _warm_up_and_record(self):
         """Run the step once eagerly, then capture it as a CUDA graph (recorded, not run) on its own stream.

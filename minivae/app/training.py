@@ -52,6 +52,7 @@ from minivae.tensor import Tensor, no_grad
 # 28x28), metrics.jsonl and the checkpoint's JSON metadata.
 OUTPUT_ALLOWANCE = 8 << 20
 FIGURE_BATCH = 1000  # test images encoded at once for the latent scatter
+RECORDED_BY_DEFAULT = ("numba",)  # its replay is checked bit for bit here; cupy's capture waits for a GPU
 
 
 # ----- The run -----
@@ -72,14 +73,14 @@ class Saved:
         return f"the checkpoint {self.path} (epoch {self.epoch}) is intact"
 
 
-def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_graph=False):
+def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_graph=None):
     """Train per ``config`` (or continue the checkpoint ``resume``); returns the ``Run``, its last epoch done.
 
     The output directory is held for the whole run (``own_run_directory``):
     it must not hold another run's checkpoint unless ``overwrite``. ``config.threads``
     (None: chosen for the model and the machine; on resume, the run's own) caps
     BLAS and numba while it runs, and is stored in the checkpoint.
-    ``cuda_graph``: capture the step once and replay it (``make_step``; off by default).
+    ``cuda_graph``: record the step once and replay it (``make_step``); None: on numba with Adam only.
     """
     if config.data_dir is not None:  # stored absolute: a checkpoint finds its data from any directory
         config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).resolve()))
@@ -142,16 +143,22 @@ def _complete_outputs(out, run, saved, log):
 
 
 def make_step(run, cuda_graph, log):
-    """The run's step: a StaticStep captured as a CUDA graph where asked and possible, else an EagerStep.
+    """The run's step: a StaticStep recorded once and replayed where asked and possible, else an EagerStep.
 
-    Capture is opt-in (no GPU has run it yet). Asked for where it is not
-    possible, it says so in one line and trains eagerly.
+    Recorded: on numba as its list of calls (``recording.py``), on cupy as a CUDA
+    graph (``static_step.py``). ``cuda_graph`` None records on numba with Adam,
+    whose replay equals the eager step bit for bit; cupy's capture is opt-in (no
+    GPU has run it yet). Asked for where it is not possible, it says so in one
+    line and trains eagerly.
     """
     backend, optimizer = get_backend().name, run.config.optimizer
+    if cuda_graph is None:
+        cuda_graph = backend in RECORDED_BY_DEFAULT and optimizer == "adam"
     if not cuda_graph:
         return EagerStep(run)
     if backend not in CAPTURING_BACKENDS:
-        log(f"--cuda-graph: only the cupy backend captures the training step; training eagerly on {backend}")
+        log(f"--cuda-graph: only the {' and '.join(CAPTURING_BACKENDS)} backends record the training step; "
+            f"training eagerly on {backend}")
         return EagerStep(run)
     if optimizer != "adam":
         log(f"--cuda-graph: only Adam's step is captured; training eagerly with {optimizer}")

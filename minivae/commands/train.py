@@ -62,9 +62,10 @@ def add_arguments(parser):
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run whose checkpoint.npz is already in --out (default: refuse)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=False,
-                        help="with --backend cupy and Adam: capture the training step as a CUDA graph once and "
-                             "replay it for every full batch (default: off, every step eager; not yet run on a GPU)")
+    parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                        help="record the training step once and replay it for every full batch, with Adam: its "
+                             "kernel calls on numba (default there: on, bit for bit the eager step), a CUDA graph "
+                             "on cupy (default there: off; not yet run on a GPU); other backends train eagerly")
     parser.add_argument("--progress", action="store_true",
                         help="show the progress bar even when stderr is not a terminal (default: only on one)")
 
