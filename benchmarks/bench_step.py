@@ -135,14 +135,14 @@ def run(batch_sizes, settings, seed=0, threads=None, factories=None, peak=None, 
     not confined), checked after each batch, once every implementation has run.
     """
     factories = STEP_FACTORIES if factories is None else factories
-    load_before = os.getloadavg()
+    load_before, use = os.getloadavg(), harness.MachineUse()
     has_gpu = harness.gpu_name() is not None
     peak = gemm_floor.peak_gflops(repeat=settings.peak_repeat) if peak is None else peak
     batches, checks = {}, []
     for batch_size in batch_sizes:
         batches[str(batch_size)] = bench_batch(batch_size, settings, seed, has_gpu, factories)
         checks.append(confinement.check(cores))
-    env = harness.environment() | {"load_average_before": load_before}
+    env = harness.environment() | {"load_average_before": load_before, "other_cores": use.other_cores()}
     return judge({"environment": env, "settings": vars(settings) | {"threads": threads}, "peak_gflops": peak,
                   "flops_per_example": gemm_floor.flops_per_example(), "floor": FLOOR, "batches": batches,
                   "gpu_rows": sorted(name for name, factory in factories.items() if factory.gpu),

@@ -257,6 +257,54 @@ def _thread_pools():
     return [{key: info.get(key) for key in keys} for info in threadpool_info()]
 
 
+# ----- Other work on the machine while a benchmark runs -----
+
+BUSY_OTHER_CORES = 0.25  # other work keeping more cores than this busy, on average, makes a run "busy"
+
+
+class MachineUse:
+    """How many cores other work kept busy while a benchmark ran: the machine's busy CPU time less its own.
+
+    Linux's /proc/stat counts every CPU's busy time (steal too: time the
+    hypervisor gave to other machines); ``os.times`` this process's threads
+    and its waited-for children. The load average cannot tell the two apart:
+    it counts the benchmark's own threads, and lags a minute behind.
+    """
+
+    def __init__(self):
+        self.started = (_machine_busy_seconds(), _own_cpu_seconds(), time.perf_counter())
+
+    def other_cores(self):
+        """Other work's average busy cores since this was made (None where /proc/stat is missing)."""
+        machine, own, wall = (_machine_busy_seconds(), _own_cpu_seconds(), time.perf_counter())
+        if machine is None or self.started[0] is None:
+            return None
+        return max(0.0, ((machine - self.started[0]) - (own - self.started[1])) / (wall - self.started[2]))
+
+
+def _machine_busy_seconds():
+    """CPU seconds every core spent busy since boot: user, nice, system, irq, softirq, steal (not idle, iowait)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            ticks = [int(field) for field in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds():
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def was_busy(env):
+    """Whether other work shared the machine: measured (``other_cores``) where it was, else the load average."""
+    if env.get("other_cores") is not None:
+        return env["other_cores"] > BUSY_OTHER_CORES
+    return env["load_average"][0] > env["cores"] / 2
+
+
 def environment():
     """Where the numbers were measured: machine, load, versions, BLAS and threads.
 
@@ -373,7 +421,7 @@ def markdown_table(report):
                f" threads {report['settings'].get('threads') or 'as the libraries choose'};"
                f" peak float32 GEMM {report['peak_gflops']:.0f} GFLOP/s; GPU: {env['gpu']}.")
     lines += ["", legend, machine, f"Confinement: {confinement.describe(report['confinement'])}."]
-    if env["load_average"][0] > env["cores"] / 2:
+    if was_busy(env):
         lines.append("Warning: the machine was busy with other work; absolute times are inflated"
                      " and noisy, the interleaved ratios less so.")
     verdict = verdict_lines(report)

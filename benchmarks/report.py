@@ -7,6 +7,13 @@ from . import confinement, gemm_floor, gpu_chart, harness, micro, verdicts
 from .bench_step import FLOOR
 
 
+def _other_work(env):
+    if env.get("other_cores") is None:
+        return "not measured (no /proc/stat)"
+    return (f"{env['other_cores']:.2f} cores busy on average during the run (the machine's busy CPU time, from"
+            " /proc/stat, less this process's own)")
+
+
 def _thread_pools(env):
     """'openblas 0.3.27 (2 threads), numba 2 threads': the pools that ran the work."""
     pools = [f"{pool['prefix']} {pool['version'] or ''}".rstrip() + f" ({pool['num_threads']} threads)"
@@ -29,10 +36,12 @@ def machine_lines(report):
              (f"- Peak float32 GEMM: {report['peak_gflops']:.0f} GFLOP/s, {env['usable_cores']} core(s) x"
               f" {report['peak_gflops'] / env['usable_cores']:.0f} (the best 2048-cubed NumPy product on one thread,"
               " by its CPU time, at start and end)."),
-             f"- Load average (1 minute): {before:.2f} before, {after:.2f} after, on {env['cores']} cores.",
+             f"- Load average (1 minute): {before:.2f} before, {after:.2f} after, on {env['cores']} cores"
+             " (the run's own threads count in it).",
+             f"- Other work: {_other_work(env)}.",
              (f"- Run: {'quick' if settings['quick'] else 'full'}, parts {', '.join(settings['parts'])},"
               f" {report['seconds']:.0f} s, finished {env['time']}, commit {env['commit']}.")]
-    if max(before, after) > env["cores"] / 2:
+    if harness.was_busy(env):
         lines.append("- **The machine was busy with other work**: absolute times are inflated and noisy, the"
                      " interleaved ratios less so." + ("" if settings["threads"] else
                      " With the default thread counts, BLAS, OpenMP and Numba threads spin waiting for descheduled"

@@ -282,6 +282,7 @@ def run(args, plan, cores=None):
     pinned every thread to (None: not confined), checked again at the end.
     """
     load_before, commit = os.getloadavg(), harness.git_commit()  # the code this process runs, read at the start
+    use = harness.MachineUse()
     _warn_if_busy(load_before[0], args.threads)
     parts = args.only or plan.parts
     statuses = backend_statuses(args.backends, harness.gpu_name() is not None)
@@ -302,7 +303,8 @@ def run(args, plan, cores=None):
         report |= _data_parts(args, plan, data_parts, statuses)
     report["seconds"] = time.perf_counter() - started
     _judge(report, max(peak, gemm_floor.peak_gflops(repeat=plan.step.peak_repeat)), statuses, cores)
-    report["environment"] = harness.environment() | {"load_average_before": load_before, "commit": commit}
+    report["environment"] = harness.environment() | {"load_average_before": load_before, "commit": commit,
+                                                      "other_cores": use.other_cores()}
     return report
 
 
