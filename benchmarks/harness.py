@@ -298,6 +298,13 @@ def _own_cpu_seconds():
     return times.user + times.system + times.children_user + times.children_system
 
 
+def _load_words(env):
+    """Other work during the run where it was measured, else the load average."""
+    if env.get("other_cores") is not None:
+        return f"other work {env['other_cores']:.2f} cores"
+    return f"load average {env['load_average'][0]:.1f}"
+
+
 def was_busy(env):
     """Whether other work shared the machine: measured (``other_cores``) where it was, else the load average."""
     if env.get("other_cores") is not None:
@@ -461,8 +468,7 @@ def write_chart(report, path):
     axes.set_xticks(range(len(names)), names)
     axes.set_ylabel("step time / GEMM floor")
     env = report["environment"]
-    axes.set_title(f"VAE training step on {env['cpu']} ({env['cores']} cores,"
-                   f" load average {env['load_average'][0]:.1f})", fontsize=10)
+    axes.set_title(f"VAE training step on {env['cpu']} ({env['cores']} cores, {_load_words(env)})", fontsize=10)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -265,10 +265,15 @@ def _data_parts(args, plan, parts, statuses):
     return results
 
 
-def _warn_if_busy(load, threads):
-    """One line on stderr when other work keeps the cores busy and threads are not capped."""
-    if load > os.cpu_count() / 2 and not threads:
-        print(f"minivae bench: the machine is busy (load average {load:.1f} on {os.cpu_count()} cores);"
+def _warn_if_busy(threads, seconds=0.5):
+    """One line on stderr when other work keeps cores busy (measured for ``seconds``) and threads are not capped."""
+    if threads:
+        return
+    use = harness.MachineUse()
+    time.sleep(seconds)
+    other = use.other_cores()
+    if other is not None and other > harness.BUSY_OTHER_CORES:
+        print(f"minivae bench: the machine is busy (other work keeps {other:.1f} of {os.cpu_count()} cores busy);"
               " with every core's worth of threads, BLAS and Numba threads will spin: consider --threads 1",
               file=sys.stderr)
 
@@ -283,7 +288,7 @@ def run(args, plan, cores=None):
     """
     load_before, commit = os.getloadavg(), harness.git_commit()  # the code this process runs, read at the start
     use = harness.MachineUse()
-    _warn_if_busy(load_before[0], args.threads)
+    _warn_if_busy(args.threads)
     parts = args.only or plan.parts
     statuses = backend_statuses(args.backends, harness.gpu_name() is not None)
     peak = gemm_floor.peak_gflops(repeat=plan.step.peak_repeat)

@@ -172,3 +172,13 @@ def test_rerun_refuses_to_start_without_every_peer(monkeypatch, tmp_path, capsys
     assert capsys.readouterr().err == ("rerun: rerun needs every peer installed (pip install -e '.[peers]'):"
                                        " jax jit: jax not installed: pip install jax jaxlib\n")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("other, threads, warned", [(1.5, None, True), (0.0, None, False), (1.5, 1, False)])
+def test_bench_warns_of_other_work_only_where_its_threads_would_spin(monkeypatch, capsys, other, threads, warned):
+    class Use:
+        def other_cores(self):
+            return other
+    monkeypatch.setattr(harness, "MachineUse", Use)
+    suite._warn_if_busy(threads, seconds=0)
+    assert ("other work keeps 1.5 of" in capsys.readouterr().err) == warned
