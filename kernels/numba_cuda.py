@@ -388,7 +388,7 @@ def logsumexp(a, axis=0):
 
 # ----- Fused optimizer steps over one flat parameter buffer -----
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _adam_kernel(p, g, m, v, sizes, beta1, beta2, weight_decay):
     """for i: p[i], m[i], v[i] = adam_update(p[i], g[i], m[i], v[i], a_t, eps_t, ...), (a_t, eps_t) = sizes
 
@@ -401,7 +401,7 @@ def _adam_kernel(p, g, m, v, sizes, beta1, beta2, weight_decay):
                                         beta1, beta2, weight_decay)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _sgd_kernel(p, g, velocity, lr, momentum, weight_decay):
     """for i: p[i], velocity[i] = sgd_update(p[i], g[i], velocity[i], ...), launched as ``_adam_kernel``."""
     i = cuda.grid(1)

@@ -99,3 +99,22 @@ def test_a_numba_kernel_refuses_an_out_that_does_not_fit():
     x = np.ones((4, 3), np.float32)
     with pytest.raises(ValueError, match=r"bias_act: out must be a C-contiguous float32 array of shape \(4, 3\)"):
         numba_cpu.bias_act(x, x[0], "relu", out=np.empty((3, 4), np.float32).T)
+
+
+def test_every_numba_cuda_kernel_is_compiled_once_per_machine():
+    """Each @cuda.jit kernel (not a device function) asks for numba's on-disk cache, so a process does not
+    recompile it: read from the sources, since the simulator ignores the flag."""
+    import ast
+    from pathlib import Path
+    uncached = []
+    for path in sorted((Path(reference.__file__).parent).glob("numba_cuda*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                for decorator in node.decorator_list:
+                    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                    if ast.unparse(target) != "cuda.jit":
+                        continue
+                    flags = {k.arg: ast.unparse(k.value) for k in getattr(decorator, "keywords", [])}
+                    if flags.get("device") != "True" and flags.get("cache") != "True":
+                        uncached.append(f"{path.name}:{node.lineno} {node.name}")
+    assert not uncached, uncached
