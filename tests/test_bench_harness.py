@@ -3,13 +3,15 @@
 Fast and framework-free: fake candidates and a fake clock, no peer is run.
 """
 import json
+import os
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
-from minivae.benchmarks import bench_step, gemm_floor, harness
+from minivae.benchmarks import bench_step, confinement, gemm_floor, harness, peers, verdicts
 
 
 class FakeClock:
@@ -150,3 +152,205 @@ def test_other_work_sees_a_busy_process_beside_the_run():
         spinner.kill()
         spinner.wait()
     assert seen > 0.4
+
+
+# ----- physically possible rows -----
+
+def impossible_report():
+    """Batch 512 on one core of peak 133 GFLOP/s: JAX's 9.47 ms would run 1.68 GFLOP of products at 177 GFLOP/s."""
+    rounds = np.linspace(0.98, 1.02, 7)  # the same spell of the machine lands on every row of a round
+    rows = {name: harness.Stats(list(seconds * rounds), number=1).to_dict()
+            for name, seconds in (("GEMM floor", 13.8e-3), ("jax jit", 9.47e-3), ("minivae numba", 15.1e-3),
+                                  ("torch eager", 19.0e-3))}
+    return bench_step.judge({
+        "environment": {"cpu": "Test CPU", "cores": 2, "load_average": (0.5, 0.4, 0.3), "gpu": "no GPU"},
+        "settings": {"rounds": 7, "threads": 1}, "peak_gflops": 133.0, "floor": "GEMM floor",
+        "flops_per_example": gemm_floor.flops_per_example(), "gpu_rows": [],
+        "confinement": {"cores": [0], "threads": 3, "escaped": [], "cpus": [0]}, "batches": {"512": rows}})
+
+
+def test_a_row_faster_than_the_peak_is_flagged_and_never_a_win():
+    report = impossible_report()
+    rows = report["batches"]["512"]
+    assert rows["jax jit"]["gflops"] == pytest.approx(512 * 3.28e6 / 9.47e-3 / 1e9)  # 177 GFLOP/s
+    assert "177 GFLOP/s, above the measured peak 133 GFLOP/s" in rows["jax jit"]["invalid"]
+    assert "invalid" not in rows["GEMM floor"] and "invalid" not in rows["minivae numba"]  # 122, 111 GFLOP/s
+    assert report["comparisons"]["minivae numba"] == {"jax jit": {"512": "invalid"}, "torch eager": {"512": "ahead"}}
+    text = harness.markdown_table(report)
+    assert "| jax jit | **invalid** 9.47 ms" in text
+    assert "- jax jit, batch 512: **invalid**: its products would run at 177 GFLOP/s" in text
+    assert "- minivae numba vs jax jit: invalid at batch 512." in text
+
+
+def test_the_peak_is_one_cores_rate_times_the_cores(monkeypatch):
+    assert 0 < gemm_floor.core_gflops(size=64, repeat=2) < np.inf
+    monkeypatch.setattr(gemm_floor, "core_gflops", lambda size, repeat: 50.0)
+    assert gemm_floor.peak_gflops(cores=3) == 150.0
+    assert gemm_floor.peak_gflops() == 50.0 * len(os.sched_getaffinity(0))
+
+
+# ----- ahead, behind, level -----
+
+def rounds_of(floor, ratios):
+    """(samples, floor samples): a row at ``ratios`` x the floor, round by round."""
+    return [f * r for f, r in zip(floor, ratios)], floor
+
+
+def test_floor_ratio_is_the_median_per_round_ratio_with_a_bootstrap_interval():
+    floor = [1.0, 2.0, 1.5, 1.2, 3.0, 1.1, 1.4]  # a noisy machine: the floor itself varies 3x
+    steady = verdicts.floor_ratio(*rounds_of(floor, [1.3] * 7))
+    assert steady == pytest.approx({"ratio": 1.3, "low": 1.3, "high": 1.3, "rounds": 7})  # paired rounds cancel the noise
+    noisy = verdicts.floor_ratio(*rounds_of(floor, [1.1, 1.5, 1.2, 1.4, 1.3, 1.25, 1.35]))
+    assert noisy["ratio"] == pytest.approx(1.3) and 1.1 <= noisy["low"] < 1.3 < noisy["high"] <= 1.5
+
+
+def judged(ratios):
+    samples, floor_samples = rounds_of([1.0] * len(ratios), ratios)
+    return {"median": float(np.median(samples)), "floor_ratio": verdicts.floor_ratio(samples, floor_samples)}
+
+
+def test_verdicts_come_from_the_intervals_not_the_medians():
+    ours = judged([1.20, 1.22, 1.25, 1.21, 1.60, 1.19, 1.23])
+    close = judged([1.24, 1.26, 1.30, 1.18, 1.27, 1.55, 1.25])  # a higher median, overlapping interval
+    far = judged([1.50, 1.52, 1.55, 1.49, 1.51, 1.53, 1.50])
+    assert ours["floor_ratio"]["ratio"] < close["floor_ratio"]["ratio"]
+    assert verdicts.verdict(ours, close) == verdicts.verdict(close, ours) == "level"
+    assert (verdicts.verdict(ours, far), verdicts.verdict(far, ours)) == ("ahead", "behind")
+    assert verdicts.verdict(judged([1.2] * 3), judged([1.5] * 3)) == "too few rounds"
+    assert verdicts.verdict(ours | {"invalid": "too fast"}, far) == "invalid"  # never a win
+
+
+def test_summary_line_groups_batches_by_verdict():
+    comparisons = {"minivae numba": {"jax jit": {"32": "level", "128": "level", "512": "ahead"}}}
+    assert verdicts.summary_lines(comparisons) == ["minivae numba vs jax jit: level at batch 32 and 128,"
+                                                   " ahead at batch 512."]
+
+
+def test_chart_is_a_png(tmp_path):
+    harness.write_chart(fake_report(), tmp_path / "step.png")
+    assert (tmp_path / "step.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_environment_imports_no_framework():
+    before = set(sys.modules)
+    env = harness.environment()
+    assert {"cpu", "cores", "python", "versions", "thread_pools", "gpu"} <= env.keys()
+    assert env["versions"]["numpy"]
+    assert not {"numba", "torch", "jax", "cupy"} & (set(sys.modules) - before)
+
+
+# ----- peers and the driver's plug-in point -----
+
+def test_peer_reports_why_when_its_framework_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    monkeypatch.delitem(sys.modules, "minivae.benchmarks.peers.torch_vae", raising=False)
+    assert peers.available("torch eager") == "torch not installed: pip install torch"
+    with pytest.raises(harness.Unavailable, match="pip install torch"):
+        peers.make_step("torch eager", 32, 0)
+
+
+def make_noop_step(batch_size, seed):
+    return lambda: None
+
+
+def make_unavailable_step(batch_size, seed):
+    raise harness.Unavailable("frobnicator not installed: pip install frobnicator")
+
+
+def test_driver_times_registered_steps_and_skips_with_reasons(monkeypatch):
+    monkeypatch.setattr(bench_step, "STEP_FACTORIES", {})
+    bench_step.register("noop", make_noop_step, numpy_buffers=True)
+    bench_step.register("missing", make_unavailable_step)
+    bench_step.register("on gpu", make_noop_step, gpu=True)
+    settings = bench_step.Settings(rounds=2, warmup=0, min_time=0.0, peak_repeat=1)
+    rows = bench_step.bench_batch(4, settings, seed=0, has_gpu=False)
+    assert len(rows["noop"]["samples"]) == 2 and "tracemalloc_peak_mib" in rows["noop"]
+    assert rows["missing"] == {"skipped": "frobnicator not installed: pip install frobnicator"}
+    assert rows["on gpu"] == {"skipped": "no GPU"}
+
+
+# ----- GEMM floor -----
+
+def test_floor_is_the_11_products_of_the_784_400_20_step():
+    step = gemm_floor.products(128)
+    assert len(step) == 11
+    weights = {(784, 400), (400, 40), (20, 400), (400, 784)}  # mu and logvar heads fused: 400x40
+    assert {(p.m, p.n) for p in step if p.transpose_a} == weights  # one gradient per weight
+    assert {(p.k, p.n) for p in step[:4]} == weights  # forward: x @ W
+    assert all(p.flops == 128 * q.flops for p, q in zip(step, gemm_floor.products(1), strict=True))
+    # DESIGN.md's 3.3 MFLOP per example is 2 FLOP x 1,640,000 multiply-adds: 651,200 forward,
+    # as many for the weight gradients, 337,600 for the input gradients (none for x)
+    assert gemm_floor.flops_per_example() == 3_280_000
+
+
+def test_floor_runs_with_the_step_layouts():
+    gemm_floor.make_floor(8)()
+
+
+# ----- memory -----
+
+def test_child_peak_rss_is_the_childs_own_not_this_process_size():
+    ballast = np.ones(30_000_000)  # 229 MiB resident here: a child's max RSS must not start from it
+    allocate = "import numpy as np; np.ones(20_000_000); import sys; sys.exit(3)"  # 153 MiB
+    small_status, small = harness.child_peak_rss_mib([sys.executable, "-c", "pass"])
+    large_status, large = harness.child_peak_rss_mib([sys.executable, "-c", allocate])
+    assert (small_status, large_status) == (0, 3)
+    assert small < 100 and 150 < large < 250
+    del ballast
+
+
+# ----- threads -----
+
+def run_probe(code):
+    """Run ``code`` in a fresh interpreter (confinement is process-wide); its stdout as JSON."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def test_confine_caps_the_pools_and_pins_every_thread():
+    probe = ("import json, os, numpy; from threadpoolctl import threadpool_info;"  # numpy's BLAS threads start first
+             " from minivae.benchmarks import confinement; cores = confinement.confine(1);"
+             " print(json.dumps([cores, confinement.check(cores), sorted({p['num_threads'] for p in threadpool_info()})]))")
+    cores, check, pools = run_probe(probe)
+    assert len(cores) == 1 and check["escaped"] == [] and check["threads"] >= 1 and pools == [1]
+
+
+needs_two_cores = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else True,
+                                     reason="needs two usable cores to see a thread escape one")
+
+
+@needs_two_cores
+def test_a_thread_started_before_pinning_the_caller_is_found_escaping():
+    probe = """
+import json, os, threading
+from minivae.benchmarks import confinement
+stop = threading.Event()
+worker = threading.Thread(target=stop.wait)
+worker.start()
+first, second = sorted(os.sched_getaffinity(0))[:2]
+os.sched_setaffinity(0, {first})  # the calling thread only: the worker keeps both cores
+pinned_caller = confinement.check([first])
+cores = confinement.confine(1)
+confined = confinement.check(cores)
+os.sched_setaffinity(worker.native_id, {second})  # as a library pinning its own pool would
+repinned = confinement.check(cores)
+stop.set()
+print(json.dumps({"worker": worker.native_id, "pinned_caller": pinned_caller, "confined": confined,
+                  "repinned": repinned, "line": confinement.describe(pinned_caller)}))
+"""
+    seen = run_probe(probe)
+    assert [t["tid"] for t in seen["pinned_caller"]["escaped"]] == [seen["worker"]]
+    assert seen["confined"]["escaped"] == []
+    assert [(t["tid"], len(t["cpus"])) for t in seen["repinned"]["escaped"]] == [(seen["worker"], 1)]
+    assert seen["line"].startswith("**BROKEN**: 1 of 2 threads could leave CPU ")
+
+
+def test_describe_says_when_nothing_was_confined():
+    line = confinement.describe({"cores": None, "threads": 5, "escaped": [], "cpus": [0, 1]})
+    assert line == "none asked (no --threads); the 5 threads may run on CPUs 0,1"
+    assert confinement.parse_cpu_list("0-2,5") == [0, 1, 2, 5]
+
+
+def test_durations_read_in_the_largest_unit_below_them_negative_ones_too():
+    assert [harness.format_duration(s) for s in (7.891, 4.561e-3, 1.234e-5, 3e-9, -1.42e-4)] == [
+        "7.89 s", "4.56 ms", "12.3 us", "3 ns", "-142 us"]
