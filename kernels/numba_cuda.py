@@ -97,6 +97,8 @@ def matmul(a, b, trans_a=False, trans_b=False):
     a, b = _dense(xp, a), _dense(xp, b)  # mu, a column slice of the fused heads' output, is strided
     m, k = a.shape[::-1] if trans_a else a.shape
     n = b.shape[0] if trans_b else b.shape[1]
+    if m * n == 0:
+        return xp.empty((m, n), a.dtype)  # an empty product: nothing to launch
     plan = numba_cuda_matmul.plan_matmul(m, n, k)
     parts = xp.empty((plan.slices, m, n), a.dtype)
     grid = (_blocks(n, plan.tile), _blocks(m, plan.tile), plan.slices)
