@@ -30,6 +30,7 @@ CuPy does.
 """
 import bisect
 import contextlib
+import functools
 import sys
 import types
 import weakref
@@ -544,10 +545,16 @@ cuda = types.SimpleNamespace(Stream=Stream, Graph=Graph, Event=Event, MemoryPool
 
 
 def install(monkeypatch):
-    """Make ``import cupy`` give this module for one test, with nothing compiled yet and no kernels cached."""
+    """Make ``import cupy`` give this module for one test, with nothing compiled yet and no kernels cached.
+
+    The kernels and cuBLAS handles the test makes go into caches of its own, which ``monkeypatch`` drops at
+    teardown (the module's own come back untouched): a later test on a real GPU never gets a fake kernel,
+    nor a handle whose workspace lived on the fake device.
+    """
     from minivae.kernels import cupy_gemm, cupy_kernels
     reset()
     monkeypatch.setitem(sys.modules, "cupy", sys.modules[__name__])
-    cupy_kernels._kernels.cache_clear()
-    cupy_gemm._handles.clear()  # their workspaces lived on the previous fake device
+    for name in ("_kernels", "_random_kernels"):
+        monkeypatch.setattr(cupy_kernels, name, functools.cache(getattr(cupy_kernels, name).__wrapped__))
+    monkeypatch.setattr(cupy_gemm, "_handles", {})
     return sys.modules[__name__]
