@@ -352,6 +352,21 @@ for _name in ("empty", "zeros", "ones", "full", "empty_like", "zeros_like", "one
     setattr(sys.modules[__name__], _name, _creation(getattr(np, _name)))
 
 
+def _joining(function):
+    """``function`` (concatenate, stack) as a device operation that refuses what is not a device array, as CuPy
+    does (a NumPy scalar too, which other device operations take)."""
+    def join(arrays, *args, **kwargs):
+        if not all(isinstance(a, ndarray) for a in arrays):
+            raise TypeError(f"Only cupy arrays can be concatenated ({function.__name__} of "
+                            f"{[type(a).__name__ for a in arrays]})")
+        return _apply(function, function.__name__, arrays, *args, **kwargs)
+    join.__name__ = function.__name__
+    return join
+
+
+concatenate, stack = _joining(np.concatenate), _joining(np.stack)
+
+
 def matmul(a, b, out=None):
     _cublas("cupy.matmul")
     if out is not None:

@@ -148,6 +148,21 @@ def test_cupy_kernel_set_matches_reference(cupy, name, layout, dtype):
     assert_matches_reference(kernels, name, dtype, layout, to_device(cupy, layout), cupy.asnumpy)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("arrays", [("step",), ("lr",), ("step", "lr")])
+def test_adam_step_sizes_from_device_arrays_and_numbers_mixed(cupy, arrays, dtype):
+    """[a_t, eps_t] as the kernels read them, with step, lr or both 0-d arrays of the array module (a number for
+    step makes eps_t a host number even when lr lives on the device), on the fake device and in NumPy."""
+    from minivae.kernels import shared
+    numbers = {"step": 3, "lr": 0.01}
+    want = shared.adam_step_sizes_array(np, dtype, *numbers.values(), 0.9, 0.999, 1e-8)
+    for xp, to_host in ((cupy, cupy.asnumpy), (np, np.asarray)):
+        step, lr = (xp.asarray(np.float64(value)) if name in arrays else value for name, value in numbers.items())
+        got = to_host(shared.adam_step_sizes_array(xp, dtype, step, lr, 0.9, 0.999, 1e-8))
+        assert got.dtype == dtype and got.shape == (2,)
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
 def test_cupy_generator_state_round_trips(cupy):
     assert_rng_state_round_trips(backend.get_backend().kernels, cupy.asnumpy)
 
