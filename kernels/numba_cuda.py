@@ -139,8 +139,9 @@ def _bias_act_backward_kernel(g, y, code, gx, parts):
     s = 0.0
     if j < gx.shape[1]:
         for i in range(cuda.blockIdx.y * BIAS_ROWS + t, gx.shape[0], BIAS_ROWS * cuda.gridDim.y):
-            gx[i, j] = g[i, j] * _activate_grad(code, y[i, j])
-            s += gx[i, j]
+            d = g[i, j] * _activate_grad(code, y[i, j])
+            gx[i, j] = d
+            s += d
     sums[t, x] = s
     cuda.syncthreads()
     if t == 0 and j < gx.shape[1]:
