@@ -569,7 +569,6 @@ def install(monkeypatch):
     from minivae.kernels import cupy_gemm, cupy_kernels
     reset()
     monkeypatch.setitem(sys.modules, "cupy", sys.modules[__name__])
-    for name in ("_kernels", "_random_kernels"):
-        monkeypatch.setattr(cupy_kernels, name, functools.cache(getattr(cupy_kernels, name).__wrapped__))
+    monkeypatch.setattr(cupy_kernels, "_kernels", functools.cache(cupy_kernels._kernels.__wrapped__))
     monkeypatch.setattr(cupy_gemm, "_handles", {})
     return sys.modules[__name__]
