@@ -5,8 +5,8 @@
 - Pointwise paths are ``cupy.ElementwiseKernel``s and row sums are
   ``cupy.ReductionKernel``s (float64 accumulators), with ``pointwise.cu``
   (the CUDA C twins of ``shared``'s formulas) as their preamble.
-- Log-sum-exp and the optimizer steps are ``cupy.RawKernel``s loaded from
-  ``reduce.cu`` and ``optim.cu``.
+- Log-sum-exp, the optimizer steps and the draws are ``cupy.RawKernel``s
+  loaded from ``reduce.cu``, ``optim.cu`` and ``random.cu`` (``RAW_KERNELS``).
 - Sampling is Philox4x32-10 (``random.cu`` with ``philox.cuh``; stated in
   NumPy in ``philox``): its state is a key and a counter on the device, six
   32-bit words, which ``rng_state`` copies out as JSON values.
@@ -27,6 +27,9 @@ from minivae.kernels.reference import LOG_2PI
 SOURCES = Path(__file__).parent
 THREADS = 256  # threads per block of the raw kernels
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+# The raw kernels of each CUDA C file; {t}: one kernel per dtype, named with its _SUFFIX.
+RAW_KERNELS = {"reduce.cu": ["logsumexp_columns_{t}"], "optim.cu": ["adam_step_{t}", "sgd_step_{t}"],
+               "random.cu": ["philox_normals_{t}", "philox_advance"]}
 
 
 def _cupy():
@@ -36,8 +39,9 @@ def _cupy():
 
 
 def _source(name):
-    """The text of the CUDA C file ``name`` shipped beside this module."""
-    return (SOURCES / name).read_text()
+    """The text of the CUDA C file ``name`` shipped beside this module, with philox.cuh's text in place of its
+    #include: CuPy's compile cache keys on the text it is given, so an edit of philox.cuh must change it."""
+    return (SOURCES / name).read_text().replace('#include "philox.cuh"', (SOURCES / "philox.cuh").read_text())
 
 
 @functools.cache
@@ -54,11 +58,10 @@ def _kernels():
                                   reduce_type="double", preamble=pointwise)
 
     raw = {}
-    for file, names in (("reduce.cu", ["logsumexp_columns"]), ("optim.cu", ["adam_step", "sgd_step"])):
+    for file, names in RAW_KERNELS.items():
         module = cp.RawModule(code=_source(file))
-        for name in names:
-            for suffix in _SUFFIX.values():
-                raw[f"{name}_{suffix}"] = module.get_function(f"{name}_{suffix}")
+        for name in {name.format(t=suffix) for name in names for suffix in _SUFFIX.values()}:
+            raw[name] = module.get_function(name)
 
     return SimpleNamespace(
         raw=raw,
@@ -80,10 +83,10 @@ def _kernels():
     )
 
 
-def _launch(name, a, n, *args):
-    """Launch raw kernel ``name`` for ``a``'s dtype, one thread per each of n items."""
-    blocks = max(1, -(-n // THREADS))
-    _kernels().raw[f"{name}_{_SUFFIX[a.dtype]}"]((blocks,), (THREADS,), args)
+def _launch(name, a, n, *args, threads=THREADS):
+    """Launch raw kernel ``name`` ({t}: for ``a``'s dtype), one thread per each of n items, ``threads`` a block."""
+    blocks = max(1, -(-n // threads))
+    _kernels().raw[name.format(t=_SUFFIX[a.dtype])]((blocks,), (threads,), args)
 
 
 # ----- Matrix product: cuBLAS GEMM on a handle of the current stream (cupy_gemm) -----
@@ -110,18 +113,6 @@ def bias_act_backward(g, y, act):
 
 # ----- Sampling: Philox4x32-10 on the device (random.cu, philox.cuh; the statement: philox.py) -----
 
-def _random_source():
-    """random.cu with philox.cuh's text in place of its #include: CuPy's compile cache keys on the text it is given."""
-    return _source("random.cu").replace('#include "philox.cuh"', _source("philox.cuh"))
-
-
-@functools.cache
-def _random_kernels():
-    """random.cu's kernels, built once on first use."""
-    module = _cupy().RawModule(code=_random_source())
-    return {name: module.get_function(name) for name in ("philox_normals_f32", "philox_normals_f64", "philox_advance")}
-
-
 def make_rng(seed):
     """A philox.DeviceRNG for ``seed``: key = the seed's two 32-bit halves, counter 0, on the device."""
     return philox.new_rng(seed, _cupy())
@@ -146,10 +137,8 @@ def standard_normal(rng, shape, dtype=np.float32):
     out = _cupy().empty(math.prod(shape), dtype)
     calls = philox.calls_for(out.size, out.dtype)
     if calls:
-        kernels = _random_kernels()
-        kernels[f"philox_normals_{_SUFFIX[out.dtype]}"]((-(-calls // THREADS),), (THREADS,),
-                                                        (state, out, np.int64(out.size)))
-        kernels["philox_advance"]((1,), (1,), (state, np.uint64(calls)))
+        _launch("philox_normals_{t}", out, calls, state, out, np.int64(out.size))
+        _launch("philox_advance", out, 1, state, np.uint64(calls), threads=1)
     return out.reshape(shape)
 
 
@@ -214,7 +203,7 @@ def logsumexp(a, axis=0):
     cp = _cupy()
     front = cp.ascontiguousarray(cp.moveaxis(a, axis, 0))
     out = cp.empty(front.shape[1:], a.dtype)
-    _launch("logsumexp_columns", a, out.size, front, np.int64(front.shape[0]), np.int64(out.size), out)
+    _launch("logsumexp_columns_{t}", a, out.size, front, np.int64(front.shape[0]), np.int64(out.size), out)
     return out
 
 
@@ -229,7 +218,7 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
     cp = _cupy()
     sizes = shared.adam_step_sizes_array(cp, p.dtype, step, lr, beta1, beta2, eps)
     with shared.contiguous_in_place(cp, p, m, v) as (p_dense, m_dense, v_dense):
-        _launch("adam_step", p, p.size, p_dense, cp.ascontiguousarray(g), m_dense, v_dense, np.int64(p.size),
+        _launch("adam_step_{t}", p, p.size, p_dense, cp.ascontiguousarray(g), m_dense, v_dense, np.int64(p.size),
                 sizes, *shared.scalars_like(p, beta1, beta2, weight_decay))
 
 
@@ -238,5 +227,5 @@ def sgd_step(p, g, velocity, lr, momentum=0.0, weight_decay=0.0):
     shared.check_flat("sgd_step", p, g, velocity)
     cp, scalar = _cupy(), p.dtype.type
     with shared.contiguous_in_place(cp, p, velocity) as (p_dense, velocity_dense):
-        _launch("sgd_step", p, p.size, p_dense, cp.ascontiguousarray(g), velocity_dense, np.int64(p.size),
+        _launch("sgd_step_{t}", p, p.size, p_dense, cp.ascontiguousarray(g), velocity_dense, np.int64(p.size),
                 scalar(lr), scalar(momentum), scalar(weight_decay))

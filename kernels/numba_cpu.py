@@ -133,7 +133,8 @@ def kl_normal_backward(g, mu, logvar, out=None):
     mu2, logvar2 = shared.rows(np, mu), shared.rows(np, logvar)
     g_mu, g_logvar = _outputs(out, (mu.shape, mu.shape), mu.dtype, "kl_normal_backward")
     loop, _ = _pick(KL_BACKWARD, mu2.size)
-    loop(np.ascontiguousarray(g).ravel(), mu2, np.expm1(logvar2), g_mu.reshape(mu2.shape), g_logvar.reshape(mu2.shape))
+    expm1_logvar = np.expm1(logvar2, out=g_logvar.reshape(mu2.shape))  # the loop scales it in place
+    loop(np.ascontiguousarray(g).ravel(), mu2, g_mu.reshape(mu2.shape), expm1_logvar)
     return g_mu, g_logvar
 
 

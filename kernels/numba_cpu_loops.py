@@ -183,14 +183,15 @@ def kl_loop(mu, logvar, d, out, terms, chunks):
             out[lo + i] = -0.5 * _sum(terms_c[i * d:(i + 1) * d])
 
 
-def kl_backward_loop(g, mu, expm1_logvar, g_mu, g_logvar):
+def kl_backward_loop(g, mu, g_mu, g_logvar):
     """for i: for j: g_mu[i, j] = g[i] mu[i, j]; g_logvar[i, j] = g[i] (exp(logvar[i, j]) - 1) / 2
 
-    exp(logvar) - 1 comes in, by NumPy's expm1: numba's would call the C library one element at a time."""
+    g_logvar comes in holding exp(logvar) - 1, by NumPy's expm1 (numba's would call the C library one
+    element at a time), and is scaled in place."""
     for i in prange(mu.shape[0]):
         for j in range(mu.shape[1]):
             g_mu[i, j] = g[i] * mu[i, j]
-            g_logvar[i, j] = shared.HALF * g[i] * expm1_logvar[i, j]
+            g_logvar[i, j] = shared.HALF * g[i] * g_logvar[i, j]
 
 
 KL = _twins(kl_loop)

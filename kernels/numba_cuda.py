@@ -97,6 +97,8 @@ def matmul(a, b, trans_a=False, trans_b=False):
     a, b = _dense(xp, a), _dense(xp, b)  # mu, a column slice of the fused heads' output, is strided
     m, k = a.shape[::-1] if trans_a else a.shape
     n = b.shape[0] if trans_b else b.shape[1]
+    if m * n == 0:
+        return xp.empty((m, n), a.dtype)  # an empty product: nothing to launch
     plan = numba_cuda_matmul.plan_matmul(m, n, k)
     parts = xp.empty((plan.slices, m, n), a.dtype)
     grid = (_blocks(n, plan.tile), _blocks(m, plan.tile), plan.slices)
@@ -137,8 +139,9 @@ def _bias_act_backward_kernel(g, y, code, gx, parts):
     s = 0.0
     if j < gx.shape[1]:
         for i in range(cuda.blockIdx.y * BIAS_ROWS + t, gx.shape[0], BIAS_ROWS * cuda.gridDim.y):
-            gx[i, j] = g[i, j] * _activate_grad(code, y[i, j])
-            s += gx[i, j]
+            d = g[i, j] * _activate_grad(code, y[i, j])
+            gx[i, j] = d
+            s += d
     sums[t, x] = s
     cuda.syncthreads()
     if t == 0 and j < gx.shape[1]:

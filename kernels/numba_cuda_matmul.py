@@ -36,7 +36,8 @@ class Plan:
 
 
 def _tiles(m, n, tile):
-    return math.ceil(m / tile) * math.ceil(n / tile)
+    """Output tiles of an m x n product: at least 1, so that an empty product gets a plan too."""
+    return max(1, math.ceil(m / tile) * math.ceil(n / tile))
 
 
 def plan_matmul(m, n, k):

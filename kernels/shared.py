@@ -82,13 +82,15 @@ def scalars_like(array, *numbers):
 def adam_step_sizes_array(xp, dtype, step, lr, beta1, beta2, eps):
     """[a_t, eps_t] (``reference.adam_step_sizes``) as an array of ``xp`` in ``dtype``, for a kernel to read.
 
-    With step and lr 0-d arrays of ``xp`` the sizes are computed where those
-    live, on the device, without the host reading them; numbers are copied in once.
+    With step or lr a 0-d array of ``xp`` the sizes are computed where it lives, on
+    the device, without the host reading it (eps_t needs only step, so it may still be
+    a number: each size is made an array of ``xp`` before they are stacked); numbers
+    alone are copied in, at each call.
     """
     a_t, eps_t = adam_step_sizes(step, lr, beta1, beta2, eps)
     if isinstance(a_t, numbers.Real):
         return xp.asarray(np.array([a_t, eps_t], dtype))
-    return xp.stack([a_t.astype(dtype), eps_t.astype(dtype)])
+    return xp.stack([xp.asarray(a_t, dtype), xp.asarray(eps_t, dtype)])
 
 
 def check_flat(name, *buffers):

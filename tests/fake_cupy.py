@@ -30,6 +30,7 @@ CuPy does.
 """
 import bisect
 import contextlib
+import functools
 import sys
 import types
 import weakref
@@ -351,6 +352,21 @@ for _name in ("empty", "zeros", "ones", "full", "empty_like", "zeros_like", "one
     setattr(sys.modules[__name__], _name, _creation(getattr(np, _name)))
 
 
+def _joining(function):
+    """``function`` (concatenate, stack) as a device operation that refuses what is not a device array, as CuPy
+    does (a NumPy scalar too, which other device operations take)."""
+    def join(arrays, *args, **kwargs):
+        if not all(isinstance(a, ndarray) for a in arrays):
+            raise TypeError(f"Only cupy arrays can be concatenated ({function.__name__} of "
+                            f"{[type(a).__name__ for a in arrays]})")
+        return _apply(function, function.__name__, arrays, *args, **kwargs)
+    join.__name__ = function.__name__
+    return join
+
+
+concatenate, stack = _joining(np.concatenate), _joining(np.stack)
+
+
 def matmul(a, b, out=None):
     _cublas("cupy.matmul")
     if out is not None:
@@ -544,10 +560,15 @@ cuda = types.SimpleNamespace(Stream=Stream, Graph=Graph, Event=Event, MemoryPool
 
 
 def install(monkeypatch):
-    """Make ``import cupy`` give this module for one test, with nothing compiled yet and no kernels cached."""
+    """Make ``import cupy`` give this module for one test, with nothing compiled yet and no kernels cached.
+
+    The kernels and cuBLAS handles the test makes go into caches of its own, which ``monkeypatch`` drops at
+    teardown (the module's own come back untouched): a later test on a real GPU never gets a fake kernel,
+    nor a handle whose workspace lived on the fake device.
+    """
     from minivae.kernels import cupy_gemm, cupy_kernels
     reset()
     monkeypatch.setitem(sys.modules, "cupy", sys.modules[__name__])
-    cupy_kernels._kernels.cache_clear()
-    cupy_gemm._handles.clear()  # their workspaces lived on the previous fake device
+    monkeypatch.setattr(cupy_kernels, "_kernels", functools.cache(cupy_kernels._kernels.__wrapped__))
+    monkeypatch.setattr(cupy_gemm, "_handles", {})
     return sys.modules[__name__]

@@ -148,10 +148,9 @@ def gemm_ex(handle, transa, transb, m, n, k, alpha, a, atype, lda, b, btype, ldb
 
 
 def install(monkeypatch):
-    """Make ``from nvmath.bindings import cublas`` give this module for one test, with no handle made yet."""
-    from minivae.kernels import cupy_gemm
+    """Make ``from nvmath.bindings import cublas`` give this module for one test, with no handle made yet
+    (``fake_cupy.install`` gives ``cupy_gemm`` an empty table of handles, dropped at teardown)."""
     _handles.clear()
-    cupy_gemm._handles.clear()
     module = sys.modules[__name__]
     nvmath = types.ModuleType("nvmath")
     nvmath.CudaDataType = CudaDataType

@@ -151,9 +151,11 @@ def case_logsumexp(arr, kernels):
 
 
 def case_adam_step(arr, kernels):
-    """Step count and learning rate as numbers, then as 0-d arrays (which a device kernel reads where they live)."""
+    """Step count and learning rate as numbers, then as 0-d arrays (which a device kernel reads where they live),
+    then one of each."""
     n = B * D
-    for weight_decay, step, lr in ((0.0, 3, 0.01), (0.01, 3, 0.01), (0.01, arr.scalar(3), arr.scalar(0.01))):
+    for weight_decay, step, lr in ((0.0, 3, 0.01), (0.01, 3, 0.01), (0.01, arr.scalar(3), arr.scalar(0.01)),
+                                   (0.01, 3, arr.scalar(0.01)), (0.01, arr.scalar(3), 0.01)):
         p, g, m, v = arr((n,)), arr((n,)), arr((n,), -0.1, 0.1), arr((n,), 0.01, 0.1)
         yield (p, g, m, v, step, lr), {"weight_decay": weight_decay}
 

@@ -32,6 +32,25 @@ def cupy(monkeypatch):
     backend.set_backend("numpy")
 
 
+# ----- What a test on the fake leaves behind -----
+
+def test_a_test_on_the_fake_leaves_no_kernel_or_cublas_handle_behind():
+    """What a test compiles and binds on the fake device is dropped at its teardown: a test after it on a real
+    GPU (tests/test_gpu.py) builds its own kernels and cuBLAS handles."""
+    from minivae.kernels import cupy_gemm, cupy_kernels
+    kernels, handles = cupy_kernels._kernels, cupy_gemm._handles
+    before = kernels.cache_info().currsize, set(handles)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fake = fake_cupy.install(monkeypatch)
+        fake_nvmath.install(monkeypatch)
+        a = fake.ones((2, 2), np.float32)
+        cupy_kernels.matmul(cupy_kernels.bias_act(a, a[0], "relu"), a)
+        cupy_kernels.standard_normal(cupy_kernels.make_rng(0), (2, 2))
+        assert cupy_kernels._kernels.cache_info().currsize == len(cupy_gemm._handles) == 1
+    assert cupy_kernels._kernels is kernels and cupy_gemm._handles is handles
+    assert (kernels.cache_info().currsize, set(handles)) == before
+
+
 # ----- The guard's rules -----
 
 def capturing(cupy, work, stream=None):
@@ -111,8 +130,12 @@ def test_host_arrays_never_mix_into_device_operations(cupy):
 # ----- The cupy kernel set's host code, against the reference -----
 
 def to_device(cupy, layout):
+    """Copy host arrays to the device laid out as ``layout``: C order, every other element (strided), or Fortran
+    order (transposed: each matrix the transpose of a C-contiguous one, which cuBLAS reads without a copy)."""
     def copy(a):
-        if layout != "strided":
+        if layout == "transposed":
+            return cupy.asarray(np.asarray(a, order="F"))
+        if layout == "contiguous":
             return cupy.asarray(np.asarray(a, order="C"))
         view = cupy.full(2 * a.size, np.nan, a.dtype)[::2].reshape(a.shape)
         view[...] = cupy.asarray(np.asarray(a, order="C"))
@@ -121,11 +144,26 @@ def to_device(cupy, layout):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("layout", LAYOUTS[:2])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", TABLE)
 def test_cupy_kernel_set_matches_reference(cupy, name, layout, dtype):
     kernels = backend.get_backend().kernels
     assert_matches_reference(kernels, name, dtype, layout, to_device(cupy, layout), cupy.asnumpy)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("arrays", [("step",), ("lr",), ("step", "lr")])
+def test_adam_step_sizes_from_device_arrays_and_numbers_mixed(cupy, arrays, dtype):
+    """[a_t, eps_t] as the kernels read them, with step, lr or both 0-d arrays of the array module (a number for
+    step makes eps_t a host number even when lr lives on the device), on the fake device and in NumPy."""
+    from minivae.kernels import shared
+    numbers = {"step": 3, "lr": 0.01}
+    want = shared.adam_step_sizes_array(np, dtype, *numbers.values(), 0.9, 0.999, 1e-8)
+    for xp, to_host in ((cupy, cupy.asnumpy), (np, np.asarray)):
+        step, lr = (xp.asarray(np.float64(value)) if name in arrays else value for name, value in numbers.items())
+        got = to_host(shared.adam_step_sizes_array(xp, dtype, step, lr, 0.9, 0.999, 1e-8))
+        assert got.dtype == dtype and got.shape == (2,)
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-14)
 
 
 def test_cupy_generator_state_round_trips(cupy):

@@ -95,6 +95,23 @@ def test_numba_kernels_write_into_out_exactly_what_they_return(name, layout):
             assert result is target or result is same_args[0], "a result not written into out (nor its input g)"
 
 
+def test_the_kl_gradient_into_out_allocates_no_array_of_its_size():
+    """A replay into out= writes exp(logvar) - 1 into the logvar gradient and scales it there: NumPy's allocations
+    (which tracemalloc sees) stay far below one B x D array."""
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    g, mu, logvar = rng.standard_normal(256), rng.standard_normal((256, 64)), rng.standard_normal((256, 64))
+    out = (np.empty_like(mu), np.empty_like(mu))
+    numba_cpu.kl_normal_backward(g, mu, logvar, out=out)  # compiled before measuring
+    tracemalloc.start()
+    try:
+        numba_cpu.kl_normal_backward(g, mu, logvar, out=out)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < mu.nbytes / 4, f"{peak} bytes allocated; one 256 x 64 array is {mu.nbytes}"
+
+
 def test_a_numba_kernel_refuses_an_out_that_does_not_fit():
     x = np.ones((4, 3), np.float32)
     with pytest.raises(ValueError, match=r"bias_act: out must be a C-contiguous float32 array of shape \(4, 3\)"):

@@ -65,7 +65,7 @@ def test_pointwise_formulas_instantiate_for_float_and_double(arch, tmp_path):
 def test_the_generator_source_cupy_compiles_needs_no_include_path(arch, tmp_path):
     """CuPy is handed random.cu with philox.cuh inlined: it compiles on its own, with every draw kernel in it."""
     inlined = tmp_path / "random_inlined.cu"
-    inlined.write_text(cupy_kernels._random_source())
+    inlined.write_text(cupy_kernels._source("random.cu"))
     ptx = _ptx(inlined, arch, tmp_path, include_path=False)
     for kernel in ("philox_normals_f32", "philox_normals_f64", "philox_advance"):
         assert f".entry {kernel}(" in ptx

@@ -64,7 +64,10 @@ def test_rng_state_round_trips_through_the_host():
     assert_rng_state_round_trips(numba_cuda)
 
 
-def test_adam_reads_step_and_lr_from_device_arrays():
+def test_adam_takes_step_and_lr_as_float64_host_arrays_as_numbers():
+    """Under the simulator a 0-d array is a NumPy (host) array, whose sizes ``adam_step_sizes`` computes as
+    numbers: float64 ones, with float32 buffers, move p, m and v as the numbers do. The kernel reading the sizes
+    of 0-d device arrays runs on a GPU (tests/test_gpu.py)."""
     assert_adam_reads_step_and_lr_from_arrays(numba_cuda)
 
 

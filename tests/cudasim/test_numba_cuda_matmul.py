@@ -60,7 +60,17 @@ def test_matmul_over_an_empty_k_is_zeros():
     np.testing.assert_array_equal(numba_cuda.matmul(np.ones((3, 0), F32), np.ones((0, 2), F32)), np.zeros((3, 2)))
 
 
-@pytest.mark.parametrize("m, k, n", [*STEP_PRODUCTS.values(), (1024, 1024, 1024), (3, 0, 2), (1, 1, 1)])
+@pytest.mark.parametrize("m, n, k", [(0, 4, 3), (4, 0, 3)])
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_an_empty_product_is_an_empty_array(m, n, k, trans_a):
+    a, b = np.ones((k, m) if trans_a else (m, k), F64), np.ones((k, n), F64)
+    got, want = numba_cuda.matmul(a, b, trans_a), reference.matmul(a, b, trans_a)
+    assert got.shape == want.shape == (m, n) and got.dtype == want.dtype == F64
+
+
+# (m, k, n); the empty products are plan_matmul(0, 4, 3) and plan_matmul(4, 0, 3)
+@pytest.mark.parametrize("m, k, n", [*STEP_PRODUCTS.values(), (1024, 1024, 1024), (3, 0, 2), (1, 1, 1),
+                                     (0, 3, 4), (4, 3, 0)])
 def test_plan_slices_cover_k_in_whole_slabs(m, k, n):
     plan = plan_matmul(m, n, k)
     assert plan.slice_k % TILE_K == 0 and plan.slices >= 1
