@@ -124,7 +124,8 @@ class StaticStep:
     def take_sums(self):
         """(summed (objective, elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets them.
 
-        The step's only host sync (``loop.train_epoch`` calls it once an epoch): it waits for every replayed step.
+        The step's only host sync: it waits for every replayed step. ``loop.train_epoch`` calls it at the end
+        of each epoch and every ``--log-interval`` steps, so a log interval adds a wait for the device each time.
         """
         backend = get_backend()
         sums = backend.asnumpy(self.sums) + self.eager.take_sums()[0]
