@@ -134,6 +134,20 @@ def test_a_short_batch_runs_the_eager_step_and_the_next_static_step_sees_its_ste
     np.testing.assert_allclose(step.take_sums()[0], eager.take_sums()[0], rtol=1e-5)  # the short batch's sums too
 
 
+def test_adam_s_step_count_is_written_by_the_host_before_each_step_and_no_replayed_call_writes_it():
+    """t = the optimizer's step count + 1 at each step, copied in as lr and beta are; the replay only reads it."""
+    set_backend("numba")
+    try:
+        run, batches = fresh_run()
+        step = StaticStep(run, capture=True)
+        for x in batches[:3]:
+            assert step(x)
+            assert float(step.t) == run.optimizer.step_count
+    finally:
+        set_backend("numpy")
+    assert {call.function.__name__ for call in step.graph.calls if call.reads(step.t)} == {"adam_step"}
+
+
 def test_take_sums_reports_a_non_finite_loss_and_resets():
     run, batches = fresh_run()
     step = StaticStep(run)
