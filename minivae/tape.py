@@ -27,9 +27,10 @@ from minivae.backend import get_backend
 from minivae.errors import MinivaeError
 
 ROLES = ("parameter", "data", "noise", "constant", "op")
-# The inputs a primitive names by its own signature; None leaves an input to be named by its op.
+# The inputs a primitive names by its own signature, (name, role of a constant leaf there, or None);
+# None leaves an input to be named by its op.
 INPUT_NAMES = {
-    "reparameterize": (("mu", "op"), ("logvar", "op"), ("eps", "noise")),
+    "reparameterize": (("mu", None), ("logvar", None), ("eps", "noise")),
     "bernoulli_log_prob": (("x", "data"), None),
     "gaussian_log_prob": (("x", "data"), None),
 }
@@ -194,11 +195,12 @@ class _TapeBuilder:
         return self.index[key]
 
     def _name_by_signature(self, tensor, name, role):
-        """Name an input (mu, eps, x) and give it its role as the operation reading it does, unless the caller did."""
+        """Name an input (mu, eps, x) as the operation reading it does, unless the caller did; a constant leaf
+        there takes the role given (eps: noise, x: data), unless the caller gave one."""
         key = _key(tensor)
         node = self.nodes[self.index[key]]
         if key not in self.names:
             node = replace(node, label=name)
-        if key not in self.roles and node.role in ("op", "constant"):
+        if role is not None and key not in self.roles and node.role == "constant":
             node = replace(node, role=role)
         self.nodes[node.index] = node

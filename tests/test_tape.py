@@ -40,6 +40,16 @@ def test_trace_lists_each_tensor_once_parents_first_and_folds_numbers_into_label
     assert all(n.grad_norm is None for n in tape.nodes)  # before backward
 
 
+def test_an_input_named_by_its_operation_keeps_its_leaf_role_unless_the_signature_gives_one():
+    """reparameterize names mu, logvar and eps; a constant mu stays a constant, a parameter logvar a parameter,
+    and only eps, a constant there, becomes noise."""
+    logvar = Tensor(np.zeros((3, 2)), requires_grad=True)
+    eps = np.ones((1, 3, 2))
+    tape = trace(ops.reparameterize(np.zeros((3, 2)), logvar, eps).sum())
+    assert [(n.label, n.op, n.role) for n in tape.nodes[:3]] == [
+        ("mu", "", "constant"), ("logvar", "", "parameter"), ("eps", "", "noise")]
+
+
 def test_gradient_norms_after_backward_are_those_of_each_tensors_gradient():
     a = Tensor(np.array([1.0, -2.0]), requires_grad=True)
     y = a * 3
