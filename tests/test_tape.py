@@ -83,6 +83,21 @@ def test_mu_and_logvar_gradients_on_the_elbo_tape_are_the_loss_gradients_finite_
     assert tape.node("logvar").grad_norm == pytest.approx(np.linalg.norm(logvar.grad), rel=1e-12)
 
 
+def test_the_table_gives_each_node_its_role_shape_reads_and_gradient_norm():
+    """The printed tape of docs/autodiff.md: a number read (the 2) is listed among the reads, a constant gets
+    no gradient."""
+    a = Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    out = (a * 2 + np.ones(2)).sum()
+    retain_grads(out)
+    out.backward()
+    assert [line.split() for line in trace(out, {a: "a"}).table().splitlines()] == [
+        ["0", "a", "parameter", "(2,)", "|grad|", "2.83"],
+        ["1", "mul", "2", "op", "(2,)", "mul(0,", "2)", "|grad|", "1.41"],
+        ["2", "constant", "[1,", "1]", "constant", "(2,)", "no", "gradient"],
+        ["3", "add", "op", "(2,)", "add(1,", "2)", "|grad|", "1.41"],
+        ["4", "sum", "op", "()", "sum(3)", "|grad|", "1"]]
+
+
 def test_a_tensor_without_a_tape_and_unknown_names_are_refused_in_one_line():
     a = Tensor(np.ones(2), requires_grad=True)
     with no_grad():
