@@ -52,6 +52,11 @@ class Node:
     grad_norm: float | None  # ||dL/d(tensor)|| after backward; None where no gradient was received or kept
     numbers: tuple = ()
 
+    @property
+    def operation(self):
+        """The op and the numbers it read ("div 2"), an operation's label unless it is named; "" for a leaf."""
+        return " ".join((self.op,) + self.numbers)
+
 
 @dataclass(frozen=True)
 class Edge:
@@ -188,11 +193,11 @@ class _TapeBuilder:
     def _add(self, tensor, op="", numbers=()):
         key = _key(tensor)
         role = self.roles.get(key) or ("op" if op else "parameter" if tensor.requires_grad else "constant")
-        label = self.names.get(key) or OUTPUT_NAMES.get(op) or (" ".join((op,) + numbers) if op else
-                                                                _leaf_label(tensor, role))
-        self.index[key] = len(self.nodes)
-        self.nodes.append(Node(len(self.nodes), label, op, tuple(tensor.shape), role, _grad_norm(tensor), numbers))
-        return self.index[key]
+        node = Node(len(self.nodes), "", op, tuple(tensor.shape), role, _grad_norm(tensor), numbers)
+        label = self.names.get(key) or OUTPUT_NAMES.get(op) or (node.operation if op else _leaf_label(tensor, role))
+        self.index[key] = node.index
+        self.nodes.append(replace(node, label=label))
+        return node.index
 
     def _name_by_signature(self, tensor, name, role):
         """Name an input (mu, eps, x) as the operation reading it does, unless the caller did; a constant leaf

@@ -4,7 +4,7 @@ import pytest
 
 from minivae import MinivaeError, Tensor, no_grad, ops
 from minivae.app.data import load_digits
-from minivae.app.tape_plot import layout, tape_dot
+from minivae.app.tape_plot import layout, node_text, tape_dot
 from minivae.app.tapes import PRESETS, preset_tape, small_model
 from minivae.gradcheck import check_grads
 from minivae.tape import retain_grads, trace
@@ -160,6 +160,14 @@ def test_no_two_boxes_of_a_row_overlap_and_each_leaf_sits_in_its_readers_row(tap
             assert boxes[node.index].row == boxes[readers[0]].row
         for reader in readers:
             assert boxes[reader].row >= boxes[node.index].row
+
+
+def test_a_box_gives_a_named_operation_beside_its_op_and_numbers(tapes):
+    """L_K = logsumexp(...) - log 3 is named: its box shows the operation too; the mean's div 4 is labelled by it."""
+    named, unnamed = tapes["iwae"].node("L_K"), tapes["iwae"].node("div 4")
+    assert (named.operation, unnamed.operation) == (f"add {-np.log(3):.4g}", "div 4")
+    assert node_text(named).splitlines()[0] == f"L_K = add {-np.log(3):.4g}"
+    assert node_text(unnamed).splitlines()[0] == "div 4"
 
 
 def test_the_dot_file_has_every_node_and_edge_and_dashes_those_without_gradient(tapes):

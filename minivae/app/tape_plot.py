@@ -32,8 +32,7 @@ SPOTLIGHT = ("mu", "logvar", "z", "z (sampled)")  # operations and leaves drawn 
 
 def node_text(node):
     """The label (a name beside its operation), the output shape, and the gradient's norm or that it has none."""
-    operation = " ".join((node.op,) + node.numbers)
-    label = node.label if not node.op or node.label == operation else f"{node.label} = {operation}"
+    label = node.label if not node.op or node.label == node.operation else f"{node.label} = {node.operation}"
     grad = "no gradient" if node.grad_norm is None else f"|grad| {node.grad_norm:.3g}"
     return "\n".join((label, "(" + ", ".join(map(str, node.shape)) + ")", grad))
 
