@@ -11,7 +11,7 @@ constants, carry none. No graphviz binary is needed.
 import textwrap
 from dataclasses import dataclass
 
-from minivae.app.plots import _pyplot, save_figure
+from minivae.app.plots import pyplot, save_figure
 
 # role: (face colour, edge colour, border style)
 STYLES = {
@@ -119,7 +119,7 @@ def _spread(groups):
 
 def save_tape(path, tape, title, caption=""):
     """Draw ``tape`` (see the module docstring) into the PNG file ``path``, the legend to the right."""
-    plt = _pyplot()
+    plt = pyplot()
     boxes = layout(tape)
     left = min(b.left for b in boxes.values()) - 0.9
     right = max(b.right for b in boxes.values()) + 0.9 + LEGEND_WIDTH
