@@ -132,11 +132,9 @@ class StaticStep:
         return sums, finite
 
     def _record(self):
-        """The step, run once and recorded for replay (``launch()``): a CUDA graph on cupy, its calls on numba."""
+        """The step, run once and recorded for replay (``launch()``): a CUDA graph on cupy, its calls on numba
+        (``CAPTURING_BACKENDS``, which ``training.make_step`` asks for capture on only)."""
         backend = get_backend()
-        if backend.name not in CAPTURING_BACKENDS:
-            raise MinivaeError(f"a training step is recorded on {' and '.join(CAPTURING_BACKENDS)}, "
-                               f"not on {backend.name}; train it eagerly (--no-cuda-graph)")
         return self._warm_up_and_record() if backend.name == "cupy" else record(self.run, backend)
 
     def _warm_up_and_record(self):
