@@ -208,13 +208,14 @@ class GridPosterior:
         return np.exp(self.log_density + self.log_weights)
 
 
-def posterior_on_grid(model, x, grid_size=101, extent=5.0, batch=4096):
-    """p(z|x) = p(x, z) / p(x) at every grid point, with log p(x) = log sum_g w_g p(x, z_g)."""
+def posterior_on_grid(model, x, grid_size=101, extent=5.0, chunk=4096):
+    """p(z|x) = p(x, z) / p(x) at every grid point, with log p(x) = log sum_g w_g p(x, z_g); p(x | z_g) for
+    ``chunk`` grid points at a time."""
     x = _as_input(model, x)
     points, log_weights = latent_grid(model.config["latent_dim"], grid_size, extent)
     with no_grad():
-        chunks = [get_backend().asnumpy(log_likelihood_each(model, x, Tensor(points[i:i + batch], dtype=model.dtype)))
-                  for i in range(0, len(points), batch)]
+        chunks = [get_backend().asnumpy(log_likelihood_each(model, x, Tensor(points[i:i + chunk], dtype=model.dtype)))
+                  for i in range(0, len(points), chunk)]
     joint = np.concatenate(chunks, axis=1) + _numpy(log_prior(Tensor(points)))
     log_px = reference.logsumexp(joint + log_weights, axis=1)  # host arrays: the NumPy kernel
     return GridPosterior(points, log_weights, joint, log_px)

@@ -59,9 +59,8 @@ def unbroadcast(grad, shape):
 def _broadcast_operands(op, a, b):
     """Both operands as tensors (a plain number becomes a scalar of the other's dtype); one line if shapes clash.
 
-    The number stays a NumPy scalar, not an array: the kernels take it as an
-    argument, so a constant such as the n a mean divides by is never copied to
-    a device (a copy that a captured CUDA graph could not hold).
+    The number stays a NumPy scalar, not an array: a constant such as the n a
+    mean divides by is a kernel argument, never copied to a device.
     """
     if isinstance(a, numbers.Number) and isinstance(b, Tensor):
         a = Tensor(b.dtype.type(a), dtype=b.dtype)

@@ -27,9 +27,10 @@ from minivae.backend import get_backend
 from minivae.errors import MinivaeError
 
 ROLES = ("parameter", "data", "noise", "constant", "op")
-# The inputs a primitive names by its own signature; None leaves an input to be named by its op.
+# The inputs a primitive names by its own signature, (name, role of a constant leaf there, or None);
+# None leaves an input to be named by its op.
 INPUT_NAMES = {
-    "reparameterize": (("mu", "op"), ("logvar", "op"), ("eps", "noise")),
+    "reparameterize": (("mu", None), ("logvar", None), ("eps", "noise")),
     "bernoulli_log_prob": (("x", "data"), None),
     "gaussian_log_prob": (("x", "data"), None),
 }
@@ -50,6 +51,11 @@ class Node:
     role: str
     grad_norm: float | None  # ||dL/d(tensor)|| after backward; None where no gradient was received or kept
     numbers: tuple = ()
+
+    @property
+    def operation(self):
+        """The op and the numbers it read ("div 2"), an operation's label unless it is named; "" for a leaf."""
+        return " ".join((self.op,) + self.numbers)
 
 
 @dataclass(frozen=True)
@@ -187,18 +193,19 @@ class _TapeBuilder:
     def _add(self, tensor, op="", numbers=()):
         key = _key(tensor)
         role = self.roles.get(key) or ("op" if op else "parameter" if tensor.requires_grad else "constant")
-        label = self.names.get(key) or OUTPUT_NAMES.get(op) or (" ".join((op,) + numbers) if op else
-                                                                _leaf_label(tensor, role))
-        self.index[key] = len(self.nodes)
-        self.nodes.append(Node(len(self.nodes), label, op, tuple(tensor.shape), role, _grad_norm(tensor), numbers))
-        return self.index[key]
+        node = Node(len(self.nodes), "", op, tuple(tensor.shape), role, _grad_norm(tensor), numbers)
+        label = self.names.get(key) or OUTPUT_NAMES.get(op) or (node.operation if op else _leaf_label(tensor, role))
+        self.index[key] = node.index
+        self.nodes.append(replace(node, label=label))
+        return node.index
 
     def _name_by_signature(self, tensor, name, role):
-        """Name an input (mu, eps, x) and give it its role as the operation reading it does, unless the caller did."""
+        """Name an input (mu, eps, x) as the operation reading it does, unless the caller did; a constant leaf
+        there takes the role given (eps: noise, x: data), unless the caller gave one."""
         key = _key(tensor)
         node = self.nodes[self.index[key]]
         if key not in self.names:
             node = replace(node, label=name)
-        if key not in self.roles and node.role in ("op", "constant"):
+        if role is not None and key not in self.roles and node.role == "constant":
             node = replace(node, role=role)
         self.nodes[node.index] = node

@@ -189,8 +189,8 @@ class Tensor:
     def _accumulate(self, grad):
         """grad += g, in place, so a grad that views the optimizer's flat buffer stays one.
 
-        Right after ``zero_grad`` the old values stand for zeros, so g is written over them (by ``copyto``,
-        which a recorded step sees as one call, ``app/recording.py``).
+        Right after ``zero_grad`` the old values stand for zeros, so g is written over them by the array
+        module's ``copyto``: one call, which a wrapper of the array module can see (an assignment it cannot).
         """
         if self._grad is None:
             self._grad = grad.copy()

@@ -85,6 +85,14 @@ def test_grid_posterior_is_a_distribution(trained):
     assert grid.points.shape == (51 * 51, 2)
 
 
+def test_grid_chunks_do_not_change_the_posterior(trained):
+    """The 51 x 51 points in chunks of 100 (the last one a single point) give what one chunk gives, up to float32
+    rounding of products of another shape."""
+    model, x, _ = trained
+    np.testing.assert_allclose(posterior_on_grid(model, x, grid_size=51, chunk=100).log_joint,
+                               posterior_on_grid(model, x, grid_size=51).log_joint, rtol=1e-6)
+
+
 def test_quadrature_refuses_three_latent_dimensions():
     model = VAE((64, 8), 3, (8, 64))
     with pytest.raises(MinivaeError, match="1 or 2"):

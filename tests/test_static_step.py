@@ -17,7 +17,7 @@ from minivae.backend import get_backend
 from minivae.errors import MinivaeError
 from minivae.optim import SGD, Adam
 from minivae.vae import VAE
-from runs import run_cli, skip_figures, train_argv
+from runs import run_cli, run_state, skip_figures, train_argv
 
 BATCH, STEPS = 8, 10
 
@@ -134,6 +134,20 @@ def test_a_short_batch_runs_the_eager_step_and_the_next_static_step_sees_its_ste
     np.testing.assert_allclose(step.take_sums()[0], eager.take_sums()[0], rtol=1e-5)  # the short batch's sums too
 
 
+def test_adam_s_step_count_is_written_by_the_host_before_each_step_and_no_replayed_call_writes_it():
+    """t = the optimizer's step count + 1 at each step, copied in as lr and beta are; the replay only reads it."""
+    set_backend("numba")
+    try:
+        run, batches = fresh_run()
+        step = StaticStep(run, capture=True)
+        for x in batches[:3]:
+            assert step(x)
+            assert float(step.t) == run.optimizer.step_count
+    finally:
+        set_backend("numpy")
+    assert {call.function.__name__ for call in step.graph.calls if call.reads(step.t)} == {"adam_step"}
+
+
 def test_take_sums_reports_a_non_finite_loss_and_resets():
     run, batches = fresh_run()
     step = StaticStep(run)
@@ -209,6 +223,33 @@ def test_on_numba_the_replayed_run_and_its_resume_end_exactly_where_an_eager_run
     assert [{**row, "seconds": 0} for row in first.history + resumed.history[1:]] == without_seconds
     for replayed_row, eager_row in zip(replayed.history, eager.history):  # its sums: float64, the eager step's not
         assert replayed_row["train_elbo"] == pytest.approx(eager_row["train_elbo"], rel=1e-6)
+
+
+def test_log_interval_on_numba_reads_the_replayed_step_s_sums_without_changing_the_run(tmp_path, monkeypatch,
+                                                                                     capsys):
+    """Every 5 of 15 steps (the 15th a short, eager batch) the ELBO of the examples since the last line: the
+    three lines make the epoch's train ELBO, and the run ends bit for bit where one without them does."""
+    skip_figures(monkeypatch)
+    made = []
+    monkeypatch.setattr(training, "StaticStep", lambda run, capture: made.append(StaticStep(run, capture)) or made[-1])
+    numba = ("--backend", "numba", "--batch-size", "100")  # 1438 images: 14 batches of 100 and one of 38
+    try:
+        status, out, err = run_cli(train_argv(tmp_path / "logged", 1, *numba, "--log-interval", "5"), capsys)
+        assert status == 0, err
+        status, quiet_out, err = run_cli(train_argv(tmp_path / "quiet", 1, *numba), capsys)
+        assert status == 0, err
+    finally:
+        set_backend("numpy")
+    assert len(made) == 2 and all(isinstance(step.graph, Recording) for step in made)
+    lines = [line.split() for line in out.splitlines() if line.startswith("  epoch 1 step")]
+    assert [line[3] for line in lines] == ["5/15", "10/15", "15/15"] and "  epoch 1 step" not in quiet_out
+    logged_elbo = (500 * float(lines[0][5]) + 500 * float(lines[1][5]) + 438 * float(lines[2][5])) / 1438
+    (arrays, meta), (quiet_arrays, quiet_meta) = (run_state(tmp_path / name / "checkpoint.npz")
+                                                  for name in ("logged", "quiet"))
+    assert logged_elbo == pytest.approx(meta["history"][0]["train_elbo"], abs=1e-3)  # each line rounded to 1e-3
+    for name, value in quiet_arrays.items():
+        np.testing.assert_array_equal(arrays[name], value, err_msg=name)
+    assert meta["history"][0]["train_elbo"] == pytest.approx(quiet_meta["history"][0]["train_elbo"], rel=1e-12)
 
 
 def test_cuda_graph_on_a_cpu_backend_trains_eagerly_with_a_note(tmp_path, monkeypatch, capsys):

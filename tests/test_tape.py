@@ -4,7 +4,7 @@ import pytest
 
 from minivae import MinivaeError, Tensor, no_grad, ops
 from minivae.app.data import load_digits
-from minivae.app.tape_plot import layout, tape_dot
+from minivae.app.tape_plot import layout, node_text, tape_dot
 from minivae.app.tapes import PRESETS, preset_tape, small_model
 from minivae.gradcheck import check_grads
 from minivae.tape import retain_grads, trace
@@ -40,6 +40,16 @@ def test_trace_lists_each_tensor_once_parents_first_and_folds_numbers_into_label
     assert all(n.grad_norm is None for n in tape.nodes)  # before backward
 
 
+def test_an_input_named_by_its_operation_keeps_its_leaf_role_unless_the_signature_gives_one():
+    """reparameterize names mu, logvar and eps; a constant mu stays a constant, a parameter logvar a parameter,
+    and only eps, a constant there, becomes noise."""
+    logvar = Tensor(np.zeros((3, 2)), requires_grad=True)
+    eps = np.ones((1, 3, 2))
+    tape = trace(ops.reparameterize(np.zeros((3, 2)), logvar, eps).sum())
+    assert [(n.label, n.op, n.role) for n in tape.nodes[:3]] == [
+        ("mu", "", "constant"), ("logvar", "", "parameter"), ("eps", "", "noise")]
+
+
 def test_gradient_norms_after_backward_are_those_of_each_tensors_gradient():
     a = Tensor(np.array([1.0, -2.0]), requires_grad=True)
     y = a * 3
@@ -71,6 +81,21 @@ def test_mu_and_logvar_gradients_on_the_elbo_tape_are_the_loss_gradients_finite_
     loss_of(mu, logvar).backward()
     assert tape.node("mu").grad_norm == pytest.approx(np.linalg.norm(mu.grad), rel=1e-12)
     assert tape.node("logvar").grad_norm == pytest.approx(np.linalg.norm(logvar.grad), rel=1e-12)
+
+
+def test_the_table_gives_each_node_its_role_shape_reads_and_gradient_norm():
+    """The printed tape of docs/autodiff.md: a number read (the 2) is listed among the reads, a constant gets
+    no gradient."""
+    a = Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    out = (a * 2 + np.ones(2)).sum()
+    retain_grads(out)
+    out.backward()
+    assert [line.split() for line in trace(out, {a: "a"}).table().splitlines()] == [
+        ["0", "a", "parameter", "(2,)", "|grad|", "2.83"],
+        ["1", "mul", "2", "op", "(2,)", "mul(0,", "2)", "|grad|", "1.41"],
+        ["2", "constant", "[1,", "1]", "constant", "(2,)", "no", "gradient"],
+        ["3", "add", "op", "(2,)", "add(1,", "2)", "|grad|", "1.41"],
+        ["4", "sum", "op", "()", "sum(3)", "|grad|", "1"]]
 
 
 def test_a_tensor_without_a_tape_and_unknown_names_are_refused_in_one_line():
@@ -135,6 +160,14 @@ def test_no_two_boxes_of_a_row_overlap_and_each_leaf_sits_in_its_readers_row(tap
             assert boxes[node.index].row == boxes[readers[0]].row
         for reader in readers:
             assert boxes[reader].row >= boxes[node.index].row
+
+
+def test_a_box_gives_a_named_operation_beside_its_op_and_numbers(tapes):
+    """L_K = logsumexp(...) - log 3 is named: its box shows the operation too; the mean's div 4 is labelled by it."""
+    named, unnamed = tapes["iwae"].node("L_K"), tapes["iwae"].node("div 4")
+    assert (named.operation, unnamed.operation) == (f"add {-np.log(3):.4g}", "div 4")
+    assert node_text(named).splitlines()[0] == f"L_K = add {-np.log(3):.4g}"
+    assert node_text(unnamed).splitlines()[0] == "div 4"
 
 
 def test_the_dot_file_has_every_node_and_edge_and_dashes_those_without_gradient(tapes):

@@ -1,6 +1,6 @@
 """matplotlib's Agg backend, except that a PNG saved to a path is written with ``files.write_atomically``.
 
-``plots._pyplot`` selects it (``matplotlib.use("module://minivae.app.atomic_agg")``),
+``plots.pyplot`` selects it (``matplotlib.use("module://minivae.app.atomic_agg")``),
 so every figure drawn through pyplot, whichever function draws it, replaces
 its file by a rename: a full disk leaves the previous PNG whole, and a symlink
 planted at the file's name is replaced, not written through.

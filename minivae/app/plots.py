@@ -2,7 +2,7 @@
 
 Every function takes plain NumPy arrays and a path, so it can be used on any
 model's output; matplotlib is imported only when a figure is drawn. Every
-figure is drawn through ``_pyplot``, whose backend (``minivae.app.atomic_agg``)
+figure is drawn through ``pyplot``, whose backend (``minivae.app.atomic_agg``)
 writes each PNG to a temporary file and renames it over the target.
 """
 import dataclasses
@@ -13,7 +13,7 @@ import numpy as np
 MANIFOLD_CELL_PIXELS = 30  # screen pixels per decoded image of the manifold, at least
 
 
-def _pyplot():
+def pyplot():
     """pyplot on Agg, saving PNG files atomically (``minivae.app.atomic_agg``)."""
     import matplotlib
     matplotlib.use("module://minivae.app.atomic_agg")
@@ -33,7 +33,7 @@ def _tile(images, image_shape, columns, gap=1):
 
 
 def _save_grid(path, canvas, title, long_side=400):
-    plt = _pyplot()
+    plt = pyplot()
     scale = max(1.0, long_side / max(canvas.shape)) / 100  # at least ``long_side`` pixels on the long side
     fig = plt.figure(figsize=(canvas.shape[1] * scale, canvas.shape[0] * scale))
     ax = fig.add_axes((0, 0, 1, 1))  # the image fills the figure; the title is added above it
@@ -57,7 +57,7 @@ def save_samples(path, images, image_shape, columns=8, title="decoded samples fr
 
 def save_loss_curves(path, history):
     """Train and test ELBO, reconstruction and KL (nats per example) against the epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for ax, key, label in zip(axes, ("elbo", "reconstruction", "kl"),
@@ -77,7 +77,7 @@ def save_loss_curves(path, history):
 
 def save_latent_scatter(path, z, labels):
     """The posterior means of a 2-D latent space, coloured by the example's label."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=6)
     fig.colorbar(points, ax=ax, label="label")
@@ -105,7 +105,7 @@ def manifold_grid(n):
 
 def save_manifold(path, images, image_shape, n):
     """The decoded images of ``manifold_grid(n)``, laid out as the grid they came from, z[0] and z[1] on the axes."""
-    plt = _pyplot()
+    plt = pyplot()
     height, width = image_shape
     side = n * MANIFOLD_CELL_PIXELS / 100  # inches at 100 dpi: at least MANIFOLD_CELL_PIXELS per decoded image
     fig, ax = plt.subplots(figsize=(side + 1, side + 0.8))
@@ -180,12 +180,12 @@ class Contours:
 def save_figure(fig, path):
     """Write ``fig`` as a PNG at 100 dpi, cropped to what it draws, and free it."""
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def save_panels(path, rows, title=None, panel_size=(4.2, 3.3)):
     """A grid of panels, one list per row (None leaves a cell empty), written by ``save_figure``."""
-    plt = _pyplot()
+    plt = pyplot()
     height, width = len(rows), max(len(row) for row in rows)
     fig, axes = plt.subplots(height, width, figsize=(panel_size[0] * width, panel_size[1] * height), squeeze=False)
     for row, panels in zip(axes, rows):
@@ -307,7 +307,7 @@ def save_reparameterization_diagram(path):
     forward, red arrows are where the gradient of f with respect to phi flows.
     On the left it stops at the random node z.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     _blank(left, "original form: z ~ q_phi(z|x), random in a way that depends on phi")
     x, phi = _node(left, (0.1, 0.8), "x", "input"), _node(left, (0.1, 0.3), "phi", "input")
@@ -333,7 +333,7 @@ def save_reparameterization_diagram(path):
 
 def save_training_pipeline(path):
     """One training step as a drawing: the forward pass left to right, then loss, backward and the update."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(11, 3.4))
     _blank(ax, "one training step (Kingma & Welling 2014, Algorithm 1)")
     x = _node(ax, (0.04, 0.75), "minibatch x\n(B, D)", "input")

@@ -304,10 +304,6 @@ class _RecordedKernel(_Recorded):
     def __call__(self, *args, **kwargs):
         return self.recording.call_kernel(self.function, args, kwargs)
 
-    @property
-    def __name__(self):
-        return self.function.__name__
-
 
 class _Namespace:
     def __init__(self, members):

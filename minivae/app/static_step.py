@@ -10,10 +10,11 @@ kernels are recorded, not run. A step can be replayed only if
   array ``x``; the parameters, their gradients and Adam's moments already live
   in the optimizer's flat buffers (``optim.flatten_parameters``);
 - every number that changes from step to step lives on the device: Adam's step
-  count ``t`` (advanced there) and its learning rate, which the Adam kernel
-  reads from device memory (``Adam.update``), the KL weight ``beta`` (warm-up),
-  and the random generator's state (the noise is drawn on the device, which
-  advances the state in place);
+  count ``t`` and its learning rate, which the Adam kernel reads from device
+  memory (``Adam.update``), and the KL weight ``beta`` (warm-up), each written
+  there by the host before the step, outside the recording; and the random
+  generator's state (the noise is drawn on the device, which advances the
+  state in place);
 - it never waits for the host: no ``.item()``, ``float()`` or ``bool()`` of a
   device array, no copy to the host. So the loss is not checked each step, as
   ``loop.train_step`` does with ``loss.item()``: the step adds its ELBO terms
@@ -85,7 +86,6 @@ class StaticStep:
         self.t = self.xp.zeros((), np.float64)  # Adam's step count, on the device
         self.lr = self.xp.zeros((), np.float64)  # Adam's learning rate and the KL weight: they change between
         self.beta = self.xp.zeros((), dtype)     # steps (schedule, warm-up), so they live on the device too
-        self._t_on_device = None  # the host's step count when t was last written from it
         self.capture = capture
         self.graph = self.stream = self.pool = None
 
@@ -94,9 +94,9 @@ class StaticStep:
         if len(x_batch) != len(self.x):
             return self.eager(x_batch, beta)
         self.x[...] = self.xp.asarray(x_batch)
+        self.t.fill(self.optimizer.step_count + 1)
         self.lr.fill(self.optimizer.lr)
         self.beta.fill(beta)
-        self._sync_step_count()
         if self.graph is not None:
             with np.errstate(over="ignore", invalid="ignore"):
                 self.graph.launch()  # on CuPy's current stream, after the copy above
@@ -105,7 +105,6 @@ class StaticStep:
         else:
             self.run()
         self.optimizer.step_count += 1
-        self._t_on_device += 1
         return True
 
     def run(self):
@@ -115,8 +114,7 @@ class StaticStep:
             maximized, terms = self.model.objective(Tensor(self.x), self.objective, self.samples, self.rng,
                                                     beta=Tensor(self.beta))
             (-maximized.mean()).backward()
-            xp = get_backend().xp  # while recording, the recording's: it sees xp.add (+= on t it would not)
-            xp.add(self.t, 1, out=self.t)
+            xp = get_backend().xp  # while recording, the recording's, which records xp.stack
             self.optimizer.update(self.t, self.lr)
             self.sums += xp.stack([term.data.sum(dtype=np.float64)
                                    for term in (maximized, terms.elbo, terms.reconstruction, terms.kl)])
@@ -124,7 +122,8 @@ class StaticStep:
     def take_sums(self):
         """(summed (objective, elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets them.
 
-        The step's only host sync (``loop.train_epoch`` calls it once an epoch): it waits for every replayed step.
+        The step's only host sync: it waits for every replayed step. ``loop.train_epoch`` calls it at the end
+        of each epoch and every ``--log-interval`` steps, so a log interval adds a wait for the device each time.
         """
         backend = get_backend()
         sums = backend.asnumpy(self.sums) + self.eager.take_sums()[0]
@@ -132,18 +131,10 @@ class StaticStep:
         self.sums[...] = 0
         return sums, finite
 
-    def _sync_step_count(self):
-        """Write the host's step count into t when another step (the eager one, on a short batch) moved it."""
-        if self._t_on_device != self.optimizer.step_count:
-            self.t.fill(self.optimizer.step_count)
-            self._t_on_device = self.optimizer.step_count
-
     def _record(self):
-        """The step, run once and recorded for replay (``launch()``): a CUDA graph on cupy, its calls on numba."""
+        """The step, run once and recorded for replay (``launch()``): a CUDA graph on cupy, its calls on numba
+        (``CAPTURING_BACKENDS``, which ``training.make_step`` asks for capture on only)."""
         backend = get_backend()
-        if backend.name not in CAPTURING_BACKENDS:
-            raise MinivaeError(f"a training step is recorded on {' and '.join(CAPTURING_BACKENDS)}, "
-                               f"not on {backend.name}; train it eagerly (--no-cuda-graph)")
         return self._warm_up_and_record() if backend.name == "cupy" else record(self.run, backend)
 
     def _warm_up_and_record(self):

@@ -11,7 +11,7 @@ constants, carry none. No graphviz binary is needed.
 import textwrap
 from dataclasses import dataclass
 
-from minivae.app.plots import _pyplot, save_figure
+from minivae.app.plots import pyplot, save_figure
 
 # role: (face colour, edge colour, border style)
 STYLES = {
@@ -32,8 +32,7 @@ SPOTLIGHT = ("mu", "logvar", "z", "z (sampled)")  # operations and leaves drawn 
 
 def node_text(node):
     """The label (a name beside its operation), the output shape, and the gradient's norm or that it has none."""
-    operation = " ".join((node.op,) + node.numbers)
-    label = node.label if not node.op or node.label == operation else f"{node.label} = {operation}"
+    label = node.label if not node.op or node.label == node.operation else f"{node.label} = {node.operation}"
     grad = "no gradient" if node.grad_norm is None else f"|grad| {node.grad_norm:.3g}"
     return "\n".join((label, "(" + ", ".join(map(str, node.shape)) + ")", grad))
 
@@ -120,7 +119,7 @@ def _spread(groups):
 
 def save_tape(path, tape, title, caption=""):
     """Draw ``tape`` (see the module docstring) into the PNG file ``path``, the legend to the right."""
-    plt = _pyplot()
+    plt = pyplot()
     boxes = layout(tape)
     left = min(b.left for b in boxes.values()) - 0.9
     right = max(b.right for b in boxes.values()) + 0.9 + LEGEND_WIDTH
