@@ -60,8 +60,7 @@ def make_jax_gpu_step(batch_size, seed):
         device = jax.devices("gpu")[0]
     except RuntimeError:
         raise harness.Unavailable("jax has no CUDA backend here: pip install 'jax[cuda12]'") from None
-    with jax.default_device(device):
-        return peers.make_step("jax jit", batch_size, seed)
+    return peers.make_step("jax jit", batch_size, seed, device=device)
 
 
 FACTORIES = {"cuBLAS floor": make_cublas_floor, "minivae cupy captured": make_captured_step,

@@ -249,6 +249,27 @@ def test_peer_reports_why_when_its_framework_is_missing(monkeypatch):
         peers.make_step("torch eager", 32, 0)
 
 
+JAX_PEER_DEVICES = """
+import inspect, jax
+from minivae.benchmarks import peers
+jax.config.update("jax_default_device", jax.devices()[1])  # stands in for a GPU that jax-cuda makes the default
+for device in (None, jax.devices()[1]):
+    step = peers.make_step("jax jit", 8, 0, device=device)
+    step()
+    arrays = inspect.getclosurevars(step).nonlocals
+    print(sorted({f"{d.platform}:{d.id}" for leaf in jax.tree.leaves((arrays["x"], arrays["state"])) for d in leaf.devices()}))
+"""
+
+
+@pytest.mark.skipif(peers.available("jax jit") is not None, reason="jax not installed")
+def test_the_jax_peer_runs_on_the_first_cpu_whatever_the_default_device_unless_given_one():
+    """Two host devices stand in for a CPU and a GPU: the peer's arrays (after a step) are all on the one asked for."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", JAX_PEER_DEVICES], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["['cpu:0']", "['cpu:1']"]
+
+
 def make_noop_step(batch_size, seed):
     return lambda: None
 
