@@ -308,6 +308,37 @@ def test_floor_runs_with_the_step_layouts():
     gemm_floor.make_floor(8)()
 
 
+def test_the_cublas_floor_multiplies_the_cpu_floors_operands_as_the_step_stores_them(monkeypatch):
+    """On the fake CuPy: each cuBLAS call gets the stored operands the CPU floor draws from the same seed
+    (transposed ones the other way round, with their flag), and the (m, n) product it is."""
+    import fake_cupy
+    import fake_nvmath
+    from minivae.backend import load_backend
+    from minivae.benchmarks import gpu_step
+    fake_cupy.install(monkeypatch)
+    fake_nvmath.install(monkeypatch)
+    kernels, calls = load_backend("cupy").kernels, []
+    real_matmul = kernels.matmul
+
+    def recorded(a, b, trans_a=False, trans_b=False):
+        out = real_matmul(a, b, trans_a, trans_b)
+        calls.append((a.get(), b.get(), trans_a, trans_b, out.shape))
+        return out
+    monkeypatch.setattr(kernels, "matmul", recorded)
+    floor = gpu_step.make_cublas_floor(8, seed=3)
+    calls.clear()  # the backend's own 2x3 probe, when loaded
+    floor()
+    rng = np.random.default_rng(3)
+    products = gemm_floor.products(8)
+    assert len(calls) == len(products)
+    for product, (a, b, trans_a, trans_b, shape) in zip(products, calls, strict=True):
+        stored_a, stored_b = gemm_floor.stored_operands(product, rng)
+        assert (trans_a, trans_b, shape) == (product.transpose_a, product.transpose_b, (product.m, product.n))
+        assert np.array_equal(a, stored_a) and np.array_equal(b, stored_b)
+    cpu_a, cpu_b, _ = gemm_floor._operands(products[4], np.random.default_rng(0))  # dW4 = h3.T @ dlogits
+    assert cpu_a.shape == (products[4].m, products[4].k) and cpu_a.base is not None and cpu_b.base is None
+
+
 # ----- memory -----
 
 def test_child_peak_rss_is_the_childs_own_not_this_process_size():
