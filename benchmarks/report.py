@@ -32,7 +32,8 @@ def machine_lines(report):
               f" Python {env['python']}; GPU: {env['gpu']}."),
              f"- Libraries: {versions}.",
              f"- Thread pools: {_thread_pools(env)}; --threads {settings['threads'] or 'not given'}.",
-             f"- Confinement: {confinement.describe(report['confinement'])}.",
+             (f"- Confinement: {confinement.describe(report['confinement'])} (every thread checked"
+              f"{' after each step batch and' if 'step' in report else ''} at the end of the run)."),
              (f"- Peak float32 GEMM: {report['peak_gflops']:.0f} GFLOP/s, {env['usable_cores']} core(s) x"
               f" {report['peak_gflops'] / env['usable_cores']:.0f} (the best 2048-cubed NumPy product on one thread,"
               " by its CPU time, at start and end)."),
@@ -103,7 +104,7 @@ def markdown(report):
     lines = ["# minivae bench", "", *machine_lines(report)]
     if "step" in report:
         lines += ["", "## One training step: 784-400-20 Bernoulli VAE, forward, backward, Adam", "",
-                  harness.markdown_table(report["step"]).rstrip()]
+                  harness.markdown_table(report["step"], with_confinement=False).rstrip()]
     data = report["settings"]["data"]
     if "epoch" in report:
         lines += _section(report, "epoch", f"One epoch of {data} training images, batch {report['settings']['epoch_batch']}", _epoch_lines)

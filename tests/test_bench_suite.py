@@ -142,6 +142,8 @@ def test_threads_confine_the_run_and_the_report_says_it_held(tmp_path):
     report = json.loads((tmp_path / "bench.json").read_text())
     assert len(report["confinement"]["cores"]) == 1 and report["confinement"]["escaped"] == []
     assert f"- Confinement: held: all {report['confinement']['threads']} threads allowed only CPU " in result.stdout
+    assert result.stdout.count("Confinement") == 1  # the whole run's, not the step's again with another count
+    assert "(every thread checked after each step batch and at the end of the run)." in result.stdout
     assert "minivae numpy" in report["step"]["batches"]["2"]
 
 
