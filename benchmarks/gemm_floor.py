@@ -69,12 +69,21 @@ def iw_flops(examples, k):
     return examples * (encoder.flops + heads.flops + k * (decoder.flops + logits.flops))
 
 
-def _operands(product, rng):
-    """float32 operands laid out as in the step, and the output buffer."""
+def stored_operands(product, rng):
+    """Random float32 (a, b) stored as the step stores them: a transposed operand the other way round.
+
+    ``a`` is (k, m) when ``transpose_a`` (an activation, for a weight's
+    gradient), else (m, k); ``b`` is (n, k) when ``transpose_b`` (a weight, for
+    an input's gradient), else (k, n); both C-contiguous, ``a`` drawn first.
+    """
     a_shape = (product.k, product.m) if product.transpose_a else (product.m, product.k)
     b_shape = (product.n, product.k) if product.transpose_b else (product.k, product.n)
-    a = rng.standard_normal(a_shape, dtype=np.float32)
-    b = rng.standard_normal(b_shape, dtype=np.float32)
+    return rng.standard_normal(a_shape, dtype=np.float32), rng.standard_normal(b_shape, dtype=np.float32)
+
+
+def _operands(product, rng):
+    """The product's operands as NumPy views of the stored ones (``a.T`` where transposed), and the output buffer."""
+    a, b = stored_operands(product, rng)
     return (a.T if product.transpose_a else a, b.T if product.transpose_b else b,
             np.empty((product.m, product.n), np.float32))
 

@@ -138,7 +138,7 @@ def step_seconds(name):
     return harness.compare({name: step}, rounds=20, warmup=3)[name].median
 
 
-# ----- The report's sections: (Markdown lines, passed) each -----
+# ----- The report's sections: (Markdown lines under the section's heading, passed) each -----
 
 def fail(cause):
     return f"FAIL: {cause}"
@@ -147,13 +147,13 @@ def fail(cause):
 def backends_section():
     statuses = available_backends()
     rows = [f"| {name} | {why or 'available'} |" for name, why in statuses.items()]
-    return ["## Backends", "", "| backend | status |", "|---|---|", *rows], not any(
+    return ["| backend | status |", "|---|---|", *rows], not any(
         statuses[name] for name in GPU_BACKENDS)
 
 
 def tests_section():
     passed, line = run_gpu_tests()
-    return ["## Tests marked gpu", "", f"`{line}`" if passed is not False else fail(line)], passed is not False
+    return [f"`{line}`" if passed is not False else fail(line)], passed is not False
 
 
 def elbo_section(runs):
@@ -165,8 +165,7 @@ def elbo_section(runs):
     rows = [f"| {label} | {f'{elbo:.3f}' if why is None else fail(why)} |" for label, (elbo, why) in elbos.items()]
     verdict = (f"spread {spread:.3f} nats over {len(found)} of {len(RUNS)} runs ({'ok' if passed else 'FAIL'}: "
                f"every run, within {ELBO_TOLERANCE} nats)")
-    return ["## Test ELBO after 2 epochs, 784-400-20 on Fashion-MNIST", "", "| run | test ELBO |", "|---|---|",
-            *rows, "", verdict], passed
+    return ["| run | test ELBO |", "|---|---|", *rows, "", verdict], passed
 
 
 def resume_section(out, data_dir, runs):
@@ -183,8 +182,7 @@ def resume_section(out, data_dir, runs):
                 lambda: same_run(straight, train(label, resumed, 2, data_dir, "--resume", stopped)))
         passed &= bool(identical)
         rows.append(f"| {label} | {'bit-identical' if identical else fail(why or 'the checkpoints differ')} |")
-    return ["## Exact resume: 1 epoch, --resume to 2, against 2 straight", "", "| run | result |", "|---|---|",
-            *rows], passed
+    return ["| run | result |", "|---|---|", *rows], passed
 
 
 def evaluate_section(runs):
@@ -195,8 +193,7 @@ def evaluate_section(runs):
         passed &= result is not None and bool(np.isfinite(result[0]))
         rows.append(f"| {backend} | " + (fail(why) if why else f"{result[0]:.3f} +- {result[1]:.3f} nats | "
                                                                f"{result[2]:.1f} s") + " |")
-    return [f"## evaluate --iw-samples {IW_SAMPLES} on the first {IW_EXAMPLES:,} test images", "",
-            "| backend | test NLL | time |", "|---|---|---|", *rows], passed
+    return ["| backend | test NLL | time |", "|---|---|---|", *rows], passed
 
 
 def step_section():
@@ -205,11 +202,11 @@ def step_section():
         seconds, why = attempt(step_seconds, name)
         passed &= why is None
         rows.append(f"| {name} | {fail(why) if why else harness.format_duration(seconds)} |")
-    return ["## One training step, batch 128", "", "| run | median |", "|---|---|", *rows], passed
+    return ["| run | median |", "|---|---|", *rows], passed
 
 
 def check(out, data_dir, save):
-    """Every section's Markdown lines and whether all passed; a section that fails to run is a FAIL line.
+    """Every section under its heading, and whether all passed; a section that fails to run is a FAIL line.
 
     ``save(lines)`` is called after each section, so a run stopped part-way (a timeout) leaves its report so far.
     """
@@ -218,11 +215,17 @@ def check(out, data_dir, save):
     def train_every_run():
         runs.update({label: attempt(train, label, out / label.replace(" --", "-"), 2, data_dir) for label in RUNS})
         return elbo_section(runs)
-    for section, args in ((backends_section, ()), (train_every_run, ()), (resume_section, (out, data_dir, runs)),
-                          (evaluate_section, (runs,)), (step_section, ()), (tests_section, ())):
+    sections = (("Backends", backends_section, ()),
+                ("Test ELBO after 2 epochs, 784-400-20 on Fashion-MNIST", train_every_run, ()),
+                ("Exact resume: 1 epoch, --resume to 2, against 2 straight", resume_section, (out, data_dir, runs)),
+                (f"evaluate --iw-samples {IW_SAMPLES} on the first {IW_EXAMPLES:,} test images", evaluate_section,
+                 (runs,)),
+                ("One training step, batch 128", step_section, ()),
+                ("Tests marked gpu", tests_section, ()))
+    for title, section, args in sections:
         result, why = attempt(section, *args)
-        section_lines, section_passed = result or ([f"## {section.__name__}", "", fail(why)], False)
-        lines += ["", *section_lines]
+        section_lines, section_passed = result or ([fail(why)], False)
+        lines += ["", f"## {title}", "", *section_lines]
         passed &= section_passed
         save(lines + ["", "(the check is still running)"])
     return lines, passed

@@ -6,20 +6,31 @@
 #
 # The session installs the carried wheels (numpy < 2.5 for numba-cuda 0.30, nvmath-python for the cupy
 # backend's cuBLAS) and minivae itself, records what is installed, then runs gpu_check, the step
-# benchmark from batch 32 to 8192 and the CPU-vs-GPU chart, each under a time limit. What comes back,
+# benchmark at batch 32, 128, 1024 and 8192 and the CPU-vs-GPU chart. Every command runs under
+# `timeout -k 10` (TERM at its limit, KILL 10 s later); the limits add up to 420 s (SESSION_SECONDS),
+# so a session and a rerun fit in the device tool's 15 minutes with a machine start. What comes back,
 # in $OUT: session.log (everything printed), gpu_check.md, bench.json, bench.md, gpu_chart.png and
 # gpu_chart.md.
 set -u -o pipefail
 
 CARRIED=${CARRIED:-.gpu}
 OUT=${OUT:-results/gpu_session}
-CHECK_SECONDS=${CHECK_SECONDS:-270}
-BENCH_SECONDS=${BENCH_SECONDS:-150}
-BATCH_SIZES=${BATCH_SIZES:-32,128,512,1024,2048,8192}
+# Each command's time limit, in seconds:
+WHEELS_SECONDS=${WHEELS_SECONDS:-30}      # pip install of the carried wheels
+EDITABLE_SECONDS=${EDITABLE_SECONDS:-20}  # pip install -e . (minivae)
+SMI_SECONDS=${SMI_SECONDS:-10}            # nvidia-smi
+VERSIONS_SECONDS=${VERSIONS_SECONDS:-20}  # the versions and nvmath-python's requirements
+BACKENDS_SECONDS=${BACKENDS_SECONDS:-60}  # minivae backends
+CHECK_SECONDS=${CHECK_SECONDS:-130}       # gpu_check writes its report after each stage: a stop keeps what ran
+BENCH_SECONDS=${BENCH_SECONDS:-150}       # the bench writes nothing until it finishes: the largest share
+SESSION_SECONDS=$((WHEELS_SECONDS + EDITABLE_SECONDS + SMI_SECONDS + VERSIONS_SECONDS + BACKENDS_SECONDS
+                   + CHECK_SECONDS + BENCH_SECONDS))
+BATCH_SIZES=${BATCH_SIZES:-32,128,1024,8192}
 WHEELS=("numpy==2.4.*" "nvmath-python==1.0.1")
 PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64)
 
 stage() { echo; echo "== $* ($(date -u +%H:%M:%S) UTC)"; }
+limit() { timeout -k 10 "$@"; }  # limit SECONDS COMMAND...: TERM at SECONDS, KILL 10 s later
 
 prepare() {
     # The wheels for the GPU machine's Python 3.12 (cp312, x86_64), and Fashion-MNIST's IDX files from
@@ -42,22 +53,23 @@ session() {
     mkdir -p "$OUT"
     exec > >(tee -a "$OUT/session.log") 2>&1
     export PYTHONUNBUFFERED=1
+    echo "time limits: $SESSION_SECONDS s in all (gpu_check $CHECK_SECONDS, bench $BENCH_SECONDS)"
 
     stage "the carried wheels, ahead of the machine's own packages"
     if compgen -G "$CARRIED/wheels/*.whl" > /dev/null; then
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-            "$CARRIED"/wheels/*.whl || exit 1
+        limit "$WHEELS_SECONDS" python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+            --upgrade --target /tmp/site "$CARRIED"/wheels/*.whl || exit 1
         export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     else
         echo "no wheels in $CARRIED/wheels: numba-cuda 0.30 fails on numpy 2.5, and the cupy backend needs nvmath-python"
     fi
 
     stage "minivae, editable, without the network"
-    python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 1
+    limit "$EDITABLE_SECONDS" python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 1
 
     stage "the machine and what is installed"
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-    python3 - <<'PY'
+    limit "$SMI_SECONDS" nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    limit "$VERSIONS_SECONDS" python3 - <<'PY'
 import importlib.metadata as metadata
 import platform
 
@@ -86,19 +98,22 @@ for line in needs:  # its own dependencies: are they here, in a version it takes
             version, verdict = "missing", "NOT INSTALLED"
         print(f"nvmath-python needs {requirement}: {version} ({verdict})")
 PY
-    python3 -m minivae.cli backends
+
+    stage "minivae backends (at most $BACKENDS_SECONDS s)"
+    limit "$BACKENDS_SECONDS" python3 -m minivae.cli backends
+    echo "backends: exit status $? (124 or 137: stopped by the time limit)"
 
     stage "gpu_check (at most $CHECK_SECONDS s)"
     local data=()
     [ -d "$CARRIED/fashion-mnist" ] && data=(--data-dir "$CARRIED/fashion-mnist")
-    timeout "$CHECK_SECONDS" python3 -m minivae.benchmarks.gpu_check --out "$work/gpu_check" "${data[@]}"
-    echo "gpu_check: exit status $? (124: stopped by the time limit)"
+    limit "$CHECK_SECONDS" python3 -m minivae.benchmarks.gpu_check --out "$work/gpu_check" "${data[@]}"
+    echo "gpu_check: exit status $? (124 or 137: stopped by the time limit)"
     cp "$work/gpu_check/gpu_check.md" "$OUT/"
 
     stage "minivae bench --quick --only step --batch-sizes $BATCH_SIZES (at most $BENCH_SECONDS s)"
-    timeout "$BENCH_SECONDS" python3 -m minivae.cli bench --quick --only step --batch-sizes "$BATCH_SIZES" \
+    limit "$BENCH_SECONDS" python3 -m minivae.cli bench --quick --only step --batch-sizes "$BATCH_SIZES" \
         --out "$work/bench"
-    echo "bench: exit status $? (124: stopped by the time limit)"
+    echo "bench: exit status $? (124 or 137: stopped by the time limit)"
     cp "$work/bench"/{bench.json,bench.md,gpu_chart.png,gpu_chart.md} "$OUT/"
 
     stage "done: in $OUT"

@@ -31,9 +31,7 @@ def make_cublas_floor(batch_size, seed):
     rng = np.random.default_rng(seed)
     operands = []
     for product in gemm_floor.products(batch_size):
-        a_shape = (product.k, product.m) if product.transpose_a else (product.m, product.k)
-        b_shape = (product.n, product.k) if product.transpose_b else (product.k, product.n)
-        a, b = (cupy.xp.asarray(rng.standard_normal(shape, dtype=np.float32)) for shape in (a_shape, b_shape))
+        a, b = (cupy.xp.asarray(stored) for stored in gemm_floor.stored_operands(product, rng))
         operands.append((a, b, product.transpose_a, product.transpose_b))
 
     def floor():
@@ -60,8 +58,7 @@ def make_jax_gpu_step(batch_size, seed):
         device = jax.devices("gpu")[0]
     except RuntimeError:
         raise harness.Unavailable("jax has no CUDA backend here: pip install 'jax[cuda12]'") from None
-    with jax.default_device(device):
-        return peers.make_step("jax jit", batch_size, seed)
+    return peers.make_step("jax jit", batch_size, seed, device=device)
 
 
 FACTORIES = {"cuBLAS floor": make_cublas_floor, "minivae cupy captured": make_captured_step,

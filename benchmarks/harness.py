@@ -416,8 +416,12 @@ def verdict_lines(report):
     return [*lines, "", rule, "", *(f"- {line}" for line in verdicts.summary_lines(comparisons))]
 
 
-def markdown_table(report):
-    """Step time per implementation and batch size, floor multiples with intervals, the machine, the verdicts."""
+def markdown_table(report, with_confinement=True):
+    """Step time per implementation and batch size, floor multiples with intervals, the machine, the verdicts.
+
+    ``with_confinement``: the step's own confinement check (after each batch);
+    ``minivae bench``'s report gives one line for the whole run instead.
+    """
     lines, notes = floor_table({f"batch {b}": rows for b, rows in report["batches"].items()})
     env = report["environment"]
     legend = (f"Median per step; Nx [low, high] = multiple of the {report['floor']} at the same batch size (the"
@@ -427,7 +431,9 @@ def markdown_table(report):
     machine = (f"Machine: {env['cpu']}, {env['cores']} cores, load average {env['load_average'][0]:.2f},"
                f" threads {report['settings'].get('threads') or 'as the libraries choose'};"
                f" peak float32 GEMM {report['peak_gflops']:.0f} GFLOP/s; GPU: {env['gpu']}.")
-    lines += ["", legend, machine, f"Confinement: {confinement.describe(report['confinement'])}."]
+    lines += ["", legend, machine]
+    if with_confinement:
+        lines.append(f"Confinement: {confinement.describe(report['confinement'])}.")
     if was_busy(env):
         lines.append("Warning: the machine was busy with other work; absolute times are inflated"
                      " and noisy, the interleaved ratios less so.")

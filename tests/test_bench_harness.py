@@ -249,6 +249,27 @@ def test_peer_reports_why_when_its_framework_is_missing(monkeypatch):
         peers.make_step("torch eager", 32, 0)
 
 
+JAX_PEER_DEVICES = """
+import inspect, jax
+from minivae.benchmarks import peers
+jax.config.update("jax_default_device", jax.devices()[1])  # stands in for a GPU that jax-cuda makes the default
+for device in (None, jax.devices()[1]):
+    step = peers.make_step("jax jit", 8, 0, device=device)
+    step()
+    arrays = inspect.getclosurevars(step).nonlocals
+    print(sorted({f"{d.platform}:{d.id}" for leaf in jax.tree.leaves((arrays["x"], arrays["state"])) for d in leaf.devices()}))
+"""
+
+
+@pytest.mark.skipif(peers.available("jax jit") is not None, reason="jax not installed")
+def test_the_jax_peer_runs_on_the_first_cpu_whatever_the_default_device_unless_given_one():
+    """Two host devices stand in for a CPU and a GPU: the peer's arrays (after a step) are all on the one asked for."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", JAX_PEER_DEVICES], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["['cpu:0']", "['cpu:1']"]
+
+
 def make_noop_step(batch_size, seed):
     return lambda: None
 
@@ -285,6 +306,37 @@ def test_floor_is_the_11_products_of_the_784_400_20_step():
 
 def test_floor_runs_with_the_step_layouts():
     gemm_floor.make_floor(8)()
+
+
+def test_the_cublas_floor_multiplies_the_cpu_floors_operands_as_the_step_stores_them(monkeypatch):
+    """On the fake CuPy: each cuBLAS call gets the stored operands the CPU floor draws from the same seed
+    (transposed ones the other way round, with their flag), and the (m, n) product it is."""
+    import fake_cupy
+    import fake_nvmath
+    from minivae.backend import load_backend
+    from minivae.benchmarks import gpu_step
+    fake_cupy.install(monkeypatch)
+    fake_nvmath.install(monkeypatch)
+    kernels, calls = load_backend("cupy").kernels, []
+    real_matmul = kernels.matmul
+
+    def recorded(a, b, trans_a=False, trans_b=False):
+        out = real_matmul(a, b, trans_a, trans_b)
+        calls.append((a.get(), b.get(), trans_a, trans_b, out.shape))
+        return out
+    monkeypatch.setattr(kernels, "matmul", recorded)
+    floor = gpu_step.make_cublas_floor(8, seed=3)
+    calls.clear()  # the backend's own 2x3 probe, when loaded
+    floor()
+    rng = np.random.default_rng(3)
+    products = gemm_floor.products(8)
+    assert len(calls) == len(products)
+    for product, (a, b, trans_a, trans_b, shape) in zip(products, calls, strict=True):
+        stored_a, stored_b = gemm_floor.stored_operands(product, rng)
+        assert (trans_a, trans_b, shape) == (product.transpose_a, product.transpose_b, (product.m, product.n))
+        assert np.array_equal(a, stored_a) and np.array_equal(b, stored_b)
+    cpu_a, cpu_b, _ = gemm_floor._operands(products[4], np.random.default_rng(0))  # dW4 = h3.T @ dlogits
+    assert cpu_a.shape == (products[4].m, products[4].k) and cpu_a.base is not None and cpu_b.base is None
 
 
 # ----- memory -----

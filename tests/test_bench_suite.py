@@ -96,6 +96,20 @@ def test_memory_budget_is_the_float32_dataset_plus_200_megabytes(monkeypatch, im
     assert "| numpy | 150 MiB | yes (44 MiB to spare) |" in lines
 
 
+def test_iw_rows_on_a_gpu_are_not_held_to_the_cpu_peak():
+    """A fake IW part: a CPU row faster than the peak is invalid; a GPU row ten times faster is not, and has no share."""
+    def row(seconds, gflops):
+        return {"median": seconds, "iqr": seconds / 10, "gflops": gflops}
+    iw = {"k": 5000, "examples": 100, "rows": {"minivae numba": row(2.0, 150.0), "minivae numpy": row(4.0, 50.0),
+                                               "minivae cupy": row(0.1, 1000.0),
+                                               "minivae numba-cuda": {"skipped": "no GPU"}}}
+    lines = report._iw_lines(iw, peak=100.0)
+    assert "| minivae numba | **invalid** 2 s (IQR 10%) | 150.0 | 150% |" in lines
+    assert "| minivae numpy | 4 s (IQR 10%) | 50.0 | 50% |" in lines
+    assert "| minivae cupy | 100 ms (IQR 10%) | 1000.0 | GPU: not held to the CPU peak |" in lines
+    assert "| minivae numba-cuda | skipped: no GPU | | |" in lines
+
+
 @no_gpu_here
 def test_full_report_is_printed_and_written(tmp_path, capsys):
     data_dir = write_fake_mnist(tmp_path / "mnist", train_count=300, test_count=4, side=28)
@@ -128,6 +142,8 @@ def test_threads_confine_the_run_and_the_report_says_it_held(tmp_path):
     report = json.loads((tmp_path / "bench.json").read_text())
     assert len(report["confinement"]["cores"]) == 1 and report["confinement"]["escaped"] == []
     assert f"- Confinement: held: all {report['confinement']['threads']} threads allowed only CPU " in result.stdout
+    assert result.stdout.count("Confinement") == 1  # the whole run's, not the step's again with another count
+    assert "(every thread checked after each step batch and at the end of the run)." in result.stdout
     assert "minivae numpy" in report["step"]["batches"]["2"]
 
 

@@ -74,7 +74,8 @@ def test_a_section_that_crashes_is_a_fail_line_and_the_next_ones_run(failing_gpu
     monkeypatch.setattr(gpu_check, "evaluate_section", lambda runs: 1 / 0)
     assert gpu_check.main(["--out", str(tmp_path)]) == 1
     report = (tmp_path / "gpu_check.md").read_text()
-    assert "## <lambda>\n\nFAIL: ZeroDivisionError: division by zero\n\n## One training step" in report
+    assert ("## evaluate --iw-samples 5000 on the first 1,000 test images\n\nFAIL: ZeroDivisionError: division by zero"
+            "\n\n## One training step" in report)  # its own title, not the Python function's name
 
 
 @pytest.mark.skipif(harness.gpu_name() is not None, reason="a GPU is here: the check would run in full")

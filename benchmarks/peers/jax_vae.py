@@ -41,10 +41,15 @@ def loss_function(params, x, key):
     return (bce + kld) / x.shape[0]
 
 
-def make_step(batch_size, seed):
-    """One training step per call on a fixed batch; blocks until the device is done."""
+def make_step(batch_size, seed, device=None):
+    """One training step per call on a fixed batch; blocks until the device is done.
+
+    Every array is committed to ``device`` (default: the first CPU device,
+    whatever JAX's default device is, so a machine with jax-cuda still times
+    the CPU here), and the jitted step runs where its arguments are.
+    """
+    device = device or jax.devices("cpu")[0]
     opt_init, opt_update, get_params = optimizers.adam(LEARNING_RATE)
-    x = jnp.asarray(binary_batch(batch_size, seed))
 
     @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state, x):
@@ -53,7 +58,10 @@ def make_step(batch_size, seed):
         grads = jax.grad(loss_function)(get_params(opt_state), x, subkey)
         return i + 1, opt_update(i, grads, opt_state), key
 
-    state = (jnp.asarray(0), opt_init(jax.tree.map(jnp.asarray, torch_default_init(seed))), jax.random.key(seed))
+    with jax.default_device(device):
+        x = jax.device_put(binary_batch(batch_size, seed), device)
+        params = jax.device_put(torch_default_init(seed), device)
+        state = jax.device_put((jnp.asarray(0), opt_init(params), jax.random.key(seed)), device)
 
     def step():
         nonlocal state
