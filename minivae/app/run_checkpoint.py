@@ -7,6 +7,7 @@ header before a single array is read.
 """
 import dataclasses
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,6 +20,13 @@ from minivae.kernels import reference
 from minivae.vae import VAE, parameter_count
 
 CHECKPOINT_NAME = "checkpoint.npz"
+
+
+class TrainingCheckpoint(NamedTuple):
+    """What ``read_training_checkpoint`` found in a checkpoint, checked: its arrays, metadata and options."""
+    arrays: dict
+    meta: dict
+    config: TrainConfig
 
 
 # ----- Saving and restoring a run -----
@@ -55,9 +63,10 @@ def _split_arrays(arrays, prefix):
     return {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
 
 
-def restore_checkpoint(path, run):
-    """Load a checkpoint into a freshly started ``run``: its model, optimizer, generators and history."""
-    arrays, meta, trained = read_training_checkpoint(path)
+def restore_checkpoint(path, checkpoint, run):
+    """Load ``checkpoint`` (``read_training_checkpoint(path)``) into a freshly started ``run``: its model,
+    optimizer, generators and history."""
+    arrays, meta, trained = checkpoint
     config = run.config
     check_same_data(path, meta, run.data)
     for field in RESUME_FIELDS:
@@ -82,7 +91,7 @@ def restore_checkpoint(path, run):
 # ----- Reading a checkpoint, checked before it is trusted -----
 
 def read_training_checkpoint(path):
-    """(arrays, meta, TrainConfig) of a checkpoint written by ``train``, or a one-line MinivaeError.
+    """The ``TrainingCheckpoint`` (arrays, meta, TrainConfig) ``train`` wrote at ``path``, or a one-line MinivaeError.
 
     Beyond ``load_checkpoint``'s checks: the fields and arrays ``train`` writes, no more, and finite floats.
     """
@@ -92,14 +101,7 @@ def read_training_checkpoint(path):
         if not np.isfinite(array).all():
             raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats; "
                                "it is damaged, use another checkpoint")
-    return arrays, meta, _train_config(path, meta)
-
-
-def trained_config(path):
-    """The ``TrainConfig`` a checkpoint of ``train`` holds, from its checked metadata alone (no array is loaded)."""
-    _, meta = load_checkpoint(path, check=lambda meta, headers: check_training_meta(path, meta, headers),
-                              load_arrays=False)
-    return _train_config(path, meta)
+    return TrainingCheckpoint(arrays, meta, _train_config(path, meta))
 
 
 def check_training_meta(path, meta, headers):

@@ -3,7 +3,6 @@ import argparse
 import dataclasses
 import sys
 
-from minivae.app.checkpoint import check_checkpoint_file
 from minivae.app.data import BINARIZE_MODES, DATASET_NAMES
 from minivae.app.outputs import describe_outputs
 from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS, TrainConfig
@@ -81,8 +80,6 @@ def run(args):
     """Train; on Ctrl-C or SIGTERM (acted on between steps), one line on stderr saying how to resume, and exit
     status 130."""
     config = config_from_args(args)
-    if args.resume is not None:
-        check_checkpoint_file(args.resume)  # before --out is locked: a FIFO would hold the lock forever
     progress = args.progress or (not args.quiet and sys.stderr.isatty())
     try:
         with stop_requests():
