@@ -111,7 +111,7 @@ def _check_model(path, model, config):
     """The stored model is the one its options describe: hidden sizes mirrored, latent size, distributions."""
     encoder, decoder, hidden = model.get("encoder_sizes"), model.get("decoder_sizes"), list(config.hidden)
     expected = {"latent_dim": config.latent_dim, "activation": config.activation, "likelihood": config.likelihood,
-                "logvar_clamp": config.logvar_clamp, "dtype": model.get("dtype", "float32")}
+                "logvar_clamp": config.logvar_clamp}
     fits = (isinstance(encoder, list) and isinstance(decoder, list) and encoder[1:] == hidden
             and decoder[:-1] == hidden[::-1] and model.get("dtype", "float32") in MODEL_DTYPES
             and all(model.get(key, value) == value for key, value in expected.items()))
