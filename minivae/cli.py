@@ -87,7 +87,7 @@ def add_common_arguments(parser, name):
     if name not in OWN_THREADS:
         parser.add_argument("--threads", type=thread_count, default=None,
                             help="BLAS and numba threads (default: one for small models, else one per core; "
-                                 "train --resume: the run's own)")
+                                 "train --resume and evaluate: the run's own)")
 
 
 def requested_command(argv):
