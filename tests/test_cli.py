@@ -131,6 +131,8 @@ BAD_TRAIN_INPUT = {
     "truncated checkpoint": (["--epochs", "4", "--resume", "{truncated}"], "truncated.npz is unreadable or corrupt"),
     "missing checkpoint": (["--resume", "{tmp}/absent.npz"], "no checkpoint at {tmp}/absent.npz"),
     "finished checkpoint": (["--resume", "{good}"], "already holds 3 epochs; pass --epochs above 3"),
+    "fewer epochs than the checkpoint": (["--epochs", "2", "--resume", "{good}"],
+                                         "already holds 3 epochs; pass --epochs above 3"),
     "unwritable --out": (["--out", "{tmp}/a-file/run"], "cannot write to directory {tmp}/a-file/run"),
     "zero hidden units": (["--hidden", "16,0"], "argument --hidden: '16,0' needs one or more positive whole numbers"),
     "no hidden list": (["--hidden", ","], "argument --hidden: ',' needs one or more positive whole numbers"),

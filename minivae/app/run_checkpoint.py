@@ -74,9 +74,6 @@ def restore_checkpoint(path, checkpoint, run):
             raise MinivaeError(f"{path} was trained with {field}={getattr(trained, field)!r}, not "
                                f"{getattr(config, field)!r}; resume with the same options")
     check_step_count(path, meta, math.ceil(len(run.data.train_x) / config.batch_size))
-    if len(meta["history"]) > config.epochs:  # as many: train writes what the run left unwritten, or refuses
-        raise MinivaeError(f"{path} already holds {len(meta['history'])} epochs; pass --epochs above "
-                           f"{len(meta['history'])} to train further")
     run.model.load_state_dict(_split_arrays(arrays, "model/"))
     run.optimizer.load_state_dict(_split_arrays(arrays, "optimizer/"), meta["optimizer"])
     for name, kernels in _rng_kernels().items():

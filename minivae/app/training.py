@@ -111,10 +111,10 @@ def _train(run, out, resume, checkpoint, progress, log, cuda_graph):
         restore_checkpoint(resume, checkpoint, run)
         saved = Saved(Path(resume), len(run.history))
     check_free_space(out, checkpoint_nbytes(run))
-    step = make_step(run, cuda_graph, log)
     try:
         if resume is not None:
             _complete_outputs(out, run, saved, log)
+        step = make_step(run, cuda_graph, log)
         while len(run.history) < run.config.epochs:
             run_epoch(run, step, progress)
             _save(out / CHECKPOINT_NAME, checkpoint_payload(run), saved)
@@ -134,13 +134,14 @@ def _train(run, out, resume, checkpoint, progress, log, cuda_graph):
 
 def _complete_outputs(out, run, saved, log):
     """In the checkpoint's own directory, write what a stopped run left unwritten after its epoch; refuse a
-    finished run with nothing to write."""
-    own = saved.path.parent.samefile(out)
+    checkpoint holding ``--epochs`` epochs with nothing to write, or more."""
+    epochs = run.config.epochs
+    own = saved.epoch <= epochs and saved.path.parent.samefile(out)  # an epoch of this run, in its directory
     unwritten = unwritten_outputs(out, run.config, saved.epoch, saved.path) if own else []
     if unwritten:
         _write_outputs(out, run, saved)
         log(f"wrote what the run had left unwritten after epoch {saved.epoch}: {', '.join(unwritten)}")
-    elif saved.epoch == run.config.epochs:
+    elif saved.epoch >= epochs:
         raise MinivaeError(f"{saved.path} already holds {saved.epoch} epochs; pass --epochs above {saved.epoch} "
                            "to train further")
 
