@@ -15,7 +15,7 @@ import numbers
 import numpy as np
 
 from minivae.app.data import BINARIZE_MODES, DATASET_NAMES
-from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS
+from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS, SIGMA_RANGE
 from minivae.app.threads import MAX_THREADS
 from minivae.errors import MinivaeError
 from minivae.kernels.reference import ACTIVATIONS
@@ -47,6 +47,10 @@ def positive_number(value):
     return _is_number(value) and value > 0
 
 
+def number_within(low, high):
+    return lambda value: _is_number(value) and low <= value <= high
+
+
 def one_of(choices):
     return lambda value: value in choices
 
@@ -64,7 +68,7 @@ CONFIG_RULES = {
     "data": one_of(DATASET_NAMES), "data_dir": optional(lambda value: isinstance(value, str)),
     "train_examples": optional(positive_int), "test_examples": optional(positive_int), "hidden": int_list,
     "latent_dim": positive_int, "activation": one_of(ACTIVATIONS), "likelihood": one_of(LIKELIHOODS),
-    "sigma": positive_number, "logvar_clamp": optional(positive_number), "objective": one_of(OBJECTIVES),
+    "sigma": number_within(*SIGMA_RANGE), "logvar_clamp": optional(positive_number), "objective": one_of(OBJECTIVES),
     "samples": positive_int, "beta": positive_number, "kl_warmup": non_negative_int, "batch_size": positive_int,
     "epochs": positive_int, "lr": positive_number, "lr_schedule": one_of(LR_SCHEDULES),
     "optimizer": one_of(tuple(OPTIMIZERS)), "binarize": one_of(BINARIZE_MODES), "seed": non_negative_int,
