@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from minivae.app.checkpoint import load_checkpoint
-from minivae.app.checkpoint_meta import check_array_dtypes, check_meta_values, check_step_count
+from minivae.app.checkpoint_meta import check_array_dtypes, check_meta_values, check_step_count, damaged
 from minivae.app.runconfig import RESUME_FIELDS, TrainConfig, check_same_data
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
@@ -96,8 +96,7 @@ def read_training_checkpoint(path):
     arrays, meta = load_checkpoint(path, check=lambda meta, headers: check_training_meta(path, meta, headers))
     for name, array in arrays.items():  # training never saves NaN
         if not np.isfinite(array).all():
-            raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats; "
-                               "it is damaged, use another checkpoint")
+            raise damaged(path, f"{name} is not an array of finite floats")
     return TrainingCheckpoint(arrays, meta, _train_config(path, meta))
 
 
@@ -120,7 +119,7 @@ def check_training_meta(path, meta, headers):
     try:
         count = parameter_count(model.get("encoder_sizes"), model.get("latent_dim"), model.get("decoder_sizes"))
     except MinivaeError as err:
-        raise MinivaeError(f"checkpoint {path}: {err}; it is damaged, use another checkpoint") from None
+        raise damaged(path, err) from None
     if any(name.startswith("rng/") for name in headers):
         raise MinivaeError(f"checkpoint {path} holds the states of a GPU generator this minivae no longer has "
                            "(xoroshiro128+ or XORWOW; it draws from Philox4x32-10 now): train the run again")
@@ -132,8 +131,8 @@ def check_training_meta(path, meta, headers):
     check_array_dtypes(path, meta, headers)
     stored = sum(math.prod(shape) for name, (shape, _) in headers.items() if name.startswith("model/"))
     if stored != count:
-        raise MinivaeError(f"checkpoint {path}: its metadata describes a model of {count:,} parameters but its "
-                           f"arrays hold {stored:,}; it is damaged, use another checkpoint")
+        raise damaged(path, f"its metadata describes a model of {count:,} parameters but its arrays hold "
+                            f"{stored:,}")
     for name, (shape, _) in headers.items():
         if name.startswith("optimizer/") and shape != (count,):
             raise MinivaeError(f"checkpoint {path}: {name} has shape {shape}, not ({count},) for the "
