@@ -232,7 +232,8 @@ def figure_dimensions(ctx, path):
                 errors[f"{name.split(',')[0]}, latent {dim}"] = (counts, error, None)
             needed[name].append(samples_needed(counts, error))
         naive_n, weighted_n = needed["naive Monte Carlo, z ~ p(z)"][-1], needed["importance sampling, z ~ q(z|x)"][-1]
-        ctx.log(f"{dim:6d} {active_dimensions(model, ctx.digits.test_x[:]):6d} {how:>13} {reference.mean():9.2f} {rms[0][-1]:11.4f} {rms[1][-1]:9.4f} "
+        active = active_dimensions(model, ctx.digits.test_x[:])
+        ctx.log(f"{dim:6d} {active:6d} {how:>13} {reference.mean():9.2f} {rms[0][-1]:11.4f} {rms[1][-1]:9.4f} "
                 f"{naive_n:11.3g} {weighted_n:9.3g} {naive_n / weighted_n:8.3g}")
     dims = list(ctx.sizes.latent_dims)
     plots.save_panels(path, [[
