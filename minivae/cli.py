@@ -1,7 +1,8 @@
 """The ``minivae`` command: one subcommand per job, each loaded only when asked for.
 
-Every subcommand takes ``--backend`` and (but ``bench``, which has its own)
-``--threads``. A ``MinivaeError`` (bad input, a backend that cannot run here)
+Every subcommand but ``backends`` (which reports on every backend, computing
+nothing) takes ``--backend``, and all of those but ``bench`` (which has its
+own) ``--threads``. A ``MinivaeError`` (bad input, a backend that cannot run here)
 prints one line and exits with status 2; a result that is not finite, with
 status 3; Ctrl-C, with status 130. ``prepare_output`` (called by the entry point,
 ``minivae/__main__.py``) makes the process's output survive a closed pipe and
@@ -11,32 +12,37 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NamedTuple
 
 from minivae import __version__
 from minivae.backend import BACKEND_NAMES, ENV_VAR, set_backend
 from minivae.commands.argtypes import thread_count
 from minivae.errors import MinivaeError, NonFiniteResult
 
-# name: (module in minivae.commands, its run function, its add-arguments function, summary).
+
+class Command(NamedTuple):
+    """A subcommand: its module in minivae.commands, its summary, and the names of its two functions there."""
+    module: str
+    summary: str
+    run: str = "run"
+    add_arguments: str = "add_arguments"
+
+
 COMMANDS = {
-    "train": ("train", "run", "add_arguments", "train a VAE (default: the bundled digits)"),
-    "evaluate": ("evaluate", "run", "add_arguments",
-                 "test ELBO of a checkpoint, and the importance-weighted NLL with --iw-samples"),
-    "estimators": ("estimators", "run", "add_arguments",
-                   "score-function vs reparameterization gradient: means, variances, SNR"),
-    "bound-gap": ("bound_gap", "run", "add_arguments",
-                  "ELBO <= IW bound <= exact log p(x) on a 2-D latent model; the gap is KL(q || posterior)"),
-    "figures": ("figures", "run", "add_arguments",
-                "a figure, with the numbers it shows, for each argument of docs/walkthrough.md"),
-    "graph": ("graph", "run", "add_arguments",
-              "draw the tape backward() walks: the ELBO, the score-function surrogate, the IWAE bound"),
-    "sample": ("images", "run_sample", "add_sample_arguments", "decode prior samples from a checkpoint"),
-    "reconstruct": ("images", "run_reconstruct", "add_reconstruct_arguments",
-                    "reconstruct test images with a checkpoint"),
-    "backends": ("backends", "run", "add_arguments", "list the backends and whether each can run here"),
-    "gradcheck": ("gradcheck", "run", "add_arguments", "check every primitive's gradient against finite differences"),
-    "bench": ("bench", "run", "add_arguments",
-              "time the kernels, a training step against PyTorch, JAX and autograd, an epoch, an evaluation"),
+    "train": Command("train", "train a VAE (default: the bundled digits)"),
+    "evaluate": Command("evaluate", "test ELBO of a checkpoint, and the importance-weighted NLL with --iw-samples"),
+    "estimators": Command("estimators", "score-function vs reparameterization gradient: means, variances, SNR"),
+    "bound-gap": Command("bound_gap", "ELBO <= IW bound <= exact log p(x) on a 2-D latent model; the gap is "
+                                      "KL(q || posterior)"),
+    "figures": Command("figures", "a figure, with the numbers it shows, for each argument of docs/walkthrough.md"),
+    "graph": Command("graph", "draw the tape backward() walks: the ELBO, the score-function surrogate, the IWAE bound"),
+    "sample": Command("images", "decode prior samples from a checkpoint", "run_sample", "add_sample_arguments"),
+    "reconstruct": Command("images", "reconstruct test images with a checkpoint", "run_reconstruct",
+                           "add_reconstruct_arguments"),
+    "backends": Command("backends", "list the backends and whether each can run here"),
+    "gradcheck": Command("gradcheck", "check every primitive's gradient against finite differences"),
+    "bench": Command("bench", "time the kernels, a training step against PyTorch, JAX and autograd, an epoch, "
+                              "an evaluation"),
 }
 OWN_THREADS = ("bench",)  # commands that set threads their own way
 NO_BACKEND = ("backends",)  # commands that report on every backend, computing nothing: no --backend, no --threads
@@ -63,7 +69,7 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
 def command_module(name):
     """The module of the subcommand ``name`` (imported now: each command loads only what it runs)."""
-    return importlib.import_module(f"minivae.commands.{COMMANDS[name][0]}")
+    return importlib.import_module(f"minivae.commands.{COMMANDS[name].module}")
 
 
 def build_parser(command=None):
@@ -71,11 +77,12 @@ def build_parser(command=None):
     parser = OneLineParser(prog="minivae", description="A VAE from scratch: train, verify, benchmark.")
     parser.add_argument("--version", action="version", version=f"minivae {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, _, add_arguments, summary) in COMMANDS.items():
-        sub = commands.add_parser(name, help=summary, description=summary, formatter_class=DefaultsHelpFormatter)
+    for name, spec in COMMANDS.items():
+        sub = commands.add_parser(name, help=spec.summary, description=spec.summary,
+                                  formatter_class=DefaultsHelpFormatter)
         if name == command:
             add_common_arguments(sub, name)
-            getattr(command_module(name), add_arguments)(sub)
+            getattr(command_module(name), spec.add_arguments)(sub)
     return parser
 
 
@@ -87,7 +94,7 @@ def add_common_arguments(parser, name):
     if name not in OWN_THREADS:
         parser.add_argument("--threads", type=thread_count, default=None,
                             help="BLAS and numba threads (default: one for small models, else one per core; "
-                                 "train --resume: the run's own)")
+                                 "train --resume and evaluate: the run's own)")
 
 
 def requested_command(argv):
@@ -161,7 +168,7 @@ def main(argv=None):
         if args.command not in OWN_THREADS + NO_BACKEND:
             from minivae.app.threads import choose_threads, use_threads
             use_threads(choose_threads(args.threads)[0])  # train and evaluate narrow it to their model
-        return getattr(command_module(args.command), COMMANDS[args.command][1])(args)
+        return getattr(command_module(args.command), COMMANDS[args.command].run)(args)
     except NonFiniteResult as err:
         print(f"minivae: {err}", file=sys.stderr)
         return 3

@@ -149,7 +149,10 @@ class VAE(Module):
 
     def p_x_given_z(self, z):
         """The likelihood p(x | z) as a distribution over x."""
-        decoded = self.decode(z)
+        return self.p_x_given_decoded(self.decode(z))
+
+    def p_x_given_decoded(self, decoded):
+        """p(x | z) from the decoder's output ``decode(z)``: Bernoulli(logits) or Gaussian(means, sigma)."""
         if self.config["likelihood"] == "gaussian":
             return Gaussian(decoded, self.config["sigma"])
         return Bernoulli(decoded)

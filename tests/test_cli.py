@@ -3,6 +3,7 @@
 Every bad input is one line on stderr starting ``minivae`` and exit status 2.
 """
 import argparse
+import json
 import types
 
 import numpy as np
@@ -90,6 +91,29 @@ def test_ctrl_c_exits_130_with_how_to_resume(tmp_path, monkeypatch, capsys):
                           f"--resume {checkpoint}", code=130)
 
 
+def test_evaluate_takes_the_runs_thread_count_and_says_when_its_draws_are_not_trainings(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """A run at --threads 2 is evaluated at 2 by default (its small products alone would get 1): training's own
+    draws, its last epoch line's number; at --threads 1 BLAS sums in another order, and the note says so."""
+    skip_figures(monkeypatch)
+    status, _, err = run_cli(train_argv(tmp_path, 1, "--threads", "2"), capsys)
+    assert status == 0, err
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["test_elbo"]
+    checkpoint = str(tmp_path / run_checkpoint.CHECKPOINT_NAME)
+    status, out, err = run_cli(["evaluate", checkpoint], capsys)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].endswith(": 359 examples; 2 threads (the run's own, stored in its checkpoint)")
+    assert lines[1].startswith(f"test ELBO (K=1): {last:.3f} nats per example")
+    assert lines[2].endswith("training's own draws, so its last epoch line printed this number")
+    status, out, err = run_cli(["evaluate", checkpoint, "--threads", "1"], capsys)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].endswith(": 359 examples; 1 thread (--threads)")
+    assert lines[2].endswith("; training's epoch lines drew another estimate (seed 1, batches of 128, 359 test "
+                             "images, 2 threads, the numpy backend)")
+
+
 # ----- Bad input: one line, exit status 2 -----
 
 BAD_TRAIN_INPUT = {
@@ -107,6 +131,8 @@ BAD_TRAIN_INPUT = {
     "truncated checkpoint": (["--epochs", "4", "--resume", "{truncated}"], "truncated.npz is unreadable or corrupt"),
     "missing checkpoint": (["--resume", "{tmp}/absent.npz"], "no checkpoint at {tmp}/absent.npz"),
     "finished checkpoint": (["--resume", "{good}"], "already holds 3 epochs; pass --epochs above 3"),
+    "fewer epochs than the checkpoint": (["--epochs", "2", "--resume", "{good}"],
+                                         "already holds 3 epochs; pass --epochs above 3"),
     "unwritable --out": (["--out", "{tmp}/a-file/run"], "cannot write to directory {tmp}/a-file/run"),
     "zero hidden units": (["--hidden", "16,0"], "argument --hidden: '16,0' needs one or more positive whole numbers"),
     "no hidden list": (["--hidden", ","], "argument --hidden: ',' needs one or more positive whole numbers"),

@@ -52,6 +52,7 @@ TAMPERED = {
     "test_examples '5'": ("digits", set_in("config", "test_examples", value="5"), "resume"),
     "test_examples -5": ("digits", set_in("config", "test_examples", value=-5), "resume"),
     "binarize sometimes": ("digits", set_in("config", "binarize", value="sometimes"), "resume"),
+    "sigma 1e-9": ("digits", set_in("config", "sigma", value=1e-9), "resume"),  # positive, below --sigma's least
     "empty history": ("digits", set_in("history", value=[]), "resume"),
     "a history one epoch short": ("digits", drop_the_last_epoch, "resume"),
     "float16 weights": ("digits", half_precision, "sample"),

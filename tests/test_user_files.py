@@ -118,6 +118,14 @@ def test_a_fifo_as_the_checkpoint_is_refused_before_any_lock(tmp_path):
     assert_refused(minivae("evaluate", "/dev/null", timeout=30), "/dev/null is not a regular file")
 
 
+def test_a_resume_that_is_no_checkpoint_is_refused_before_the_output_directory_is_made(tmp_path):
+    notes = tmp_path / "notes.npz"
+    notes.write_bytes(b"my own notes\n")
+    out = tmp_path / "X"
+    assert_refused(tiny_train(out, 2, "--resume", notes), f"{notes} is not a minivae checkpoint (not an .npz file")
+    assert not out.exists()
+
+
 # ----- Output a reader closed, paths a terminal cannot print -----
 
 def test_training_goes_on_when_its_output_pipe_is_closed(tmp_path):

@@ -69,7 +69,7 @@ def _payload(path, arrays, meta):
     return {**arrays, META_KEY: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
 
 
-def load_checkpoint(path, check=None, load_arrays=True):
+def load_checkpoint(path, check=None):
     """``(arrays, meta)`` from a file written by ``save_checkpoint``; never unpickles.
 
     Nothing is trusted before it is checked: the metadata and every array's
@@ -78,8 +78,7 @@ def load_checkpoint(path, check=None, load_arrays=True):
     before any array is loaded. So an array the caller did not expect, or a
     metadata claiming a huge model, costs nothing. Compressed members are
     refused (``save_checkpoint`` never compresses), so every array loaded is at
-    most as large as the file. With ``load_arrays=False`` no array is loaded
-    (``arrays`` is empty): the metadata alone, checked.
+    most as large as the file.
     """
     path = Path(path)
     try:
@@ -87,14 +86,14 @@ def load_checkpoint(path, check=None, load_arrays=True):
             _check_is_npz(path, f.read(len(NPY_MAGIC)))
             f.seek(0)
             with zipfile.ZipFile(f) as archive:
-                return _read_archive(path, archive, check, load_arrays)
+                return _read_archive(path, archive, check)
     except FileNotFoundError:
         raise MinivaeError(f"no checkpoint at {path}; check the path") from None
     except _LOAD_ERRORS as exc:
         raise MinivaeError(f"checkpoint {path} is unreadable or corrupt ({exc}); use another checkpoint") from None
 
 
-def _read_archive(path, archive, check, load_arrays):
+def _read_archive(path, archive, check):
     """``load_checkpoint`` on the open zip ``archive``: the metadata and headers, checked, then the arrays."""
     members = _members(path, archive)
     if META_KEY not in members:
@@ -105,19 +104,8 @@ def _read_archive(path, archive, check, load_arrays):
     headers = {name: _read_header(path, archive, info) for name, info in members.items()}
     if check is not None:
         check(meta, headers)
-    arrays = {name: _read_member(archive, info) for name, info in members.items() if load_arrays}
+    arrays = {name: _read_member(archive, info) for name, info in members.items()}
     return arrays, meta
-
-
-def check_checkpoint_file(path):
-    """Refuse ``path`` unless it names a regular file (a FIFO would block its reader forever), without opening it."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise MinivaeError(f"no checkpoint at {path}; check the path") from None
-    except OSError as exc:
-        raise MinivaeError(f"cannot read the checkpoint {path} ({exc.strerror}); check the path") from None
-    _check_regular(path, mode)
 
 
 def _open_regular(path):

@@ -15,7 +15,7 @@ import numbers
 import numpy as np
 
 from minivae.app.data import BINARIZE_MODES, DATASET_NAMES
-from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS
+from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS, SIGMA_RANGE
 from minivae.app.threads import MAX_THREADS
 from minivae.errors import MinivaeError
 from minivae.kernels.reference import ACTIVATIONS
@@ -47,6 +47,10 @@ def positive_number(value):
     return _is_number(value) and value > 0
 
 
+def number_within(low, high):
+    return lambda value: _is_number(value) and low <= value <= high
+
+
 def one_of(choices):
     return lambda value: value in choices
 
@@ -64,7 +68,7 @@ CONFIG_RULES = {
     "data": one_of(DATASET_NAMES), "data_dir": optional(lambda value: isinstance(value, str)),
     "train_examples": optional(positive_int), "test_examples": optional(positive_int), "hidden": int_list,
     "latent_dim": positive_int, "activation": one_of(ACTIVATIONS), "likelihood": one_of(LIKELIHOODS),
-    "sigma": positive_number, "logvar_clamp": optional(positive_number), "objective": one_of(OBJECTIVES),
+    "sigma": number_within(*SIGMA_RANGE), "logvar_clamp": optional(positive_number), "objective": one_of(OBJECTIVES),
     "samples": positive_int, "beta": positive_number, "kl_warmup": non_negative_int, "batch_size": positive_int,
     "epochs": positive_int, "lr": positive_number, "lr_schedule": one_of(LR_SCHEDULES),
     "optimizer": one_of(tuple(OPTIMIZERS)), "binarize": one_of(BINARIZE_MODES), "seed": non_negative_int,
@@ -78,8 +82,9 @@ FINGERPRINT_RULES = {  # data.file_fingerprint (test images) and data.images_fin
 }
 
 
-def _refuse(path, what):
-    raise MinivaeError(f"checkpoint {path}: {what}; {DAMAGED}")
+def damaged(path, what):
+    """The one-line MinivaeError refusing the checkpoint ``path``, which ``what`` shows to be damaged."""
+    return MinivaeError(f"checkpoint {path}: {what}; {DAMAGED}")
 
 
 # ----- The checks -----
@@ -88,7 +93,7 @@ def check_meta_values(path, meta, config):
     """Refuse metadata (already holding its parts; ``config`` its TrainConfig) with a value train never writes."""
     for field, value in meta["config"].items():
         if field in CONFIG_RULES and not CONFIG_RULES[field](value):
-            _refuse(path, f"its option {field} is {value!r}, which minivae train never writes")
+            raise damaged(path, f"its option {field} is {value!r}, which minivae train never writes")
     _check_history(path, meta["history"])
     _check_model(path, meta["model"], config)
     _check_image_shape(path, meta.get("image_shape"), meta["model"])
@@ -98,26 +103,26 @@ def check_meta_values(path, meta, config):
 def _check_history(path, history):
     """One row per epoch, 1, 2, ..., each value a finite number; at least one (train saves after an epoch)."""
     if not history:
-        _refuse(path, "its history is empty, but minivae train writes a checkpoint only after an epoch")
+        raise damaged(path, "its history is empty, but minivae train writes a checkpoint only after an epoch")
     for n, row in enumerate(history, 1):
         if not isinstance(row, dict) or row.get("epoch") != n:
-            _refuse(path, "its history does not count epochs 1, 2, ...")
+            raise damaged(path, "its history does not count epochs 1, 2, ...")
         wrong = [key for key, value in row.items() if not _is_number(value)]
         if wrong:
-            _refuse(path, f"epoch {n} of its history has {wrong[0]} = {row[wrong[0]]!r}, not a finite number")
+            raise damaged(path, f"epoch {n} of its history has {wrong[0]} = {row[wrong[0]]!r}, not a finite number")
 
 
 def _check_model(path, model, config):
     """The stored model is the one its options describe: hidden sizes mirrored, latent size, distributions."""
     encoder, decoder, hidden = model.get("encoder_sizes"), model.get("decoder_sizes"), list(config.hidden)
     expected = {"latent_dim": config.latent_dim, "activation": config.activation, "likelihood": config.likelihood,
-                "logvar_clamp": config.logvar_clamp, "dtype": model.get("dtype", "float32")}
+                "logvar_clamp": config.logvar_clamp}
     fits = (isinstance(encoder, list) and isinstance(decoder, list) and encoder[1:] == hidden
             and decoder[:-1] == hidden[::-1] and model.get("dtype", "float32") in MODEL_DTYPES
             and all(model.get(key, value) == value for key, value in expected.items()))
     if not fits:
-        _refuse(path, "its model is not the one its options describe (hidden, latent_dim, activation, "
-                      "likelihood, logvar_clamp, a float32 or float64 dtype)")
+        raise damaged(path, "its model is not the one its options describe (hidden, latent_dim, activation, "
+                            "likelihood, logvar_clamp, a float32 or float64 dtype)")
 
 
 def _check_image_shape(path, shape, model):
@@ -127,7 +132,7 @@ def _check_image_shape(path, shape, model):
     pixels = model["encoder_sizes"][0]
     if not (isinstance(shape, list) and len(shape) == 2 and all(map(positive_int, shape))
             and math.prod(shape) == pixels):
-        _refuse(path, f"its image_shape {shape!r} is not two positive whole numbers making its {pixels} pixels")
+        raise damaged(path, f"its image_shape {shape!r} is not two positive whole numbers making its {pixels} pixels")
 
 
 def _check_data(path, data):
@@ -135,12 +140,12 @@ def _check_data(path, data):
     if data is None:
         return
     if not isinstance(data, dict) or not isinstance(data.get("source"), str):
-        _refuse(path, f"its record of the data {data!r} names no source")
+        raise damaged(path, f"its record of the data {data!r} names no source")
     for key, rules in FINGERPRINT_RULES.items():
         fingerprint = data.get(key)
         if fingerprint is not None and not (isinstance(fingerprint, dict) and fingerprint.keys() == rules.keys()
                                             and all(rule(fingerprint[name]) for name, rule in rules.items())):
-            _refuse(path, f"its data's {key} {fingerprint!r} is not a fingerprint minivae writes")
+            raise damaged(path, f"its data's {key} {fingerprint!r} is not a fingerprint minivae writes")
 
 
 def check_array_dtypes(path, meta, headers):
@@ -148,12 +153,12 @@ def check_array_dtypes(path, meta, headers):
     dtype = np.dtype(meta["model"].get("dtype", "float32"))
     for name, (_, stored) in headers.items():
         if name.startswith(("model/", "optimizer/")) and stored != dtype:
-            _refuse(path, f"{name} is {stored}, not the model's {dtype}")
+            raise damaged(path, f"{name} is {stored}, not the model's {dtype}")
 
 
 def check_step_count(path, meta, steps_per_epoch):
     """The optimizer took as many steps as the history's epochs make (a step per batch)."""
     steps, epochs = meta["optimizer"].get("step_count"), len(meta["history"])
     if steps != epochs * steps_per_epoch:
-        _refuse(path, f"its optimizer took {steps!r} steps, but {epochs} epochs of {steps_per_epoch} batches "
-                      f"make {epochs * steps_per_epoch}")
+        raise damaged(path, f"its optimizer took {steps!r} steps, but {epochs} epochs of {steps_per_epoch} batches "
+                            f"make {epochs * steps_per_epoch}")

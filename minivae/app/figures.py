@@ -54,6 +54,11 @@ class Sizes:
                 if getattr(self, field.name) != getattr(full, field.name)]
 
 
+def sample_counts(max_samples):
+    """The sample counts the estimates of log p(x) are drawn at: 1, 10, 100, ... up to ``max_samples``."""
+    return [10**i for i in range(int(math.log10(max_samples)) + 1)]
+
+
 QUICK = Sizes(epochs=2, examples=2, seeds=3, max_samples=100, reference_samples=1000, latent_dims=(1, 2, 3),
               sigmas=SIGMA_RECONSTRUCTIONS, grid_size=31, estimates=5, estimator_ks=(1, 4))
 
@@ -89,7 +94,7 @@ class Context:
 
     @property
     def sample_counts(self):
-        return [10**i for i in range(int(math.log10(self.sizes.max_samples)) + 1)]
+        return sample_counts(self.sizes.max_samples)
 
     def make_rng(self, offset=0):
         return get_backend().kernels.make_rng(self.seed + offset)
@@ -227,7 +232,8 @@ def figure_dimensions(ctx, path):
                 errors[f"{name.split(',')[0]}, latent {dim}"] = (counts, error, None)
             needed[name].append(samples_needed(counts, error))
         naive_n, weighted_n = needed["naive Monte Carlo, z ~ p(z)"][-1], needed["importance sampling, z ~ q(z|x)"][-1]
-        ctx.log(f"{dim:6d} {active_dimensions(model, ctx.digits.test_x[:]):6d} {how:>13} {reference.mean():9.2f} {rms[0][-1]:11.4f} {rms[1][-1]:9.4f} "
+        active = active_dimensions(model, ctx.digits.test_x[:])
+        ctx.log(f"{dim:6d} {active:6d} {how:>13} {reference.mean():9.2f} {rms[0][-1]:11.4f} {rms[1][-1]:9.4f} "
                 f"{naive_n:11.3g} {weighted_n:9.3g} {naive_n / weighted_n:8.3g}")
     dims = list(ctx.sizes.latent_dims)
     plots.save_panels(path, [[
@@ -284,16 +290,18 @@ def variance_curves(totals):
 
 
 def bound_gap_panels(r):
-    """Two panels: ELBO <= L_K <= log p(x) on a scale that shows their gaps (tenths of a nat); the naive estimate."""
+    """(panels, title) of the bound-gap figure: ELBO <= L_K <= log p(x) on a scale that shows their gaps (tenths of
+    a nat), the naive estimate beside them; the title says what the curves and bands are taken over."""
     counts = r.sample_counts
     exact = (counts, [r.exact.mean()] * len(counts), None)
     bounds = {"importance sampling, z ~ q(z|x): L_K": (counts, r.weighted.mean(axis=(1, 2)), r.spread(r.weighted)),
               "ELBO": (counts, [r.elbo.mean()] * len(counts), None), "exact log p(x) (quadrature)": exact}
     naive = {"naive Monte Carlo, z ~ p(z)": (counts, r.naive.mean(axis=(1, 2)), r.spread(r.naive)),
              "exact log p(x) (quadrature)": exact}
-    return [[plots.Curves("ELBO <= L_K <= log p(x)", "samples K", "nats", bounds),
-             plots.Curves("naive Monte Carlo against the exact value", "samples n", "nats", naive)]]
-
+    panels = [[plots.Curves("ELBO <= L_K <= log p(x)", "samples K", "nats", bounds),
+               plots.Curves("naive Monte Carlo against the exact value", "samples n", "nats", naive)]]
+    return panels, (f"log p(x) estimates against sample count, mean over {len(r.exact)} examples; "
+                    f"bands: spread over {r.naive.shape[1]} seeds")
 
 
 def figure_estimator_variance(ctx, path):
@@ -330,9 +338,8 @@ def figure_bound_gap(ctx, path):
     ctx.log("spread over seeds, naive / importance sampling: " + ", ".join(
         f"n = {n}: {a:.3g} / {b:.3g} ({(a / b) ** 2:.2g}x the samples)" for n, a, b in
         zip(result.sample_counts, naive, weighted)))
-    plots.save_panels(path, bound_gap_panels(result),
-                      ctx.title(f"log p(x) estimates against sample count, mean over {len(x)} examples; "
-                                f"bands: spread over {sizes.seeds} seeds"))
+    panels, title = bound_gap_panels(result)
+    plots.save_panels(path, panels, ctx.title(title))
     return {"bounds": np.array([result.elbo, result.bound, result.exact]), "naive": result.naive,
             "weighted": result.weighted}
 

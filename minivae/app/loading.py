@@ -10,30 +10,38 @@ from minivae.app.training import train
 from minivae.errors import MinivaeError
 
 
-def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test", log=print):
-    """(model, config, x): a checkpoint's model (or a fresh one for ``data_name``) and a split's images (``Pixels``).
-
-    A model trained on binarized images (static or dynamic) is evaluated on one
-    fixed binarization of the split (seed ``data.STATIC_SEED``), as papers do.
-    Only that split is read; its test images must be the checkpoint's. Says
-    (``log``) where the images were read.
-    """
+def load_model_and_data(checkpoint, data_name=None, data_dir=None, split="test"):
+    """(model, config, x): a checkpoint's model (or a fresh one for ``data_name``) and a split's images (``Pixels``,
+    from ``split_images``); prints where they were read."""
     if checkpoint is None:
         config, meta = TrainConfig(data=data_name or "digits"), {}
     else:
         model, config, meta = load_trained(checkpoint)
         if data_name not in (None, config.data):
             raise MinivaeError(f"{checkpoint} was trained on {config.data}, not {data_name}; drop --data")
+    x, read_from = split_images(checkpoint, config, meta, data_dir, split)
+    print(read_from)
+    if checkpoint is None:
+        model = build_model(config, x.shape[1])
+    return model, config, x
+
+
+def split_images(checkpoint, config, meta, data_dir=None, split="test"):
+    """(x, where): the images (``Pixels``) of ``split`` a model trained per ``config`` is scored on, and in words
+    where they were read (``digits test images from ...``).
+
+    Only that split is read (from ``data_dir``, else the run's own); its test
+    images must be the checkpoint's (``meta``). A model trained on binarized
+    images (static or dynamic) is evaluated on one fixed binarization of the
+    split (seed ``data.STATIC_SEED``), as papers do.
+    """
     data = prepare_data(dataclasses.replace(config, data_dir=data_dir or config.data_dir,  # every image
                                             train_examples=None, test_examples=None), splits=(split,))
     check_same_data(checkpoint, meta, data)
-    log(f"{data.name} {split} images from {data.source}")
     x = data.train_x if split == "train" else data.test_x
-    if checkpoint is None:
-        model = build_model(config, x.shape[1])
     if config.binarize != "none":
         x = binarize_static(x, np.random.default_rng(STATIC_SEED))
-    return model, config, x
+    return x, f"{data.name} {split} images from {data.source}"
 
 
 def train_small_model(out, epochs=40, seed=1, **options):

@@ -10,6 +10,7 @@ from minivae.app.run_checkpoint import CHECKPOINT_NAME
 
 METRICS_NAME = "metrics.jsonl"
 LISTED_EPOCHS = 4  # per-epoch figures named in full up to this many epochs, abbreviated beyond
+PER_EPOCH = ("reconstruction", "sample")  # the figures of figure_names whose file names carry the epoch
 
 
 def figure_names(epoch, latent_dim):
@@ -51,8 +52,11 @@ def describe_outputs(config):
     """``run_outputs`` in words: the per-epoch figures once, with the epochs they are drawn for."""
     epochs = plotted_epochs(config)
     shown = epochs if len(epochs) <= LISTED_EPOCHS else [*epochs[:2], "...", epochs[-1]]
-    named = ["reconstruction", "sample"]
-    fixed = [name for key, name in figure_names(epochs[-1], config.latent_dim).items() if key not in named]
-    each_epoch = (f"reconstruction_{epochs[0]}.png, sample_{epochs[0]}.png" if len(epochs) == 1 else
-                  f"reconstruction_E.png and sample_E.png for E = {', '.join(map(str, shown))}")
+    last = figure_names(epochs[-1], config.latent_dim)
+    fixed = [name for key, name in last.items() if key not in PER_EPOCH]
+    if len(epochs) == 1:
+        each_epoch = ", ".join(last[key] for key in PER_EPOCH)
+    else:
+        pattern = figure_names("E", config.latent_dim)
+        each_epoch = f"{' and '.join(pattern[key] for key in PER_EPOCH)} for E = {', '.join(map(str, shown))}"
     return ", ".join([CHECKPOINT_NAME, METRICS_NAME, *fixed, each_epoch])

@@ -7,11 +7,12 @@ header before a single array is read.
 """
 import dataclasses
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from minivae.app.checkpoint import load_checkpoint
-from minivae.app.checkpoint_meta import check_array_dtypes, check_meta_values, check_step_count
+from minivae.app.checkpoint_meta import check_array_dtypes, check_meta_values, check_step_count, damaged
 from minivae.app.runconfig import RESUME_FIELDS, TrainConfig, check_same_data
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
@@ -19,6 +20,13 @@ from minivae.kernels import reference
 from minivae.vae import VAE, parameter_count
 
 CHECKPOINT_NAME = "checkpoint.npz"
+
+
+class TrainingCheckpoint(NamedTuple):
+    """What ``read_training_checkpoint`` found in a checkpoint, checked: its arrays, metadata and options."""
+    arrays: dict
+    meta: dict
+    config: TrainConfig
 
 
 # ----- Saving and restoring a run -----
@@ -55,9 +63,10 @@ def _split_arrays(arrays, prefix):
     return {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
 
 
-def restore_checkpoint(path, run):
-    """Load a checkpoint into a freshly started ``run``: its model, optimizer, generators and history."""
-    arrays, meta, trained = read_training_checkpoint(path)
+def restore_checkpoint(path, checkpoint, run):
+    """Load ``checkpoint`` (``read_training_checkpoint(path)``) into a freshly started ``run``: its model,
+    optimizer, generators and history."""
+    arrays, meta, trained = checkpoint
     config = run.config
     check_same_data(path, meta, run.data)
     for field in RESUME_FIELDS:
@@ -65,9 +74,6 @@ def restore_checkpoint(path, run):
             raise MinivaeError(f"{path} was trained with {field}={getattr(trained, field)!r}, not "
                                f"{getattr(config, field)!r}; resume with the same options")
     check_step_count(path, meta, math.ceil(len(run.data.train_x) / config.batch_size))
-    if len(meta["history"]) > config.epochs:  # as many: train writes what the run left unwritten, or refuses
-        raise MinivaeError(f"{path} already holds {len(meta['history'])} epochs; pass --epochs above "
-                           f"{len(meta['history'])} to train further")
     run.model.load_state_dict(_split_arrays(arrays, "model/"))
     run.optimizer.load_state_dict(_split_arrays(arrays, "optimizer/"), meta["optimizer"])
     for name, kernels in _rng_kernels().items():
@@ -82,7 +88,7 @@ def restore_checkpoint(path, run):
 # ----- Reading a checkpoint, checked before it is trusted -----
 
 def read_training_checkpoint(path):
-    """(arrays, meta, TrainConfig) of a checkpoint written by ``train``, or a one-line MinivaeError.
+    """The ``TrainingCheckpoint`` (arrays, meta, TrainConfig) ``train`` wrote at ``path``, or a one-line MinivaeError.
 
     Beyond ``load_checkpoint``'s checks: the fields and arrays ``train`` writes, no more, and finite floats.
     """
@@ -90,16 +96,8 @@ def read_training_checkpoint(path):
     arrays, meta = load_checkpoint(path, check=lambda meta, headers: check_training_meta(path, meta, headers))
     for name, array in arrays.items():  # training never saves NaN
         if not np.isfinite(array).all():
-            raise MinivaeError(f"checkpoint {path}: {name} is not an array of finite floats; "
-                               "it is damaged, use another checkpoint")
-    return arrays, meta, _train_config(path, meta)
-
-
-def trained_config(path):
-    """The ``TrainConfig`` a checkpoint of ``train`` holds, from its checked metadata alone (no array is loaded)."""
-    _, meta = load_checkpoint(path, check=lambda meta, headers: check_training_meta(path, meta, headers),
-                              load_arrays=False)
-    return _train_config(path, meta)
+            raise damaged(path, f"{name} is not an array of finite floats")
+    return TrainingCheckpoint(arrays, meta, _train_config(path, meta))
 
 
 def check_training_meta(path, meta, headers):
@@ -121,7 +119,7 @@ def check_training_meta(path, meta, headers):
     try:
         count = parameter_count(model.get("encoder_sizes"), model.get("latent_dim"), model.get("decoder_sizes"))
     except MinivaeError as err:
-        raise MinivaeError(f"checkpoint {path}: {err}; it is damaged, use another checkpoint") from None
+        raise damaged(path, err) from None
     if any(name.startswith("rng/") for name in headers):
         raise MinivaeError(f"checkpoint {path} holds the states of a GPU generator this minivae no longer has "
                            "(xoroshiro128+ or XORWOW; it draws from Philox4x32-10 now): train the run again")
@@ -133,8 +131,8 @@ def check_training_meta(path, meta, headers):
     check_array_dtypes(path, meta, headers)
     stored = sum(math.prod(shape) for name, (shape, _) in headers.items() if name.startswith("model/"))
     if stored != count:
-        raise MinivaeError(f"checkpoint {path}: its metadata describes a model of {count:,} parameters but its "
-                           f"arrays hold {stored:,}; it is damaged, use another checkpoint")
+        raise damaged(path, f"its metadata describes a model of {count:,} parameters but its arrays hold "
+                            f"{stored:,}")
     for name, (shape, _) in headers.items():
         if name.startswith("optimizer/") and shape != (count,):
             raise MinivaeError(f"checkpoint {path}: {name} has shape {shape}, not ({count},) for the "

@@ -19,18 +19,18 @@ on the options and the machine only, not on its load).
 """
 import os
 
+from minivae.app.runconfig import OPTIMIZERS
 from minivae.errors import MinivaeError
 from minivae.vae import parameter_count
 
 FLOAT_BYTES = 4
-OPTIMIZER_BUFFERS = {"adam": 2, "sgd": 1, "adagrad": 1}
 
 
 def run_bytes(config, input_dim):
     """Bytes a run of ``config`` on images of ``input_dim`` pixels holds at once, estimated from above."""
     encoder_sizes, decoder_sizes = config.model_sizes(input_dim)
     parameters = parameter_count(list(encoder_sizes), config.latent_dim, list(decoder_sizes))
-    buffers = OPTIMIZER_BUFFERS[config.optimizer]
+    buffers = len(OPTIMIZERS[config.optimizer].BUFFERS)
     hidden, latent, batch = sum(config.hidden), config.latent_dim, config.batch_size
     activations = batch * (input_dim + hidden + 2 * latent) + config.samples * batch * (latent + hidden + input_dim)
     return FLOAT_BYTES * ((3 + 2 * buffers) * parameters + 3 * activations)

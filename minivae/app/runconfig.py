@@ -17,6 +17,10 @@ OPTIMIZERS = {"adam": optim.Adam, "sgd": optim.SGD, "adagrad": optim.Adagrad}
 
 
 LR_SCHEDULES = ("constant", "burda")
+# The Gaussian decoder's standard deviations a run takes (--sigma; a checkpoint holding another is refused): its
+# log-likelihood divides by sigma^2, which float32 holds only for sigma roughly within [1e-19, 1e19]; pixels lie
+# in [0, 1], so useful values are far inside.
+SIGMA_RANGE = (1e-6, 1e6)
 
 
 # The options a run's checkpoint fixes: resuming with another value would not continue the same run.

@@ -36,8 +36,8 @@ from minivae.app.checkpoint import check_writable, save_checkpoint
 from minivae.app.loop import Diverged, EagerStep, describe_objective, objective_name, run_epoch
 from minivae.app.files import write_atomically
 from minivae.app.outputs import METRICS_NAME, draws_figures, figure_names, run_outputs, unwritten_outputs
-from minivae.app.run_checkpoint import (CHECKPOINT_NAME, checkpoint_nbytes, checkpoint_payload, restore_checkpoint,
-                                        trained_config)
+from minivae.app.run_checkpoint import (CHECKPOINT_NAME, checkpoint_nbytes, checkpoint_payload,
+                                        read_training_checkpoint, restore_checkpoint)
 from minivae.app.run_memory import check_run_memory
 from minivae.app.runconfig import prepare_data, start_run
 from minivae.app.rundir import own_run_directory
@@ -76,7 +76,8 @@ class Saved:
 def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_graph=None):
     """Train per ``config`` (or continue the checkpoint ``resume``); returns the ``Run``, its last epoch done.
 
-    The output directory is held for the whole run (``own_run_directory``):
+    ``resume`` is read (and checked) once, before the output directory is
+    created; that directory is held for the whole run (``own_run_directory``):
     it must not hold another run's checkpoint unless ``overwrite``. ``config.threads``
     (None: chosen for the model and the machine; on resume, the run's own) caps
     BLAS and numba while it runs, and is stored in the checkpoint.
@@ -84,12 +85,13 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_g
     """
     if config.data_dir is not None:  # stored absolute: a checkpoint finds its data from any directory
         config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).resolve()))
+    checkpoint = read_training_checkpoint(resume) if resume is not None else None
     out = check_writable(config.out)
     with own_run_directory(out, run_outputs(config), resume, overwrite, log):
         data = prepare_data(config)
         check_run_memory(config, data.train_x.shape[1])
         sizes = (data.train_x.shape[1], *config.hidden)
-        trained = trained_config(resume).threads if resume is not None else None
+        trained = checkpoint.config.threads if checkpoint is not None else None
         count, reason = choose_threads(config.threads, product_size(config.batch_size, sizes), trained)
         config = dataclasses.replace(config, threads=count)
         log(f"{data.name} from {data.source}: {len(data.train_x)} training and {len(data.test_x)} test images; "
@@ -97,21 +99,22 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_g
         log(describe_objective(config))
         with threads_limited(count):
             run = start_run(config, data)
-            _train(run, out, resume, progress, log, cuda_graph)
+            _train(run, out, resume, checkpoint, progress, log, cuda_graph)
             return run
 
 
-def _train(run, out, resume, progress, log, cuda_graph):
-    """The epochs of ``run``, once ``train`` owns ``out``: each saved, then its metrics and figures written."""
+def _train(run, out, resume, checkpoint, progress, log, cuda_graph):
+    """The epochs of ``run``, once ``train`` owns ``out``: each saved, then its metrics and figures written;
+    first ``checkpoint`` (read from ``resume``) restored into it, if given."""
     saved = Saved()
     if resume is not None:
-        restore_checkpoint(resume, run)
+        restore_checkpoint(resume, checkpoint, run)
         saved = Saved(Path(resume), len(run.history))
     check_free_space(out, checkpoint_nbytes(run))
-    step = make_step(run, cuda_graph, log)
     try:
         if resume is not None:
             _complete_outputs(out, run, saved, log)
+        step = make_step(run, cuda_graph, log)
         while len(run.history) < run.config.epochs:
             run_epoch(run, step, progress)
             _save(out / CHECKPOINT_NAME, checkpoint_payload(run), saved)
@@ -131,13 +134,14 @@ def _train(run, out, resume, progress, log, cuda_graph):
 
 def _complete_outputs(out, run, saved, log):
     """In the checkpoint's own directory, write what a stopped run left unwritten after its epoch; refuse a
-    finished run with nothing to write."""
-    own = saved.path.parent.samefile(out)
+    checkpoint holding ``--epochs`` epochs with nothing to write, or more."""
+    epochs = run.config.epochs
+    own = saved.epoch <= epochs and saved.path.parent.samefile(out)  # an epoch of this run, in its directory
     unwritten = unwritten_outputs(out, run.config, saved.epoch, saved.path) if own else []
     if unwritten:
         _write_outputs(out, run, saved)
         log(f"wrote what the run had left unwritten after epoch {saved.epoch}: {', '.join(unwritten)}")
-    elif saved.epoch == run.config.epochs:
+    elif saved.epoch >= epochs:
         raise MinivaeError(f"{saved.path} already holds {saved.epoch} epochs; pass --epochs above {saved.epoch} "
                            "to train further")
 

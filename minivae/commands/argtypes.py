@@ -54,9 +54,6 @@ def bounded_float(low, high, why):
     return parse
 
 
-# The Gaussian decoder's standard deviation: its log-likelihood divides by sigma^2, which float32 holds
-# only for sigma roughly within [1e-19, 1e19]; pixels lie in [0, 1], so useful values are far inside.
-sigma = bounded_float(1e-6, 1e6, "pixels are in [0, 1]; e.g. 0.1")
 # The quadrature grid's half-width in prior standard deviations: beyond about 38 the prior density
 # exp(-z^2 / 2) underflows float64 at the grid's edge, and the integral loses all its points.
 extent = bounded_float(1e-3, 30, "in prior standard deviations; e.g. 5")

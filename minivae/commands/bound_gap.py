@@ -1,12 +1,10 @@
 """``minivae bound-gap``: ELBO <= L_K <= exact log p(x) on a 1-D or 2-D latent model, the gap against KL(q || p(z|x)),
 and how fast the naive and the importance-sampled estimates of log p(x) settle.
 """
-import math
-
 import numpy as np
 
 from minivae.app import plots
-from minivae.app.figures import EXTENT, Sizes, bound_gap_panels
+from minivae.app.figures import EXTENT, Sizes, bound_gap_panels, sample_counts
 from minivae.app.checkpoint import check_writable
 from minivae.app.data import load_dataset
 from minivae.app.loading import load_model_and_data, train_small_model
@@ -43,7 +41,8 @@ def run(args):
     out = check_writable(args.out)
     if args.seeds < 2:
         raise MinivaeError(f"--seeds {args.seeds}: a spread needs at least 2 seeds; use e.g. 10")
-    written = []
+    estimates, spreads = out / "bound_gap.png", out / "bound_gap_spread.png"
+    written = [estimates, spreads]
     if args.checkpoint is None:
         print(f"training a 2-D latent VAE on digits (64 hidden units, {args.epochs} epochs, seed {args.seed}) "
               f"into {out / 'model'} ...")
@@ -54,9 +53,9 @@ def run(args):
         model, _, x = load_model_and_data(args.checkpoint, None, args.data_dir)
     latent_grid(model.config["latent_dim"], args.grid_size, args.extent)  # refuse other dimensions up front
     x = x[:args.examples]
-    counts = [10**i for i in range(int(math.log10(args.max_samples)) + 1)]
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked just below
-        result = bound_gap(model, x, args.grid_size, args.extent, counts, args.seeds, seed=args.seed)
+        result = bound_gap(model, x, args.grid_size, args.extent, sample_counts(args.max_samples), args.seeds,
+                           seed=args.seed)
     for quantity, values in (("log p(x) on the grid", result.exact), ("the ELBO", result.elbo),
                              ("the importance-weighted bound", result.bound), ("KL(q || p(z|x))", result.kl)):
         check_finite(quantity, values, "the weights or --extent are too large; use another checkpoint or "
@@ -66,13 +65,9 @@ def run(args):
     _print_bounds(result, args.grid_size)
     _print_kl_check(model, x, get_backend().kernels.make_rng(args.seed))
     _print_spreads(result)
-    estimates, spreads = out / "bound_gap.png", out / "bound_gap_spread.png"
-    plots.save_panels(estimates, bound_gap_panels(result),
-                      f"log p(x) estimates against sample count, mean over {len(x)} examples; "
-                      f"bands: spread over {args.seeds} seeds")
+    plots.save_panels(estimates, *bound_gap_panels(result))
     plots.save_curves(spreads, _spread_curves(result), "samples n", "log10 spread over seeds, nats",
                       "how fast each estimate's spread shrinks (log-log)")
-    written[:0] = [estimates, spreads]
     print(f"wrote {', '.join(map(str, written))}")
     return 0
 

@@ -1,11 +1,14 @@
 """``minivae evaluate``: a checkpoint's test ELBO, and with ``--iw-samples`` the importance-weighted test NLL."""
 import math
 import time
+from typing import NamedTuple
 
 import numpy as np
 
-from minivae.app.loading import load_model_and_data
+from minivae.app.loading import split_images
+from minivae.app.run_checkpoint import load_trained
 from minivae.app.threads import choose_threads, product_size, use_threads
+from minivae.backend import get_backend
 from minivae.commands.argtypes import non_negative_int, positive_int
 from minivae.errors import check_finite
 from minivae.likelihood import evaluate_elbo, importance_sampled_log_px
@@ -29,25 +32,28 @@ def run(args):
     """The test ELBO and, with --iw-samples, the importance-weighted NLL, in nats per example.
 
     With the defaults the test ELBO is drawn as training draws it after each
-    epoch (its seed, batch size and samples of z), so it is the number the
-    run's last epoch line printed; the output says which noise it depends on.
+    epoch (its seed, batch size, samples of z and thread count), so on the
+    run's backend it is the number the run's last epoch line printed; the
+    output says which noise it depends on.
     """
-    found = []
-    model, config, x = load_model_and_data(args.checkpoint, None, args.data_dir, log=found.append)
+    model, config, meta = load_trained(args.checkpoint)
+    x, read_from = split_images(args.checkpoint, config, meta, args.data_dir)
     test_images = len(x)
     x = x.subset(slice(args.limit))  # still uint8: converted batch by batch as it is evaluated
     seed = config.seed if args.seed is None else args.seed
     batch_size = config.batch_size if args.batch_size is None else args.batch_size
-    count, reason = choose_threads(args.threads, product_size(batch_size, model.config["encoder_sizes"]))
+    count, reason = choose_threads(args.threads, product_size(batch_size, model.config["encoder_sizes"]),
+                                   trained=config.threads if args.threads is None else None)  # the run's own
     use_threads(count)
-    print(f"{found[0]}: {len(x)} examples; {reason}")
+    print(f"{read_from}: {len(x)} examples; {reason}")
     started = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
         elbo, reconstruction, kl = evaluate_elbo(model, x, batch_size, config.samples, seed=seed)
     check_finite("the test ELBO", [elbo, reconstruction, kl], WEIGHTS_ADVICE)
     print(f"test ELBO (K={config.samples}): {elbo:.3f} nats per example (reconstruction {reconstruction:.3f}, "
           f"KL {kl:.3f}) [{time.perf_counter() - started:.1f} s]")
-    print(f"  {_noise_note(config, seed, batch_size, len(x), test_images)}")
+    drawn = Draws(seed, batch_size, len(x), count, get_backend().name)
+    print(f"  {_noise_note(config, drawn, _training_draws(config, meta, test_images))}")
     if args.iw_samples:
         started = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):
@@ -59,16 +65,33 @@ def run(args):
     return 0
 
 
-def _noise_note(config, seed, batch_size, examples, test_images):
+class Draws(NamedTuple):
+    """What a test ELBO's value depends on besides the model: the noise (seed, batches, examples) and the sums
+    (BLAS adds in an order set by the thread count; each backend has its own generator and kernels)."""
+    seed: int
+    batch_size: int
+    examples: int
+    threads: int | None
+    backend: str
+
+
+def _training_draws(config, meta, test_images):
+    """The ``Draws`` of the test ELBO training printed after each epoch."""
+    return Draws(config.seed, config.batch_size, config.test_examples or test_images, config.threads,
+                 meta.get("backend", "numpy"))
+
+
+def _noise_note(config, drawn, trained):
     """What the test ELBO's noise is, and whether it is training's own (the number its last epoch line printed)."""
-    drawn = f"one Monte Carlo estimate with K samples of z per image: noise seed {seed}, batches of {batch_size}"
+    noise = (f"one Monte Carlo estimate with K samples of z per image: noise seed {drawn.seed}, "
+             f"batches of {drawn.batch_size}")
     if config.binarize != "none":
-        return f"{drawn}, on the test images binarized once (training's epoch lines measured the grey ones)"
-    trained_on = config.test_examples or test_images
-    if (seed, batch_size, examples) == (config.seed, config.batch_size, trained_on):
-        return f"{drawn}: training's own draws, so its last epoch line printed this number"
-    return (f"{drawn}; training's epoch lines drew another estimate (seed {config.seed}, batches of "
-            f"{config.batch_size}, {trained_on} test images)")
+        return f"{noise}, on the test images binarized once (training's epoch lines measured the grey ones)"
+    if drawn == trained:
+        return f"{noise}: training's own draws, so its last epoch line printed this number"
+    threads = "" if trained.threads is None else f", {trained.threads} thread{'s' * (trained.threads > 1)}"
+    return (f"{noise}; training's epoch lines drew another estimate (seed {trained.seed}, batches of "
+            f"{trained.batch_size}, {trained.examples} test images{threads}, the {trained.backend} backend)")
 
 
 def _standard_error(values):

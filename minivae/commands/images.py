@@ -34,14 +34,13 @@ def _figure_job(args):
 
 
 def _decoded(model, z, what):
-    """p(x | z)'s means (probabilities or grey levels) for the codes ``z``, refused (NonFiniteResult, exit status 3)
-    unless ``z`` and the decoder's output are finite: a sigmoid shows infinite logits as plausible black and white."""
+    """p(x | z)'s means (probabilities or grey levels) for the codes ``z`` (a Tensor), refused (NonFiniteResult,
+    exit status 3) unless the decoder's output ``model.decode(z)`` (logits or means) is finite: a sigmoid shows
+    infinite logits as plausible black and white."""
     with no_grad(), np.errstate(over="ignore", invalid="ignore"):  # checked below
-        check_finite(f"{what}: a code z", get_backend().asnumpy(z), WEIGHTS_ADVICE)  # z may live on the device
-        likelihood = model.p_x_given_z(Tensor(z, dtype=model.dtype))
-        decoded = likelihood.logits if hasattr(likelihood, "logits") else likelihood.mean
+        decoded = model.decode(z)
         check_finite(f"{what}: the decoder's output", decoded.numpy(), WEIGHTS_ADVICE)
-        return likelihood.mean.numpy()
+        return model.p_x_given_decoded(decoded).mean.numpy()
 
 
 def _write_figure(save, path, *arguments):
@@ -58,7 +57,7 @@ def run_sample(args):
     model, _, meta, out = _figure_job(args)
     z = get_backend().kernels.standard_normal(get_backend().kernels.make_rng(args.seed),
                                               (64, model.config["latent_dim"]), model.dtype)
-    samples = _decoded(model, z, "samples")  # model.sample, checked
+    samples = _decoded(model, Tensor(z), "samples")  # model.sample(64, rng), checked
     _write_figure(plots.save_samples, out / f"sample_epoch{len(meta['history'])}_seed{args.seed}.png", samples,
                   tuple(meta["image_shape"]))
     return 0
@@ -71,9 +70,10 @@ def run_reconstruct(args):
     check_same_data(args.checkpoint, meta, data)
     print(f"{data.name} test images from {data.source}")
     originals = data.test_x[:8]
-    with no_grad(), np.errstate(over="ignore", invalid="ignore"):  # checked by _decoded
+    with no_grad(), np.errstate(over="ignore", invalid="ignore"):  # checked just below
         mu, _ = model.encode(Tensor(originals, dtype=model.dtype))
-    reconstructions = _decoded(model, mu.numpy(), "reconstructions")  # model.reconstruct, checked
+    check_finite("reconstructions: a code z", mu.numpy(), WEIGHTS_ADVICE)
+    reconstructions = _decoded(model, mu, "reconstructions")  # model.reconstruct(originals), checked
     _write_figure(plots.save_reconstructions, out / f"reconstruction_epoch{len(meta['history'])}.png", originals,
                   reconstructions, data.image_shape)
     return 0

@@ -3,13 +3,12 @@ import argparse
 import dataclasses
 import sys
 
-from minivae.app.checkpoint import check_checkpoint_file
 from minivae.app.data import BINARIZE_MODES, DATASET_NAMES
 from minivae.app.outputs import describe_outputs
-from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS, SIGMA_RANGE, TrainConfig
 from minivae.app.stop_requests import stop_requests
 from minivae.app.training import TrainingInterrupted, train
-from minivae.commands.argtypes import int_list, non_negative_int, positive_float, positive_int, sigma
+from minivae.commands.argtypes import bounded_float, int_list, non_negative_int, positive_float, positive_int
 from minivae.vae import LIKELIHOODS, OBJECTIVES
 
 
@@ -29,7 +28,8 @@ def add_arguments(parser):
                         help="the hidden layers' activation")
     parser.add_argument("--likelihood", choices=LIKELIHOODS, default=defaults.likelihood,
                         help="the decoder's distribution p(x|z)")
-    parser.add_argument("--sigma", type=sigma, default=defaults.sigma,
+    parser.add_argument("--sigma", type=bounded_float(*SIGMA_RANGE, "pixels are in [0, 1]; e.g. 0.1"),
+                        default=defaults.sigma,
                         help="the Gaussian decoder's fixed standard deviation (default 0.1)")
     parser.add_argument("--logvar-clamp", type=positive_float, default=defaults.logvar_clamp, metavar="C",
                         help="clip the encoder's logvar to [-C, C] so exp(logvar) stays finite (default: off)")
@@ -81,8 +81,6 @@ def run(args):
     """Train; on Ctrl-C or SIGTERM (acted on between steps), one line on stderr saying how to resume, and exit
     status 130."""
     config = config_from_args(args)
-    if args.resume is not None:
-        check_checkpoint_file(args.resume)  # before --out is locked: a FIFO would hold the lock forever
     progress = args.progress or (not args.quiet and sys.stderr.isatty())
     try:
         with stop_requests():
