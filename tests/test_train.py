@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -259,3 +260,20 @@ def test_train_examples_and_test_examples_take_the_first_images(tmp_path, capsys
 def test_more_examples_than_the_split_holds_is_refused_in_one_line(option, tmp_path, capsys):
     status, _, err = run_cli(train_argv(tmp_path, 1, option, "5000"), capsys)
     assert_one_line_error(status, err, f"{option} 5000", "digits has only", "ask for at most")
+
+
+def test_a_resume_whose_checkpoint_another_run_replaced_meanwhile_is_refused(tmp_path, monkeypatch, capsys):
+    """Read before the lock, checked after it: another run that saved into the directory in between is not undone."""
+    skip_figures(monkeypatch)
+    for name, epochs in (("d", 1), ("later", 2)):
+        assert run_cli(train_argv(tmp_path / name, epochs), capsys)[0] == 0
+    checkpoint, later = tmp_path / "d" / run_checkpoint.CHECKPOINT_NAME, tmp_path / "later" / run_checkpoint.CHECKPOINT_NAME
+    check_writable = training.check_writable
+
+    def another_run_saves_first(out):
+        os.replace(later, checkpoint)  # as a run in d saving its epoch 2 would
+        return check_writable(out)
+    monkeypatch.setattr(training, "check_writable", another_run_saves_first)
+    status, _, err = run_cli(train_argv(tmp_path / "d", 3, "--resume", str(checkpoint)), capsys)
+    assert status == 2 and "was replaced while this run started" in err, err
+    assert len(load_checkpoint(checkpoint)[1]["history"]) == 2

@@ -77,7 +77,8 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_g
     """Train per ``config`` (or continue the checkpoint ``resume``); returns the ``Run``, its last epoch done.
 
     ``resume`` is read (and checked) once, before the output directory is
-    created; that directory is held for the whole run (``own_run_directory``):
+    created, and refused if another run replaced it before this one held the
+    directory; that directory is held for the whole run (``own_run_directory``):
     it must not hold another run's checkpoint unless ``overwrite``. ``config.threads``
     (None: chosen for the model and the machine; on resume, the run's own) caps
     BLAS and numba while it runs, and is stored in the checkpoint.
@@ -85,9 +86,13 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_g
     """
     if config.data_dir is not None:  # stored absolute: a checkpoint finds its data from any directory
         config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).resolve()))
+    read_as = _file_identity(resume) if resume is not None else None
     checkpoint = read_training_checkpoint(resume) if resume is not None else None
     out = check_writable(config.out)
     with own_run_directory(out, run_outputs(config), resume, overwrite, log):
+        if resume is not None and _file_identity(resume) != read_as:
+            raise MinivaeError(f"{resume} was replaced while this run started (another run saved into it); "
+                               "run the command again to continue from what it holds now")
         data = prepare_data(config)
         check_run_memory(config, data.train_x.shape[1])
         sizes = (data.train_x.shape[1], *config.hidden)
@@ -101,6 +106,12 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_g
             run = start_run(config, data)
             _train(run, out, resume, checkpoint, progress, log, cuda_graph)
             return run
+
+
+def _file_identity(path):
+    """What tells a file from the one that replaces it by a rename: (device, inode, size, modification time)."""
+    stat = Path(path).stat()
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _train(run, out, resume, checkpoint, progress, log, cuda_graph):
