@@ -2,7 +2,7 @@
 
     python -m minivae.benchmarks.gpu_check [--out DIR] [--data-dir DIR]
 
-On a machine with a CUDA GPU (meant to take under 5 minutes on one H200) it
+On a machine with a CUDA GPU (its time on an H200 not yet measured) it
 
 1. lists each backend as available or the one line why not;
 2. trains 2 epochs of the 784-400-20 Bernoulli VAE on Fashion-MNIST on numpy,
