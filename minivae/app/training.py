@@ -109,8 +109,12 @@ def train(config, resume=None, progress=True, log=print, overwrite=False, cuda_g
 
 
 def _file_identity(path):
-    """What tells a file from the one that replaces it by a rename: (device, inode, size, modification time)."""
-    stat = Path(path).stat()
+    """What tells a file from the one that replaces it by a rename: (device, inode, size, modification time);
+    None if there is no file (reading it then says so in one line)."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
