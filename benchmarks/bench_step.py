@@ -42,6 +42,9 @@ from minivae.errors import one_line
 from . import confinement, gemm_floor, harness, peers, verdicts
 
 FLOOR = "GEMM floor"
+GPU_FLOOR = "cuBLAS floor"  # the step's products alone on the GPU, each its own call (``benchmarks.gpu_step``)
+EAGER_GPU_ROWS = ("minivae cupy", "minivae numba-cuda", "torch eager GPU")  # each product its own call, as the
+#  cuBLAS floor's: held to it (``verdicts.judge_rows``)
 BATCH_SIZES = (32, 128, 512)
 
 
@@ -113,14 +116,16 @@ def bench_batch(batch_size, settings, seed, has_gpu, factories=None):
 
 
 def judge(report):
-    """Judge every row against ``report["peak_gflops"]`` and compare minivae's rows with the others'.
+    """Judge every CPU row against ``report["peak_gflops"]``, every eager GPU row against the cuBLAS floor,
+    and compare minivae's CPU rows with the others'.
 
     Called again whenever the peak changes (the suite measures it at the start and the end).
     """
     gpu_rows = set(report["gpu_rows"])
     for batch, rows in report["batches"].items():
         cpu_rows = set(rows) - gpu_rows
-        verdicts.judge_rows(rows, FLOOR, report["flops_per_example"] * int(batch), report["peak_gflops"], cpu_rows)
+        verdicts.judge_rows(rows, FLOOR, report["flops_per_example"] * int(batch), report["peak_gflops"], cpu_rows,
+                            GPU_FLOOR, EAGER_GPU_ROWS)
     names = {name for rows in report["batches"].values() for name in rows} - gpu_rows - {FLOOR}
     ours = sorted(name for name in names if name.startswith("minivae "))
     report["comparisons"] = verdicts.compare_batches(report["batches"], ours, sorted(names - set(ours)))

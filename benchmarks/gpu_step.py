@@ -2,7 +2,8 @@
 
 - ``cuBLAS floor``: the step's 11 products (``gemm_floor.products``) by the
   cupy backend's cuBLAS GEMM (``cupy_gemm``), as its step runs them: the GPU's
-  lower bound for a step, as the GEMM floor is the CPU's;
+  lower bound for a step that issues each product as its own call (an eager
+  one), as the GEMM floor is the CPU's (``verdicts.judge_rows``);
 - ``minivae cupy captured``: ``static_step.StaticStep`` captured once as a CUDA
   graph, one replay per call (what ``minivae train --backend cupy --cuda-graph`` runs);
 - ``jax jit GPU``: the JAX peer with its arrays on the first CUDA device.
@@ -12,7 +13,7 @@ registered with ``gpu=True``, so its rows say "no GPU" where there is none.
 """
 import numpy as np
 
-from . import gemm_floor, harness, peers
+from . import bench_step, gemm_floor, harness, peers
 from .bench_engine_step import make_static_step
 
 
@@ -61,5 +62,5 @@ def make_jax_gpu_step(batch_size, seed):
     return peers.make_step("jax jit", batch_size, seed, device=device)
 
 
-FACTORIES = {"cuBLAS floor": make_cublas_floor, "minivae cupy captured": make_captured_step,
+FACTORIES = {bench_step.GPU_FLOOR: make_cublas_floor, "minivae cupy captured": make_captured_step,
              "jax jit GPU": make_jax_gpu_step}

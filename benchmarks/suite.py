@@ -134,7 +134,7 @@ def step_factories(statuses, with_peers):
                                                         numpy_buffers=name not in GPU_BACKENDS)
                  for name, why in statuses.items()}
     factories |= {name: bench_step.Factory(gpu_step.FACTORIES[name], gpu=True)
-                  for name in ("cuBLAS floor", "minivae cupy captured")}
+                  for name in (bench_step.GPU_FLOOR, "minivae cupy captured")}
     if with_peers:
         factories |= bench_step.STEP_FACTORIES
         factories["torch eager GPU"] = bench_step.Factory(

@@ -182,6 +182,39 @@ def test_a_row_faster_than_the_peak_is_flagged_and_never_a_win():
     assert "- minivae numba vs jax jit: invalid at batch 512." in text
 
 
+def gpu_report(seconds):
+    """Batch 1024 on a GPU: the cuBLAS floor takes 1 ms; each GPU row ``seconds[name]``, the same in every round."""
+    rounds = np.linspace(0.98, 1.02, 7)
+    timed = {"GEMM floor": 0.4, "cuBLAS floor": 1e-3} | seconds
+    rows = {name: harness.Stats(list(median * rounds), number=1).to_dict() for name, median in timed.items()}
+    return bench_step.judge({
+        "environment": {"cpu": "Test CPU", "cores": 2, "load_average": (0.5, 0.4, 0.3), "gpu": "Test GPU"},
+        "settings": {"rounds": 7, "threads": None}, "peak_gflops": 133.0, "floor": "GEMM floor",
+        "flops_per_example": gemm_floor.flops_per_example(), "gpu_rows": ["cuBLAS floor", *seconds],
+        "confinement": {"cores": None, "threads": 3, "escaped": [], "cpus": [0, 1]}, "batches": {"1024": rows}})
+
+
+def test_an_eager_gpu_step_faster_than_its_own_products_on_cublas_is_invalid_and_never_a_win():
+    report = gpu_report({"minivae cupy": 0.5e-3, "torch eager GPU": 0.2e-3})
+    rows = report["batches"]["1024"]
+    assert rows["minivae cupy"]["invalid"] == ("its median 0.5 ms is below the cuBLAS floor's 1 ms, its products"
+                                               " alone (x1.10 margin)")
+    assert "invalid" in rows["torch eager GPU"] and "invalid" not in rows["cuBLAS floor"]
+    assert report["comparisons"] == {}  # GPU rows are never compared, so never a win
+    text = harness.markdown_table(report)
+    assert "| minivae cupy | **invalid** 500 us" in text
+    assert "- minivae cupy, batch 1024: **invalid**: its median 0.5 ms is below the cuBLAS floor's 1 ms" in text
+
+
+def test_a_gpu_step_at_or_above_the_cublas_floor_or_launched_at_once_is_not_flagged():
+    """At the floor (and within the margin below it) an eager step stands; a captured replay and JAX's jitted
+    step launch their work at once, without the floor's per-call host time, so the floor does not bound them."""
+    report = gpu_report({"minivae cupy": 1e-3, "minivae numba-cuda": 0.95e-3, "torch eager GPU": 3e-3,
+                         "minivae cupy captured": 0.3e-3, "jax jit GPU": 0.2e-3})
+    assert not any("invalid" in row for row in report["batches"]["1024"].values())
+    assert "invalid" in gpu_report({"minivae numba-cuda": 0.9e-3})["batches"]["1024"]["minivae numba-cuda"]
+
+
 def test_the_peak_is_one_cores_rate_times_the_cores(monkeypatch):
     assert 0 < gemm_floor.core_gflops(size=64, repeat=2) < np.inf
     monkeypatch.setattr(gemm_floor, "core_gflops", lambda size, repeat: 50.0)
