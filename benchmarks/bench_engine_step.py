@@ -1,6 +1,4 @@
-"""minivae's own training step, timed side by side with the GEMM floor and the peer frameworks.
-
-    python -m benchmarks.bench_engine_step [--batch-size 128] [--rounds 15] [--backends numpy numba]
+"""minivae's own training step, as ``minivae train`` runs it, for the step part of ``minivae bench``.
 
 ``make_step(batch_size, seed, backend="numpy")`` builds the 784-400-20
 Bernoulli VAE (``VAE((784, 400), 20, (400, 784))``, float32, PyTorch's
@@ -11,28 +9,17 @@ negative mean ELBO, Adam. It is the step ``minivae train`` runs on that
 backend: on numba (``RECORDED``) the first call records it and every later
 call replays the recording (``app/static_step.StaticStep``, which also copies
 the batch into its buffer and adds up the ELBO's terms); elsewhere the eager
-step. ``benchmarks.bench_step`` registers it::
-
-    register("minivae numpy", functools.partial(make_step, backend="numpy"), numpy_buffers=True)
+step. ``benchmarks.suite.step_factories`` times it on each backend beside
+the GEMM floor and the peer frameworks (``minivae bench --only step``).
 
 The backend is process-wide state, so each step switches to its own backend
 first (a no-op when it is already active): steps of different backends can
 then be interleaved in one ``harness.compare``.
-
-``main`` times minivae's backends, the GEMM floor (``benchmarks.gemm_floor``)
-and every peer that can run here, interleaved, and prints milliseconds per
-step and multiples of the floor, with the load average before and after
-(the machine may be shared: ratios measured side by side are the numbers to
-trust, not absolute times).
 """
-import argparse
-import os
-
 import numpy as np
 
-from . import confinement, gemm_floor, harness, peers
+from . import gemm_floor, harness, peers
 
-FLOOR = "GEMM floor"
 LATENT, HIDDEN = 20, 400
 RECORDED = ("numba",)  # backends whose training step is recorded once and replayed (on cupy: gpu_step)
 
@@ -97,53 +84,3 @@ def make_static_step(batch_size, seed, capture):
         step(x)
     return static_step
 
-
-def build_steps(batch_size, seed, backends, with_peers=True):
-    """({name: step}, {name: why it cannot run}): the floor, minivae's backends, the peers."""
-    steps, skipped = {FLOOR: gemm_floor.make_floor(batch_size, seed)}, {}
-    makers = {f"minivae {b}": (lambda b=b: make_step(batch_size, seed, b)) for b in backends}
-    if with_peers:
-        makers |= {name: (lambda name=name: peers.make_step(name, batch_size, seed)) for name in peers.PEERS}
-    for name, make in makers.items():
-        try:
-            steps[name] = make()
-        except harness.Unavailable as why:
-            skipped[name] = str(why)
-    return steps, skipped
-
-
-def format_table(stats, skipped, batch_size, load_before, load_after, confined):
-    floor = stats[FLOOR].median
-    lines = [f"one training step, 784-400-20 Bernoulli VAE, batch {batch_size}",
-             f"{'implementation':<16}{'median ms':>10}{'IQR ms':>9}{'x floor':>9}"]
-    for name, s in sorted(stats.items(), key=lambda item: item[1].median):
-        lines.append(f"{name:<16}{s.median * 1e3:10.3f}{s.iqr * 1e3:9.3f}{s.median / floor:9.2f}")
-    lines += [f"{name:<16}  skipped: {why}" for name, why in skipped.items()]
-    lines.append(f"load average (1, 5, 15 min): before {load_before[0]:.2f} {load_before[1]:.2f} "
-                 f"{load_before[2]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; "
-                 f"{os.cpu_count()} cores")
-    lines.append(f"confinement: {confinement.describe(confined)}")
-    return "\n".join(lines)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--backends", nargs="+", default=["numpy", "numba"])
-    parser.add_argument("--no-peers", action="store_true", help="time minivae and the floor only")
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--min-time", type=float, default=0.05, help="seconds per sample (default 0.05)")
-    parser.add_argument("--threads", type=int, default=None, help="run on N cores: cap the pools, pin every thread")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    cores = confinement.confine(args.threads) if args.threads else None
-    load_before = os.getloadavg()
-    steps, skipped = build_steps(args.batch_size, args.seed, args.backends, not args.no_peers)
-    stats = harness.compare(steps, rounds=args.rounds, warmup=args.warmup, min_time=args.min_time,
-                            seed=args.seed)
-    print(format_table(stats, skipped, args.batch_size, load_before, os.getloadavg(), confinement.check(cores)))
-
-
-if __name__ == "__main__":
-    main()

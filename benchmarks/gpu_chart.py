@@ -2,8 +2,8 @@
 
     python -m minivae.benchmarks.gpu_chart BENCH_JSON [--out DIR]
 
-From the step rows of a ``minivae bench`` report (its ``bench.json``, or the
-``step.json`` of ``benchmarks.bench_step``), draws the median time of one
+From the step rows of a ``minivae bench`` report (the ``bench.json`` that
+``minivae bench --only step --out DIR`` writes), draws the median time of one
 training step of the 784-400-20 VAE at each batch size, on log-log axes, for
 
 - ``minivae numba``: the CPU backend, beside the CPU's ``GEMM floor`` (dashed);
@@ -34,8 +34,8 @@ LINES = (CPU, *GPU, *FLOORS)
 
 
 def step_batches(report):
-    """{batch size: {row name: row}} from a ``minivae bench`` report or a ``bench_step`` one."""
-    batches = report.get("step", report)["batches"]
+    """{batch size: {row name: row}} from a ``minivae bench`` report's step part."""
+    batches = report["step"]["batches"]
     return {int(batch): rows for batch, rows in sorted(batches.items(), key=lambda item: int(item[0]))}
 
 
@@ -118,10 +118,13 @@ def write_chart(report, out):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minivae.benchmarks.gpu_chart", description=__doc__.split("\n")[0])
-    parser.add_argument("report", help="bench.json of minivae bench (or step.json of benchmarks.bench_step)")
+    parser.add_argument("report", help="bench.json of minivae bench --only step --out DIR")
     parser.add_argument("--out", default=None, help="where gpu_chart.png and gpu_chart.md go (default: beside it)")
     args = parser.parse_args(argv)
     report = json.loads(Path(args.report).read_text(encoding="utf-8"))
+    if "step" not in report:
+        print(f"gpu_chart: {args.report} has no step part: run minivae bench --only step --out DIR", file=sys.stderr)
+        return 2
     out = Path(args.out or Path(args.report).parent)
     out.mkdir(parents=True, exist_ok=True)
     paths = write_chart(report, out)

@@ -442,12 +442,6 @@ def markdown_table(report, with_confinement=True):
     return "\n".join(lines + notes + ([""] + verdict if verdict else [])) + "\n"
 
 
-def write_markdown(report, path):
-    """``markdown_table(report)`` to ``path``."""
-    with open(path, "w", encoding="utf-8") as out:
-        out.write(markdown_table(report))
-
-
 def write_chart(report, path):
     """Grouped bars: each implementation's step time as a multiple of the GEMM floor."""
     import matplotlib

@@ -102,9 +102,8 @@ def test_json_keeps_every_sample_and_the_environment(tmp_path):
     assert loaded["environment"]["cpu"] == "Test CPU"
 
 
-def test_markdown_shows_floor_multiples_rates_and_skip_reasons(tmp_path):
-    harness.write_markdown(fake_report(), tmp_path / "step.md")
-    lines = (tmp_path / "step.md").read_text().splitlines()
+def test_markdown_shows_floor_multiples_rates_and_skip_reasons():
+    lines = harness.markdown_table(fake_report()).splitlines()
     assert lines[0] == "| implementation | batch 32 | batch 128 |"
     assert lines[1] == "|---|---|---|"
     jax_row = next(line for line in lines if line.startswith("| jax jit"))
@@ -311,13 +310,12 @@ def make_unavailable_step(batch_size, seed):
     raise harness.Unavailable("frobnicator not installed: pip install frobnicator")
 
 
-def test_driver_times_registered_steps_and_skips_with_reasons(monkeypatch):
-    monkeypatch.setattr(bench_step, "STEP_FACTORIES", {})
-    bench_step.register("noop", make_noop_step, numpy_buffers=True)
-    bench_step.register("missing", make_unavailable_step)
-    bench_step.register("on gpu", make_noop_step, gpu=True)
+def test_a_batch_times_each_factorys_step_and_skips_with_reasons():
+    factories = {"noop": bench_step.Factory(make_noop_step, numpy_buffers=True),
+                 "missing": bench_step.Factory(make_unavailable_step),
+                 "on gpu": bench_step.Factory(make_noop_step, gpu=True)}
     settings = bench_step.Settings(rounds=2, warmup=0, min_time=0.0, peak_repeat=1)
-    rows = bench_step.bench_batch(4, settings, seed=0, has_gpu=False)
+    rows = bench_step.bench_batch(4, settings, seed=0, has_gpu=False, factories=factories)
     assert len(rows["noop"]["samples"]) == 2 and "tracemalloc_peak_mib" in rows["noop"]
     assert rows["missing"] == {"skipped": "frobnicator not installed: pip install frobnicator"}
     assert rows["on gpu"] == {"skipped": "no GPU"}
