@@ -18,69 +18,74 @@ then be interleaved in one ``harness.compare``.
 """
 import numpy as np
 
-from . import gemm_floor, harness, peers
+from minivae.backend import BackendUnavailable, get_backend, load_backend, set_backend
 
-LATENT, HIDDEN = 20, 400
+from . import gemm_floor, harness, peers
+from .micro import GPU_RUNTIMES
+
 RECORDED = ("numba",)  # backends whose training step is recorded once and replayed (on cupy: gpu_step)
 
 
 def make_step(batch_size, seed, backend="numpy"):
     """One minivae training step per call, on ``backend``, as ``minivae train`` runs it there (recorded and
-    replayed on numba, else eager); ``harness.Unavailable`` if it cannot run here."""
+    replayed on numba, else eager), returning once the device is done; ``harness.Unavailable`` if it cannot
+    run here."""
     if backend in RECORDED:
         activate(backend)
         return make_static_step(batch_size, seed, capture=True)
-    return make_eager_step(batch_size, seed, backend)
+    step = make_eager_step(batch_size, seed, backend)
+    return harness.synchronized(step, GPU_RUNTIMES[backend]) if backend in GPU_RUNTIMES else step
 
 
 def make_eager_step(batch_size, seed, backend="numpy"):
     """One eager training step per call (the engine's tensors, graph and backward walk), on ``backend``."""
-    import minivae
     from minivae.optim import Adam
     from minivae.tensor import Tensor
     from minivae.vae import VAE
 
     kernels = activate(backend).kernels
-    model = VAE((gemm_floor.X, HIDDEN), LATENT, (HIDDEN, gemm_floor.X), rng=np.random.default_rng(seed))
+    model = VAE((gemm_floor.X, gemm_floor.HIDDEN), gemm_floor.LATENT, (gemm_floor.HIDDEN, gemm_floor.X),
+                rng=np.random.default_rng(seed))
     optimizer = Adam(model.parameters(), lr=peers.LEARNING_RATE)
     x = Tensor(peers.binary_batch(batch_size, seed))
     rng = kernels.make_rng(seed)
 
     def step():
-        if minivae.get_backend().name != backend:
-            minivae.set_backend(backend)
         optimizer.zero_grad()
         loss = -model.elbo(x, samples=1, rng=rng).elbo.mean()
         loss.backward()
         optimizer.step()
-    return step
+    return on_backend(backend, step)
 
 
-def activate(backend):
-    """``set_backend(backend)``, or ``harness.Unavailable`` saying why it cannot run here."""
-    from minivae.backend import BackendUnavailable, set_backend
+def activate(backend, switch=True):
+    """``set_backend(backend)`` (only ``load_backend`` when not ``switch``), or ``harness.Unavailable`` saying
+    why it cannot run here."""
     try:
-        return set_backend(backend)
+        return set_backend(backend) if switch else load_backend(backend)
     except BackendUnavailable as why:
         raise harness.Unavailable(str(why)) from None
+
+
+def on_backend(name, fn):
+    """``fn`` made to run on backend ``name``: the backend is process-wide, so switch to it first."""
+    def run():
+        if get_backend().name != name:
+            set_backend(name)
+        return fn()
+    return run
 
 
 def make_static_step(batch_size, seed, capture):
     """``static_step.StaticStep`` of the same model and batch on the active backend (recorded if ``capture``)."""
     from minivae.app.runconfig import Run, TrainConfig, build_model, build_optimizer
     from minivae.app.static_step import StaticStep
-    from minivae.backend import get_backend, set_backend
 
     backend = get_backend()
-    config = TrainConfig(hidden=(HIDDEN,), latent_dim=LATENT, batch_size=batch_size, lr=peers.LEARNING_RATE,
-                         seed=seed)
+    config = TrainConfig(hidden=(gemm_floor.HIDDEN,), latent_dim=gemm_floor.LATENT, batch_size=batch_size,
+                         lr=peers.LEARNING_RATE, seed=seed)
     model = build_model(config, gemm_floor.X)
     run = Run(config, None, model, build_optimizer(config, model), {"sample": backend.kernels.make_rng(seed)})
     step, x = StaticStep(run, capture=capture), peers.binary_batch(batch_size, seed)
-
-    def static_step():
-        if get_backend().name != backend.name:
-            set_backend(backend.name)
-        step(x)
-    return static_step
+    return on_backend(backend.name, lambda: step(x))
 

@@ -14,21 +14,12 @@ registered with ``gpu=True``, so its rows say "no GPU" where there is none.
 import numpy as np
 
 from . import bench_step, gemm_floor, harness, peers
-from .bench_engine_step import make_static_step
-
-
-def _cupy_backend(activate=False):
-    """The cupy backend (made the active one if asked), or ``harness.Unavailable`` with its one-line reason."""
-    from minivae.backend import BackendUnavailable, load_backend, set_backend
-    try:
-        return set_backend("cupy") if activate else load_backend("cupy")
-    except BackendUnavailable as why:
-        raise harness.Unavailable(str(why)) from None
+from .bench_engine_step import activate, make_static_step
 
 
 def make_cublas_floor(batch_size, seed):
     """The step's 11 products as the cupy backend runs them (cuBLAS GEMM, ``cupy_gemm``), then a device sync."""
-    cupy = _cupy_backend()
+    cupy = activate("cupy", switch=False)
     rng = np.random.default_rng(seed)
     operands = []
     for product in gemm_floor.products(batch_size):
@@ -43,7 +34,7 @@ def make_cublas_floor(batch_size, seed):
 
 def make_captured_step(batch_size, seed):
     """The 784-400-20 VAE's training step captured as a CUDA graph on cupy; one replay per call."""
-    _cupy_backend(activate=True)
+    activate("cupy")
     step = make_static_step(batch_size, seed, capture=True)
     step()  # the eager first step, then the capture
     return harness.synchronized(step, "cupy")

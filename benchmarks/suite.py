@@ -49,12 +49,12 @@ from minivae.app.loop import train_epoch
 from minivae.app.checkpoint import check_writable
 from minivae.app.runconfig import TrainConfig, build_model, prepare_data, start_run
 from minivae.app.training import make_step as make_training_step
-from minivae.backend import BACKEND_NAMES, BackendUnavailable, get_backend, load_backend, set_backend
+from minivae.backend import BACKEND_NAMES, BackendUnavailable, load_backend, set_backend
 from minivae.commands.argtypes import int_list, name_list, non_negative_int, positive_int
 from minivae.errors import MinivaeError
 
 from . import bench_step, confinement, gemm_floor, gpu_step, harness, micro, peers, verdicts
-from .bench_engine_step import make_step
+from .bench_engine_step import make_step, on_backend
 from .report import markdown, write_report
 
 PARTS = ("micro", "step", "epoch", "iw", "memory")
@@ -110,21 +110,11 @@ def _skipped_rows(statuses):
     return {f"minivae {name}": {"skipped": _short(why)} for name, why in statuses.items() if why}
 
 
-def on_backend(name, fn):
-    """``fn`` made to run on backend ``name``: the backend is process-wide, so switch to it first."""
-    def run():
-        if get_backend().name != name:
-            set_backend(name)
-        return fn()
-    return run
-
-
 def _minivae_step(backend, why, batch_size, seed):
-    """``bench_engine_step.make_step`` on ``backend`` (synchronized on a GPU), or ``Unavailable(why)``."""
+    """``bench_engine_step.make_step`` on ``backend``, or ``Unavailable(why)``."""
     if why:
         raise harness.Unavailable(why)
-    step = make_step(batch_size, seed, backend=backend)
-    return harness.synchronized(step, micro.GPU_RUNTIMES[backend]) if backend in GPU_BACKENDS else step
+    return make_step(batch_size, seed, backend=backend)
 
 
 def step_factories(statuses, with_peers):
