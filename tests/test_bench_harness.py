@@ -437,3 +437,20 @@ def test_describe_says_when_nothing_was_confined():
 def test_durations_read_in_the_largest_unit_below_them_negative_ones_too():
     assert [harness.format_duration(s) for s in (7.891, 4.561e-3, 1.234e-5, 3e-9, -1.42e-4)] == [
         "7.89 s", "4.56 ms", "12.3 us", "3 ns", "-142 us"]
+
+
+def test_bench_threads_times_each_setting_by_its_epochs_own_seconds_interleaved(monkeypatch, capsys):
+    from minivae.benchmarks import bench_threads
+    calls = []
+
+    def training_seconds(threads, epochs, out):
+        calls.append(threads)
+        return {None: 1.0, 1: 1.0, 2: 2.0}[threads] * epochs * (1 + len(calls) / 100)  # the machine slows down
+    monkeypatch.setattr(bench_threads, "training_seconds", training_seconds)
+    assert bench_threads.main(["--epochs", "2", "--rounds", "5"]) == 0
+    assert sorted(calls, key=str) == sorted([None, 1, 2] * 5, key=str)
+    assert len({tuple(calls[i:i + 3]) for i in range(0, 15, 3)}) > 1  # rounds in shuffled orders
+    lines = capsys.readouterr().out.splitlines()[1:]  # each median: the reported seconds, not the wall time
+    assert lines == ["default       2.18 s for 2 epochs (median of 5)", "1 thread      2.14 s for 2 epochs (median of 5)",
+                     "2 threads     4.32 s for 2 epochs (median of 5)",
+                     "default / best of 1 and 2 threads: 1.02 (target <= 1.10: met)"]
