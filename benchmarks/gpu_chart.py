@@ -19,7 +19,7 @@ table, with the reason wherever a row did not run: "no GPU" on a machine
 without one, and "**invalid**" before an impossible median), and the
 smallest batch at which a valid GPU step beats numba's.
 ``minivae bench`` draws it whenever the step part runs with ``--out``;
-``--batch-sizes 32,128,512,1024,2048,8192`` spans the range.
+``--batch-sizes 32,128,1024,8192`` spans the range.
 """
 import argparse
 import json

@@ -1,7 +1,11 @@
 """``minivae bench``: the kernels, a training step against the peer frameworks, an epoch, an evaluation, memory.
 
-    minivae bench --quick                   # half a minute on 2 cores; prints the tables
-    minivae bench --out results/bench       # the full run (15 minutes); bench.json, bench.md, bench.png
+    minivae bench --quick                   # prints the tables
+    minivae bench --out results/bench       # the full run; bench.json, bench.md, bench.png
+
+On the project's 2-core machine the timed parts took 69 s quick (with other
+work on 1.2 of its cores) and 403 s in full (at commit c658529): the "Run"
+line of the report gives each run's own.
 
 The parts (``--only``), each timed with ``harness.compare`` (interleaved
 rounds, medians and quartiles):
@@ -21,7 +25,7 @@ rounds, medians and quartiles):
 
 GPU backends, the cuBLAS floor, the captured CuPy step and PyTorch and JAX
 on the GPU (``benchmarks.gpu_step``) appear as rows that say "no GPU" where
-there is none; ``--batch-sizes 128,1024,8192`` gives the GPU's range.
+there is none; ``--batch-sizes 32,128,1024,8192`` gives the GPU's range.
 
 The step's and the epoch's rows are judged at the end against the peak GEMM
 rate of the cores the run may use (``benchmarks.verdicts``): each gets its
