@@ -12,7 +12,7 @@
   that floor's median, with the same margin, is marked invalid too. A
   captured graph's replay or a jitted step launches its work at once, without
   the floor's per-call host time (and JAX multiplies float32 in TF32 by
-  default), so the floor bounds neither.
+  default on Ampere and later GPUs), so the floor bounds neither.
 - **An interval on every ratio.** Rounds are interleaved, so round i of a row
   and round i of the floor ran side by side: the row's multiple of the floor
   is the median of the per-round ratios, with a 95% percentile-bootstrap
