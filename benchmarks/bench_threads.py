@@ -3,18 +3,20 @@
 Target: the default no slower than the best of 1 and 2 threads by more than
 10%, on a quiet or a busy machine. Each setting trains the default model
 (digits, 256 hidden units, batch 128) for ``--epochs`` epochs, settings
-interleaved over ``--rounds`` rounds; the time is the sum of the epochs'
-own times (training and the test ELBO, not the figures), median over rounds.
+interleaved over ``--rounds`` rounds by ``harness.compare`` (in an order
+shuffled per round); the time is the sum of the epochs' own times (training
+and the test ELBO, not the figures), median over rounds.
 
     python -m minivae.benchmarks.bench_threads [--epochs 10] [--rounds 3]
 """
 import argparse
-import statistics
 import tempfile
 
 from minivae.app.runconfig import TrainConfig
 from minivae.app.threads import choose_threads, product_size
 from minivae.app.training import train
+
+from . import harness
 
 TARGET = 1.10
 SETTINGS = {"default": None, "1 thread": 1, "2 threads": 2}
@@ -35,12 +37,16 @@ def main(argv=None):
     defaults = TrainConfig()
     _, reason = choose_threads(None, product_size(defaults.batch_size, (64, *defaults.hidden)))
     print(f"default choice: {reason}")
-    times = {name: [] for name in SETTINGS}
+    reported = [0.0]  # the epochs' own seconds so far: compare's clock, so a sample is one run's epochs
+
+    def run(threads, out):
+        def train_once():
+            reported[0] += training_seconds(threads, args.epochs, out)
+        return train_once
     with tempfile.TemporaryDirectory() as out:
-        for _ in range(args.rounds):
-            for name, threads in SETTINGS.items():
-                times[name].append(training_seconds(threads, args.epochs, out))
-    medians = {name: statistics.median(values) for name, values in times.items()}
+        stats = harness.compare({name: run(threads, out) for name, threads in SETTINGS.items()},
+                                rounds=args.rounds, warmup=0, clock=lambda: reported[0])
+    medians = {name: s.median for name, s in stats.items()}
     for name, seconds in medians.items():
         print(f"{name:<10} {seconds:7.2f} s for {args.epochs} epochs (median of {args.rounds})")
     ratio = medians["default"] / min(medians["1 thread"], medians["2 threads"])

@@ -2,21 +2,24 @@
 
     python -m minivae.benchmarks.gpu_chart BENCH_JSON [--out DIR]
 
-From the step rows of a ``minivae bench`` report (its ``bench.json``, or the
-``step.json`` of ``benchmarks.bench_step``), draws the median time of one
+From the step rows of a ``minivae bench`` report (the ``bench.json`` that
+``minivae bench --only step --out DIR`` writes), draws the median time of one
 training step of the 784-400-20 VAE at each batch size, on log-log axes, for
 
 - ``minivae numba``: the CPU backend, beside the CPU's ``GEMM floor`` (dashed);
 - ``minivae cupy``: the GPU backend, every step eager;
 - ``minivae cupy captured``: the same step captured once as a CUDA graph and replayed;
-- ``cuBLAS floor``: the step's 11 products alone by cuBLAS (dashed): no step
-  on the GPU can be faster;
+- ``cuBLAS floor``: the step's 11 products alone by cuBLAS, each its own call
+  (dashed): no eager GPU step can be faster (one that is is marked invalid:
+  ``verdicts.judge_rows``); a captured replay launches its work at once, so
+  at small batches it may be;
 
 and writes ``gpu_chart.png`` and ``gpu_chart.md`` (the same medians as a
 table, with the reason wherever a row did not run: "no GPU" on a machine
-without one), and the smallest batch at which a GPU step beats numba's.
+without one, and "**invalid**" before an impossible median), and the
+smallest batch at which a valid GPU step beats numba's.
 ``minivae bench`` draws it whenever the step part runs with ``--out``;
-``--batch-sizes 32,128,512,1024,2048,8192`` spans the range.
+``--batch-sizes 32,128,1024,8192`` spans the range.
 """
 import argparse
 import json
@@ -31,8 +34,8 @@ LINES = (CPU, *GPU, *FLOORS)
 
 
 def step_batches(report):
-    """{batch size: {row name: row}} from a ``minivae bench`` report or a ``bench_step`` one."""
-    batches = report.get("step", report)["batches"]
+    """{batch size: {row name: row}} from a ``minivae bench`` report's step part."""
+    batches = report["step"]["batches"]
     return {int(batch): rows for batch, rows in sorted(batches.items(), key=lambda item: int(item[0]))}
 
 
@@ -43,21 +46,28 @@ def medians(batches):
 
 
 def where_the_gpu_pays(batches):
-    """(the smallest batch at which a GPU step is faster than numba's, that step's row), or None."""
+    """(the smallest batch at which a GPU step not marked invalid is faster than numba's, that step's row), or None."""
     for batch, rows in batches.items():
         cpu = rows.get(CPU, {}).get("median")
-        faster = [name for name in GPU if cpu and rows.get(name, {}).get("median", float("inf")) < cpu]
+        faster = [name for name in GPU if cpu and not rows.get(name, {}).get("invalid")
+                  and rows.get(name, {}).get("median", float("inf")) < cpu]
         if faster:
             return batch, min(faster, key=lambda name: rows[name]["median"])
     return None
+
+
+def _cell(row):
+    """'1.2 ms', '**invalid** 80 us' or why the row did not run."""
+    if "median" not in row:
+        return row["skipped"]
+    return ("**invalid** " if row.get("invalid") else "") + harness.format_duration(row["median"])
 
 
 def markdown(batches):
     """The medians as a table, a row per line of the chart, a column per batch size; where the GPU starts to pay."""
     lines = ["| step | " + " | ".join(f"batch {batch}" for batch in batches) + " |", "|---" * (len(batches) + 1) + "|"]
     for name in LINES:
-        cells = [harness.format_duration(rows[name]["median"]) if "median" in rows.get(name, {})
-                 else rows.get(name, {}).get("skipped", "not run") for rows in batches.values()]
+        cells = [_cell(rows.get(name, {"skipped": "not run"})) for rows in batches.values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     pays = where_the_gpu_pays(batches)
     verdict = (f"A GPU step first beats numba's at batch {pays[0]} ({pays[1]})." if pays else
@@ -108,10 +118,13 @@ def write_chart(report, out):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minivae.benchmarks.gpu_chart", description=__doc__.split("\n")[0])
-    parser.add_argument("report", help="bench.json of minivae bench (or step.json of benchmarks.bench_step)")
+    parser.add_argument("report", help="bench.json of minivae bench --only step --out DIR")
     parser.add_argument("--out", default=None, help="where gpu_chart.png and gpu_chart.md go (default: beside it)")
     args = parser.parse_args(argv)
     report = json.loads(Path(args.report).read_text(encoding="utf-8"))
+    if "step" not in report:
+        print(f"gpu_chart: {args.report} has no step part: run minivae bench --only step --out DIR", file=sys.stderr)
+        return 2
     out = Path(args.out or Path(args.report).parent)
     out.mkdir(parents=True, exist_ok=True)
     paths = write_chart(report, out)

@@ -129,12 +129,7 @@ def evaluate_iw(backend, checkpoint):
 
 def step_seconds(name):
     """The median time of one training step (batch 128) of ``name``: a backend, or "cupy --cuda-graph"."""
-    if name == "cupy --cuda-graph":
-        step = gpu_step.make_captured_step(128, 0)
-    else:
-        step = make_step(128, 0, backend=name)
-        if name in GPU_RUNTIMES:
-            step = harness.synchronized(step, GPU_RUNTIMES[name])
+    step = gpu_step.make_captured_step(128, 0) if name == "cupy --cuda-graph" else make_step(128, 0, backend=name)
     return harness.compare({name: step}, rounds=20, warmup=3)[name].median
 
 

@@ -73,8 +73,6 @@ session() {
 import importlib.metadata as metadata
 import platform
 
-from packaging.requirements import Requirement
-
 print("Python", platform.python_version())
 for name in ("numpy", "cupy-cuda13x", "cupy-cuda12x", "numba", "numba-cuda", "llvmlite", "nvmath-python",
              "cuda-bindings", "cuda-core", "cuda-pathfinder", "cuda-toolkit", "nvidia-cublas", "nvidia-nvvm",
@@ -83,6 +81,11 @@ for name in ("numpy", "cupy-cuda13x", "cupy-cuda12x", "numba", "numba-cuda", "ll
         print(f"{name} {metadata.version(name)}")
     except metadata.PackageNotFoundError:
         pass
+try:  # after the versions, so that they are printed without it
+    from packaging.requirements import Requirement
+except ImportError:
+    print("packaging: not installed, so nvmath-python's requirements are not checked")
+    raise SystemExit(0)
 try:
     needs = metadata.requires("nvmath-python") or []
 except metadata.PackageNotFoundError:

@@ -2,7 +2,8 @@
 
 - ``cuBLAS floor``: the step's 11 products (``gemm_floor.products``) by the
   cupy backend's cuBLAS GEMM (``cupy_gemm``), as its step runs them: the GPU's
-  lower bound for a step, as the GEMM floor is the CPU's;
+  lower bound for a step that issues each product as its own call (an eager
+  one), as the GEMM floor is the CPU's (``verdicts.judge_rows``);
 - ``minivae cupy captured``: ``static_step.StaticStep`` captured once as a CUDA
   graph, one replay per call (what ``minivae train --backend cupy --cuda-graph`` runs);
 - ``jax jit GPU``: the JAX peer with its arrays on the first CUDA device.
@@ -12,22 +13,13 @@ registered with ``gpu=True``, so its rows say "no GPU" where there is none.
 """
 import numpy as np
 
-from . import gemm_floor, harness, peers
-from .bench_engine_step import make_static_step
-
-
-def _cupy_backend(activate=False):
-    """The cupy backend (made the active one if asked), or ``harness.Unavailable`` with its one-line reason."""
-    from minivae.backend import BackendUnavailable, load_backend, set_backend
-    try:
-        return set_backend("cupy") if activate else load_backend("cupy")
-    except BackendUnavailable as why:
-        raise harness.Unavailable(str(why)) from None
+from . import bench_step, gemm_floor, harness, peers
+from .bench_engine_step import activate, make_static_step
 
 
 def make_cublas_floor(batch_size, seed):
     """The step's 11 products as the cupy backend runs them (cuBLAS GEMM, ``cupy_gemm``), then a device sync."""
-    cupy = _cupy_backend()
+    cupy = activate("cupy", switch=False)
     rng = np.random.default_rng(seed)
     operands = []
     for product in gemm_floor.products(batch_size):
@@ -42,7 +34,7 @@ def make_cublas_floor(batch_size, seed):
 
 def make_captured_step(batch_size, seed):
     """The 784-400-20 VAE's training step captured as a CUDA graph on cupy; one replay per call."""
-    _cupy_backend(activate=True)
+    activate("cupy")
     step = make_static_step(batch_size, seed, capture=True)
     step()  # the eager first step, then the capture
     return harness.synchronized(step, "cupy")
@@ -61,5 +53,5 @@ def make_jax_gpu_step(batch_size, seed):
     return peers.make_step("jax jit", batch_size, seed, device=device)
 
 
-FACTORIES = {"cuBLAS floor": make_cublas_floor, "minivae cupy captured": make_captured_step,
+FACTORIES = {bench_step.GPU_FLOOR: make_cublas_floor, "minivae cupy captured": make_captured_step,
              "jax jit GPU": make_jax_gpu_step}

@@ -367,7 +367,7 @@ def format_duration(seconds):
 def _cell(row):
     """'2.41 ms (1.90x [1.85, 1.97], 68 GFLOP/s)': median, floor multiple and its interval, products' rate.
 
-    A row faster than the machine allows reads '**invalid** ...'.
+    A row faster than the machine (or the cuBLAS floor) allows reads '**invalid** ...'.
     """
     ratio = row["floor_ratio"]
     rate = f", {row['gflops']:.0f} GFLOP/s" if "gflops" in row else ""
@@ -427,7 +427,8 @@ def markdown_table(report, with_confinement=True):
     legend = (f"Median per step; Nx [low, high] = multiple of the {report['floor']} at the same batch size (the"
               " median of the per-round ratios) and its 95% bootstrap interval over the interleaved rounds;"
               f" GFLOP/s = the rate of the step's products ({report['flops_per_example'] / 1e6:.2f} MFLOP per"
-              f" example); **invalid** = faster than {verdicts.PEAK_MARGIN:.2f}x the peak allows.")
+              f" example); **invalid** = faster than {verdicts.PEAK_MARGIN:.2f}x the peak allows (an eager GPU"
+              f" step: faster than the cuBLAS floor / {verdicts.PEAK_MARGIN:.2f}).")
     machine = (f"Machine: {env['cpu']}, {env['cores']} cores, load average {env['load_average'][0]:.2f},"
                f" threads {report['settings'].get('threads') or 'as the libraries choose'};"
                f" peak float32 GEMM {report['peak_gflops']:.0f} GFLOP/s; GPU: {env['gpu']}.")
@@ -439,12 +440,6 @@ def markdown_table(report, with_confinement=True):
                      " and noisy, the interleaved ratios less so.")
     verdict = verdict_lines(report)
     return "\n".join(lines + notes + ([""] + verdict if verdict else [])) + "\n"
-
-
-def write_markdown(report, path):
-    """``markdown_table(report)`` to ``path``."""
-    with open(path, "w", encoding="utf-8") as out:
-        out.write(markdown_table(report))
 
 
 def write_chart(report, path):

@@ -1,7 +1,11 @@
 """``minivae bench``: the kernels, a training step against the peer frameworks, an epoch, an evaluation, memory.
 
-    minivae bench --quick                   # half a minute on 2 cores; prints the tables
-    minivae bench --out results/bench       # the full run (15 minutes); bench.json, bench.md, bench.png
+    minivae bench --quick                   # prints the tables
+    minivae bench --out results/bench       # the full run; bench.json, bench.md, bench.png
+
+On the project's 2-core machine the timed parts took 69 s quick (with other
+work on 1.2 of its cores) and 403 s in full (at commit c658529): the "Run"
+line of the report gives each run's own.
 
 The parts (``--only``), each timed with ``harness.compare`` (interleaved
 rounds, medians and quartiles):
@@ -21,7 +25,7 @@ rounds, medians and quartiles):
 
 GPU backends, the cuBLAS floor, the captured CuPy step and PyTorch and JAX
 on the GPU (``benchmarks.gpu_step``) appear as rows that say "no GPU" where
-there is none; ``--batch-sizes 128,1024,8192`` gives the GPU's range.
+there is none; ``--batch-sizes 32,128,1024,8192`` gives the GPU's range.
 
 The step's and the epoch's rows are judged at the end against the peak GEMM
 rate of the cores the run may use (``benchmarks.verdicts``): each gets its
@@ -49,12 +53,12 @@ from minivae.app.loop import train_epoch
 from minivae.app.checkpoint import check_writable
 from minivae.app.runconfig import TrainConfig, build_model, prepare_data, start_run
 from minivae.app.training import make_step as make_training_step
-from minivae.backend import BACKEND_NAMES, BackendUnavailable, get_backend, load_backend, set_backend
+from minivae.backend import BACKEND_NAMES, BackendUnavailable, load_backend, set_backend
 from minivae.commands.argtypes import int_list, name_list, non_negative_int, positive_int
 from minivae.errors import MinivaeError
 
 from . import bench_step, confinement, gemm_floor, gpu_step, harness, micro, peers, verdicts
-from .bench_engine_step import make_step
+from .bench_engine_step import make_step, on_backend
 from .report import markdown, write_report
 
 PARTS = ("micro", "step", "epoch", "iw", "memory")
@@ -110,21 +114,11 @@ def _skipped_rows(statuses):
     return {f"minivae {name}": {"skipped": _short(why)} for name, why in statuses.items() if why}
 
 
-def on_backend(name, fn):
-    """``fn`` made to run on backend ``name``: the backend is process-wide, so switch to it first."""
-    def run():
-        if get_backend().name != name:
-            set_backend(name)
-        return fn()
-    return run
-
-
 def _minivae_step(backend, why, batch_size, seed):
-    """``bench_engine_step.make_step`` on ``backend`` (synchronized on a GPU), or ``Unavailable(why)``."""
+    """``bench_engine_step.make_step`` on ``backend``, or ``Unavailable(why)``."""
     if why:
         raise harness.Unavailable(why)
-    step = make_step(batch_size, seed, backend=backend)
-    return harness.synchronized(step, micro.GPU_RUNTIMES[backend]) if backend in GPU_BACKENDS else step
+    return make_step(batch_size, seed, backend=backend)
 
 
 def step_factories(statuses, with_peers):
@@ -134,7 +128,7 @@ def step_factories(statuses, with_peers):
                                                         numpy_buffers=name not in GPU_BACKENDS)
                  for name, why in statuses.items()}
     factories |= {name: bench_step.Factory(gpu_step.FACTORIES[name], gpu=True)
-                  for name in ("cuBLAS floor", "minivae cupy captured")}
+                  for name in (bench_step.GPU_FLOOR, "minivae cupy captured")}
     if with_peers:
         factories |= bench_step.STEP_FACTORIES
         factories["torch eager GPU"] = bench_step.Factory(

@@ -6,7 +6,13 @@
   faster than that, with a ``PEAK_MARGIN`` for the peak's own noise (the best
   of a few samples against a row's median), measured something else: more
   cores than it claims, or work not done. It is marked invalid and never
-  counted as a win.
+  counted as a win. On a GPU the bound is the ``cuBLAS floor``, the step's
+  products alone, each its own call from the host: a GPU step that also
+  issues every product as its own call (an eager one) and takes less than
+  that floor's median, with the same margin, is marked invalid too. A
+  captured graph's replay or a jitted step launches its work at once, without
+  the floor's per-call host time (and JAX multiplies float32 in TF32 by
+  default on Ampere and later GPUs), so the floor bounds neither.
 - **An interval on every ratio.** Rounds are interleaved, so round i of a row
   and round i of the floor ran side by side: the row's multiple of the floor
   is the median of the per-round ratios, with a 95% percentile-bootstrap
@@ -36,6 +42,15 @@ def impossible(gflops, peak):
             f" {peak:.0f} GFLOP/s (x{PEAK_MARGIN:.2f} margin)")
 
 
+def below_floor(seconds, floor_seconds, floor):
+    """Why a row whose median is ``seconds`` cannot beat ``floor``'s median ``floor_seconds`` (its own products,
+    issued the same way), or None."""
+    if seconds * PEAK_MARGIN >= floor_seconds:
+        return None
+    return (f"its median {seconds * 1e3:.3g} ms is below the {floor}'s {floor_seconds * 1e3:.3g} ms, its"
+            f" products alone (x{PEAK_MARGIN:.2f} margin)")
+
+
 def floor_ratio(samples, floor_samples, confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):
     """{"ratio", "low", "high", "rounds"}: the median per-round ratio sample / floor and its bootstrap interval."""
     ratios = np.asarray(samples, float) / np.asarray(floor_samples, float)
@@ -59,19 +74,26 @@ def verdict(ours, theirs):
     return "level"
 
 
-def judge_rows(rows, floor, flops, peak, cpu_rows):
+def judge_rows(rows, floor, flops, peak, cpu_rows, gpu_floor=None, gpu_rows=()):
     """Add to each timed row its products' rate, its floor ratio with interval, and "invalid" where impossible.
 
     ``rows``: {name: stats dict or {"skipped": why}}; ``cpu_rows``: the names
-    held to the CPU's ``peak`` (a GPU row is not).
+    held to the CPU's ``peak`` (a GPU row is not); ``gpu_rows``: the names
+    held to the median of row ``gpu_floor`` where it was timed.
     """
+    gpu_floor_seconds = rows.get(gpu_floor, {}).get("median")
     for name, row in rows.items():
         if "median" not in row:
             continue
         row["gflops"] = products_gflops(flops, row["median"])
         row["floor_ratio"] = floor_ratio(row["samples"], rows[floor]["samples"])
         row.pop("invalid", None)
-        why = impossible(row["gflops"], peak) if name in cpu_rows else None
+        if name in cpu_rows:
+            why = impossible(row["gflops"], peak)
+        elif name in gpu_rows and gpu_floor_seconds:
+            why = below_floor(row["median"], gpu_floor_seconds, gpu_floor)
+        else:
+            why = None
         if why:
             row["invalid"] = why
 

@@ -102,9 +102,8 @@ def test_json_keeps_every_sample_and_the_environment(tmp_path):
     assert loaded["environment"]["cpu"] == "Test CPU"
 
 
-def test_markdown_shows_floor_multiples_rates_and_skip_reasons(tmp_path):
-    harness.write_markdown(fake_report(), tmp_path / "step.md")
-    lines = (tmp_path / "step.md").read_text().splitlines()
+def test_markdown_shows_floor_multiples_rates_and_skip_reasons():
+    lines = harness.markdown_table(fake_report()).splitlines()
     assert lines[0] == "| implementation | batch 32 | batch 128 |"
     assert lines[1] == "|---|---|---|"
     jax_row = next(line for line in lines if line.startswith("| jax jit"))
@@ -180,6 +179,39 @@ def test_a_row_faster_than_the_peak_is_flagged_and_never_a_win():
     assert "| jax jit | **invalid** 9.47 ms" in text
     assert "- jax jit, batch 512: **invalid**: its products would run at 177 GFLOP/s" in text
     assert "- minivae numba vs jax jit: invalid at batch 512." in text
+
+
+def gpu_report(seconds):
+    """Batch 1024 on a GPU: the cuBLAS floor takes 1 ms; each GPU row ``seconds[name]``, the same in every round."""
+    rounds = np.linspace(0.98, 1.02, 7)
+    timed = {"GEMM floor": 0.4, "cuBLAS floor": 1e-3} | seconds
+    rows = {name: harness.Stats(list(median * rounds), number=1).to_dict() for name, median in timed.items()}
+    return bench_step.judge({
+        "environment": {"cpu": "Test CPU", "cores": 2, "load_average": (0.5, 0.4, 0.3), "gpu": "Test GPU"},
+        "settings": {"rounds": 7, "threads": None}, "peak_gflops": 133.0, "floor": "GEMM floor",
+        "flops_per_example": gemm_floor.flops_per_example(), "gpu_rows": ["cuBLAS floor", *seconds],
+        "confinement": {"cores": None, "threads": 3, "escaped": [], "cpus": [0, 1]}, "batches": {"1024": rows}})
+
+
+def test_an_eager_gpu_step_faster_than_its_own_products_on_cublas_is_invalid_and_never_a_win():
+    report = gpu_report({"minivae cupy": 0.5e-3, "torch eager GPU": 0.2e-3})
+    rows = report["batches"]["1024"]
+    assert rows["minivae cupy"]["invalid"] == ("its median 0.5 ms is below the cuBLAS floor's 1 ms, its products"
+                                               " alone (x1.10 margin)")
+    assert "invalid" in rows["torch eager GPU"] and "invalid" not in rows["cuBLAS floor"]
+    assert report["comparisons"] == {}  # GPU rows are never compared, so never a win
+    text = harness.markdown_table(report)
+    assert "| minivae cupy | **invalid** 500 us" in text
+    assert "- minivae cupy, batch 1024: **invalid**: its median 0.5 ms is below the cuBLAS floor's 1 ms" in text
+
+
+def test_a_gpu_step_at_or_above_the_cublas_floor_or_launched_at_once_is_not_flagged():
+    """At the floor (and within the margin below it) an eager step stands; a captured replay and JAX's jitted
+    step launch their work at once, without the floor's per-call host time, so the floor does not bound them."""
+    report = gpu_report({"minivae cupy": 1e-3, "minivae numba-cuda": 0.95e-3, "torch eager GPU": 3e-3,
+                         "minivae cupy captured": 0.3e-3, "jax jit GPU": 0.2e-3})
+    assert not any("invalid" in row for row in report["batches"]["1024"].values())
+    assert "invalid" in gpu_report({"minivae numba-cuda": 0.9e-3})["batches"]["1024"]["minivae numba-cuda"]
 
 
 def test_the_peak_is_one_cores_rate_times_the_cores(monkeypatch):
@@ -278,13 +310,12 @@ def make_unavailable_step(batch_size, seed):
     raise harness.Unavailable("frobnicator not installed: pip install frobnicator")
 
 
-def test_driver_times_registered_steps_and_skips_with_reasons(monkeypatch):
-    monkeypatch.setattr(bench_step, "STEP_FACTORIES", {})
-    bench_step.register("noop", make_noop_step, numpy_buffers=True)
-    bench_step.register("missing", make_unavailable_step)
-    bench_step.register("on gpu", make_noop_step, gpu=True)
+def test_a_batch_times_each_factorys_step_and_skips_with_reasons():
+    factories = {"noop": bench_step.Factory(make_noop_step, numpy_buffers=True),
+                 "missing": bench_step.Factory(make_unavailable_step),
+                 "on gpu": bench_step.Factory(make_noop_step, gpu=True)}
     settings = bench_step.Settings(rounds=2, warmup=0, min_time=0.0, peak_repeat=1)
-    rows = bench_step.bench_batch(4, settings, seed=0, has_gpu=False)
+    rows = bench_step.bench_batch(4, settings, seed=0, has_gpu=False, factories=factories)
     assert len(rows["noop"]["samples"]) == 2 and "tracemalloc_peak_mib" in rows["noop"]
     assert rows["missing"] == {"skipped": "frobnicator not installed: pip install frobnicator"}
     assert rows["on gpu"] == {"skipped": "no GPU"}
@@ -406,3 +437,20 @@ def test_describe_says_when_nothing_was_confined():
 def test_durations_read_in_the_largest_unit_below_them_negative_ones_too():
     assert [harness.format_duration(s) for s in (7.891, 4.561e-3, 1.234e-5, 3e-9, -1.42e-4)] == [
         "7.89 s", "4.56 ms", "12.3 us", "3 ns", "-142 us"]
+
+
+def test_bench_threads_times_each_setting_by_its_epochs_own_seconds_interleaved(monkeypatch, capsys):
+    from minivae.benchmarks import bench_threads
+    calls = []
+
+    def training_seconds(threads, epochs, out):
+        calls.append(threads)
+        return {None: 1.0, 1: 1.0, 2: 2.0}[threads] * epochs * (1 + len(calls) / 100)  # the machine slows down
+    monkeypatch.setattr(bench_threads, "training_seconds", training_seconds)
+    assert bench_threads.main(["--epochs", "2", "--rounds", "5"]) == 0
+    assert sorted(calls, key=str) == sorted([None, 1, 2] * 5, key=str)
+    assert len({tuple(calls[i:i + 3]) for i in range(0, 15, 3)}) > 1  # rounds in shuffled orders
+    lines = capsys.readouterr().out.splitlines()[1:]  # each median: the reported seconds, not the wall time
+    assert lines == ["default       2.18 s for 2 epochs (median of 5)", "1 thread      2.14 s for 2 epochs (median of 5)",
+                     "2 threads     4.32 s for 2 epochs (median of 5)",
+                     "default / best of 1 and 2 threads: 1.02 (target <= 1.10: met)"]

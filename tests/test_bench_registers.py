@@ -1,6 +1,5 @@
 """``python -m minivae.benchmarks.registers``: ptxas's report read right, the CUDA C draw compiled where nvcc is,
 the numba-cuda kernels where numba-cuda is, and one line naming what is missing elsewhere."""
-import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -8,14 +7,9 @@ import sys
 import pytest
 
 from minivae.benchmarks import registers
+from minivae.versions import installed_version
 
-
-def has_numba_cuda():
-    try:
-        return bool(importlib.metadata.version("numba-cuda"))
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
+HAS_NUMBA_CUDA = installed_version("numba-cuda") is not None
 
 PTXAS_REPORT = """ptxas info    : 0 bytes gmem
 ptxas info    : Compiling entry function 'philox_advance' for 'sm_90'
@@ -37,7 +31,8 @@ def test_the_cuda_c_draw_compiles_within_a_threads_register_file():
     assert name == "philox_normals_f32 (CUDA C)" and 0 < used <= 255 and shared == 0
 
 
-@pytest.mark.skipif(not has_numba_cuda() or shutil.which("ptxas") is None, reason="needs numba-cuda and ptxas")
+@pytest.mark.gpu  # where numba-cuda is installed: gpu_check's `pytest -m gpu` runs it
+@pytest.mark.skipif(not HAS_NUMBA_CUDA or shutil.which("ptxas") is None, reason="needs numba-cuda and ptxas")
 def test_the_numba_cuda_kernels_compile_for_sm_90_without_a_gpu():
     usage = registers.numba_cuda_usage()
     assert set(usage) == {"matmul 16x16", "matmul 8x8", "normals (numba-cuda)"}
@@ -45,7 +40,7 @@ def test_the_numba_cuda_kernels_compile_for_sm_90_without_a_gpu():
     assert usage["matmul 16x16"][1] == 2 * usage["matmul 8x8"][1] > 0  # two shared tiles, twice as wide
 
 
-@pytest.mark.skipif(has_numba_cuda(), reason="numba-cuda is installed: the command runs")
+@pytest.mark.skipif(HAS_NUMBA_CUDA, reason="numba-cuda is installed: the command runs")
 def test_without_numba_cuda_it_says_so_in_one_line():
     done = subprocess.run([sys.executable, "-m", "minivae.benchmarks.registers"], capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == ""

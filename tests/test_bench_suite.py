@@ -163,7 +163,7 @@ def test_missing_data_skips_its_parts_with_the_reason(tmp_path, capsys):
 
 
 def test_drivers_run_from_the_repository_as_modules():
-    for module in ("benchmarks.bench_step", "benchmarks.bench_overhead", "benchmarks.bench_engine_step"):
+    for module in ("benchmarks.bench_overhead", "benchmarks.breakdown", "benchmarks.gpu_chart"):
         result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0 and "usage:" in result.stdout, result.stderr
 

@@ -45,3 +45,21 @@ def test_with_a_gpu_the_chart_says_where_it_starts_to_pay(tmp_path):
     png, md = gpu_chart.write_chart(bench_report(gpu_rows=True), tmp_path)
     assert png.read_bytes()[:8] == PNG
     assert "A GPU step first beats numba's at batch 32 (minivae cupy captured)." in md.read_text()
+
+
+def test_a_gpu_step_marked_invalid_says_so_and_never_pays():
+    report = bench_report(gpu_rows=True)
+    for rows in report["step"]["batches"].values():
+        rows["minivae cupy captured"]["invalid"] = "its median is below the cuBLAS floor's"
+    batches = gpu_chart.step_batches(report)
+    assert gpu_chart.where_the_gpu_pays(batches) == (128, "minivae cupy")  # the eager step's 2 ms + ... from 128
+    assert "| minivae cupy captured | **invalid** 508 us | **invalid** 532 us |" in gpu_chart.markdown(batches)
+
+
+def test_a_report_without_the_step_part_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"environment": {}, "micro": []}))
+    assert gpu_chart.main([str(path)]) == 2
+    assert capsys.readouterr().err == (f"gpu_chart: {path} has no step part: run minivae bench --only step"
+                                       " --out DIR\n")
+    assert list(tmp_path.iterdir()) == [path]

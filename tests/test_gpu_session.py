@@ -80,3 +80,16 @@ def test_the_modules_and_options_it_calls_exist():
     check_help = subprocess.run([sys.executable, "-m", "minivae.benchmarks.gpu_check", "--help"],
                                 capture_output=True, text=True, check=True).stdout
     assert "--out" in check_help and "--data-dir" in check_help
+
+
+def test_the_versions_are_printed_even_without_packaging():
+    """The versions stage's Python, run here with ``packaging`` made unimportable: numpy's version still prints."""
+    body = session_body()
+    start = next(index for index, line in enumerate(body) if "<<'PY'" in line) + 1
+    program = "\n".join(body[start:body.index("PY", start)])
+    blocked = "import sys\nsys.modules['packaging'] = None\n" + program
+    done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Python ") and any(line.startswith("numpy ") for line in lines)
+    assert lines[-1] == "packaging: not installed, so nvmath-python's requirements are not checked"
