@@ -10,7 +10,7 @@ import pytest
 
 from minivae.app.checkpoint import load_checkpoint
 from minivae.app.run_checkpoint import CHECKPOINT_NAME
-from runs import TINY, assert_refused, ended_pid, minivae, subprocess_env
+from runs import TINY, assert_refused, ended_pid, minivae, subprocess_env, train_argv
 
 
 def tiny_train(out, epochs=1, *extra, env=None):
@@ -141,9 +141,10 @@ def test_training_goes_on_when_its_output_pipe_is_closed(tmp_path):
     assert len(load_checkpoint(run / CHECKPOINT_NAME)[1]["history"]) == 3
 
 
-def test_a_path_the_terminals_encoding_cannot_print_is_escaped(tmp_path):
+@pytest.mark.parametrize("module", ["minivae", "minivae.cli"])
+def test_a_path_the_terminals_encoding_cannot_print_is_escaped(tmp_path, module):
     out = os.fsdecode(os.fsencode(tmp_path) + b"/o/\xff-run")  # a byte that is no character in ASCII or UTF-8
-    done = tiny_train(out, 1, env={"PYTHONIOENCODING": "ascii"})
+    done = minivae(*train_argv(out, 1), env={"PYTHONIOENCODING": "ascii"}, module=module)
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.splitlines()[-1].startswith(f"outputs in {tmp_path}/o/\\udcff-run/: checkpoint.npz")
     assert (tmp_path / "o" / os.fsdecode(b"\xff-run") / CHECKPOINT_NAME).exists()
