@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from minivae import cli
-from minivae.app import run_checkpoint, runconfig, training
+from minivae.app import plots, run_checkpoint, runconfig, training
+from minivae.backend import get_backend
 from minivae.app.data import load_digits
 from runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures, train_argv,
                   write_fake_mnist)
@@ -66,6 +67,17 @@ def test_sample_and_reconstruct_write_their_figure(files, capsys, command, figur
     assert status == 0, err
     assert out.splitlines()[-1] == f"wrote {files.tmp / 'figures' / figure}"
     assert (files.tmp / "figures" / figure).stat().st_size
+
+
+def test_sample_draws_the_checkpoints_model_samples_of_its_seed(files, monkeypatch, capsys):
+    drawn = []
+    monkeypatch.setattr(plots, "save_samples", lambda path, images, image_shape: drawn.append(images))
+    status, _, err = run_cli(["sample", str(files.good), "--seed", "7", "--out", str(files.tmp)], capsys)
+    assert status == 0, err
+    model, _, _ = run_checkpoint.load_trained(files.good)
+    make_rng = get_backend().kernels.make_rng
+    np.testing.assert_array_equal(drawn[0], model.sample(64, make_rng(7)), strict=True)
+    assert not np.array_equal(drawn[0], model.sample(64, make_rng(0)))  # the seed is the one asked for
 
 
 def test_logvar_clamp_is_saved_in_the_config(tmp_path, monkeypatch, capsys):
