@@ -103,6 +103,14 @@ def test_ctrl_c_exits_130_with_how_to_resume(tmp_path, monkeypatch, capsys):
                           f"--resume {checkpoint}", code=130)
 
 
+def test_running_out_of_memory_is_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    def out_of_memory(*args):
+        raise MemoryError
+    monkeypatch.setattr(training, "run_epoch", out_of_memory)
+    status, _, err = run_cli(train_argv(tmp_path, 1), capsys)
+    assert_one_line_error(status, err, "minivae: out of memory; choose smaller sizes (--batch-size, --samples")
+
+
 def test_evaluate_takes_the_runs_thread_count_and_says_when_its_draws_are_not_trainings(tmp_path, monkeypatch,
                                                                                          capsys):
     """A run at --threads 2 is evaluated at 2 by default (its small products alone would get 1): training's own
