@@ -134,6 +134,18 @@ def test_evaluate_takes_the_runs_thread_count_and_says_when_its_draws_are_not_tr
                              "images, 2 threads, the numpy backend)")
 
 
+@pytest.mark.parametrize("binarize", ["static", "dynamic"])
+def test_evaluate_of_a_binarized_run_says_its_test_images_differ_from_trainings(tmp_path, monkeypatch, capsys,
+                                                                                binarize):
+    skip_figures(monkeypatch)
+    status, _, err = run_cli(train_argv(tmp_path, 1, "--binarize", binarize), capsys)
+    assert status == 0, err
+    status, out, err = run_cli(["evaluate", str(tmp_path / run_checkpoint.CHECKPOINT_NAME)], capsys)
+    assert status == 0, err
+    assert out.splitlines()[2].endswith(", on the test images binarized once (training's epoch lines measured the "
+                                        "grey ones)")
+
+
 # ----- Bad input: one line, exit status 2 -----
 
 BAD_TRAIN_INPUT = {
