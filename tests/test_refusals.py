@@ -145,6 +145,12 @@ def test_an_unknown_backend_variable_is_refused_before_anything_is_written(tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def test_bound_gap_with_one_seed_is_refused_before_its_output_folder_is_made(tmp_path):
+    done = minivae("bound-gap", "--seeds", 1, "--out", tmp_path / "gap")
+    assert_refused(done, "--seeds 1: a spread needs at least 2 seeds")
+    assert not (tmp_path / "gap").exists()
+
+
 def test_an_out_folder_without_read_permission_is_refused_in_one_line(tmp_path):
     out = tmp_path / "unreadable"
     out.mkdir(mode=0o300)
