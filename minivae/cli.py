@@ -184,5 +184,6 @@ def main(argv=None):
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m minivae.cli: through the entry point, so the output is prepared as it is there
+    from minivae.__main__ import main as entry_point
+    sys.exit(entry_point())

@@ -28,13 +28,14 @@ import numpy as np
 from minivae import ops
 from minivae.backend import get_backend
 from minivae.distributions import Bernoulli, DiagonalNormal, Gaussian, check_sigma, log_prior
-from minivae.errors import MinivaeError
+from minivae.errors import MinivaeError, check_finite
 from minivae.nn import MLP, Linear, Module, check_positive_int, is_positive_int
 from minivae.tensor import Tensor, no_grad
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae")
 DTYPES = ("float32", "float64")
+WEIGHTS_ADVICE = "the checkpoint's weights are too large to decode; use another checkpoint"
 
 
 @dataclass
@@ -203,17 +204,28 @@ class VAE(Module):
         return self.elbo(x, samples, rng, eps)
 
     def sample(self, n, rng):
-        """n draws z ~ N(0, I) decoded to probabilities (Bernoulli) or means (Gaussian): NumPy (n, D)."""
+        """n draws z ~ N(0, I) decoded to probabilities (Bernoulli) or means (Gaussian): NumPy (n, D), checked
+        as ``_decoded_means`` says."""
         check_positive_int("VAE.sample", "n", n)
-        with no_grad():
-            z = get_backend().kernels.standard_normal(rng, (n, self.config["latent_dim"]), self.dtype)
-            return self.p_x_given_z(Tensor(z)).mean.numpy()
+        z = get_backend().kernels.standard_normal(rng, (n, self.config["latent_dim"]), self.dtype)
+        return self._decoded_means(Tensor(z), "samples")
 
     def reconstruct(self, x):
-        """decode(mu(x)) as probabilities or means: NumPy (B, D)."""
-        with no_grad():
+        """decode(mu(x)) as probabilities or means: NumPy (B, D); NonFiniteResult unless every code mu(x) is
+        finite, and the decoder's output too (``_decoded_means``)."""
+        with no_grad(), np.errstate(over="ignore", invalid="ignore"):  # checked just below
             mu, _ = self.encode(x)
-            return self.p_x_given_z(mu).mean.numpy()
+        check_finite("reconstructions: a code z", mu.numpy(), WEIGHTS_ADVICE)
+        return self._decoded_means(mu, "reconstructions")
+
+    def _decoded_means(self, z, what):
+        """p(x | z)'s means (probabilities or grey levels) for the codes ``z``, refused (NonFiniteResult naming
+        ``what``) unless the decoder's output ``decode(z)`` (logits or means) is finite: a sigmoid shows
+        infinite logits as a plausible black-and-white picture."""
+        with no_grad(), np.errstate(over="ignore", invalid="ignore"):  # checked below
+            decoded = self.decode(z)
+            check_finite(f"{what}: the decoder's output", decoded.numpy(), WEIGHTS_ADVICE)
+            return self.p_x_given_decoded(decoded).mean.numpy()
 
 
 def parameter_count(encoder_sizes, latent_dim, decoder_sizes):

@@ -53,10 +53,11 @@ def subprocess_env(**extra):
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra}
 
 
-def minivae(*argv, timeout=120, env=None, **popen):
-    """``python -m minivae ARGV`` from this checkout: the finished process (text stdout and stderr)."""
-    return subprocess.run([sys.executable, "-m", "minivae", *map(str, argv)], capture_output=True, text=True,
-                          env=subprocess_env(**(env or {})), timeout=timeout, **popen)
+def minivae(*argv, timeout=120, env=None, module="minivae", prefix=(), **popen):
+    """``python -m minivae ARGV`` (or ``-m module``) from this checkout, run by the command ``prefix`` if one is
+    given (e.g. setpriv): the finished process (text stdout and stderr)."""
+    return subprocess.run([*prefix, sys.executable, "-m", module, *map(str, argv)], capture_output=True,
+                          text=True, env=subprocess_env(**(env or {})), timeout=timeout, **popen)
 
 
 def assert_refused(result, *fragments, code=2):

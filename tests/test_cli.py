@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from minivae import cli
-from minivae.app import run_checkpoint, runconfig, training
+from minivae.app import plots, run_checkpoint, runconfig, training
+from minivae.backend import get_backend
 from minivae.app.data import load_digits
 from runs import (assert_one_line_error, assert_same_run, reference_checkpoint, run_cli, skip_figures, train_argv,
                   write_fake_mnist)
@@ -68,6 +69,17 @@ def test_sample_and_reconstruct_write_their_figure(files, capsys, command, figur
     assert (files.tmp / "figures" / figure).stat().st_size
 
 
+def test_sample_draws_the_checkpoints_model_samples_of_its_seed(files, monkeypatch, capsys):
+    drawn = []
+    monkeypatch.setattr(plots, "save_samples", lambda path, images, image_shape: drawn.append(images))
+    status, _, err = run_cli(["sample", str(files.good), "--seed", "7", "--out", str(files.tmp)], capsys)
+    assert status == 0, err
+    model, _, _ = run_checkpoint.load_trained(files.good)
+    make_rng = get_backend().kernels.make_rng
+    np.testing.assert_array_equal(drawn[0], model.sample(64, make_rng(7)), strict=True)
+    assert not np.array_equal(drawn[0], model.sample(64, make_rng(0)))  # the seed is the one asked for
+
+
 def test_logvar_clamp_is_saved_in_the_config(tmp_path, monkeypatch, capsys):
     skip_figures(monkeypatch)
     status, _, err = run_cli(train_argv(tmp_path, 1, "--logvar-clamp", "4"), capsys)
@@ -91,6 +103,14 @@ def test_ctrl_c_exits_130_with_how_to_resume(tmp_path, monkeypatch, capsys):
                           f"--resume {checkpoint}", code=130)
 
 
+def test_running_out_of_memory_is_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    def out_of_memory(*args):
+        raise MemoryError
+    monkeypatch.setattr(training, "run_epoch", out_of_memory)
+    status, _, err = run_cli(train_argv(tmp_path, 1), capsys)
+    assert_one_line_error(status, err, "minivae: out of memory; choose smaller sizes (--batch-size, --samples")
+
+
 def test_evaluate_takes_the_runs_thread_count_and_says_when_its_draws_are_not_trainings(tmp_path, monkeypatch,
                                                                                          capsys):
     """A run at --threads 2 is evaluated at 2 by default (its small products alone would get 1): training's own
@@ -112,6 +132,18 @@ def test_evaluate_takes_the_runs_thread_count_and_says_when_its_draws_are_not_tr
     assert lines[0].endswith(": 359 examples; 1 thread (--threads)")
     assert lines[2].endswith("; training's epoch lines drew another estimate (seed 1, batches of 128, 359 test "
                              "images, 2 threads, the numpy backend)")
+
+
+@pytest.mark.parametrize("binarize", ["static", "dynamic"])
+def test_evaluate_of_a_binarized_run_says_its_test_images_differ_from_trainings(tmp_path, monkeypatch, capsys,
+                                                                                binarize):
+    skip_figures(monkeypatch)
+    status, _, err = run_cli(train_argv(tmp_path, 1, "--binarize", binarize), capsys)
+    assert status == 0, err
+    status, out, err = run_cli(["evaluate", str(tmp_path / run_checkpoint.CHECKPOINT_NAME)], capsys)
+    assert status == 0, err
+    assert out.splitlines()[2].endswith(", on the test images binarized once (training's epoch lines measured the "
+                                        "grey ones)")
 
 
 # ----- Bad input: one line, exit status 2 -----

@@ -84,9 +84,12 @@ def documented_commands():
     return commands
 
 
-def not_run_reason(section, command):
-    for pattern, reason in NOT_RUN:
+def not_run_reason(section, command, used):
+    """Why no test runs ``command`` (of ``section``): the first NOT_RUN entry that matches it, recorded in ``used``;
+    None if none does."""
+    for number, (pattern, reason) in enumerate(NOT_RUN):
         if section == pattern or (not pattern.startswith("## ") and re.search(pattern, command)):
+            used.add(number)
             return reason
     return None
 
@@ -120,12 +123,12 @@ def newcomer(tmp_path_factory):
     places = {"fashion": write_fake_mnist(tmp / "fashion-mnist")}
     clone = tmp / "clone"
     clone.mkdir()
-    ran, used = [], set()
+    ran, used, not_run = [], set(), set()
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(clone)
         patch.delenv("MINIVAE_BACKEND", raising=False)
         for guide, section, command in documented_commands():
-            if not_run_reason(section, command):
+            if not_run_reason(section, command, not_run):
                 continue
             command = smaller(command, used, places)
             result = run(command)
@@ -133,6 +136,8 @@ def newcomer(tmp_path_factory):
             assert result.returncode == 0, (guide, command, result.stderr[-2000:])
     unused = [SMALLER[number][0] for number in range(len(SMALLER)) if number not in used]
     assert not unused, f"substitutions that no documented command needs any more: {unused}"
+    unused = [NOT_RUN[number][0] for number in range(len(NOT_RUN)) if number not in not_run]
+    assert not unused, f"NOT_RUN entries that no documented command matches any more: {unused}"
     return clone, ran
 
 

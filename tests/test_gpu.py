@@ -13,6 +13,7 @@ from end_to_end import check_exact_resume, check_user_path
 from kernel_cases import (CASES, LAYOUTS, PHILOX_TOLERANCE, assert_adam_reads_step_and_lr_from_arrays,
                           assert_matches_reference, assert_rng_state_round_trips, needs_gpu)
 from minivae import backend
+from minivae.app import static_step
 from minivae.backend import BackendUnavailable, available_backends, load_backend
 from minivae.kernels import philox
 from runs import skip_figures
@@ -40,6 +41,22 @@ def to_device(layout):
         view[...] = cupy.asarray(np.ascontiguousarray(a))
         return view
     return copy
+
+
+def count_replays(monkeypatch):
+    """A list given one entry each time a captured training step is replayed. A real ``cupy.cuda.Graph``'s
+    ``launch`` cannot be patched (an extension type), so each captured graph is handed back wrapped."""
+    launches, capture = [], static_step.StaticStep._capture
+
+    class CountedGraph:
+        def __init__(self, graph):
+            self.graph = graph
+
+        def launch(self):
+            launches.append(self.graph.launch())
+
+    monkeypatch.setattr(static_step.StaticStep, "_capture", lambda step: CountedGraph(capture(step)))
+    return launches
 
 
 def assert_moments_normal(eps):
@@ -161,9 +178,12 @@ def test_a_cuda_graph_captures_a_cublas_product_and_replays_it_on_new_data():
 @needs_gpu
 @pytest.mark.parametrize("schedule", ["elbo", "iwae"])
 def test_train_with_cuda_graph_resumes_bit_identically(schedule, tmp_path, capsys, monkeypatch):
+    """Two full batches an epoch: the first step is captured, the rest replay the graph."""
     skip_figures(monkeypatch)
+    launches = count_replays(monkeypatch)
     check_exact_resume("cupy", tmp_path, capsys, "--cuda-graph", "--train-examples", "16",
                        "--objective", schedule, "--samples", "2", "--kl-warmup", "2")
+    assert len(launches) == 3 + 1 + 1  # replays after each capture: 2 epochs straight, 1 epoch, the resumed epoch
 
 
 # ----- Numba CUDA on the device, fed CuPy arrays through __cuda_array_interface__ -----

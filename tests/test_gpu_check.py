@@ -20,19 +20,25 @@ def test_without_a_gpu_it_says_so_in_one_line(monkeypatch, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-TINY = ["--hidden", "8", "--latent-dim", "2", "--batch-size", "8", "--train-examples", "16", "--test-examples", "8",
+GPU_CHECK_MODEL = ["--hidden", "8", "--latent-dim", "2", "--batch-size", "8", "--train-examples", "16", "--test-examples", "8",
         "--plot-interval", "0", "--quiet"]
 NO_NVVM = "minivae: numba-cuda: a 2x3 product on the device failed (NvvmSupportError: libNVVM is not available)"
 NO_NVMATH = "minivae: cupy: needs nvmath-python (cuBLAS's bindings): not installed"
 
 
-def fake_minivae(*argv):
-    """``minivae ARGV`` run here: numpy trains for real (tiny); a GPU backend fails as one without NVVM would."""
-    argv = [str(arg) for arg in argv]
-    backend = argv[argv.index("--backend") + 1]
-    if backend != "numpy":
-        return 2, "", {"cupy": NO_NVMATH, "numba-cuda": NO_NVVM}[backend] + "\n"
-    return cli.main(argv), "", ""
+def minivae_here(failing):
+    """``minivae ARGV`` run in this process, as (status, stdout, stderr); on a backend named in ``failing``
+    ({backend: its one line}) it fails at once, as it does on a GPU without what that backend needs."""
+    def minivae(*argv):
+        argv = [str(arg) for arg in argv]
+        name = argv[argv.index("--backend") + 1]
+        if name in failing:
+            return 2, "", failing[name] + "\n"
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            status = cli.main(argv)
+        return status, out.getvalue(), ""
+    return minivae
 
 
 def failing_step(name):
@@ -47,8 +53,8 @@ def failing_gpu(monkeypatch):
     monkeypatch.setattr(harness, "gpu_name", lambda: "a test GPU")
     monkeypatch.setattr(gpu_check, "available_backends", lambda: {
         "numpy": None, "numba": None, "cupy": NO_NVMATH[len("minivae: "):], "numba-cuda": NO_NVVM[len("minivae: "):]})
-    monkeypatch.setattr(gpu_check, "MODEL", TINY)
-    monkeypatch.setattr(gpu_check, "minivae", fake_minivae)
+    monkeypatch.setattr(gpu_check, "MODEL", GPU_CHECK_MODEL)
+    monkeypatch.setattr(gpu_check, "minivae", minivae_here({"cupy": NO_NVMATH, "numba-cuda": NO_NVVM}))
     monkeypatch.setattr(gpu_check, "run_gpu_tests", lambda: (False, "1 failed, 3 passed in 9.10s"))
     monkeypatch.setattr(gpu_check, "step_seconds", failing_step)
     skip_figures(monkeypatch)
@@ -85,17 +91,6 @@ def test_the_module_runs_as_the_readme_says():
     assert len(done.stderr.splitlines()) == 1 and "no CUDA GPU" in done.stderr
 
 
-def in_process_minivae(*argv):
-    """``minivae ARGV`` run here, its stdout captured; numba-cuda fails as without NVVM (the fake GPU has no numba)."""
-    argv = [str(arg) for arg in argv]
-    if argv[argv.index("--backend") + 1] == "numba-cuda":
-        return 2, "", NO_NVVM + "\n"
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        status = cli.main(argv)
-    return status, out.getvalue(), ""
-
-
 def test_on_the_fake_gpu_cupy_passes_eager_and_captured(monkeypatch, tmp_path):
     """Every stage through gpu_check's own code on the fake CuPy: training, exact resume (with --cuda-graph too),
     evaluation and step times for cupy; numba-cuda's rows fail, and say why."""
@@ -104,8 +99,8 @@ def test_on_the_fake_gpu_cupy_passes_eager_and_captured(monkeypatch, tmp_path):
     fake_cupy.install(monkeypatch)
     fake_nvmath.install(monkeypatch)
     monkeypatch.setattr(harness, "gpu_name", lambda: "a fake GPU")
-    monkeypatch.setattr(gpu_check, "MODEL", TINY)
-    monkeypatch.setattr(gpu_check, "minivae", in_process_minivae)
+    monkeypatch.setattr(gpu_check, "MODEL", GPU_CHECK_MODEL)
+    monkeypatch.setattr(gpu_check, "minivae", minivae_here({"numba-cuda": NO_NVVM}))  # the fake GPU has no numba
     monkeypatch.setattr(gpu_check, "run_gpu_tests", lambda: (True, "12 passed in 3.00s"))
     monkeypatch.setattr(gpu_check, "IW_SAMPLES", 4)
     monkeypatch.setattr(gpu_check, "IW_EXAMPLES", 4)

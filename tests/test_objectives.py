@@ -200,7 +200,9 @@ def test_the_output_names_the_objective_and_each_epoch_line_gives_its_value(tmp_
     assert status == 0, err
     lines = out.splitlines()
     assert lines[1] == line
-    for row, epoch_line in zip(metrics(tmp_path), lines[2:4]):
+    rows = metrics(tmp_path)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    for row, epoch_line in zip(rows, lines[2:4], strict=True):
         trained = "" if name is None else f"{name} {row['train_objective']:9.3f}  "
         assert epoch_line.startswith(f"epoch {row['epoch']:3d}  train {trained}ELBO {row['train_elbo']:9.3f} ")
 

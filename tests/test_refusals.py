@@ -6,8 +6,6 @@ permissions the system refuses. docs/reliability.md names each case against its 
 import json
 import os
 import shutil
-import subprocess
-import sys
 import types
 
 import numpy as np
@@ -17,7 +15,7 @@ from checkpoint_files import altered, encoded_meta, write_npz
 from minivae.app import runconfig, training
 from minivae.app.checkpoint import MAX_META_BYTES, load_checkpoint, save_checkpoint
 from minivae.app.run_checkpoint import CHECKPOINT_NAME
-from runs import assert_refused, minivae, subprocess_env, write_fake_mnist
+from runs import assert_refused, minivae, write_fake_mnist
 
 
 def set_in(*keys, value):
@@ -145,6 +143,12 @@ def test_an_unknown_backend_variable_is_refused_before_anything_is_written(tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def test_bound_gap_with_one_seed_is_refused_before_its_output_folder_is_made(tmp_path):
+    done = minivae("bound-gap", "--seeds", 1, "--out", tmp_path / "gap")
+    assert_refused(done, "--seeds 1: a spread needs at least 2 seeds")
+    assert not (tmp_path / "gap").exists()
+
+
 def test_an_out_folder_without_read_permission_is_refused_in_one_line(tmp_path):
     out = tmp_path / "unreadable"
     out.mkdir(mode=0o300)
@@ -153,8 +157,7 @@ def test_an_out_folder_without_read_permission_is_refused_in_one_line(tmp_path):
         if shutil.which("setpriv") is None:
             pytest.skip("running as root, and no setpriv to drop the capability to read any folder")
         as_owner = ["setpriv", "--bounding-set=-all", "--"]
-    done = subprocess.run([*as_owner, sys.executable, "-m", "minivae", "train", "--hidden", "16", "--epochs", "1",
-                           "--out", str(out)], capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    done = minivae("train", "--hidden", "16", "--epochs", "1", "--out", out, prefix=as_owner)
     assert_refused(done, f"cannot list the files in {out} (Permission denied)", "fix the directory's permissions")
     out.chmod(0o700)
     assert list(out.iterdir()) == []

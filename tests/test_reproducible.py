@@ -3,7 +3,6 @@
 Each case runs ``python -m minivae`` as a subprocess; docs/reliability.md names each test here against
 the case it covers.
 """
-import os
 import subprocess
 import sys
 

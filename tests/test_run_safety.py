@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -324,6 +323,7 @@ def test_a_refusal_is_one_line_without_a_traceback(bad, case):
     result = minivae(*[arg.format(**places) for arg in argv])
     assert_refused(result, *fragments, code=code)
     assert not list(bad.absurd.glob("*.png"))
+    assert not list((bad.tmp / "diverged").glob("*"))  # the diverged run wrote no checkpoint, nor anything else
 
 
 def test_sample_draws_non_square_images_and_the_command_answers_version_and_defaults(bad):

@@ -10,12 +10,7 @@ import pytest
 
 from minivae.app.checkpoint import load_checkpoint
 from minivae.app.run_checkpoint import CHECKPOINT_NAME
-from runs import TINY, assert_refused, ended_pid, minivae, subprocess_env
-
-
-def tiny_train(out, epochs=1, *extra, env=None):
-    """``minivae train`` of a tiny model as a subprocess."""
-    return minivae("train", *TINY, "--epochs", epochs, "--out", out, *extra, env=env)
+from runs import assert_refused, ended_pid, minivae, subprocess_env, train_argv
 
 
 def users_files(run, **contents):
@@ -40,12 +35,12 @@ def test_only_minivaes_own_temporaries_of_ended_runs_are_removed_and_only_by_an_
     live.write_bytes(b"being written")
     killed = run / f".checkpoint.npz.minivae-{ended_pid()}-abcd_123.tmp"
     killed.write_bytes(b"half a checkpoint")
-    first = tiny_train(run)
+    first = minivae(*train_argv(run, 1))
     assert first.returncode == 0, first.stderr
     assert f"removed 1 temporary file(s) a killed run left in {run}: {killed.name}" in first.stdout
     assert not killed.exists() and live.exists() and unchanged(users)
     killed.write_bytes(b"half a checkpoint")
-    refused = tiny_train(run)  # the directory holds a run: refused before anything is removed
+    refused = minivae(*train_argv(run, 1))  # the directory holds a run: refused before anything is removed
     assert_refused(refused, f"{run} already holds a run")
     assert killed.exists() and live.exists() and unchanged(users)
 
@@ -55,11 +50,11 @@ def test_only_minivaes_own_temporaries_of_ended_runs_are_removed_and_only_by_an_
 def test_a_directory_holding_a_file_the_run_would_write_is_refused_unless_overwrite(tmp_path):
     run = tmp_path / "d"
     users = users_files(run, **{"metrics.jsonl": b"my own metrics\n", "loss_curves.png": b"my own figure"})
-    refused = tiny_train(run)
+    refused = minivae(*train_argv(run, 1))
     assert_refused(refused, f"{run} holds metrics.jsonl, loss_curves.png, which this run would replace",
                    "--overwrite")
     assert unchanged(users) and not (run / CHECKPOINT_NAME).exists()
-    replaced = tiny_train(run, 2, "--overwrite")
+    replaced = minivae(*train_argv(run, 2, "--overwrite"))
     assert replaced.returncode == 0, replaced.stderr
     assert f"--overwrite: metrics.jsonl, loss_curves.png in {run} will be replaced" in replaced.stdout
     assert replaced.stdout.splitlines()[-1] == (
@@ -122,7 +117,7 @@ def test_a_resume_that_is_no_checkpoint_is_refused_before_the_output_directory_i
     notes = tmp_path / "notes.npz"
     notes.write_bytes(b"my own notes\n")
     out = tmp_path / "X"
-    assert_refused(tiny_train(out, 2, "--resume", notes), f"{notes} is not a minivae checkpoint (not an .npz file")
+    assert_refused(minivae(*train_argv(out, 2, "--resume", notes)), f"{notes} is not a minivae checkpoint (not an .npz file")
     assert not out.exists()
 
 
@@ -141,9 +136,10 @@ def test_training_goes_on_when_its_output_pipe_is_closed(tmp_path):
     assert len(load_checkpoint(run / CHECKPOINT_NAME)[1]["history"]) == 3
 
 
-def test_a_path_the_terminals_encoding_cannot_print_is_escaped(tmp_path):
+@pytest.mark.parametrize("module", ["minivae", "minivae.cli"])
+def test_a_path_the_terminals_encoding_cannot_print_is_escaped(tmp_path, module):
     out = os.fsdecode(os.fsencode(tmp_path) + b"/o/\xff-run")  # a byte that is no character in ASCII or UTF-8
-    done = tiny_train(out, 1, env={"PYTHONIOENCODING": "ascii"})
+    done = minivae(*train_argv(out, 1), env={"PYTHONIOENCODING": "ascii"}, module=module)
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.splitlines()[-1].startswith(f"outputs in {tmp_path}/o/\\udcff-run/: checkpoint.npz")
     assert (tmp_path / "o" / os.fsdecode(b"\xff-run") / CHECKPOINT_NAME).exists()

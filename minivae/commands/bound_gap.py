@@ -38,9 +38,9 @@ def add_arguments(parser):
 
 def run(args):
     """ELBO <= L_K <= log p(x), log p(x) - ELBO = KL(q || p(z|x)), and how the two samplers' spreads shrink."""
-    out = check_writable(args.out)
-    if args.seeds < 2:
+    if args.seeds < 2:  # before the output folder is made
         raise MinivaeError(f"--seeds {args.seeds}: a spread needs at least 2 seeds; use e.g. 10")
+    out = check_writable(args.out)
     estimates, spreads = out / "bound_gap.png", out / "bound_gap_spread.png"
     written = [estimates, spreads]
     if args.checkpoint is None:
