@@ -103,7 +103,7 @@ for line in needs:  # its own dependencies: are they here, in a version it takes
 PY
 
     stage "minivae backends (at most $BACKENDS_SECONDS s)"
-    limit "$BACKENDS_SECONDS" python3 -m minivae.cli backends
+    limit "$BACKENDS_SECONDS" python3 -m minivae backends
     echo "backends: exit status $? (124 or 137: stopped by the time limit)"
 
     stage "gpu_check (at most $CHECK_SECONDS s)"
@@ -114,7 +114,7 @@ PY
     cp "$work/gpu_check/gpu_check.md" "$OUT/"
 
     stage "minivae bench --quick --only step --batch-sizes $BATCH_SIZES (at most $BENCH_SECONDS s)"
-    limit "$BENCH_SECONDS" python3 -m minivae.cli bench --quick --only step --batch-sizes "$BATCH_SIZES" \
+    limit "$BENCH_SECONDS" python3 -m minivae bench --quick --only step --batch-sizes "$BATCH_SIZES" \
         --out "$work/bench"
     echo "bench: exit status $? (124 or 137: stopped by the time limit)"
     cp "$work/bench"/{bench.json,bench.md,gpu_chart.png,gpu_chart.md} "$OUT/"
