@@ -17,7 +17,7 @@ kernels are recorded, not run. A step can be replayed only if
   state in place);
 - it never waits for the host: no ``.item()``, ``float()`` or ``bool()`` of a
   device array, no copy to the host. So the loss is not checked each step, as
-  ``loop.train_step`` does with ``loss.item()``: the step adds its ELBO terms
+  ``loop.train_step`` does by reading the step's sums: the step adds its terms
   into device sums, and ``take_sums`` reads them, and checks them and the
   parameters for NaN, when the epoch asks (at its end, and every ``--log-interval`` steps);
 - the memory it allocates does not move: the graph holds the addresses of the
@@ -40,7 +40,7 @@ import contextlib
 
 import numpy as np
 
-from minivae.app.loop import EagerStep
+from minivae.app.loop import EagerStep, objective_sums
 from minivae.app.recording import record
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError, one_line
@@ -114,10 +114,8 @@ class StaticStep:
             maximized, terms = self.model.objective(Tensor(self.x), self.objective, self.samples, self.rng,
                                                     beta=Tensor(self.beta))
             (-maximized.mean()).backward()
-            xp = get_backend().xp  # while recording, the recording's, which records xp.stack
             self.optimizer.update(self.t, self.lr)
-            self.sums += xp.stack([term.data.sum(dtype=np.float64)
-                                   for term in (maximized, terms.elbo, terms.reconstruction, terms.kl)])
+            self.sums += objective_sums(maximized, terms)
 
     def take_sums(self):
         """(summed (objective, elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets them.
