@@ -12,7 +12,6 @@ Both answer the same two calls: ``step(x_batch, beta)``, False when it saw the
 step go non-finite, and ``step.take_sums()``, the summed terms since the last
 call and whether they and the parameters are finite.
 """
-import math
 import time
 
 import numpy as np
@@ -143,7 +142,7 @@ def train_epoch(run, step, progress=False):
     """
     from tqdm import tqdm
     config, epoch = run.config, run.next_epoch
-    steps = math.ceil(len(run.data.train_x) / config.batch_size)
+    steps = run.steps_per_epoch
     binarize = "dynamic" if config.binarize == "dynamic" else "none"  # static: done once in prepare_data
     totals, examples = np.zeros(4), 0
     with tqdm(batches(run.data.train_x, run.data.train_y, config.batch_size, run.rngs["data"], binarize=binarize),

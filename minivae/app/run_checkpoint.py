@@ -73,7 +73,7 @@ def restore_checkpoint(path, checkpoint, run):
         if getattr(trained, field) != getattr(config, field):
             raise MinivaeError(f"{path} was trained with {field}={getattr(trained, field)!r}, not "
                                f"{getattr(config, field)!r}; resume with the same options")
-    check_step_count(path, meta, math.ceil(len(run.data.train_x) / config.batch_size))
+    check_step_count(path, meta, run.steps_per_epoch)
     run.model.load_state_dict(_split_arrays(arrays, "model/"))
     run.optimizer.load_state_dict(_split_arrays(arrays, "optimizer/"), meta["optimizer"])
     for name, kernels in _rng_kernels().items():
