@@ -266,7 +266,7 @@ def test_cuda_graph_with_another_optimizer_trains_eagerly_with_a_note(tmp_path, 
     monkeypatch.setattr(training, "CAPTURING_BACKENDS", ("numpy",))
     status, out, err = run_cli(train_argv(tmp_path, 1, "--cuda-graph", "--optimizer", "sgd"), capsys)
     assert status == 0, err
-    assert "--cuda-graph: only Adam's step is captured; training eagerly with sgd" in out
+    assert "--cuda-graph: a static training step runs Adam, not SGD; training eagerly" in out
 
 
 @needs_gpu

@@ -59,6 +59,12 @@ class CaptureFailed(MinivaeError):
                          "(or pass --no-cuda-graph)")
 
 
+def why_not_static(optimizer):
+    """Why a static step cannot run ``optimizer``, in words, or None: it runs Adam only, whose step count and
+    learning rate it keeps on the device (``Adam.update``)."""
+    return None if isinstance(optimizer, Adam) else f"a static training step runs Adam, not {type(optimizer).__name__}"
+
+
 class StaticStep:
     """One Adam step on -mean objective of a full batch copied into a fixed buffer; captured if asked.
 
@@ -73,9 +79,8 @@ class StaticStep:
 
     def __init__(self, run, capture=False):
         model, optimizer = run.model, run.optimizer
-        if not isinstance(optimizer, Adam):
-            raise MinivaeError(f"a static training step runs Adam, not {type(optimizer).__name__}; "
-                               "use --optimizer adam or --no-cuda-graph")
+        if refusal := why_not_static(optimizer):
+            raise MinivaeError(f"{refusal}; use --optimizer adam or --no-cuda-graph")
         self.model, self.optimizer, self.rng = model, optimizer, run.rngs["sample"]
         self.samples, self.objective = run.config.samples, run.config.objective
         self.eager = EagerStep(run)
