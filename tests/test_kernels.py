@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from kernel_cases import (CASES, LAYOUTS, Arrays, assert_adam_reads_step_and_lr_from_arrays, assert_matches_reference,
+from kernel_cases import (CASES, LAYOUTS, Arrays, assert_matches_reference,
                           assert_rng_state_round_trips)
 from minivae.kernels import numba_cpu, reference
 from minivae.kernels.reference import KERNEL_NAMES
@@ -36,10 +36,6 @@ def test_kernel_matches_reference(kernels, name, layout, dtype):
 
 def test_rng_state_round_trips(kernels):
     assert_rng_state_round_trips(kernels)
-
-
-def test_adam_reads_step_and_lr_from_arrays(kernels):
-    assert_adam_reads_step_and_lr_from_arrays(kernels)
 
 
 @pytest.mark.parametrize("module", KERNEL_SETS)

@@ -68,7 +68,9 @@ def test_elbo_with_on_device_noise_is_finite_and_trains():
 
 
 def test_the_static_step_equals_the_eager_step():
-    """Adam's t and learning rate as 0-d device arrays, advanced on the device: the eager step's parameters."""
+    """Two steps of the static step, run eagerly through the numba-cuda kernels with Adam's t and learning rate
+    read from 0-d arrays (NumPy arrays under the simulator), leave the parameters the eager step leaves, bit for bit.
+    Training itself builds a static step on numba and cupy only (``training.make_step``)."""
     from minivae.app.loop import EagerStep
     from minivae.app.runconfig import Run, TrainConfig
     from minivae.app.static_step import StaticStep
