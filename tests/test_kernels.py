@@ -114,6 +114,12 @@ def test_a_numba_kernel_refuses_an_out_that_does_not_fit():
         numba_cpu.bias_act(x, x[0], "relu", out=np.empty((3, 4), np.float32).T)
 
 
+def test_a_numba_kernel_of_two_results_refuses_an_out_of_another_length():
+    mu = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"^kl_normal_backward: out must hold 2 arrays, one per result, got 1$"):
+        numba_cpu.kl_normal_backward(mu[:, 0], mu, mu, out=(np.empty_like(mu),))
+
+
 def test_every_numba_cuda_kernel_is_compiled_once_per_machine():
     """Each @cuda.jit kernel (not a device function) asks for numba's on-disk cache, so a process does not
     recompile it: read from the sources, since the simulator ignores the flag."""
