@@ -47,8 +47,13 @@ def _output(out, shape, dtype, name):
 
 
 def _outputs(out, shapes, dtype, name):
-    """``_output`` for each result of a kernel returning several (``out`` None, or a tuple of arrays)."""
-    return tuple(_output(None if out is None else o, shape, dtype, name) for o, shape in zip(out or shapes, shapes))
+    """``_output`` for each result of a kernel returning several: new arrays when ``out`` is None, else the
+    arrays of ``out``, one per result, each checked."""
+    if out is None:
+        return tuple(np.empty(shape, dtype) for shape in shapes)
+    if len(out) != len(shapes):
+        raise ValueError(f"{name}: out must hold {len(shapes)} arrays, one per result, got {len(out)}")
+    return tuple(_output(array, shape, dtype, name) for array, shape in zip(out, shapes))
 
 
 # ----- Matrix product and sampling (NumPy's) -----

@@ -146,18 +146,27 @@ def elbo_with_error(model, x, samples, rng, repeats=10):
 # ----- Over a whole set, batch by batch -----
 
 def evaluate_elbo(model, x, batch_size, samples, seed):
-    """Mean per-example (ELBO, reconstruction, KL) over ``x`` (``Pixels`` or float32 rows), with a fixed noise seed."""
-    rng = get_backend().kernels.make_rng(seed)
-    totals = np.zeros(3)
+    """Mean per-example (ELBO, reconstruction, KL) over ``x`` (``Pixels`` or float32 rows), with a fixed noise seed.
+
+    The sums stay on the device until the last batch: one read of the host for the whole set.
+    """
+    backend = get_backend()
+    rng = backend.kernels.make_rng(seed)
+    totals = backend.xp.zeros(3, np.float64)
     with no_grad():
         for start in range(0, len(x), batch_size):
-            totals += term_sums(model.elbo(Tensor(x[start:start + batch_size]), samples, rng))
-    return totals / len(x)
+            terms = model.elbo(Tensor(x[start:start + batch_size]), samples, rng)
+            totals += float64_sums(terms.elbo, terms.reconstruction, terms.kl)
+    return backend.asnumpy(totals) / len(x)
 
 
-def term_sums(terms):
-    """The batch's summed (ELBO, reconstruction, KL), as NumPy float64."""
-    return np.array([float(t.data.sum()) for t in (terms.elbo, terms.reconstruction, terms.kl)])
+def float64_sums(*tensors):
+    """Each tensor's sum over its batch, summed in float64, stacked into one array of the active backend.
+
+    Nothing is read on the host: the caller reads the stack when it needs it, all at once.
+    """
+    xp = get_backend().xp  # while a step is recorded, the recording's, which records xp.stack
+    return xp.stack([tensor.data.sum(dtype=np.float64) for tensor in tensors])
 
 
 def importance_sampled_log_px(model, x, samples, seed, batch_size=100):

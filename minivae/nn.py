@@ -29,8 +29,13 @@ class Parameter(Tensor):
         super().__init__(data, requires_grad=True, dtype=dtype)
 
 
+def is_int(value):
+    """An integer of any integral type (NumPy's too), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def is_positive_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+    return is_int(value) and value > 0
 
 
 def check_positive_int(owner, name, value):

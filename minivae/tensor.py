@@ -193,7 +193,7 @@ class Tensor:
         module's ``copyto``: one call, which a wrapper of the array module can see (an assignment it cannot).
         """
         if self._grad is None:
-            self._grad = grad.copy()
+            self._grad = get_backend().xp.array(grad)  # an array copy, also of a 0-d leaf's NumPy scalar gradient
         elif self._grad_is_stale:
             get_backend().xp.copyto(self._grad, grad)
         else:

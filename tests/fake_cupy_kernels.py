@@ -40,7 +40,7 @@ def _kl_term(mu, logvar):
 
 
 def _bernoulli_term(x, logit):
-    return x * logit - (np.maximum(logit, logit.dtype.type(0)) + np.log1p(np.exp(-np.abs(logit))))
+    return x * logit - reference.softplus(logit)
 
 
 def _bias_act(x, b, code, cols):

@@ -3,8 +3,9 @@
 Three layers: the guard's own rules (each refused call raises, naming
 itself, only while a stream captures); the cupy kernel set's host code
 against the NumPy reference; and the captured training step, which must
-replay to the same parameters as eager steps, for the ELBO and for IWAE with
-a KL warm-up and a learning-rate drop (numbers that change between replays).
+replay to the parameters, Adam moments and sums of eager steps, for the ELBO
+and for IWAE with a KL warm-up and a learning-rate drop (numbers that change
+between replays).
 """
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from kernel_cases import CASES, LAYOUTS, assert_matches_reference, assert_rng_st
 from minivae import backend
 from minivae.app.run_checkpoint import CHECKPOINT_NAME
 from runs import assert_one_line_error, run_cli, skip_figures
+from step_cases import SCHEDULES, assert_same_steps, eager_steps, static_steps
 
 
 TABLE = [name for name in CASES if name not in ("make_rng", "standard_normal")]  # other streams than NumPy's
@@ -172,36 +174,10 @@ def test_cupy_generator_state_round_trips(cupy):
 
 # ----- The captured training step, replayed -----
 
-BATCH, STEPS = 8, 6
-PLAIN = ("elbo", 1, [1.0] * STEPS, [1e-2] * STEPS)
-SCHEDULED = ("iwae", 2, list(np.linspace(0.2, 1.0, STEPS)), [1e-2] * 3 + [3e-3] * 3)  # replays read new numbers
-
-
-def run_steps(objective, samples, betas, rates, capture):
-    """STEPS Adam steps of a small VAE on the cupy backend, captured once and replayed, or eager; its parameters."""
-    from minivae.app import loop, runconfig
-    from minivae.app.static_step import StaticStep
-    from minivae.optim import Adam
-    from minivae.vae import VAE
-    model = VAE((12, 10), 3, (10, 12), rng=np.random.default_rng(0))
-    config = runconfig.TrainConfig(batch_size=BATCH, objective=objective, samples=samples)
-    run = runconfig.Run(config, None, model, Adam(model.parameters(), lr=1e-2),
-                        {"sample": backend.get_backend().kernels.make_rng(0)})
-    step = StaticStep(run, capture=True) if capture else loop.EagerStep(run)
-    batches = (np.random.default_rng(1).random((STEPS, BATCH, 12)) < 0.5).astype(np.float32)
-    for x, beta, lr in zip(batches, betas, rates):
-        run.optimizer.lr = lr
-        step(x, beta)
-    assert step.take_sums()[1]
-    return {name: backend.get_backend().asnumpy(p.data) for name, p in model.named_parameters()}
-
-
-@pytest.mark.parametrize("schedule", [PLAIN, SCHEDULED], ids=["elbo", "iwae with warm-up and an lr drop"])
-def test_the_captured_step_replays_to_the_eager_parameters(cupy, schedule):
-    captured = run_steps(*schedule, capture=True)
-    eager = run_steps(*schedule, capture=False)
-    for name, value in eager.items():
-        np.testing.assert_allclose(captured[name], value, rtol=0, atol=1e-5 * np.abs(value).max(), err_msg=name)
+@pytest.mark.parametrize("schedule", SCHEDULES.values(), ids=SCHEDULES.keys())
+def test_the_captured_step_replays_to_the_eager_step(cupy, schedule):
+    """Captured at the first step, replayed for the rest: the eager steps' parameters, Adam moments and sums."""
+    assert_same_steps(static_steps(*schedule, capture=True), eager_steps(*schedule), scale_tolerance=1e-5)
 
 
 # ----- Every command a user runs, on --backend cupy; training captured with --cuda-graph -----

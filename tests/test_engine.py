@@ -269,6 +269,18 @@ def test_two_backward_calls_accumulate_and_zero_grad_resets():
     np.testing.assert_allclose(x.grad, 2 * x.data)
 
 
+def test_a_scalar_leaf_keeps_its_gradient_in_an_array_across_zero_grad():
+    """A 0-d leaf's gradient comes back from broadcasting as a NumPy scalar; it is kept as a 0-d array, which the
+    backward after ``zero_grad`` writes over."""
+    w, x = Tensor(2.0, requires_grad=True), Tensor(np.array([1.0, 2.0]))
+    for _ in range(2):
+        w.zero_grad()
+        (x * w).sum().backward()
+        assert isinstance(w.grad, np.ndarray) and w.grad.shape == () and w.grad == 3.0
+    (x * w).sum().backward()
+    assert w.grad == 6.0
+
+
 def test_retain_grad_keeps_an_intermediate_gradient_and_leaves_the_rest_as_they_were():
     """y = 2x, L = sum y^2: dL/dy = 2y kept on y; x's gradient 8x as without it; z, not retained, keeps none."""
     x = Tensor(np.array([1.0, -2.0]), requires_grad=True)

@@ -19,6 +19,7 @@ from minivae.app.runconfig import LR_SCHEDULES, OPTIMIZERS, SIGMA_RANGE
 from minivae.app.threads import MAX_THREADS
 from minivae.errors import MinivaeError
 from minivae.kernels.reference import ACTIVATIONS
+from minivae.nn import is_int, is_positive_int
 from minivae.vae import LIKELIHOODS, OBJECTIVES
 
 DAMAGED = "it is damaged, use another checkpoint"
@@ -27,20 +28,12 @@ MODEL_DTYPES = ("float32", "float64")
 
 # ----- What each value may be -----
 
-def _is_int(value, low=0, high=math.inf):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and low <= value <= high
-
-
 def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def positive_int(value):
-    return _is_int(value, 1)
-
-
 def non_negative_int(value):
-    return _is_int(value)
+    return is_int(value) and value >= 0
 
 
 def positive_number(value):
@@ -60,20 +53,20 @@ def optional(rule):
 
 
 def int_list(value):
-    return isinstance(value, list) and len(value) > 0 and all(map(positive_int, value))
+    return isinstance(value, list) and len(value) > 0 and all(map(is_positive_int, value))
 
 
 # The options a run's checkpoint stores (TrainConfig's fields), each with what train could have written.
 CONFIG_RULES = {
     "data": one_of(DATASET_NAMES), "data_dir": optional(lambda value: isinstance(value, str)),
-    "train_examples": optional(positive_int), "test_examples": optional(positive_int), "hidden": int_list,
-    "latent_dim": positive_int, "activation": one_of(ACTIVATIONS), "likelihood": one_of(LIKELIHOODS),
+    "train_examples": optional(is_positive_int), "test_examples": optional(is_positive_int), "hidden": int_list,
+    "latent_dim": is_positive_int, "activation": one_of(ACTIVATIONS), "likelihood": one_of(LIKELIHOODS),
     "sigma": number_within(*SIGMA_RANGE), "logvar_clamp": optional(positive_number), "objective": one_of(OBJECTIVES),
-    "samples": positive_int, "beta": positive_number, "kl_warmup": non_negative_int, "batch_size": positive_int,
-    "epochs": positive_int, "lr": positive_number, "lr_schedule": one_of(LR_SCHEDULES),
+    "samples": is_positive_int, "beta": positive_number, "kl_warmup": non_negative_int, "batch_size": is_positive_int,
+    "epochs": is_positive_int, "lr": positive_number, "lr_schedule": one_of(LR_SCHEDULES),
     "optimizer": one_of(tuple(OPTIMIZERS)), "binarize": one_of(BINARIZE_MODES), "seed": non_negative_int,
     "log_interval": non_negative_int, "plot_interval": non_negative_int, "out": lambda value: isinstance(value, str),
-    "threads": optional(lambda value: _is_int(value, 1, MAX_THREADS)),
+    "threads": optional(lambda value: is_positive_int(value) and value <= MAX_THREADS),
 }
 FINGERPRINT_RULES = {  # data.file_fingerprint (test images) and data.images_fingerprint (training images)
     "test_images": {"file": lambda value: isinstance(value, str), "bytes": non_negative_int,
@@ -130,7 +123,7 @@ def _check_image_shape(path, shape, model):
     if shape is None:
         return
     pixels = model["encoder_sizes"][0]
-    if not (isinstance(shape, list) and len(shape) == 2 and all(map(positive_int, shape))
+    if not (isinstance(shape, list) and len(shape) == 2 and all(map(is_positive_int, shape))
             and math.prod(shape) == pixels):
         raise damaged(path, f"its image_shape {shape!r} is not two positive whole numbers making its {pixels} pixels")
 

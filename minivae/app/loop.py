@@ -12,7 +12,6 @@ Both answer the same two calls: ``step(x_batch, beta)``, False when it saw the
 step go non-finite, and ``step.take_sums()``, the summed terms since the last
 call and whether they and the parameters are finite.
 """
-import math
 import time
 
 import numpy as np
@@ -21,7 +20,7 @@ from minivae.app.data import batches
 from minivae.app.stop_requests import check_stop
 from minivae.backend import get_backend
 from minivae.errors import NonFiniteResult
-from minivae.likelihood import evaluate_elbo, term_sums
+from minivae.likelihood import evaluate_elbo, float64_sums
 from minivae.tensor import Tensor
 
 NOT_FINITE = "the loss or the updated parameters are not finite"
@@ -36,20 +35,28 @@ class Diverged(NonFiniteResult):
 def train_step(model, optimizer, x_batch, samples, rng, objective="elbo", beta=1.0):
     """One gradient step on -mean objective; returns the batch's per-example (objective, elbo, reconstruction, kl) sums.
 
-    Returns None when the loss, or a parameter after the update, is not
-    finite: the caller stops, and must not save this model.
+    Returns None when those sums (the loss among them), or a parameter after
+    the update, are not finite: the caller stops, and must not save this
+    model. A non-finite loss makes no update. Two reads of the device: the
+    sums, then the parameters.
     """
     optimizer.zero_grad()
+    backend = get_backend()
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are checked for below
         maximized, terms = model.objective(Tensor(x_batch), objective, samples, rng, beta=beta)
-        loss = -maximized.mean()
-        if not math.isfinite(loss.item()):
+        sums = backend.asnumpy(objective_sums(maximized, terms))
+        if not np.isfinite(sums).all():
             return None
-        loss.backward()
+        (-maximized.mean()).backward()
         optimizer.step()
-    if not get_backend().xp.isfinite(optimizer.flat.data).all():
+    if not backend.xp.isfinite(optimizer.flat.data).all():
         return None
-    return np.concatenate([[float(maximized.data.sum())], term_sums(terms)])
+    return sums
+
+
+def objective_sums(maximized, terms):
+    """The batch's summed (objective, elbo, reconstruction, kl) in float64, on the device, stacked."""
+    return float64_sums(maximized, terms.elbo, terms.reconstruction, terms.kl)
 
 
 class EagerStep:
@@ -135,7 +142,7 @@ def train_epoch(run, step, progress=False):
     """
     from tqdm import tqdm
     config, epoch = run.config, run.next_epoch
-    steps = math.ceil(len(run.data.train_x) / config.batch_size)
+    steps = run.steps_per_epoch
     binarize = "dynamic" if config.binarize == "dynamic" else "none"  # static: done once in prepare_data
     totals, examples = np.zeros(4), 0
     with tqdm(batches(run.data.train_x, run.data.train_y, config.batch_size, run.rngs["data"], binarize=binarize),

@@ -73,7 +73,7 @@ def restore_checkpoint(path, checkpoint, run):
         if getattr(trained, field) != getattr(config, field):
             raise MinivaeError(f"{path} was trained with {field}={getattr(trained, field)!r}, not "
                                f"{getattr(config, field)!r}; resume with the same options")
-    check_step_count(path, meta, math.ceil(len(run.data.train_x) / config.batch_size))
+    check_step_count(path, meta, run.steps_per_epoch)
     run.model.load_state_dict(_split_arrays(arrays, "model/"))
     run.optimizer.load_state_dict(_split_arrays(arrays, "optimizer/"), meta["optimizer"])
     for name, kernels in _rng_kernels().items():
@@ -92,16 +92,23 @@ def read_training_checkpoint(path):
 
     Beyond ``load_checkpoint``'s checks: the fields and arrays ``train`` writes, no more, and finite floats.
     """
-    # Before any array is loaded: the metadata's fields, and the arrays a model of its sizes and its optimizer hold.
-    arrays, meta = load_checkpoint(path, check=lambda meta, headers: check_training_meta(path, meta, headers))
+    config = None
+
+    def check(meta, headers):
+        """Before any array is loaded: the metadata's fields, and the arrays a model of its sizes and its optimizer
+        hold; keeps the TrainConfig it built."""
+        nonlocal config
+        config = check_training_meta(path, meta, headers)
+    arrays, meta = load_checkpoint(path, check=check)
     for name, array in arrays.items():  # training never saves NaN
         if not np.isfinite(array).all():
             raise damaged(path, f"{name} is not an array of finite floats")
-    return TrainingCheckpoint(arrays, meta, _train_config(path, meta))
+    return TrainingCheckpoint(arrays, meta, config)
 
 
 def check_training_meta(path, meta, headers):
-    """Refuse metadata ``train`` did not write, or array headers ((shape, dtype) by name) that do not fit it.
+    """The metadata's ``TrainConfig``; refuses metadata ``train`` did not write, or array headers ((shape, dtype)
+    by name) that do not fit it.
 
     The model's parameter count follows from its stored sizes
     (``vae.parameter_count``); the model's arrays must hold exactly that many
@@ -114,7 +121,8 @@ def check_training_meta(path, meta, headers):
     if wrong:
         raise MinivaeError(f"{path} is not a checkpoint written by minivae train: its metadata lacks "
                            f"{', '.join(wrong)}; use the checkpoint.npz a training run wrote")
-    check_meta_values(path, meta, _train_config(path, meta))
+    config = _train_config(path, meta)
+    check_meta_values(path, meta, config)
     model = meta["model"]
     try:
         count = parameter_count(model.get("encoder_sizes"), model.get("latent_dim"), model.get("decoder_sizes"))
@@ -137,6 +145,7 @@ def check_training_meta(path, meta, headers):
         if name.startswith("optimizer/") and shape != (count,):
             raise MinivaeError(f"checkpoint {path}: {name} has shape {shape}, not ({count},) for the "
                                f"{count:,} parameters its metadata describes; use another checkpoint")
+    return config
 
 
 def _check_current_layout(path, meta, headers):

@@ -4,6 +4,7 @@ Everything here follows from the config alone, so a checkpoint that stores
 the config rebuilds the same run (``run_checkpoint``).
 """
 import dataclasses
+import math
 
 import numpy as np
 
@@ -146,6 +147,11 @@ class Run:
     def next_epoch(self):
         """The number of the epoch the run trains next: 1, 2, ..."""
         return len(self.history) + 1
+
+    @property
+    def steps_per_epoch(self):
+        """Minibatches in an epoch: ceil(training examples / batch size); the last may be shorter."""
+        return math.ceil(len(self.data.train_x) / self.config.batch_size)
 
 
 def start_run(config, data):

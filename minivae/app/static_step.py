@@ -17,7 +17,7 @@ kernels are recorded, not run. A step can be replayed only if
   state in place);
 - it never waits for the host: no ``.item()``, ``float()`` or ``bool()`` of a
   device array, no copy to the host. So the loss is not checked each step, as
-  ``loop.train_step`` does with ``loss.item()``: the step adds its ELBO terms
+  ``loop.train_step`` does by reading the step's sums: the step adds its terms
   into device sums, and ``take_sums`` reads them, and checks them and the
   parameters for NaN, when the epoch asks (at its end, and every ``--log-interval`` steps);
 - the memory it allocates does not move: the graph holds the addresses of the
@@ -40,7 +40,7 @@ import contextlib
 
 import numpy as np
 
-from minivae.app.loop import EagerStep
+from minivae.app.loop import EagerStep, objective_sums
 from minivae.app.recording import record
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError, one_line
@@ -59,6 +59,12 @@ class CaptureFailed(MinivaeError):
                          "(or pass --no-cuda-graph)")
 
 
+def why_not_static(optimizer):
+    """Why a static step cannot run ``optimizer``, in words, or None: it runs Adam only, whose step count and
+    learning rate it keeps on the device (``Adam.update``)."""
+    return None if isinstance(optimizer, Adam) else f"a static training step runs Adam, not {type(optimizer).__name__}"
+
+
 class StaticStep:
     """One Adam step on -mean objective of a full batch copied into a fixed buffer; captured if asked.
 
@@ -73,9 +79,8 @@ class StaticStep:
 
     def __init__(self, run, capture=False):
         model, optimizer = run.model, run.optimizer
-        if not isinstance(optimizer, Adam):
-            raise MinivaeError(f"a static training step runs Adam, not {type(optimizer).__name__}; "
-                               "use --optimizer adam or --no-cuda-graph")
+        if refusal := why_not_static(optimizer):
+            raise MinivaeError(f"{refusal}; use --optimizer adam or --no-cuda-graph")
         self.model, self.optimizer, self.rng = model, optimizer, run.rngs["sample"]
         self.samples, self.objective = run.config.samples, run.config.objective
         self.eager = EagerStep(run)
@@ -114,10 +119,8 @@ class StaticStep:
             maximized, terms = self.model.objective(Tensor(self.x), self.objective, self.samples, self.rng,
                                                     beta=Tensor(self.beta))
             (-maximized.mean()).backward()
-            xp = get_backend().xp  # while recording, the recording's, which records xp.stack
             self.optimizer.update(self.t, self.lr)
-            self.sums += xp.stack([term.data.sum(dtype=np.float64)
-                                   for term in (maximized, terms.elbo, terms.reconstruction, terms.kl)])
+            self.sums += objective_sums(maximized, terms)
 
     def take_sums(self):
         """(summed (objective, elbo, reconstruction, kl) as NumPy float64, all finite?) since the last call; resets them.

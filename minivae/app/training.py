@@ -42,7 +42,7 @@ from minivae.app.run_memory import check_run_memory
 from minivae.app.runconfig import prepare_data, start_run
 from minivae.app.rundir import own_run_directory
 from minivae.app.stop_requests import check_stop
-from minivae.app.static_step import CAPTURING_BACKENDS, CaptureFailed, StaticStep
+from minivae.app.static_step import CAPTURING_BACKENDS, CaptureFailed, StaticStep, why_not_static
 from minivae.app.threads import choose_threads, product_size, threads_limited
 from minivae.backend import get_backend
 from minivae.errors import MinivaeError
@@ -170,17 +170,17 @@ def make_step(run, cuda_graph, log):
     GPU has run it yet). Asked for where it is not possible, it says so in one
     line and trains eagerly.
     """
-    backend, optimizer = get_backend().name, run.config.optimizer
+    backend, refusal = get_backend().name, why_not_static(run.optimizer)
     if cuda_graph is None:
-        cuda_graph = backend in RECORDED_BY_DEFAULT and optimizer == "adam"
+        cuda_graph = backend in RECORDED_BY_DEFAULT and not refusal
     if not cuda_graph:
         return EagerStep(run)
     if backend not in CAPTURING_BACKENDS:
         log(f"--cuda-graph: only the {' and '.join(CAPTURING_BACKENDS)} backends record the training step; "
             f"training eagerly on {backend}")
         return EagerStep(run)
-    if optimizer != "adam":
-        log(f"--cuda-graph: only Adam's step is captured; training eagerly with {optimizer}")
+    if refusal:
+        log(f"--cuda-graph: {refusal}; training eagerly")
         return EagerStep(run)
     return StaticStep(run, capture=True)
 

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from kernel_cases import (CASES, TOLERANCE, assert_adam_reads_step_and_lr_from_arrays, assert_matches_reference,
+from kernel_cases import (CASES, TOLERANCE, assert_matches_reference,
                           assert_rng_state_round_trips)
 from minivae.errors import MinivaeError
 from minivae.kernels import numba_cuda, reference
@@ -62,13 +62,6 @@ def test_standard_normal_keeps_dtype_shape_and_seed(draws):
 
 def test_rng_state_round_trips_through_the_host():
     assert_rng_state_round_trips(numba_cuda)
-
-
-def test_adam_takes_step_and_lr_as_float64_host_arrays_as_numbers():
-    """Under the simulator a 0-d array is a NumPy (host) array, whose sizes ``adam_step_sizes`` computes as
-    numbers: float64 ones, with float32 buffers, move p, m and v as the numbers do. The kernel reading the sizes
-    of 0-d device arrays runs on a GPU (tests/test_gpu.py)."""
-    assert_adam_reads_step_and_lr_from_arrays(numba_cuda)
 
 
 def test_standard_normal_refuses_a_numpy_generator():

@@ -14,6 +14,7 @@ from minivae import set_backend
 from minivae.optim import Adam
 from minivae.tensor import Tensor
 from minivae.vae import VAE
+from step_cases import assert_same_steps, eager_steps, static_steps
 
 
 OBJECTIVES = {"elbo": lambda model, x, eps: model.elbo(x, eps=eps).elbo,
@@ -68,23 +69,14 @@ def test_elbo_with_on_device_noise_is_finite_and_trains():
 
 
 def test_the_static_step_equals_the_eager_step():
-    """Adam's t and learning rate as 0-d device arrays, advanced on the device: the eager step's parameters."""
-    from minivae.app.loop import EagerStep
-    from minivae.app.runconfig import Run, TrainConfig
-    from minivae.app.static_step import StaticStep
+    """Two steps of the static step, run eagerly through the numba-cuda kernels with Adam's t and learning rate
+    read from 0-d arrays (NumPy arrays under the simulator), and the KL weight and the rate changed between
+    them: the eager step's parameters, Adam moments and sums, bit for bit. Training itself builds a static step
+    on numba and cupy only (``training.make_step``)."""
+    schedule = ("elbo", 1, [0.5, 1.0], [1e-2, 3e-3])
     set_backend("numba-cuda")
     try:
-        from minivae.backend import get_backend
-        x = (np.random.default_rng(4).random((2, 4, 6)) < 0.5).astype(np.float32)
-        params = []
-        for make_step in (EagerStep, StaticStep):
-            model = VAE((6, 8), 2, (8, 6), rng=np.random.default_rng(0))
-            run = Run(TrainConfig(batch_size=4), None, model, Adam(model.parameters(), lr=1e-2),
-                      {"sample": get_backend().kernels.make_rng(5)})
-            step = make_step(run)
-            assert all(step(batch) for batch in x) and step.take_sums()[1]
-            params.append({name: p.numpy().copy() for name, p in model.named_parameters()})
+        assert_same_steps(static_steps(*schedule, sizes=((6, 8), (8, 6))),
+                          eager_steps(*schedule, sizes=((6, 8), (8, 6))), scale_tolerance=0)
     finally:
         set_backend("numpy")
-    for name, value in params[0].items():
-        np.testing.assert_array_equal(params[1][name], value, err_msg=name)
